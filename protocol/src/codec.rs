@@ -1,0 +1,144 @@
+//! The only place that knows the encoding (postcard) and the framing (varint length prefix).
+//!
+//! A frame on a stream is `len: varint u32` followed by `len` bytes of postcard-encoded [`Frame`].
+//! The length is checked against [`MAX_FRAME_LEN`] before any byte of the payload is buffered, so
+//! a peer cannot make the decoder allocate more than one maximum frame plus one read chunk.
+
+use crate::error::ErrorCode;
+use crate::frame::Frame;
+use crate::limits::MAX_FRAME_LEN;
+
+/// Longest varint encoding of a `u32` frame length.
+const MAX_LEN_PREFIX: usize = 5;
+
+/// Why bytes could not become a frame, or a frame could not become bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The length prefix announced more than the limit.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Announced or encoded length.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// A field exceeded its protocol limit.
+    #[error("a field exceeds its protocol limit")]
+    FieldTooLarge,
+    /// The length prefix was not a valid varint.
+    #[error("malformed length prefix")]
+    BadLength,
+    /// The payload did not decode as a frame.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+impl CodecError {
+    /// The wire error code to answer with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CodecError::TooLarge { .. } | CodecError::FieldTooLarge => ErrorCode::TooLarge,
+            CodecError::BadLength | CodecError::Malformed(_) => ErrorCode::BadFrame,
+        }
+    }
+}
+
+/// Appends `frame`, length-prefixed, to `out`.
+pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let payload = postcard::to_stdvec(frame).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if payload.len() > MAX_FRAME_LEN as usize {
+        return Err(CodecError::TooLarge { len: payload.len() as u64, max: MAX_FRAME_LEN });
+    }
+    put_varint(payload.len() as u32, out);
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
+/// Encodes one frame into a fresh buffer.
+pub fn encode_to_vec(frame: &Frame) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::new();
+    encode(frame, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes a frame payload (without its length prefix) and checks field limits.
+pub fn decode_payload(payload: &[u8]) -> Result<Frame, CodecError> {
+    if payload.len() > MAX_FRAME_LEN as usize {
+        return Err(CodecError::TooLarge { len: payload.len() as u64, max: MAX_FRAME_LEN });
+    }
+    let (frame, rest) = postcard::take_from_bytes::<Frame>(payload)
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed(format!("{} trailing bytes", rest.len())));
+    }
+    if !frame.within_limits() {
+        return Err(CodecError::FieldTooLarge);
+    }
+    Ok(frame)
+}
+
+fn put_varint(mut n: u32, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Reads a varint length prefix. `Ok(None)` means more bytes are needed.
+fn get_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, CodecError> {
+    let mut value: u64 = 0;
+    for (i, &b) in buf.iter().enumerate().take(MAX_LEN_PREFIX) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(Some((value, i + 1)));
+        }
+    }
+    if buf.len() >= MAX_LEN_PREFIX { Err(CodecError::BadLength) } else { Ok(None) }
+}
+
+/// Incremental decoder for a byte stream carrying frames.
+///
+/// Feed it what the stream yields with [`FrameDecoder::extend`], then call
+/// [`FrameDecoder::next_frame`] until it returns `Ok(None)`. After an error the stream cannot be
+/// resynchronised: answer with the error's code and close.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+}
+
+impl FrameDecoder {
+    /// A decoder with an empty buffer.
+    pub fn new() -> Self {
+        FrameDecoder::default()
+    }
+
+    /// Appends bytes read from the stream. The caller reads in bounded chunks and drains frames
+    /// after each one, so the buffer never holds more than one frame plus one chunk.
+    pub fn extend(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes buffered and not yet consumed.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete frame, if one is buffered.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, CodecError> {
+        let Some((len, prefix)) = get_varint(&self.buf)? else {
+            return Ok(None);
+        };
+        if len > u64::from(MAX_FRAME_LEN) {
+            return Err(CodecError::TooLarge { len, max: MAX_FRAME_LEN });
+        }
+        let end = prefix + len as usize;
+        if self.buf.len() < end {
+            return Ok(None);
+        }
+        let frame = decode_payload(&self.buf[prefix..end]);
+        self.buf.drain(..end);
+        frame.map(Some)
+    }
+}

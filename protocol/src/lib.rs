@@ -1,0 +1,36 @@
+//! The Tern wire protocol.
+//!
+//! This crate is pure: it holds the wire types, the codec, the limits every decoder enforces and the
+//! session handshake state machine. It does no IO and never reads a clock; time is passed in as `now`.
+//! The server and the SDK are thin IO shells around it, which keeps both testable without a network.
+//!
+//! * [`codec`] turns [`Frame`]s into length-prefixed bytes and back, checking every length against
+//!   [`limits`] before allocating.
+//! * [`session`] is the server side of the handshake: `Hello` first, then requests gated by whether
+//!   the session is authenticated.
+//! * [`ErrorCode`] is the stable list of error codes sent on the wire and used as QUIC close codes.
+//!
+//! Compatibility rule: enums only ever gain variants at the end; anything else bumps
+//! [`PROTOCOL_VERSION`].
+
+pub mod codec;
+mod error;
+mod event;
+mod frame;
+mod ids;
+pub mod limits;
+mod request;
+pub mod session;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use event::{ChatInfo, ChatKind, Event, Message, MessageBody, Receipt, Update, UpdateKind};
+pub use frame::{ClientInfo, Frame, GoAway, GoAwayReason, Hello, ServerLimits, SessionInfo, Welcome};
+pub use ids::{ChatId, ClientMsgId, DeviceId, MessageId, Pts, Seq, SyncCursor, UserId};
+pub use request::{DeviceInfo, LoginGrant, Request, Response, Sent, SyncPage, Tokens};
+
+/// The protocol version this crate speaks. A `Hello` with any other version is refused with
+/// [`ErrorCode::UnsupportedVersion`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// ALPN identifier negotiated in the TLS handshake.
+pub const ALPN: &[u8] = b"tern/1";

@@ -1,0 +1,29 @@
+//! Protocol limits. Decoders check every length against these before allocating, so a peer can
+//! never make the other side allocate without bound. The server announces them in `Welcome`.
+
+/// Largest encoded frame (payload after the length prefix), in bytes.
+pub const MAX_FRAME_LEN: u32 = 64 * 1024;
+/// Longest text message body, in bytes of UTF-8.
+pub const MAX_TEXT_LEN: usize = 16 * 1024;
+/// Longest login identifier (E.164 number or email address), in bytes.
+pub const MAX_IDENTIFIER_LEN: usize = 254;
+/// Longest device name, in bytes.
+pub const MAX_DEVICE_NAME_LEN: usize = 64;
+/// Longest token (access or refresh), in bytes.
+pub const MAX_TOKEN_LEN: usize = 2048;
+/// Longest client name/version/platform string in `Hello`, in bytes.
+pub const MAX_CLIENT_INFO_LEN: usize = 64;
+/// Longest human-readable error message, in bytes.
+pub const MAX_ERROR_MESSAGE_LEN: usize = 512;
+/// Most updates in one sync page.
+pub const MAX_SYNC_PAGE: u32 = 256;
+/// Most messages in one `GetMessages` answer.
+pub const MAX_MESSAGES_PAGE: u32 = 256;
+/// Most members in a chat (groups arrive later; direct chats have two).
+pub const MAX_CHAT_MEMBERS: usize = 1024;
+/// Most items in any other list (devices, chats, receipts).
+pub const MAX_LIST_LEN: usize = 1024;
+/// Most requests a client may have in flight on one connection.
+pub const MAX_IN_FLIGHT_REQUESTS: u32 = 256;
+/// Length of an OTP code, in digits.
+pub const OTP_DIGITS: usize = 6;

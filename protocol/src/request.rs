@@ -1,0 +1,283 @@
+//! Requests a client sends and the responses it gets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{ChatInfo, Message, MessageBody, Receipt, Update, UpdateKind};
+use crate::ids::{ChatId, ClientMsgId, DeviceId, MessageId, Seq, SyncCursor, UserId};
+use crate::limits::{
+    MAX_DEVICE_NAME_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN, MAX_MESSAGES_PAGE, MAX_SYNC_PAGE,
+    MAX_TOKEN_LEN, OTP_DIGITS,
+};
+
+/// A request. Only `RequestOtp`, `VerifyOtp`, `Refresh` and `Ping` work before authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Send a one-time code to a phone number (E.164) or email address.
+    RequestOtp {
+        /// `+4915112345678` or `someone@example.org`.
+        identifier: String,
+    },
+    /// Exchange a code for tokens; registers the device and authenticates this session.
+    VerifyOtp {
+        /// Same identifier as in `RequestOtp`.
+        identifier: String,
+        /// The six digits.
+        code: String,
+        /// Shown in the device list.
+        device_name: String,
+    },
+    /// Rotate a refresh token; authenticates this session as the token's device.
+    Refresh {
+        /// The current refresh token. Using an already rotated one revokes the family.
+        refresh_token: String,
+    },
+    /// Revoke this device's tokens and end the session.
+    Logout,
+    /// List the user's devices.
+    ListDevices,
+    /// Revoke one of the user's devices; its live connections are closed.
+    RevokeDevice {
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// Open (or find) the direct chat with another user.
+    OpenDirectChat {
+        /// The other user.
+        peer: UserId,
+    },
+    /// List the user's chats.
+    ListChats,
+    /// Send a message. Repeating it with the same `client_msg_id` returns the first answer.
+    SendMessage {
+        /// Target chat.
+        chat_id: ChatId,
+        /// Idempotency key chosen by this device.
+        client_msg_id: ClientMsgId,
+        /// Content.
+        body: MessageBody,
+    },
+    /// This device has stored every message of the chat up to `upto_seq`.
+    Ack {
+        /// The chat.
+        chat_id: ChatId,
+        /// Highest stored seq.
+        upto_seq: Seq,
+    },
+    /// The user has read the chat up to `upto_seq`.
+    MarkRead {
+        /// The chat.
+        chat_id: ChatId,
+        /// Highest read seq.
+        upto_seq: Seq,
+    },
+    /// Fetch updates after a cursor, in a bounded page.
+    Sync {
+        /// Updates with `pts > after.pts` are returned.
+        after: SyncCursor,
+        /// At most this many (capped at [`MAX_SYNC_PAGE`]).
+        limit: u32,
+    },
+    /// Fetch a range of a chat's messages, e.g. to fill a seq gap.
+    GetMessages {
+        /// The chat.
+        chat_id: ChatId,
+        /// First seq wanted.
+        from_seq: Seq,
+        /// At most this many (capped at [`MAX_MESSAGES_PAGE`]).
+        limit: u32,
+    },
+    /// Current receipt watermarks of every member of a chat.
+    GetReceipts {
+        /// The chat.
+        chat_id: ChatId,
+    },
+    /// Liveness check; answered with `Pong`.
+    Ping,
+}
+
+impl Request {
+    /// Whether the request may be sent on an unauthenticated session.
+    pub fn allowed_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            Request::RequestOtp { .. }
+                | Request::VerifyOtp { .. }
+                | Request::Refresh { .. }
+                | Request::Ping
+        )
+    }
+
+    /// A short stable name, for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::RequestOtp { .. } => "request_otp",
+            Request::VerifyOtp { .. } => "verify_otp",
+            Request::Refresh { .. } => "refresh",
+            Request::Logout => "logout",
+            Request::ListDevices => "list_devices",
+            Request::RevokeDevice { .. } => "revoke_device",
+            Request::OpenDirectChat { .. } => "open_direct_chat",
+            Request::ListChats => "list_chats",
+            Request::SendMessage { .. } => "send_message",
+            Request::Ack { .. } => "ack",
+            Request::MarkRead { .. } => "mark_read",
+            Request::Sync { .. } => "sync",
+            Request::GetMessages { .. } => "get_messages",
+            Request::GetReceipts { .. } => "get_receipts",
+            Request::Ping => "ping",
+        }
+    }
+
+    pub(crate) fn within_limits(&self) -> bool {
+        match self {
+            Request::RequestOtp { identifier } => identifier.len() <= MAX_IDENTIFIER_LEN,
+            Request::VerifyOtp { identifier, code, device_name } => {
+                identifier.len() <= MAX_IDENTIFIER_LEN
+                    && code.len() <= OTP_DIGITS * 4
+                    && device_name.len() <= MAX_DEVICE_NAME_LEN
+            }
+            Request::Refresh { refresh_token } => refresh_token.len() <= MAX_TOKEN_LEN,
+            Request::SendMessage { body, .. } => body.within_limits(),
+            Request::Logout
+            | Request::ListDevices
+            | Request::RevokeDevice { .. }
+            | Request::OpenDirectChat { .. }
+            | Request::ListChats
+            | Request::Ack { .. }
+            | Request::MarkRead { .. }
+            | Request::Sync { .. }
+            | Request::GetMessages { .. }
+            | Request::GetReceipts { .. }
+            | Request::Ping => true,
+        }
+    }
+}
+
+/// Access and refresh tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    /// Short-lived JWT, presented in `Hello.auth`.
+    pub access_token: String,
+    /// When the access token expires, milliseconds since the Unix epoch.
+    pub access_expires_at_ms: u64,
+    /// Opaque, single-use; exchanged with `Refresh` for a new pair.
+    pub refresh_token: String,
+}
+
+/// Result of a successful login or refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginGrant {
+    /// The user.
+    pub user_id: UserId,
+    /// This device.
+    pub device_id: DeviceId,
+    /// New tokens.
+    pub tokens: Tokens,
+}
+
+/// A device in the user's device list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its name.
+    pub name: String,
+    /// Registration time, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// Whether it has been revoked.
+    pub revoked: bool,
+}
+
+/// Answer to `SendMessage`: the message is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    /// The chat.
+    pub chat_id: ChatId,
+    /// Its seq in the chat.
+    pub seq: Seq,
+    /// Server-wide id.
+    pub msg_id: MessageId,
+    /// Server timestamp, milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+}
+
+/// A page of the user's update log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPage {
+    /// Updates in pts order.
+    pub updates: Vec<Update>,
+    /// Cursor after this page (the last update's pts, or the request's cursor if empty).
+    pub cursor: SyncCursor,
+    /// Whether more updates follow; ask again with `cursor`.
+    pub has_more: bool,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A code was sent if the identifier is valid (same answer whether or not it is registered).
+    OtpRequested {
+        /// Seconds the code stays valid.
+        expires_in_s: u32,
+    },
+    /// Login or refresh succeeded; the session is authenticated as this device.
+    LoggedIn(LoginGrant),
+    /// Generic success without data (logout, revoke, ack, mark-read).
+    Done,
+    /// The user's devices.
+    Devices(Vec<DeviceInfo>),
+    /// A chat.
+    Chat(ChatInfo),
+    /// The user's chats.
+    Chats(Vec<ChatInfo>),
+    /// A message is durable.
+    Sent(Sent),
+    /// A sync page.
+    SyncPage(SyncPage),
+    /// Messages in seq order.
+    Messages(Vec<Message>),
+    /// Receipt watermarks per member.
+    Receipts(Vec<Receipt>),
+    /// Answer to `Ping`.
+    Pong,
+}
+
+impl Response {
+    pub(crate) fn within_limits(&self) -> bool {
+        match self {
+            Response::Devices(d) => d.len() <= MAX_LIST_LEN,
+            Response::Chat(c) => c.within_limits(),
+            Response::Chats(c) => c.len() <= MAX_LIST_LEN && c.iter().all(ChatInfo::within_limits),
+            Response::SyncPage(p) => {
+                p.updates.len() <= MAX_SYNC_PAGE as usize
+                    && p.updates.iter().all(|u| u.kind.within_limits())
+            }
+            Response::Messages(m) => {
+                m.len() <= MAX_MESSAGES_PAGE as usize && m.iter().all(|m| m.body.within_limits())
+            }
+            Response::Receipts(r) => r.len() <= MAX_LIST_LEN,
+            Response::OtpRequested { .. }
+            | Response::LoggedIn(_)
+            | Response::Done
+            | Response::Sent(_)
+            | Response::Pong => true,
+        }
+    }
+}
+
+impl UpdateKind {
+    pub(crate) fn within_limits(&self) -> bool {
+        match self {
+            UpdateKind::Message(m) => m.body.within_limits(),
+            UpdateKind::Receipt(_) => true,
+            UpdateKind::ChatJoined(c) => c.within_limits(),
+        }
+    }
+}
+
+impl Sent {
+    /// The `Sent` answer describing a stored message.
+    pub fn of(message: &Message) -> Sent {
+        Sent { chat_id: message.chat_id, seq: message.seq, msg_id: message.msg_id, ts_ms: message.ts_ms }
+    }
+}

@@ -1,0 +1,138 @@
+//! The server side of a session as a pure state machine.
+//!
+//! Call order: create with [`ServerSession::new`] when the control stream opens, feed every
+//! decoded frame to [`ServerSession::handle_frame`], and check [`ServerSession::poll_timeout`]:
+//! a client that has not said `Hello` by then is closed. Authentication itself (token checks)
+//! happens outside; the shell reports the outcome with [`ServerSession::authenticate`].
+
+use std::time::{Duration, Instant};
+
+use crate::error::{ErrorBody, ErrorCode};
+use crate::frame::{Frame, Hello, SessionInfo};
+use crate::request::Request;
+use crate::PROTOCOL_VERSION;
+
+/// How long a client has, after opening the control stream, to send `Hello`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the shell should do with a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionInput {
+    /// A valid `Hello`: check its token (if any), then answer `Welcome`.
+    Hello(Hello),
+    /// A request the session may make now.
+    Request {
+        /// Its id.
+        req_id: u32,
+        /// The request.
+        body: Request,
+    },
+    /// A request refused by the state machine; answer this error with the request's id.
+    Refused {
+        /// Its id.
+        req_id: u32,
+        /// The answer.
+        error: ErrorBody,
+    },
+}
+
+/// Connection-fatal protocol violation: send `Frame::Error` with it, then close with its code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Violation(pub ErrorBody);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitingHello { deadline: Instant },
+    Open { session: Option<SessionInfo> },
+}
+
+/// Server-side session state: handshake first, then requests gated by authentication.
+#[derive(Debug)]
+pub struct ServerSession {
+    state: State,
+}
+
+impl ServerSession {
+    /// A session whose control stream opened at `now`.
+    pub fn new(now: Instant) -> Self {
+        ServerSession { state: State::AwaitingHello { deadline: now + HELLO_TIMEOUT } }
+    }
+
+    /// When the shell must call [`ServerSession::handle_timeout`], if at all.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::AwaitingHello { deadline } => Some(deadline),
+            State::Open { .. } => None,
+        }
+    }
+
+    /// Err if the handshake deadline has passed.
+    pub fn handle_timeout(&self, now: Instant) -> Result<(), Violation> {
+        match self.state {
+            State::AwaitingHello { deadline } if now >= deadline => Err(Violation(
+                ErrorBody::new(ErrorCode::HandshakeRequired, "no Hello within the handshake timeout"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Classifies an incoming frame.
+    pub fn handle_frame(&mut self, frame: Frame) -> Result<SessionInput, Violation> {
+        match (self.state, frame) {
+            (State::AwaitingHello { .. }, Frame::Hello(hello)) => {
+                if hello.protocol_version != PROTOCOL_VERSION {
+                    return Err(Violation(ErrorBody::new(
+                        ErrorCode::UnsupportedVersion,
+                        format!(
+                            "protocol version {} is not supported; this server speaks {}",
+                            hello.protocol_version, PROTOCOL_VERSION
+                        ),
+                    )));
+                }
+                self.state = State::Open { session: None };
+                Ok(SessionInput::Hello(hello))
+            }
+            (State::AwaitingHello { .. }, _) => Err(Violation(ErrorBody::new(
+                ErrorCode::HandshakeRequired,
+                "the first frame must be Hello",
+            ))),
+            (State::Open { session }, Frame::Request { req_id, body }) => {
+                if session.is_none() && !body.allowed_unauthenticated() {
+                    return Ok(SessionInput::Refused {
+                        req_id,
+                        error: ErrorBody::new(
+                            ErrorCode::Unauthenticated,
+                            format!("{} needs an authenticated session", body.name()),
+                        ),
+                    });
+                }
+                Ok(SessionInput::Request { req_id, body })
+            }
+            (State::Open { .. }, Frame::Hello(_)) => Err(Violation(ErrorBody::new(
+                ErrorCode::HandshakeRequired,
+                "Hello was already received",
+            ))),
+            (State::Open { .. }, _) => Err(Violation(ErrorBody::new(
+                ErrorCode::BadFrame,
+                "clients may only send Hello and Request frames",
+            ))),
+        }
+    }
+
+    /// Records that the session is now authenticated as `info` (after a token check or login).
+    pub fn authenticate(&mut self, info: SessionInfo) {
+        self.state = State::Open { session: Some(info) };
+    }
+
+    /// The authenticated identity, if any.
+    pub fn session(&self) -> Option<SessionInfo> {
+        match self.state {
+            State::Open { session } => session,
+            State::AwaitingHello { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

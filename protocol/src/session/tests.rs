@@ -1,0 +1,64 @@
+use super::*;
+use crate::frame::ClientInfo;
+use crate::ids::{DeviceId, UserId};
+
+fn hello(version: u16) -> Frame {
+    Frame::Hello(Hello {
+        protocol_version: version,
+        client: ClientInfo { name: "t".into(), version: "0".into(), platform: "test".into() },
+        auth: None,
+        resume: None,
+    })
+}
+
+#[test]
+fn request_before_hello_is_a_violation() {
+    let mut s = ServerSession::new(Instant::now());
+    let err = s.handle_frame(Frame::Request { req_id: 1, body: Request::Ping }).unwrap_err();
+    assert_eq!(err.0.code, ErrorCode::HandshakeRequired);
+}
+
+#[test]
+fn wrong_version_is_refused() {
+    let mut s = ServerSession::new(Instant::now());
+    let err = s.handle_frame(hello(PROTOCOL_VERSION + 1)).unwrap_err();
+    assert_eq!(err.0.code, ErrorCode::UnsupportedVersion);
+}
+
+#[test]
+fn unauthenticated_sessions_only_reach_auth_requests() {
+    let mut s = ServerSession::new(Instant::now());
+    assert!(matches!(s.handle_frame(hello(PROTOCOL_VERSION)), Ok(SessionInput::Hello(_))));
+    let got = s.handle_frame(Frame::Request { req_id: 7, body: Request::ListChats }).unwrap();
+    match got {
+        SessionInput::Refused { req_id, error } => {
+            assert_eq!(req_id, 7);
+            assert_eq!(error.code, ErrorCode::Unauthenticated);
+        }
+        other => panic!("expected refusal, got {other:?}"),
+    }
+    let ping = s.handle_frame(Frame::Request { req_id: 8, body: Request::Ping }).unwrap();
+    assert!(matches!(ping, SessionInput::Request { req_id: 8, .. }));
+    s.authenticate(SessionInfo { user_id: UserId(1), device_id: DeviceId(2) });
+    let ok = s.handle_frame(Frame::Request { req_id: 9, body: Request::ListChats }).unwrap();
+    assert!(matches!(ok, SessionInput::Request { req_id: 9, .. }));
+}
+
+#[test]
+fn second_hello_is_a_violation() {
+    let mut s = ServerSession::new(Instant::now());
+    s.handle_frame(hello(PROTOCOL_VERSION)).unwrap();
+    assert_eq!(
+        s.handle_frame(hello(PROTOCOL_VERSION)).unwrap_err().0.code,
+        ErrorCode::HandshakeRequired
+    );
+}
+
+#[test]
+fn hello_deadline_is_enforced_with_passed_in_time() {
+    let t0 = Instant::now();
+    let s = ServerSession::new(t0);
+    assert_eq!(s.poll_timeout(), Some(t0 + HELLO_TIMEOUT));
+    assert!(s.handle_timeout(t0 + HELLO_TIMEOUT / 2).is_ok());
+    assert!(s.handle_timeout(t0 + HELLO_TIMEOUT).is_err());
+}

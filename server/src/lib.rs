@@ -1,0 +1,2 @@
+//! Tern server library. See `docs/ARCHITECTURE.md` for the map.
+pub mod storage;

@@ -1,0 +1,225 @@
+//! The embedded default backend: fjall (a pure-Rust LSM store) in `--data-dir`.
+//!
+//! Reads go straight to fjall from the caller's thread (point reads and short range scans that hit
+//! memtables and the block cache). Writes go to one writer thread that group-commits them: every
+//! job in a batch shares one `fdatasync`, and nothing of the batch becomes visible to readers before
+//! that sync has returned (fjall applies a batch to its memtables only after the journal write).
+
+mod tables;
+mod writer;
+mod writes;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tern_protocol::{ChatId, ChatInfo, DeviceId, Message, Pts, Receipt, Seq, Update, UpdateKind, UserId};
+use tokio::sync::{mpsc, oneshot};
+
+use self::tables::{Counter, ReceiptRow, StoredUpdate, Table, Tables, backend, decode, key2, split_key2};
+pub use self::writer::CommitObserver;
+use self::writer::{Command, Completion, Txn};
+use super::{
+    Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, Storage, StorageError,
+    StorageResult, UpdateSink,
+};
+
+/// The fjall-backed store. Cheap to share behind an `Arc`; one process per data directory.
+#[derive(Debug)]
+pub struct FjallStorage {
+    tables: Tables,
+    writer: mpsc::Sender<Command>,
+}
+
+impl FjallStorage {
+    /// Opens (or creates) the store in `dir`, sending committed updates to `sink`.
+    pub fn open(
+        dir: &Path,
+        sink: Arc<dyn UpdateSink>,
+        observer: Option<Arc<dyn CommitObserver>>,
+    ) -> StorageResult<Self> {
+        let db = fjall::Database::builder(dir).open().map_err(backend)?;
+        let tables = Tables::open(db)?;
+        let writer = writer::spawn(tables.clone(), sink, observer)?;
+        Ok(FjallStorage { tables, writer })
+    }
+
+    /// Runs `f` in the writer thread as part of the next group commit.
+    async fn write<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> StorageResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: writer::Job = Box::new(move |txn: &mut Txn<'_>| -> Completion {
+            let result = f(txn);
+            Box::new(move |commit: Result<(), &StorageError>| {
+                let answer = match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(e.clone()),
+                };
+                let _ = tx.send(answer);
+            })
+        });
+        self.writer.send(Command::Job(job)).await.map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    fn chat_info(&self, chat: ChatId) -> StorageResult<ChatInfo> {
+        let record = self.chat_record(chat)?.ok_or(StorageError::ChatNotFound)?;
+        Ok(record.info(self.tables.counter(&Counter::ChatSeq(chat).key())?))
+    }
+
+    fn chat_record(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
+        self.tables.get(Table::Chats, &chat.0.to_be_bytes())?.map(|b| decode("chats", &b)).transpose()
+    }
+
+    fn message(&self, chat: ChatId, seq: Seq) -> StorageResult<Message> {
+        let bytes = self
+            .tables
+            .get(Table::Messages, &key2(chat.0, seq))?
+            .ok_or_else(|| tables::corrupt("updates", "update refers to a missing message"))?;
+        decode("messages", &bytes)
+    }
+}
+
+#[async_trait]
+impl Storage for FjallStorage {
+    async fn upsert_user(&self, identifier: &str, _now_ms: u64) -> StorageResult<UserId> {
+        if let Some(v) = self.tables.get(Table::Identifiers, identifier.as_bytes())? {
+            return Ok(UserId(tables::decode_u64(&v)?));
+        }
+        let identifier = identifier.to_owned();
+        self.write(move |txn| writes::upsert_user(txn, &identifier)).await
+    }
+
+    async fn user_exists(&self, user: UserId) -> StorageResult<bool> {
+        Ok(user.0 >= 1 && user.0 <= self.tables.counter(&Counter::NextUser.key())?)
+    }
+
+    async fn create_device(&self, user: UserId, name: &str, now_ms: u64) -> StorageResult<DeviceRecord> {
+        let name = name.to_owned();
+        self.write(move |txn| writes::create_device(txn, user, &name, now_ms)).await
+    }
+
+    async fn device(&self, user: UserId, device: DeviceId) -> StorageResult<Option<DeviceRecord>> {
+        self.tables.get(Table::Devices, &key2(user.0, device.0))?.map(|b| decode("devices", &b)).transpose()
+    }
+
+    async fn devices(&self, user: UserId) -> StorageResult<Vec<DeviceRecord>> {
+        let rows = self.tables.scan(
+            Table::Devices,
+            &key2(user.0, 0),
+            &key2(user.0, u64::MAX),
+            tern_protocol::limits::MAX_LIST_LEN,
+        )?;
+        rows.iter().map(|(_, v)| decode("devices", v)).collect()
+    }
+
+    async fn revoke_device(&self, user: UserId, device: DeviceId) -> StorageResult<bool> {
+        self.write(move |txn| writes::revoke_device(txn, user, device)).await
+    }
+
+    async fn put_refresh_token(&self, hash: [u8; 32], record: RefreshRecord) -> StorageResult<()> {
+        self.write(move |txn| writes::put_refresh(txn, hash, &record)).await
+    }
+
+    async fn take_refresh_token(&self, hash: [u8; 32]) -> StorageResult<Option<RefreshRecord>> {
+        self.write(move |txn| writes::take_refresh(txn, hash)).await
+    }
+
+    async fn open_direct_chat(&self, a: UserId, b: UserId, now_ms: u64) -> StorageResult<ChatInfo> {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        if let Some(v) = self.tables.get(Table::Direct, &key2(lo.0, hi.0))? {
+            return self.chat_info(ChatId(tables::decode_u64(&v)?));
+        }
+        self.write(move |txn| writes::open_direct(txn, a, b, now_ms)).await
+    }
+
+    async fn chat(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
+        self.chat_record(chat)
+    }
+
+    async fn user_chats(&self, user: UserId) -> StorageResult<Vec<ChatId>> {
+        let rows = self.tables.scan(
+            Table::UserChats,
+            &key2(user.0, 0),
+            &key2(user.0, u64::MAX),
+            tern_protocol::limits::MAX_LIST_LEN,
+        )?;
+        rows.iter().map(|(k, _)| split_key2(k).map(|(_, c)| ChatId(c))).collect()
+    }
+
+    async fn last_seq(&self, chat: ChatId) -> StorageResult<Seq> {
+        self.tables.counter(&Counter::ChatSeq(chat).key())
+    }
+
+    async fn append_message(&self, message: NewMessage) -> StorageResult<Appended> {
+        self.write(move |txn| writes::append(txn, message)).await
+    }
+
+    async fn messages(&self, chat: ChatId, from: Seq, limit: u32) -> StorageResult<Vec<Message>> {
+        let rows = self.tables.scan(
+            Table::Messages,
+            &key2(chat.0, from),
+            &key2(chat.0, u64::MAX),
+            limit as usize,
+        )?;
+        rows.iter().map(|(_, v)| decode("messages", v)).collect()
+    }
+
+    async fn updates(&self, user: UserId, after: Pts, limit: u32) -> StorageResult<Vec<Update>> {
+        let Some(from) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let rows =
+            self.tables.scan(Table::Updates, &key2(user.0, from), &key2(user.0, u64::MAX), limit as usize)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (k, v) in rows {
+            let (_, pts) = split_key2(&k)?;
+            let kind = match decode::<StoredUpdate>("updates", &v)? {
+                StoredUpdate::Message { chat_id, seq } => UpdateKind::Message(self.message(chat_id, seq)?),
+                StoredUpdate::Receipt(r) => UpdateKind::Receipt(r),
+                StoredUpdate::ChatJoined { chat_id } => UpdateKind::ChatJoined(self.chat_info(chat_id)?),
+            };
+            out.push(Update { pts, kind });
+        }
+        Ok(out)
+    }
+
+    async fn latest_pts(&self, user: UserId) -> StorageResult<Pts> {
+        self.tables.counter(&Counter::UserPts(user.0).key())
+    }
+
+    async fn ack(&self, chat: ChatId, user: UserId, upto: Seq) -> StorageResult<ReceiptChange> {
+        self.write(move |txn| writes::receipt(txn, chat, user, upto, false)).await
+    }
+
+    async fn mark_read(&self, chat: ChatId, user: UserId, upto: Seq) -> StorageResult<ReceiptChange> {
+        self.write(move |txn| writes::receipt(txn, chat, user, upto, true)).await
+    }
+
+    async fn receipts(&self, chat: ChatId) -> StorageResult<Vec<Receipt>> {
+        let record = self.chat_record(chat)?.ok_or(StorageError::ChatNotFound)?;
+        let mut out = Vec::with_capacity(record.members.len());
+        for member in record.members {
+            let row: ReceiptRow = self
+                .tables
+                .get(Table::Receipts, &key2(chat.0, member.0))?
+                .map(|b| decode("receipts", &b))
+                .transpose()?
+                .unwrap_or_default();
+            out.push(Receipt { chat_id: chat, user_id: member, delivered_seq: row.delivered, read_seq: row.read });
+        }
+        Ok(out)
+    }
+
+    async fn close(&self) -> StorageResult<()> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(Command::Close(tx)).await.map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+}
+
+#[cfg(test)]
+mod tests;

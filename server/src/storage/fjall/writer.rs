@@ -1,0 +1,168 @@
+//! The single writer thread: applies write jobs to one batch, commits the batch with one fsync
+//! (group commit), then answers every job and hands the batch's updates to the sink in order.
+//!
+//! Being the only writer makes allocation (ids, seqs, pts) race-free without locks. Jobs read
+//! through an in-batch overlay so a job sees what earlier jobs of the same batch wrote.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fjall::{OwnedWriteBatch as WriteBatch, PersistMode};
+use tern_protocol::{Update, UserId};
+use tokio::sync::{mpsc, oneshot};
+
+use super::tables::{Counter, Table, Tables, backend, decode_u64};
+use crate::storage::{StorageError, StorageResult, UpdateSink};
+
+/// Most jobs in one group commit.
+const MAX_BATCH_JOBS: usize = 1024;
+
+/// A job's answer, sent once the batch's commit outcome is known.
+pub(crate) type Completion = Box<dyn FnOnce(Result<(), &StorageError>) + Send>;
+/// A write job: applies itself to the transaction and returns how to answer.
+pub(crate) type Job = Box<dyn FnOnce(&mut Txn<'_>) -> Completion + Send>;
+
+pub(crate) enum Command {
+    Job(Job),
+    Close(oneshot::Sender<StorageResult<()>>),
+}
+
+/// Observes each group commit: jobs in it and how long the fsync'd commit took.
+pub trait CommitObserver: Send + Sync + 'static {
+    /// Called after every commit attempt.
+    fn commit(&self, jobs: usize, elapsed: std::time::Duration, ok: bool);
+}
+
+/// One batch being built.
+pub(crate) struct Txn<'a> {
+    tables: &'a Tables,
+    batch: WriteBatch,
+    overlay: HashMap<(Table, Vec<u8>), Vec<u8>>,
+    /// Updates produced by this batch, in order, for the sink.
+    pub updates: Vec<(UserId, Update)>,
+}
+
+impl Txn<'_> {
+    /// Reads through the batch overlay.
+    pub fn get(&self, table: Table, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        if let Some(v) = self.overlay.get(&(table, key.to_vec())) {
+            return Ok(Some(v.clone()));
+        }
+        self.tables.get(table, key)
+    }
+
+    pub fn put(&mut self, table: Table, key: &[u8], value: Vec<u8>) {
+        self.batch.insert(self.tables.keyspace(table), key.to_vec(), value.clone());
+        self.overlay.insert((table, key.to_vec()), value);
+    }
+
+    pub fn counter(&self, counter: Counter) -> StorageResult<u64> {
+        Ok(self.get(Table::Counters, &counter.key())?.map(|v| decode_u64(&v)).transpose()?.unwrap_or(0))
+    }
+
+    pub fn set_counter(&mut self, counter: Counter, value: u64) {
+        self.put(Table::Counters, &counter.key(), value.to_be_bytes().to_vec());
+    }
+
+    /// Increments a counter and returns the new value.
+    pub fn bump(&mut self, counter: Counter) -> StorageResult<u64> {
+        let next = self.counter(counter)? + 1;
+        self.set_counter(counter, next);
+        Ok(next)
+    }
+}
+
+pub(crate) fn spawn(
+    tables: Tables,
+    sink: Arc<dyn UpdateSink>,
+    observer: Option<Arc<dyn CommitObserver>>,
+) -> StorageResult<mpsc::Sender<Command>> {
+    let (tx, rx) = mpsc::channel(4096);
+    std::thread::Builder::new()
+        .name("tern-storage-writer".into())
+        .spawn(move || run(tables, rx, sink, observer))
+        .map_err(|e| StorageError::Backend(format!("spawning the writer thread: {e}")))?;
+    Ok(tx)
+}
+
+fn run(
+    tables: Tables,
+    mut rx: mpsc::Receiver<Command>,
+    sink: Arc<dyn UpdateSink>,
+    observer: Option<Arc<dyn CommitObserver>>,
+) {
+    let mut pending_close = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = Vec::with_capacity(16);
+        match first {
+            Command::Job(j) => jobs.push(j),
+            Command::Close(reply) => pending_close = Some(reply),
+        }
+        while pending_close.is_none() && jobs.len() < MAX_BATCH_JOBS {
+            match rx.try_recv() {
+                Ok(Command::Job(j)) => jobs.push(j),
+                Ok(Command::Close(reply)) => pending_close = Some(reply),
+                Err(_) => break,
+            }
+        }
+        if !jobs.is_empty() {
+            commit_batch(&tables, jobs, sink.as_ref(), observer.as_deref());
+        }
+        if let Some(reply) = pending_close.take() {
+            let result = tables.db.persist(PersistMode::SyncAll).map_err(backend);
+            rx.close();
+            // Answer jobs queued behind the close: they were never applied.
+            while let Ok(cmd) = rx.try_recv() {
+                if let Command::Job(job) = cmd {
+                    let mut txn = new_txn(&tables);
+                    job(&mut txn)(Err(&StorageError::Closed));
+                }
+            }
+            let _ = reply.send(result);
+            return;
+        }
+    }
+}
+
+fn new_txn(tables: &Tables) -> Txn<'_> {
+    Txn {
+        tables,
+        batch: tables.db.batch().durability(Some(PersistMode::SyncData)),
+        overlay: HashMap::new(),
+        updates: Vec::new(),
+    }
+}
+
+fn commit_batch(
+    tables: &Tables,
+    jobs: Vec<Job>,
+    sink: &dyn UpdateSink,
+    observer: Option<&dyn CommitObserver>,
+) {
+    let mut txn = new_txn(tables);
+    let count = jobs.len();
+    let completions: Vec<Completion> = jobs.into_iter().map(|job| job(&mut txn)).collect();
+    let Txn { batch, updates, .. } = txn;
+    let started = Instant::now();
+    let outcome = batch.commit().map_err(backend);
+    if let Some(obs) = observer {
+        obs.commit(count, started.elapsed(), outcome.is_ok());
+    }
+    match &outcome {
+        Ok(()) => {
+            for complete in completions {
+                complete(Ok(()));
+            }
+            if !updates.is_empty() {
+                sink.committed(&updates);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, jobs = count, "storage commit failed");
+            for complete in completions {
+                complete(Err(e));
+            }
+        }
+    }
+}

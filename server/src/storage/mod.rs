@@ -1,0 +1,172 @@
+//! The storage seam: one trait shaped like the ScyllaDB schema, implemented by backends.
+//!
+//! Partitions: messages by chat (clustered by seq), devices, chats and the update log by user.
+//! The trait knows no database driver; backends live in submodules ([`fjall`] is the embedded
+//! default). Every backend runs the same [`conformance`] suite.
+//!
+//! Durability contract: a write method returns only after its effects are durable (fsynced or
+//! quorum-written), and readers never observe a write before it is durable. Backends group
+//! concurrent writes into one commit so throughput does not collapse to one fsync per message.
+//!
+//! Committed updates flow to an [`UpdateSink`] in commit order, once durable: this is how live
+//! delivery learns of new messages, so a recipient can never see a message a crash could erase.
+
+pub mod conformance;
+pub mod fjall;
+mod record;
+
+use async_trait::async_trait;
+use tern_protocol::{
+    ChatId, ChatInfo, ClientMsgId, DeviceId, Message, MessageBody, Pts, Receipt, Seq, Update, UserId,
+};
+
+pub use record::{ChatRecord, DeviceRecord, RefreshRecord};
+
+/// What can go wrong in storage.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The underlying store failed (disk, network). The operation may or may not have applied;
+    /// retrying an idempotent operation is safe.
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+    /// Stored bytes did not decode.
+    #[error("corrupt record in {what}: {detail}")]
+    Corrupt {
+        /// Which table.
+        what: &'static str,
+        /// Decoder message.
+        detail: String,
+    },
+    /// The chat does not exist or the user is not a member.
+    #[error("no such chat for this user")]
+    ChatNotFound,
+    /// A seq beyond the chat's last message was acknowledged or marked read.
+    #[error("seq {seq} is beyond the chat's last seq {last}")]
+    SeqOutOfRange {
+        /// Requested seq.
+        seq: Seq,
+        /// The chat's last seq.
+        last: Seq,
+    },
+    /// The storage has shut down.
+    #[error("storage is closed")]
+    Closed,
+}
+
+/// Result alias for storage operations.
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// A message to append; the backend assigns seq, id and the members' pts.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Target chat.
+    pub chat_id: ChatId,
+    /// Author (must be a member).
+    pub sender: UserId,
+    /// Author's device.
+    pub sender_device: DeviceId,
+    /// Idempotency key of the device.
+    pub client_msg_id: ClientMsgId,
+    /// Content.
+    pub body: MessageBody,
+    /// Server time, ms since the epoch.
+    pub ts_ms: u64,
+}
+
+/// Outcome of an append.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The stored message (the original one when `duplicate`).
+    pub message: Message,
+    /// True when `(device, client_msg_id)` had been sent before and nothing was written.
+    pub duplicate: bool,
+}
+
+/// Outcome of a receipt write.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiptChange {
+    /// The member's watermarks after the write.
+    pub receipt: Receipt,
+    /// False when the write did not move either watermark (nothing was written).
+    pub changed: bool,
+}
+
+/// Receives updates once they are durable, in commit order. Called on the backend's commit
+/// path: implementations must not block (push into bounded queues and return).
+pub trait UpdateSink: Send + Sync + 'static {
+    /// `updates` are `(recipient, update)` pairs in commit order.
+    fn committed(&self, updates: &[(UserId, Update)]);
+}
+
+/// A sink that drops everything, for tools that only need storage.
+#[derive(Debug, Default)]
+pub struct NoSink;
+
+impl UpdateSink for NoSink {
+    fn committed(&self, _updates: &[(UserId, Update)]) {}
+}
+
+/// The storage trait: every method is one durable query or write.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    // --- users and devices (partition: user) ---
+
+    /// The user registered under `identifier`, creating it if needed.
+    async fn upsert_user(&self, identifier: &str, now_ms: u64) -> StorageResult<UserId>;
+    /// Whether the user exists.
+    async fn user_exists(&self, user: UserId) -> StorageResult<bool>;
+    /// Registers a new device for the user.
+    async fn create_device(&self, user: UserId, name: &str, now_ms: u64) -> StorageResult<DeviceRecord>;
+    /// One device.
+    async fn device(&self, user: UserId, device: DeviceId) -> StorageResult<Option<DeviceRecord>>;
+    /// All of a user's devices.
+    async fn devices(&self, user: UserId) -> StorageResult<Vec<DeviceRecord>>;
+    /// Marks a device revoked. Returns false if it does not exist.
+    async fn revoke_device(&self, user: UserId, device: DeviceId) -> StorageResult<bool>;
+
+    // --- refresh tokens (partition: token hash) ---
+
+    /// Stores a refresh token by its hash.
+    async fn put_refresh_token(&self, hash: [u8; 32], record: RefreshRecord) -> StorageResult<()>;
+    /// Atomically marks the token used and returns its record as it was before (so a caller seeing
+    /// `used == true` knows it is a reuse). `None` if unknown.
+    async fn take_refresh_token(&self, hash: [u8; 32]) -> StorageResult<Option<RefreshRecord>>;
+
+    // --- chats (partition: chat; index by user) ---
+
+    /// The direct chat between two users, created (with `ChatJoined` updates) if needed.
+    async fn open_direct_chat(&self, a: UserId, b: UserId, now_ms: u64) -> StorageResult<ChatInfo>;
+    /// A chat's record, if it exists.
+    async fn chat(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>>;
+    /// The chats a user is a member of.
+    async fn user_chats(&self, user: UserId) -> StorageResult<Vec<ChatId>>;
+    /// The last seq of a chat (0 when empty).
+    async fn last_seq(&self, chat: ChatId) -> StorageResult<Seq>;
+
+    // --- messages (partition: chat, clustering: seq) ---
+
+    /// Appends a message durably, assigning the next seq; idempotent per `(device, client_msg_id)`.
+    async fn append_message(&self, message: NewMessage) -> StorageResult<Appended>;
+    /// Messages with `seq >= from`, at most `limit`, in seq order.
+    async fn messages(&self, chat: ChatId, from: Seq, limit: u32) -> StorageResult<Vec<Message>>;
+
+    // --- update log (partition: user, clustering: pts) ---
+
+    /// Updates with `pts > after`, at most `limit`, in pts order.
+    async fn updates(&self, user: UserId, after: Pts, limit: u32) -> StorageResult<Vec<Update>>;
+    /// The user's latest pts (0 when none).
+    async fn latest_pts(&self, user: UserId) -> StorageResult<Pts>;
+
+    // --- receipts (partition: chat) ---
+
+    /// Max-merges a member's delivered watermark.
+    async fn ack(&self, chat: ChatId, user: UserId, upto: Seq) -> StorageResult<ReceiptChange>;
+    /// Max-merges a member's read watermark (and delivered, since read implies delivered).
+    async fn mark_read(&self, chat: ChatId, user: UserId, upto: Seq) -> StorageResult<ReceiptChange>;
+    /// Every member's watermarks.
+    async fn receipts(&self, chat: ChatId) -> StorageResult<Vec<Receipt>>;
+
+    /// Makes everything written so far durable and stops accepting writes.
+    async fn close(&self) -> StorageResult<()>;
+}
