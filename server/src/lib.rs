@@ -1,2 +1,21 @@
-//! Tern server library. See `docs/ARCHITECTURE.md` for the map.
+//! Tern server library: a realtime messaging backend over QUIC.
+//!
+//! Map (see `docs/ARCHITECTURE.md`): [`transport`] is the only module that knows quinn; it feeds
+//! decoded frames through the pure session state machine of `tern-protocol` into [`services`],
+//! which calls [`auth`] and [`chat`]. Both persist through the [`storage`] trait; storage hands
+//! committed updates to the [`router`], which pushes them to live connections.
+
+pub mod admin;
+pub mod auth;
+pub mod chat;
+pub mod config;
+pub mod keys;
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod services;
 pub mod storage;
+pub mod transport;
+
+pub use config::Config;
+pub use server::RunningServer;

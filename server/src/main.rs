@@ -1,1 +1,151 @@
-fn main() {}
+//! `tern-server`: runs the Tern messaging server.
+//!
+//! With no flags: QUIC on 0.0.0.0:4433, admin HTTP on 127.0.0.1:9433, data in ./tern-data, a
+//! generated dev certificate, and OTP codes printed to the log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tern_server::config::OtpSenderConfig;
+use tern_server::{Config, RunningServer};
+
+#[derive(Debug, Parser)]
+#[command(name = "tern-server", version, about = "Tern realtime messaging server")]
+struct Cli {
+    /// TOML configuration file; flags and TERN_* variables override it.
+    #[arg(long, env = "TERN_CONFIG")]
+    config: Option<PathBuf>,
+    /// QUIC (UDP) listen address [default: 0.0.0.0:4433].
+    #[arg(long, env = "TERN_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Admin HTTP listen address [default: 127.0.0.1:9433].
+    #[arg(long, env = "TERN_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Data directory [default: ./tern-data].
+    #[arg(long, env = "TERN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// PEM certificate chain (with --key); default: a dev certificate in the data directory.
+    #[arg(long, env = "TERN_CERT")]
+    cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, env = "TERN_KEY")]
+    key: Option<PathBuf>,
+    /// OTP delivery: `log` (dev), `file:PATH` (loopback test/load clients only), `webhook:URL`.
+    #[arg(long, env = "TERN_OTP_SENDER")]
+    otp_sender: Option<String>,
+    /// OTP requests allowed per source address at once (raise explicitly for loopback load tests).
+    #[arg(long, env = "TERN_OTP_ADDRESS_BURST")]
+    otp_address_burst: Option<u32>,
+    /// OTP requests per source address per minute, after the burst.
+    #[arg(long, env = "TERN_OTP_ADDRESS_PER_MINUTE")]
+    otp_address_per_minute: Option<u32>,
+    /// Idle connection timeout in seconds [default: 30].
+    #[arg(long, env = "TERN_IDLE_TIMEOUT_S")]
+    idle_timeout_s: Option<u64>,
+    /// Log as JSON lines.
+    #[arg(long, env = "TERN_LOG_JSON")]
+    log_json: bool,
+}
+
+fn parse_sender(s: &str) -> anyhow::Result<OtpSenderConfig> {
+    if s == "log" {
+        return Ok(OtpSenderConfig::Log);
+    }
+    if let Some(path) = s.strip_prefix("file:") {
+        return Ok(OtpSenderConfig::File { path: PathBuf::from(path) });
+    }
+    if let Some(url) = s.strip_prefix("webhook:") {
+        return Ok(OtpSenderConfig::Webhook { url: url.to_owned() });
+    }
+    anyhow::bail!("--otp-sender must be `log`, `file:PATH` or `webhook:URL`, not {s:?}")
+}
+
+fn config(cli: Cli) -> anyhow::Result<Config> {
+    let mut c = match &cli.config {
+        Some(path) => Config::from_toml_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = cli.listen {
+        c.listen = v;
+    }
+    if let Some(v) = cli.admin_listen {
+        c.admin_listen = v;
+    }
+    if let Some(v) = cli.data_dir {
+        c.data_dir = v;
+    }
+    if cli.cert.is_some() {
+        c.cert = cli.cert;
+    }
+    if cli.key.is_some() {
+        c.key = cli.key;
+    }
+    if let Some(s) = cli.otp_sender {
+        c.otp_sender = parse_sender(&s)?;
+    }
+    if let Some(v) = cli.otp_address_burst {
+        c.auth.otp_per_address.burst = v;
+    }
+    if let Some(v) = cli.otp_address_per_minute {
+        c.auth.otp_per_address.per_minute = v;
+    }
+    if let Some(v) = cli.idle_timeout_s {
+        c.idle_timeout_s = v;
+    }
+    Ok(c)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TERN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    if json {
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let config = config(cli)?;
+    let server = RunningServer::start(config.clone()).await.context("starting tern-server")?;
+    tracing::info!(
+        quic = %server.quic_addr,
+        admin = %server.admin_addr,
+        data_dir = %config.data_dir.display(),
+        "tern-server listening"
+    );
+    tracing::info!(sha256 = %server.cert_fingerprint, "certificate fingerprint (pin this in dev clients)");
+    tracing::info!(sender = %server.otp_sender, "OTP sender");
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining connections and flushing storage");
+    server.shutdown(Duration::from_secs(5)).await;
+    tracing::info!("bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -109,7 +109,7 @@ impl UpdateSink for NoSink {
 
 /// The storage trait: every method is one durable query or write.
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
+pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     // --- users and devices (partition: user) ---
 
     /// The user registered under `identifier`, creating it if needed.

@@ -1,0 +1,150 @@
+//! Chats and messages: opening direct chats, sending, syncing, receipts.
+//!
+//! The service answers requests; live delivery is not its job. Storage hands committed updates
+//! to the router (see [`crate::router`]), so a message is pushed only once it is durable.
+
+use std::sync::Arc;
+
+use tern_protocol::limits::{MAX_MESSAGES_PAGE, MAX_SYNC_PAGE};
+use tern_protocol::{
+    ChatId, ChatInfo, ClientMsgId, ErrorBody, ErrorCode, Message, MessageBody, Receipt, Seq, Sent, SessionInfo,
+    SyncCursor, SyncPage, UserId,
+};
+
+use crate::auth::storage_error;
+use crate::metrics::Metrics;
+use crate::storage::{ChatRecord, NewMessage, Storage};
+
+/// What the chat service depends on.
+#[derive(Debug)]
+pub struct ChatDeps {
+    /// Where chats and messages live.
+    pub storage: Arc<dyn Storage>,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+/// Chat requests.
+#[derive(Debug)]
+pub struct ChatService {
+    storage: Arc<dyn Storage>,
+    metrics: Metrics,
+}
+
+/// The one answer for "no such chat" and "not a member", so non-members learn nothing.
+fn no_such_chat() -> ErrorBody {
+    ErrorBody::new(ErrorCode::NotFound, "no such chat")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl ChatService {
+    /// Builds the service from its dependencies.
+    pub fn new(deps: ChatDeps) -> Self {
+        ChatService { storage: deps.storage, metrics: deps.metrics }
+    }
+
+    async fn member_chat(&self, user: UserId, chat: ChatId) -> Result<ChatRecord, ErrorBody> {
+        match self.storage.chat(chat).await.map_err(storage_error)? {
+            Some(record) if record.has_member(user) => Ok(record),
+            _ => Err(no_such_chat()),
+        }
+    }
+
+    /// Opens (or finds) the direct chat with `peer`.
+    pub async fn open_direct(&self, s: SessionInfo, peer: UserId) -> Result<ChatInfo, ErrorBody> {
+        if peer == s.user_id {
+            return Err(ErrorBody::new(ErrorCode::InvalidArgument, "a direct chat needs another user"));
+        }
+        if !self.storage.user_exists(peer).await.map_err(storage_error)? {
+            return Err(ErrorBody::new(ErrorCode::NotFound, "no such user"));
+        }
+        self.storage.open_direct_chat(s.user_id, peer, now_ms()).await.map_err(storage_error)
+    }
+
+    /// The caller's chats.
+    pub async fn list(&self, s: SessionInfo) -> Result<Vec<ChatInfo>, ErrorBody> {
+        let ids = self.storage.user_chats(s.user_id).await.map_err(storage_error)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.storage.chat(id).await.map_err(storage_error)? {
+                let last = self.storage.last_seq(id).await.map_err(storage_error)?;
+                out.push(record.info(last));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a message durably and answers with its seq. Idempotent per `(device, client_msg_id)`.
+    pub async fn send(
+        &self,
+        s: SessionInfo,
+        chat: ChatId,
+        client_msg_id: ClientMsgId,
+        body: MessageBody,
+    ) -> Result<Sent, ErrorBody> {
+        match &body {
+            MessageBody::Text(t) if t.is_empty() => {
+                return Err(ErrorBody::new(ErrorCode::InvalidArgument, "empty message"));
+            }
+            MessageBody::Text(_) => {}
+        }
+        self.member_chat(s.user_id, chat).await?;
+        let appended = self
+            .storage
+            .append_message(NewMessage {
+                chat_id: chat,
+                sender: s.user_id,
+                sender_device: s.device_id,
+                client_msg_id,
+                body,
+                ts_ms: now_ms(),
+            })
+            .await
+            .map_err(storage_error)?;
+        if !appended.duplicate {
+            self.metrics.messages_stored.inc();
+        }
+        Ok(Sent::of(&appended.message))
+    }
+
+    /// Records that one of the member's devices stored everything up to `upto`.
+    pub async fn ack(&self, s: SessionInfo, chat: ChatId, upto: Seq) -> Result<Receipt, ErrorBody> {
+        Ok(self.storage.ack(chat, s.user_id, upto).await.map_err(storage_error)?.receipt)
+    }
+
+    /// Records that the member read everything up to `upto`.
+    pub async fn mark_read(&self, s: SessionInfo, chat: ChatId, upto: Seq) -> Result<Receipt, ErrorBody> {
+        Ok(self.storage.mark_read(chat, s.user_id, upto).await.map_err(storage_error)?.receipt)
+    }
+
+    /// A page of the caller's update log after `after`.
+    pub async fn sync(&self, s: SessionInfo, after: SyncCursor, limit: u32) -> Result<SyncPage, ErrorBody> {
+        let limit = limit.clamp(1, MAX_SYNC_PAGE);
+        let mut updates = self.storage.updates(s.user_id, after.pts, limit + 1).await.map_err(storage_error)?;
+        let has_more = updates.len() > limit as usize;
+        updates.truncate(limit as usize);
+        let cursor = SyncCursor { pts: updates.last().map_or(after.pts, |u| u.pts) };
+        Ok(SyncPage { updates, cursor, has_more })
+    }
+
+    /// A range of a chat's messages.
+    pub async fn messages(&self, s: SessionInfo, chat: ChatId, from: Seq, limit: u32) -> Result<Vec<Message>, ErrorBody> {
+        self.member_chat(s.user_id, chat).await?;
+        let limit = limit.clamp(1, MAX_MESSAGES_PAGE);
+        self.storage.messages(chat, from, limit).await.map_err(storage_error)
+    }
+
+    /// Every member's receipt watermarks.
+    pub async fn receipts(&self, s: SessionInfo, chat: ChatId) -> Result<Vec<Receipt>, ErrorBody> {
+        self.member_chat(s.user_id, chat).await?;
+        self.storage.receipts(chat).await.map_err(storage_error)
+    }
+
+    /// The user's latest pts, for `Welcome`.
+    pub async fn latest_pts(&self, user: UserId) -> Result<u64, ErrorBody> {
+        self.storage.latest_pts(user).await.map_err(storage_error)
+    }
+}

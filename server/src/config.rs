@@ -1,0 +1,114 @@
+//! Server configuration: defaults, an optional TOML file, then flags and `TERN_*` variables
+//! (parsed in the binary) on top.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthConfig;
+
+/// Where OTP codes are delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum OtpSenderConfig {
+    /// Printed to the server log (development default).
+    #[default]
+    Log,
+    /// Appended to a file, for load and test clients. Refused unless every listener is loopback.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+    /// POSTed as JSON to an SMS or mail gateway.
+    Webhook {
+        /// http(s) URL.
+        url: String,
+    },
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// QUIC (UDP) listen address.
+    pub listen: SocketAddr,
+    /// Admin HTTP listen address (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    /// Data directory: database, secrets, dev certificate.
+    pub data_dir: PathBuf,
+    /// PEM certificate chain; without it a dev certificate is generated in the data dir.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+    /// OTP delivery.
+    pub otp_sender: OtpSenderConfig,
+    /// Idle connections are closed after this many seconds.
+    pub idle_timeout_s: u64,
+    /// Most concurrent connections.
+    pub max_connections: usize,
+    /// Auth settings.
+    pub auth: AuthConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9433)),
+            data_dir: PathBuf::from("./tern-data"),
+            cert: None,
+            key: None,
+            otp_sender: OtpSenderConfig::Log,
+            idle_timeout_s: 30,
+            max_connections: 100_000,
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML file could not be read or parsed.
+    #[error("config file {path}: {detail}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A setting is not allowed with the others.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_owned(), detail: e.to_string() })
+    }
+
+    /// Refuses unsafe combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(ConfigError::Invalid("--cert and --key go together".into()));
+        }
+        if matches!(self.otp_sender, OtpSenderConfig::File { .. })
+            && !(self.listen.ip().is_loopback() && self.admin_listen.ip().is_loopback())
+        {
+            return Err(ConfigError::Invalid(
+                "the file OTP sender hands codes to anyone who can read the file; it is only allowed \
+                 when every listener is on loopback"
+                    .into(),
+            ));
+        }
+        if self.idle_timeout_s == 0 {
+            return Err(ConfigError::Invalid("idle_timeout_s must be positive".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,271 @@
+//! One QUIC connection: the control stream's reader loop, its writer task, and the glue between
+//! the pure session state machine and the services.
+//!
+//! Frames out go through one bounded queue drained by the writer task. Responses wait for room
+//! (backpressure on the client's own requests); pushed updates never wait (see [`crate::router`]).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use tern_protocol::codec::{self, FrameDecoder};
+use tern_protocol::limits::{MAX_FRAME_LEN, MAX_IN_FLIGHT_REQUESTS};
+use tern_protocol::session::{HELLO_TIMEOUT, ServerSession, SessionInput};
+use tern_protocol::{
+    ErrorBody, ErrorCode, Frame, Hello, PROTOCOL_VERSION, Request, ServerLimits, SessionInfo, Welcome,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::metrics::Metrics;
+use crate::router::ConnHandle;
+use crate::services::{Caller, Services, SessionChange};
+
+/// Frames queued for one connection before it counts as a slow consumer.
+pub const OUTBOUND_QUEUE: usize = 1024;
+/// How long a closing connection may take to flush what is queued.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(conn: Connection, services: Services) {
+    let remote = conn.remote_address();
+    let shard = Metrics::shard(0);
+    services.metrics.connections.get_or_create(&shard).inc();
+    let result = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await;
+    match result {
+        Ok(Ok((send, recv))) => {
+            let mut c = ConnTask::new(conn.clone(), remote, services.clone(), send);
+            c.run(recv).await;
+        }
+        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "connection ended before its control stream"),
+        Err(_) => close(&conn, ErrorCode::HandshakeRequired, "no control stream opened in time"),
+    }
+    services.metrics.connections.get_or_create(&shard).dec();
+}
+
+fn close(conn: &Connection, code: ErrorCode, reason: &str) {
+    conn.close(VarInt::from(code.as_u16()), reason.as_bytes());
+}
+
+struct ConnTask {
+    conn: Connection,
+    remote: SocketAddr,
+    services: Services,
+    session: ServerSession,
+    conn_id: u64,
+    outbound: Option<mpsc::Sender<Bytes>>,
+    writer: tokio::task::JoinHandle<()>,
+    close_tx: watch::Sender<Option<ErrorCode>>,
+    close_rx: watch::Receiver<Option<ErrorCode>>,
+    in_flight: JoinSet<()>,
+    registered: Option<SessionInfo>,
+}
+
+impl ConnTask {
+    fn new(conn: Connection, remote: SocketAddr, services: Services, send: SendStream) -> Self {
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let metrics = services.metrics.clone();
+        let writer = tokio::spawn(write_loop(send, rx, metrics));
+        let (close_tx, close_rx) = watch::channel(None);
+        let conn_id = services.router.next_conn_id();
+        ConnTask {
+            conn,
+            remote,
+            services,
+            session: ServerSession::new(Instant::now()),
+            conn_id,
+            outbound: Some(tx),
+            writer,
+            close_tx,
+            close_rx,
+            in_flight: JoinSet::new(),
+            registered: None,
+        }
+    }
+
+    async fn run(&mut self, mut recv: RecvStream) {
+        let mut decoder = FrameDecoder::new();
+        let hello_deadline = tokio::time::Instant::from_std(Instant::now() + HELLO_TIMEOUT);
+        let fatal = loop {
+            let awaiting_hello = self.session.poll_timeout().is_some();
+            tokio::select! {
+                chunk = recv.read_chunk(MAX_FRAME_LEN as usize, true) => match chunk {
+                    Ok(Some(chunk)) => {
+                        decoder.extend(&chunk.bytes);
+                        if let Some(err) = self.drain(&mut decoder).await {
+                            break Some(err);
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(e) => {
+                        tracing::debug!(remote = %self.remote, error = %e, "control stream ended");
+                        break None;
+                    }
+                },
+                changed = self.close_rx.changed() => {
+                    let code = if changed.is_ok() { *self.close_rx.borrow() } else { None };
+                    if let Some(code) = code {
+                        break Some(ErrorBody::new(code, "closed by the server"));
+                    }
+                }
+                _ = tokio::time::sleep_until(hello_deadline), if awaiting_hello => {
+                    if let Err(v) = self.session.handle_timeout(Instant::now()) {
+                        break Some(v.0);
+                    }
+                }
+                Some(_) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {}
+            }
+        };
+        if let Some(s) = self.registered.take() {
+            self.services.router.unregister(s.user_id, self.conn_id);
+        }
+        match fatal {
+            Some(error) => self.shutdown(error).await,
+            None => {
+                self.outbound = None;
+                self.in_flight.abort_all();
+                self.writer.abort();
+            }
+        }
+    }
+
+    /// Sends a connection-level error, flushes, then closes with its code.
+    async fn shutdown(&mut self, error: ErrorBody) {
+        let code = error.code;
+        tracing::debug!(remote = %self.remote, %error, "closing connection");
+        if let Ok(bytes) = codec::encode_to_vec(&Frame::Error(error.clone())) {
+            if let Some(tx) = &self.outbound {
+                let _ = tx.try_send(Bytes::from(bytes));
+            }
+        }
+        self.outbound = None;
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
+            while self.in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        self.in_flight.abort_all();
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, &mut self.writer).await;
+        close(&self.conn, code, &error.message);
+    }
+
+    /// Handles every complete frame in the decoder. Returns a fatal error, if one occurred.
+    async fn drain(&mut self, decoder: &mut FrameDecoder) -> Option<ErrorBody> {
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => return None,
+                Err(e) => return Some(ErrorBody::new(e.code(), e.to_string())),
+            };
+            self.services.metrics.frames_in.get_or_create(&Metrics::shard(0)).inc();
+            match self.session.handle_frame(frame) {
+                Err(violation) => return Some(violation.0),
+                Ok(SessionInput::Hello(hello)) => {
+                    if let Err(e) = self.on_hello(hello).await {
+                        return Some(e);
+                    }
+                }
+                Ok(SessionInput::Refused { req_id, error }) => self.respond(req_id, Err(error)).await,
+                Ok(SessionInput::Request { req_id, body }) => self.on_request(req_id, body).await,
+            }
+        }
+    }
+
+    async fn on_hello(&mut self, hello: Hello) -> Result<(), ErrorBody> {
+        let mut latest_pts = None;
+        if let Some(token) = &hello.auth {
+            let session = self.services.auth.authenticate(token).await?;
+            self.authenticated(session);
+            latest_pts = Some(self.services.chat.latest_pts(session.user_id).await?);
+        }
+        self.services.metrics.handshakes.get_or_create(&Metrics::shard(0)).inc();
+        let welcome = Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            server: format!("tern-server/{}", env!("CARGO_PKG_VERSION")),
+            session: self.session.session(),
+            limits: ServerLimits::protocol_defaults(self.services.idle_timeout_ms),
+            latest_pts,
+            server_time_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        self.send_frame(&Frame::Welcome(welcome)).await;
+        Ok(())
+    }
+
+    fn authenticated(&mut self, session: SessionInfo) {
+        self.session.authenticate(session);
+        let Some(outbound) = self.outbound.clone() else { return };
+        self.services.router.register(
+            session.user_id,
+            ConnHandle {
+                conn_id: self.conn_id,
+                device_id: session.device_id,
+                outbound,
+                close: self.close_tx.clone(),
+            },
+        );
+        self.registered = Some(session);
+    }
+
+    async fn on_request(&mut self, req_id: u32, body: Request) {
+        let caller = Caller { session: self.session.session(), addr: self.remote.ip() };
+        // Requests that change the session run inline so later frames see the new state.
+        if caller.session.is_none() {
+            let (result, change) = self.services.handle(caller, body).await;
+            if let SessionChange::Authenticated(s) = change {
+                self.authenticated(s);
+            }
+            self.respond(req_id, result).await;
+            return;
+        }
+        if self.in_flight.len() >= MAX_IN_FLIGHT_REQUESTS as usize {
+            let e = ErrorBody::new(ErrorCode::TooManyRequests, "too many requests in flight");
+            self.respond(req_id, Err(e)).await;
+            return;
+        }
+        let services = self.services.clone();
+        let Some(outbound) = self.outbound.clone() else { return };
+        self.in_flight.spawn(async move {
+            let (result, _) = services.handle(caller, body).await;
+            let frame = Frame::Response { req_id, result };
+            if let Some(bytes) = encode(&frame) {
+                services.metrics.frames_out.get_or_create(&Metrics::shard(0)).inc();
+                let _ = outbound.send(bytes).await;
+            }
+        });
+    }
+
+    async fn respond(&mut self, req_id: u32, result: Result<tern_protocol::Response, ErrorBody>) {
+        self.send_frame(&Frame::Response { req_id, result }).await;
+    }
+
+    async fn send_frame(&mut self, frame: &Frame) {
+        let (Some(tx), Some(bytes)) = (&self.outbound, encode(frame)) else { return };
+        self.services.metrics.frames_out.get_or_create(&Metrics::shard(0)).inc();
+        let _ = tx.send(bytes).await;
+    }
+}
+
+fn encode(frame: &Frame) -> Option<Bytes> {
+    match codec::encode_to_vec(frame) {
+        Ok(b) => Some(Bytes::from(b)),
+        Err(e) => {
+            tracing::error!(error = %e, "a server frame did not encode");
+            None
+        }
+    }
+}
+
+async fn write_loop(mut send: SendStream, mut rx: mpsc::Receiver<Bytes>, _metrics: Metrics) {
+    let mut batch = Vec::with_capacity(32);
+    while rx.recv_many(&mut batch, 32).await > 0 {
+        for bytes in batch.drain(..) {
+            if send.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = send.finish();
+    let _ = send.stopped().await;
+}

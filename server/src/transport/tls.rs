@@ -1,0 +1,104 @@
+//! TLS material: a persisted self-signed dev certificate (or the operator's), and the rustls
+//! server config with ALPN `tern/1`, TLS 1.3 only, ring provider.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ring::digest;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Loading or generating TLS material failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// IO on a certificate or key file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// No usable certificate or key in the file.
+    #[error("{0}: no certificate or private key found")]
+    Empty(PathBuf),
+    /// Generating the dev certificate failed.
+    #[error("generating the dev certificate: {0}")]
+    Generate(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// A certificate chain with its key, and the SHA-256 fingerprint of the leaf.
+#[derive(Debug)]
+pub struct ServerIdentity {
+    /// Leaf first.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+    /// Lower-case hex SHA-256 of the leaf certificate (DER), for pinning.
+    pub fingerprint: String,
+}
+
+/// The SHA-256 fingerprint of a DER certificate, lower-case hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, der))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_owned(), source })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    std::fs::write(path, bytes).map_err(|source| TlsError::Io { path: path.to_owned(), source })
+}
+
+fn from_pem(cert_path: &Path, key_path: &Path) -> Result<ServerIdentity, TlsError> {
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|source| TlsError::Io { path: cert_path.to_owned(), source })?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|source| TlsError::Io { path: key_path.to_owned(), source })?
+        .ok_or_else(|| TlsError::Empty(key_path.to_owned()))?;
+    let leaf = certs.first().ok_or_else(|| TlsError::Empty(cert_path.to_owned()))?;
+    let fingerprint = fingerprint(leaf);
+    Ok(ServerIdentity { certs, key, fingerprint })
+}
+
+/// Loads the operator's certificate and key (PEM).
+pub fn load(cert: &Path, key: &Path) -> Result<ServerIdentity, TlsError> {
+    from_pem(cert, key)
+}
+
+/// Loads the dev certificate from `data_dir`, generating and persisting it on first start. Also
+/// writes `dev-cert.sha256` so tools can pin it without parsing the log.
+pub fn dev_identity(data_dir: &Path) -> Result<ServerIdentity, TlsError> {
+    let cert_path = data_dir.join("dev-cert.pem");
+    let key_path = data_dir.join("dev-key.pem");
+    if !cert_path.exists() || !key_path.exists() {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        let generated =
+            rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+        write(&key_path, generated.signing_key.serialize_pem().as_bytes())?;
+        write(&cert_path, generated.cert.pem().as_bytes())?;
+    }
+    let identity = from_pem(&cert_path, &key_path)?;
+    write(&data_dir.join("dev-cert.sha256"), format!("{}\n", identity.fingerprint).as_bytes())?;
+    Ok(identity)
+}
+
+/// The rustls server configuration Tern uses.
+pub fn server_config(identity: ServerIdentity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(identity.certs, identity.key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![tern_protocol::ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
