@@ -105,12 +105,12 @@ impl Metrics {
         r.register("storage_commit_errors", "Failed group commits", storage_commit_errors.clone());
         // Create shard 0's series up front so dashboards see zeros rather than gaps.
         let s0 = Self::shard(0);
-        connections.get_or_create(&s0);
-        handshakes.get_or_create(&s0);
-        frames_in.get_or_create(&s0);
-        frames_out.get_or_create(&s0);
-        deliveries.get_or_create(&s0);
-        slow_consumers.get_or_create(&s0);
+        let _ = connections.get_or_create(&s0);
+        let _ = handshakes.get_or_create(&s0);
+        let _ = frames_in.get_or_create(&s0);
+        let _ = frames_out.get_or_create(&s0);
+        let _ = deliveries.get_or_create(&s0);
+        let _ = slow_consumers.get_or_create(&s0);
         Metrics {
             registry: Arc::new(r),
             connections,
