@@ -1,0 +1,211 @@
+//! The app-facing handle and event stream.
+
+use tern_protocol::{
+    ChatId, ChatInfo, DeviceId, DeviceInfo, ErrorCode, Message, MessageBody, Pts, Receipt, Request, Response, Sent,
+    SessionInfo, Seq, Tokens, UserId,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::ClientConfig;
+use crate::driver::{Command, Driver};
+use crate::error::Error;
+use crate::state::SyncState;
+
+/// Something the app should know about.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// A connection is up (authenticated when `session` is set) and synced.
+    Connected {
+        /// Who we are, if logged in.
+        session: Option<SessionInfo>,
+    },
+    /// The connection dropped; the client reconnects by itself.
+    Disconnected {
+        /// Why, for logs.
+        reason: String,
+    },
+    /// A message, exactly once and in per-chat order. `own` is true for messages this user sent
+    /// (from this or another of their devices).
+    Message {
+        /// The message.
+        message: Message,
+        /// Sent by this user.
+        own: bool,
+        /// Its update sequence.
+        pts: Pts,
+    },
+    /// A member's receipt watermarks moved.
+    Receipt(Receipt),
+    /// This user joined a chat.
+    ChatJoined(ChatInfo),
+    /// New tokens: persist them to resume without OTP.
+    TokensUpdated(Tokens),
+    /// The session is over (device revoked, refresh token reused, logout). The client stops.
+    SessionEnded {
+        /// The server's reason code, if it gave one.
+        code: Option<ErrorCode>,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The stream of [`ClientEvent`]s. Drain it: events queue without bound until read.
+#[derive(Debug)]
+pub struct Events {
+    pub(crate) rx: mpsc::UnboundedReceiver<ClientEvent>,
+}
+
+impl Events {
+    /// The next event; `None` once the client has stopped.
+    pub async fn next(&mut self) -> Option<ClientEvent> {
+        self.rx.recv().await
+    }
+}
+
+/// Where the client stands; persist `tokens` and `sync` to resume later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Logged-in identity.
+    pub session: Option<SessionInfo>,
+    /// Current tokens.
+    pub tokens: Option<Tokens>,
+    /// Sync position.
+    pub sync: SyncState,
+    /// Sends not yet acknowledged by the server.
+    pub outbox_len: usize,
+    /// Whether a connection is up.
+    pub connected: bool,
+}
+
+/// A handle to the client. Cheap to clone; all clones talk to the same driver.
+#[derive(Debug, Clone)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Client {
+    /// Starts the driver (inside a tokio runtime) and returns the handle and the event stream.
+    pub fn start(config: ClientConfig) -> Result<(Client, Events), Error> {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let driver = Driver::new(config, rx, events_tx)?;
+        tokio::spawn(driver.run());
+        Ok((Client { commands }, Events { rx: events_rx }))
+    }
+
+    /// Sends a raw request and waits for its answer.
+    pub async fn request(&self, body: Request) -> Result<Response, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Request { body, reply }).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Asks the server to send a login code to a phone number or email address.
+    pub async fn request_otp(&self, identifier: &str) -> Result<u32, Error> {
+        match self.request(Request::RequestOtp { identifier: identifier.into() }).await? {
+            Response::OtpRequested { expires_in_s } => Ok(expires_in_s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Logs in with a code; the connection becomes authenticated and stays so across reconnects.
+    pub async fn verify_otp(&self, identifier: &str, code: &str) -> Result<SessionInfo, Error> {
+        let device_name = String::new();
+        match self.request(Request::VerifyOtp { identifier: identifier.into(), code: code.into(), device_name }).await? {
+            Response::LoggedIn(g) => Ok(SessionInfo { user_id: g.user_id, device_id: g.device_id }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Opens (or finds) the direct chat with `peer`.
+    pub async fn open_direct_chat(&self, peer: UserId) -> Result<ChatInfo, Error> {
+        match self.request(Request::OpenDirectChat { peer }).await? {
+            Response::Chat(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The user's chats.
+    pub async fn chats(&self) -> Result<Vec<ChatInfo>, Error> {
+        match self.request(Request::ListChats).await? {
+            Response::Chats(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends a text message through the outbox: retried with the same idempotency key across
+    /// reconnects until the server confirms it is durable.
+    pub async fn send_text(&self, chat_id: ChatId, text: impl Into<String>) -> Result<Sent, Error> {
+        self.send(chat_id, MessageBody::Text(text.into()), rand::random()).await
+    }
+
+    /// Sends with an explicit idempotency key (apps that persist their outbox use this).
+    pub async fn send(&self, chat_id: ChatId, body: MessageBody, client_msg_id: u64) -> Result<Sent, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Send { chat_id, body, client_msg_id, reply }).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Marks the chat read up to `upto`.
+    pub async fn mark_read(&self, chat_id: ChatId, upto_seq: Seq) -> Result<(), Error> {
+        self.request(Request::MarkRead { chat_id, upto_seq }).await.map(|_| ())
+    }
+
+    /// Every member's receipt watermarks.
+    pub async fn receipts(&self, chat_id: ChatId) -> Result<Vec<Receipt>, Error> {
+        match self.request(Request::GetReceipts { chat_id }).await? {
+            Response::Receipts(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A range of a chat's history.
+    pub async fn messages(&self, chat_id: ChatId, from_seq: Seq, limit: u32) -> Result<Vec<Message>, Error> {
+        match self.request(Request::GetMessages { chat_id, from_seq, limit }).await? {
+            Response::Messages(m) => Ok(m),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The user's devices.
+    pub async fn devices(&self) -> Result<Vec<DeviceInfo>, Error> {
+        match self.request(Request::ListDevices).await? {
+            Response::Devices(d) => Ok(d),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Revokes one of the user's devices; its connections are closed.
+    pub async fn revoke_device(&self, device_id: DeviceId) -> Result<(), Error> {
+        self.request(Request::RevokeDevice { device_id }).await.map(|_| ())
+    }
+
+    /// Where the client stands.
+    pub async fn snapshot(&self) -> Result<Snapshot, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Snapshot { reply }).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())
+    }
+
+    /// Drops the current connection and reconnects at once (e.g. after a network change).
+    pub fn reconnect(&self) {
+        let _ = self.commands.send(Command::Reconnect);
+    }
+
+    /// Stops the client; pending calls fail with `Error::Closed`.
+    pub async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Close { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn closed() -> Error {
+    Error::Closed("the client has stopped".into())
+}
+
+fn unexpected(r: &Response) -> Error {
+    Error::Protocol(format!("unexpected response {r:?}"))
+}

@@ -1,0 +1,58 @@
+//! Client configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tern_protocol::Tokens;
+
+use crate::state::SyncState;
+use crate::tls::Trust;
+
+/// How to reach the server and how to behave.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Server UDP address.
+    pub server: SocketAddr,
+    /// TLS server name (SNI); `localhost` for dev certificates.
+    pub server_name: String,
+    /// Certificate trust.
+    pub trust: Trust,
+    /// Name shown in the user's device list.
+    pub device_name: String,
+    /// App name and version, sent in `Hello`.
+    pub app: String,
+    /// Tokens from an earlier login, to resume without OTP.
+    pub tokens: Option<Tokens>,
+    /// Sync position from an earlier run.
+    pub sync_state: SyncState,
+    /// First reconnect delay; doubles per failed attempt, with ±50% jitter.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Requests without an answer after this fail with `Error::Timeout` (sends keep retrying).
+    pub request_timeout: Duration,
+    /// QUIC keep-alive interval.
+    pub keep_alive: Duration,
+    /// Updates per sync page.
+    pub sync_page: u32,
+}
+
+impl ClientConfig {
+    /// Defaults for a server at `server` trusted via `trust`.
+    pub fn new(server: SocketAddr, trust: Trust) -> Self {
+        ClientConfig {
+            server,
+            server_name: "localhost".into(),
+            trust,
+            device_name: "tern-sdk device".into(),
+            app: format!("tern-sdk/{}", env!("CARGO_PKG_VERSION")),
+            tokens: None,
+            sync_state: SyncState::default(),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(5),
+            sync_page: tern_protocol::limits::MAX_SYNC_PAGE,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! TLS for the client: either pin the server certificate's SHA-256 fingerprint (dev certificates)
+//! or verify against the bundled web PKI roots. Ring provider only, for easy mobile builds.
+
+use std::sync::Arc;
+
+use ring::digest;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::error::Error;
+
+/// How the client decides to trust the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Accept exactly the certificate with this SHA-256 fingerprint (of its DER encoding).
+    PinnedSha256([u8; 32]),
+    /// Verify the chain against the bundled Mozilla root set and the server name.
+    WebPki,
+}
+
+impl Trust {
+    /// Parses a hex fingerprint as printed by `tern-server` (colons and case ignored).
+    pub fn pinned_hex(hex_fp: &str) -> Result<Trust, Error> {
+        let clean: String = hex_fp.trim().chars().filter(|c| *c != ':').collect();
+        let bytes = hex::decode(clean).map_err(|e| Error::Config(format!("bad fingerprint: {e}")))?;
+        let arr: [u8; 32] =
+            bytes.try_into().map_err(|_| Error::Config("a SHA-256 fingerprint has 32 bytes".into()))?;
+        Ok(Trust::PinnedSha256(arr))
+    }
+}
+
+#[derive(Debug)]
+struct PinnedVerifier {
+    pin: [u8; 32],
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = digest::digest(&digest::SHA256, end_entity.as_ref());
+        if got.as_ref() == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("server certificate does not match the pinned fingerprint".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The quinn client configuration for `trust`.
+pub fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, Error> {
+    let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let mut tls = match trust {
+        Trust::PinnedSha256(pin) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+                pin: *pin,
+                algorithms: provider.signature_verification_algorithms,
+            }))
+            .with_no_client_auth(),
+        Trust::WebPki => {
+            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    tls.alpn_protocols = vec![tern_protocol::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| Error::Config(e.to_string()))?;
+    Ok(quinn::ClientConfig::new(Arc::new(crypto)))
+}
