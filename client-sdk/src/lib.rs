@@ -35,4 +35,4 @@ pub use config::ClientConfig;
 pub use error::Error;
 pub use state::{SyncState, Verdict};
 pub use tern_protocol as protocol;
-pub use tls::Trust;
+pub use tls::{Trust, client_config};

@@ -1,1 +1,190 @@
+//! Test harness: a real `tern-server` on loopback (in-process or as a child process), SDK clients
+//! logged in through the real OTP flow, a raw protocol client for hostile input, and a history
+//! checker that compares what was sent with what every device received.
 
+#![allow(clippy::unwrap_used)]
+
+pub mod history;
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tern_sdk::protocol::{Message, SessionInfo};
+use tern_sdk::{Client, ClientConfig, ClientEvent, Events, Trust};
+use tern_server::auth::rate_limit::Quota;
+use tern_server::config::OtpSenderConfig;
+use tern_server::{Config, RunningServer};
+
+/// Installs a log subscriber once (RUST_LOG controls it) and the ring crypto provider.
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A server configuration for tests: loopback, free ports, file OTP sender, generous limits.
+pub fn test_config(dir: &Path) -> Config {
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.join("data"),
+        otp_sender: OtpSenderConfig::File { path: dir.join("otp.txt") },
+        ..Config::default()
+    };
+    c.auth.otp_per_address = Quota { burst: 100_000, per_minute: 100_000 };
+    c.auth.otp_per_prefix = Quota { burst: 100_000, per_minute: 100_000 };
+    c
+}
+
+/// An in-process server on a temporary directory.
+#[derive(Debug)]
+pub struct TestServer {
+    /// The running server.
+    pub server: Option<RunningServer>,
+    /// Its temporary directory.
+    pub dir: tempfile::TempDir,
+    /// QUIC address.
+    pub addr: SocketAddr,
+    /// Certificate fingerprint.
+    pub fingerprint: String,
+}
+
+impl TestServer {
+    /// Starts a server with the default test configuration.
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `tweak` has adjusted the configuration.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let server = RunningServer::start(config).await.unwrap();
+        let addr = server.quic_addr;
+        let fingerprint = server.cert_fingerprint.clone();
+        TestServer { server: Some(server), dir, addr, fingerprint }
+    }
+
+    /// Where OTP codes are written.
+    pub fn otp_file(&self) -> PathBuf {
+        self.dir.path().join("otp.txt")
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A client configuration pinned to this server.
+    pub fn client_config(&self) -> ClientConfig {
+        client_config(self.addr, &self.fingerprint)
+    }
+
+    /// Logs a new device of `identifier` in through the OTP flow.
+    pub async fn login(&self, identifier: &str) -> Device {
+        login(self.client_config(), &self.otp_file(), identifier).await.unwrap()
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server.as_ref().map(|s| s.admin_addr).unwrap()
+    }
+}
+
+/// A client configuration pinned to `fingerprint`, with quick reconnects.
+pub fn client_config(addr: SocketAddr, fingerprint: &str) -> ClientConfig {
+    let mut c = ClientConfig::new(addr, Trust::pinned_hex(fingerprint).unwrap());
+    c.reconnect_min = Duration::from_millis(50);
+    c.reconnect_max = Duration::from_millis(500);
+    c
+}
+
+/// A logged-in SDK client with its event stream.
+#[derive(Debug)]
+pub struct Device {
+    /// The handle.
+    pub client: Client,
+    /// Its events.
+    pub events: Events,
+    /// Who it is.
+    pub session: SessionInfo,
+}
+
+fn otp_lines(otp_file: &Path) -> Vec<String> {
+    std::fs::read_to_string(otp_file).map(|t| t.lines().map(str::to_owned).collect()).unwrap_or_default()
+}
+
+/// Waits for a code for `identifier` written after the first `skip` lines of the OTP file.
+pub async fn read_code(otp_file: &Path, identifier: &str, skip: usize) -> anyhow::Result<String> {
+    for _ in 0..500 {
+        let lines = otp_lines(otp_file);
+        let code = lines.iter().skip(skip).rev().find_map(|l| {
+            l.strip_prefix(identifier).and_then(|r| r.strip_prefix(' ')).map(str::to_owned)
+        });
+        if let Some(code) = code {
+            return Ok(code);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("no OTP code for {identifier} in {}", otp_file.display())
+}
+
+/// Asks for a code and returns it once the server has written it.
+pub async fn request_code(client: &Client, otp_file: &Path, identifier: &str) -> anyhow::Result<String> {
+    let skip = otp_lines(otp_file).len();
+    client.request_otp(identifier).await.context("request_otp")?;
+    read_code(otp_file, identifier, skip).await
+}
+
+/// Starts a client and logs it in as a new device of `identifier`.
+pub async fn login(config: ClientConfig, otp_file: &Path, identifier: &str) -> anyhow::Result<Device> {
+    let (client, events) = Client::start(config)?;
+    let code = request_code(&client, otp_file, identifier).await?;
+    let session = client.verify_otp(identifier, &code).await.context("verify_otp")?;
+    Ok(Device { client, events, session })
+}
+
+/// Collects message events until `n` have arrived or `timeout` passes.
+pub async fn collect_messages(events: &mut Events, n: usize, timeout: Duration) -> Vec<Message> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(ClientEvent::Message { message, .. })) => out.push(message),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Drains events for `quiet` and returns the messages among them.
+pub async fn drain_messages(events: &mut Events, quiet: Duration) -> Vec<Message> {
+    let mut out = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(quiet, events.next()).await {
+        if let ClientEvent::Message { message, .. } = ev {
+            out.push(message);
+        }
+    }
+    out
+}
+
+/// Path of a workspace binary built by cargo (for child-process tests).
+pub fn server_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("CARGO_BIN_EXE_tern-server") {
+        return PathBuf::from(p);
+    }
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("tern-server")
+}

@@ -11,7 +11,7 @@ pub mod token;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,8 @@ pub struct AuthConfig {
     pub access_ttl_s: u64,
     /// Refresh token lifetime, seconds.
     pub refresh_ttl_s: u64,
+    /// OTP code lifetime, seconds.
+    pub otp_ttl_s: u64,
     /// OTP requests per identifier.
     pub otp_per_identifier: Quota,
     /// OTP requests per number prefix / email domain.
@@ -46,6 +48,7 @@ impl Default for AuthConfig {
         AuthConfig {
             access_ttl_s: 15 * 60,
             refresh_ttl_s: 30 * 24 * 3600,
+            otp_ttl_s: OTP_TTL.as_secs(),
             otp_per_identifier: Quota { burst: 5, per_minute: 1 },
             otp_per_prefix: Quota { burst: 200, per_minute: 100 },
             otp_per_address: Quota { burst: 30, per_minute: 10 },
@@ -120,13 +123,14 @@ impl AuthService {
             per_prefix: RateLimiter::new(deps.config.otp_per_prefix, 100_000),
             per_address: RateLimiter::new(deps.config.otp_per_address, 1_000_000),
         };
+        let otp = OtpBook::new(&deps.otp_secret, Duration::from_secs(deps.config.otp_ttl_s));
         AuthService {
             storage: deps.storage,
             sender: deps.sender,
             issuer: deps.issuer,
             router: deps.router,
             config: deps.config,
-            otp: Mutex::new(OtpBook::new(&deps.otp_secret)),
+            otp: Mutex::new(otp),
             limits: Mutex::new(limits),
             rng: SystemRandom::new(),
         }
@@ -157,7 +161,7 @@ impl AuthService {
             tracing::warn!(error = %e, "OTP delivery failed");
             return Err(err(ErrorCode::Internal, "the code could not be delivered"));
         }
-        Ok(OTP_TTL.as_secs() as u32)
+        Ok(u32::try_from(self.config.otp_ttl_s).unwrap_or(u32::MAX))
     }
 
     /// Checks a code, registers the user on first login and a new device, and issues tokens.

@@ -8,7 +8,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use tern_protocol::ErrorCode;
 
-/// How long a code is valid.
+/// How long a code is valid by default.
 pub const OTP_TTL: Duration = Duration::from_secs(300);
 /// Wrong tries before a code is void.
 pub const OTP_MAX_TRIES: u8 = 5;
@@ -28,12 +28,18 @@ pub struct OtpBook {
     key: hmac::Key,
     rng: SystemRandom,
     pending: HashMap<String, Pending>,
+    ttl: Duration,
 }
 
 impl OtpBook {
-    /// A book whose codes are MAC'd with `secret`.
-    pub fn new(secret: &[u8]) -> Self {
-        OtpBook { key: hmac::Key::new(hmac::HMAC_SHA256, secret), rng: SystemRandom::new(), pending: HashMap::new() }
+    /// A book whose codes are MAC'd with `secret` and valid for `ttl`.
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        OtpBook {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            rng: SystemRandom::new(),
+            pending: HashMap::new(),
+            ttl,
+        }
     }
 
     fn mac_input(identifier: &str, code: &str) -> Vec<u8> {
@@ -56,7 +62,7 @@ impl OtpBook {
         self.rng.fill(&mut bytes).map_err(|_| ErrorCode::Internal)?;
         let code = format!("{:06}", u32::from_le_bytes(bytes) % 1_000_000);
         let tag = hmac::sign(&self.key, &Self::mac_input(identifier, &code));
-        self.pending.insert(identifier.to_owned(), Pending { tag, expires: now + OTP_TTL, tries_left: OTP_MAX_TRIES });
+        self.pending.insert(identifier.to_owned(), Pending { tag, expires: now + self.ttl, tries_left: OTP_MAX_TRIES });
         Ok(code)
     }
 
@@ -89,7 +95,7 @@ mod tests {
     #[test]
     fn right_code_works_once() {
         let t0 = Instant::now();
-        let mut book = OtpBook::new(b"secret");
+        let mut book = OtpBook::new(b"secret", OTP_TTL);
         let code = book.issue("+15550001", t0).unwrap();
         assert_eq!(code.len(), 6);
         assert!(code.bytes().all(|b| b.is_ascii_digit()));
@@ -100,7 +106,7 @@ mod tests {
     #[test]
     fn five_wrong_tries_void_the_code() {
         let t0 = Instant::now();
-        let mut book = OtpBook::new(b"secret");
+        let mut book = OtpBook::new(b"secret", OTP_TTL);
         let code = book.issue("a@b.org", t0).unwrap();
         let wrong = if code == "000000" { "000001" } else { "000000" };
         for _ in 0..4 {
@@ -113,7 +119,7 @@ mod tests {
     #[test]
     fn codes_expire_and_new_codes_void_old_ones() {
         let t0 = Instant::now();
-        let mut book = OtpBook::new(b"secret");
+        let mut book = OtpBook::new(b"secret", OTP_TTL);
         let code = book.issue("a@b.org", t0).unwrap();
         assert_eq!(book.verify("a@b.org", &code, t0 + OTP_TTL), Err(ErrorCode::OtpExpired));
         let old = book.issue("a@b.org", t0).unwrap();
