@@ -67,7 +67,15 @@ pub fn bind(
     server.transport_config(Arc::new(transport));
     server.max_incoming(settings.max_connections.max(1));
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
-    let endpoint_config = EndpointConfig::new(Arc::new(key));
+    // Connection IDs carry a keyed check; keying it from the persisted secret (not a random key
+    // per process) lets a restarted server recognise its predecessor's CIDs and answer them with
+    // a stateless reset, so clients learn of the restart at once instead of at their idle timeout.
+    let cid_tag = ring::hmac::sign(&key, b"tern quic cid key v1");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid_tag.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut endpoint_config = EndpointConfig::new(Arc::new(key));
+    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
     let socket = std::net::UdpSocket::bind(settings.listen)
         .map_err(|source| TransportError::Bind { addr: settings.listen, source })?;
     Endpoint::new(endpoint_config, Some(server), socket, Arc::new(quinn::TokioRuntime))

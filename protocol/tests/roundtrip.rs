@@ -1,0 +1,919 @@
+//! Property tests for the codec: encode/decode round trips through `FrameDecoder` fed in random
+//! chunks, plus the decoder's defences (random bytes, oversized prefixes, field limits, trailing
+//! bytes) and the `ErrorCode` <-> `u16` mapping.
+#![allow(clippy::unwrap_used)]
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use tern_protocol::codec::{CodecError, FrameDecoder, decode_payload, encode_to_vec};
+use tern_protocol::limits::{
+    MAX_CHAT_MEMBERS, MAX_CLIENT_INFO_LEN, MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN, MAX_IDENTIFIER_LEN,
+    MAX_LIST_LEN, MAX_MESSAGES_PAGE, MAX_SYNC_PAGE, MAX_TEXT_LEN, MAX_TOKEN_LEN, OTP_DIGITS,
+};
+use tern_protocol::{
+    ChatId, ChatInfo, ChatKind, ClientInfo, DeviceId, DeviceInfo, ErrorBody, ErrorCode, Event,
+    Frame, GoAway, GoAwayReason, Hello, LoginGrant, Message, MessageBody, MessageId, Receipt,
+    Request, Response, Sent, ServerLimits, SessionInfo, SyncCursor, SyncPage, Tokens, Update,
+    UpdateKind, UserId, Welcome,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// The varint length prefix the codec writes (LEB128, as in `codec::put_varint`), for any
+/// value up to 35 bits so oversized prefixes can be built too.
+fn varint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out
+}
+
+/// Splits an encoded frame into (prefix length, payload).
+fn split_frame(bytes: &[u8]) -> (usize, &[u8]) {
+    let prefix = bytes.iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+    (prefix, &bytes[prefix..])
+}
+
+/// Frames `payload` with a correct length prefix.
+fn framed(payload: &[u8]) -> Vec<u8> {
+    let mut out = varint(payload.len() as u64);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Feeds `bytes` to a fresh decoder in chunks whose sizes cycle through `chunks` (all >= 1),
+/// draining frames after every chunk as a transport would. Stops at the first error.
+fn feed(bytes: &[u8], chunks: &[usize]) -> (Vec<Frame>, Option<CodecError>, FrameDecoder) {
+    let mut dec = FrameDecoder::new();
+    let mut frames = Vec::new();
+    let mut rest = bytes;
+    let mut sizes = chunks.iter().copied().cycle();
+    while !rest.is_empty() {
+        let n = sizes.next().unwrap_or(1).clamp(1, rest.len());
+        dec.extend(&rest[..n]);
+        rest = &rest[n..];
+        loop {
+            match dec.next_frame() {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break,
+                Err(e) => return (frames, Some(e), dec),
+            }
+        }
+    }
+    (frames, None, dec)
+}
+
+/// Encodes `frame`, then decodes it with a single `FrameDecoder::next_frame` call.
+fn decode_one(frame: &Frame) -> Result<Option<Frame>, CodecError> {
+    let bytes = encode_to_vec(frame).unwrap();
+    let mut dec = FrameDecoder::new();
+    dec.extend(&bytes);
+    dec.next_frame()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strategies
+// ---------------------------------------------------------------------------------------------
+
+/// Any Unicode text up to `max_chars` characters (so at most `4 * max_chars` bytes).
+fn text(max_chars: usize) -> BoxedStrategy<String> {
+    proptest::string::string_regex(&format!("\\PC{{0,{max_chars}}}"))
+        .unwrap()
+        .boxed()
+}
+
+fn user_id() -> impl Strategy<Value = UserId> {
+    any::<u64>().prop_map(UserId)
+}
+
+fn device_id() -> impl Strategy<Value = DeviceId> {
+    any::<u64>().prop_map(DeviceId)
+}
+
+fn chat_id() -> impl Strategy<Value = ChatId> {
+    any::<u64>().prop_map(ChatId)
+}
+
+fn message_body() -> impl Strategy<Value = MessageBody> {
+    // Up to 300 chars: at most 1200 bytes, well inside MAX_TEXT_LEN.
+    text(300).prop_map(MessageBody::Text)
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    (
+        chat_id(),
+        any::<u64>(),
+        any::<u64>(),
+        user_id(),
+        device_id(),
+        any::<u64>(),
+        any::<u64>(),
+        message_body(),
+    )
+        .prop_map(
+            |(chat_id, seq, msg_id, sender, sender_device, client_msg_id, ts_ms, body)| Message {
+                chat_id,
+                seq,
+                msg_id: MessageId(msg_id),
+                sender,
+                sender_device,
+                client_msg_id,
+                ts_ms,
+                body,
+            },
+        )
+}
+
+fn receipt() -> impl Strategy<Value = Receipt> {
+    (chat_id(), user_id(), any::<u64>(), any::<u64>()).prop_map(|(chat_id, user_id, a, b)| {
+        Receipt {
+            chat_id,
+            user_id,
+            delivered_seq: a.max(b),
+            read_seq: a.min(b),
+        }
+    })
+}
+
+fn chat_info() -> impl Strategy<Value = ChatInfo> {
+    (chat_id(), vec(user_id(), 0..8), any::<u64>()).prop_map(|(chat_id, members, last_seq)| {
+        ChatInfo {
+            chat_id,
+            kind: ChatKind::Direct,
+            members,
+            last_seq,
+        }
+    })
+}
+
+fn update_kind() -> impl Strategy<Value = UpdateKind> {
+    prop_oneof![
+        message().prop_map(UpdateKind::Message),
+        receipt().prop_map(UpdateKind::Receipt),
+        chat_info().prop_map(UpdateKind::ChatJoined),
+    ]
+}
+
+fn update() -> impl Strategy<Value = Update> {
+    (any::<u64>(), update_kind()).prop_map(|(pts, kind)| Update { pts, kind })
+}
+
+fn cursor() -> impl Strategy<Value = SyncCursor> {
+    any::<u64>().prop_map(|pts| SyncCursor { pts })
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        text(60).prop_map(|identifier| Request::RequestOtp { identifier }),
+        (text(60), "[0-9]{6}", text(16)).prop_map(|(identifier, code, device_name)| {
+            Request::VerifyOtp {
+                identifier,
+                code,
+                device_name,
+            }
+        }),
+        "[A-Za-z0-9._-]{0,300}".prop_map(|refresh_token| Request::Refresh { refresh_token }),
+        Just(Request::Logout),
+        Just(Request::ListDevices),
+        device_id().prop_map(|device_id| Request::RevokeDevice { device_id }),
+        user_id().prop_map(|peer| Request::OpenDirectChat { peer }),
+        Just(Request::ListChats),
+        (chat_id(), any::<u64>(), message_body()).prop_map(|(chat_id, client_msg_id, body)| {
+            Request::SendMessage {
+                chat_id,
+                client_msg_id,
+                body,
+            }
+        }),
+        (chat_id(), any::<u64>())
+            .prop_map(|(chat_id, upto_seq)| Request::Ack { chat_id, upto_seq }),
+        (chat_id(), any::<u64>())
+            .prop_map(|(chat_id, upto_seq)| Request::MarkRead { chat_id, upto_seq }),
+        (cursor(), any::<u32>()).prop_map(|(after, limit)| Request::Sync { after, limit }),
+        (chat_id(), any::<u64>(), any::<u32>()).prop_map(|(chat_id, from_seq, limit)| {
+            Request::GetMessages {
+                chat_id,
+                from_seq,
+                limit,
+            }
+        }),
+        chat_id().prop_map(|chat_id| Request::GetReceipts { chat_id }),
+        Just(Request::Ping),
+    ]
+}
+
+fn response() -> impl Strategy<Value = Response> {
+    let device = (device_id(), text(16), any::<u64>(), any::<bool>()).prop_map(
+        |(device_id, name, created_ms, revoked)| DeviceInfo {
+            device_id,
+            name,
+            created_ms,
+            revoked,
+        },
+    );
+    let grant = (
+        user_id(),
+        device_id(),
+        "[A-Za-z0-9._-]{0,200}",
+        any::<u64>(),
+        "[A-Za-z0-9._-]{0,200}",
+    )
+        .prop_map(
+            |(user_id, device_id, access_token, access_expires_at_ms, refresh_token)| LoginGrant {
+                user_id,
+                device_id,
+                tokens: Tokens {
+                    access_token,
+                    access_expires_at_ms,
+                    refresh_token,
+                },
+            },
+        );
+    let sent = message().prop_map(|m| Sent::of(&m));
+    let page =
+        (vec(update(), 0..4), cursor(), any::<bool>()).prop_map(|(updates, cursor, has_more)| {
+            SyncPage {
+                updates,
+                cursor,
+                has_more,
+            }
+        });
+    prop_oneof![
+        any::<u32>().prop_map(|expires_in_s| Response::OtpRequested { expires_in_s }),
+        grant.prop_map(Response::LoggedIn),
+        Just(Response::Done),
+        vec(device, 0..4).prop_map(Response::Devices),
+        chat_info().prop_map(Response::Chat),
+        vec(chat_info(), 0..4).prop_map(Response::Chats),
+        sent.prop_map(Response::Sent),
+        page.prop_map(Response::SyncPage),
+        vec(message(), 0..4).prop_map(Response::Messages),
+        vec(receipt(), 0..4).prop_map(Response::Receipts),
+        Just(Response::Pong),
+    ]
+}
+
+/// Error codes as they come off the wire: every `u16` maps to exactly one code.
+fn error_code() -> impl Strategy<Value = ErrorCode> {
+    any::<u16>().prop_map(ErrorCode::from)
+}
+
+fn error_body() -> impl Strategy<Value = ErrorBody> {
+    (error_code(), text(100)).prop_map(|(code, message)| ErrorBody::new(code, message))
+}
+
+fn hello() -> impl Strategy<Value = Hello> {
+    (
+        any::<u16>(),
+        text(16),
+        text(16),
+        text(16),
+        proptest::option::of("[A-Za-z0-9._-]{0,300}"),
+        proptest::option::of(cursor()),
+    )
+        .prop_map(
+            |(protocol_version, name, version, platform, auth, resume)| Hello {
+                protocol_version,
+                client: ClientInfo {
+                    name,
+                    version,
+                    platform,
+                },
+                auth,
+                resume,
+            },
+        )
+}
+
+fn welcome() -> impl Strategy<Value = Welcome> {
+    let limits = any::<[u32; 5]>().prop_map(|l| ServerLimits {
+        max_frame_len: l[0],
+        max_text_len: l[1],
+        max_sync_page: l[2],
+        max_in_flight_requests: l[3],
+        idle_timeout_ms: l[4],
+    });
+    let session = (user_id(), device_id())
+        .prop_map(|(user_id, device_id)| SessionInfo { user_id, device_id });
+    (
+        any::<u16>(),
+        text(30),
+        proptest::option::of(session),
+        limits,
+        proptest::option::of(any::<u64>()),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(protocol_version, server, session, limits, latest_pts, server_time_ms)| Welcome {
+                protocol_version,
+                server,
+                session,
+                limits,
+                latest_pts,
+                server_time_ms,
+            },
+        )
+}
+
+fn go_away() -> impl Strategy<Value = GoAway> {
+    (
+        prop_oneof![Just(GoAwayReason::Shutdown), Just(GoAwayReason::Overloaded)],
+        any::<u32>(),
+    )
+        .prop_map(|(reason, reconnect_after_ms)| GoAway {
+            reason,
+            reconnect_after_ms,
+        })
+}
+
+/// Any frame within the protocol limits. Weighted towards the request/response/event traffic.
+fn frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        4 => (any::<u32>(), request()).prop_map(|(req_id, body)| Frame::Request { req_id, body }),
+        3 => (any::<u32>(), response()).prop_map(|(req_id, r)| Frame::Response { req_id, result: Ok(r) }),
+        1 => (any::<u32>(), error_body()).prop_map(|(req_id, e)| Frame::Response { req_id, result: Err(e) }),
+        3 => update().prop_map(|u| Frame::Event(Event::Update(u))),
+        1 => hello().prop_map(Frame::Hello),
+        1 => welcome().prop_map(Frame::Welcome),
+        1 => error_body().prop_map(Frame::Error),
+        1 => go_away().prop_map(Frame::GoAway),
+    ]
+}
+
+/// Chunk sizes for feeding the decoder: mostly tiny (splitting prefixes and fields), some large.
+fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {
+    vec(prop_oneof![3 => 1usize..8, 1 => 8usize..2048], 1..16)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips
+// ---------------------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A sequence of frames encoded back to back comes out of the decoder identical and in order,
+    /// however the stream is chunked, and leaves nothing buffered.
+    #[test]
+    fn frames_roundtrip_through_chunked_decoder(frames in vec(frame(), 1..8), chunks in chunk_sizes()) {
+        let mut bytes = Vec::new();
+        for f in &frames {
+            prop_assert!(f.within_limits(), "strategy produced an out-of-limits frame: {f:?}");
+            bytes.extend(encode_to_vec(f).unwrap());
+        }
+        let (decoded, err, dec) = feed(&bytes, &chunks);
+        prop_assert_eq!(err, None);
+        prop_assert_eq!(decoded, frames);
+        prop_assert_eq!(dec.buffered(), 0);
+    }
+
+    /// `decode_payload` is the exact inverse of `encode_to_vec` minus the length prefix, and the
+    /// prefix announces exactly the payload length.
+    #[test]
+    fn payload_roundtrip(f in frame()) {
+        let bytes = encode_to_vec(&f).unwrap();
+        let (prefix, payload) = split_frame(&bytes);
+        prop_assert_eq!(&bytes[..prefix], &varint(payload.len() as u64)[..]);
+        prop_assert_eq!(decode_payload(payload).unwrap(), f);
+    }
+
+    /// Every wire error code survives a trip through a `Response` and a connection `Error`.
+    #[test]
+    fn error_codes_roundtrip_on_the_wire(n in any::<u16>(), req_id in any::<u32>()) {
+        let body = ErrorBody::new(ErrorCode::from(n), "x");
+        for f in [Frame::Error(body.clone()), Frame::Response { req_id, result: Err(body.clone()) }] {
+            let got = decode_one(&f).unwrap().unwrap();
+            prop_assert_eq!(got, f);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Negative properties
+// ---------------------------------------------------------------------------------------------
+
+/// Feeds `bytes` (in chunks) and checks the decoder's contract: it never panics, every frame it
+/// returns is within limits, and after an error it is abandoned (no resynchronisation).
+fn check_decoder_on(bytes: &[u8], chunks: &[usize]) -> Result<(), TestCaseError> {
+    let (frames, _err, _dec) = feed(bytes, chunks);
+    for f in &frames {
+        prop_assert!(
+            f.within_limits(),
+            "decoder returned an out-of-limits frame: {f:?}"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// (a) Arbitrary bytes never make the decoder panic.
+    #[test]
+    fn random_bytes_never_panic(bytes in vec(any::<u8>(), 0..512), chunks in chunk_sizes()) {
+        check_decoder_on(&bytes, &chunks)?;
+    }
+
+    /// (a) Random payloads behind a plausible length prefix reach the postcard decoder instead of
+    /// stopping at the prefix.
+    #[test]
+    fn random_payloads_never_panic(payload in vec(any::<u8>(), 0..512), chunks in chunk_sizes()) {
+        check_decoder_on(&framed(&payload), &chunks)?;
+    }
+
+    /// (a) Valid frames with a few corrupted bytes (possibly truncated) never make the decoder
+    /// panic; these get deepest into the frame decoder.
+    #[test]
+    fn mutated_frames_never_panic(
+        f in frame(),
+        edits in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        truncate in proptest::option::of(any::<prop::sample::Index>()),
+        keep_prefix in any::<bool>(),
+        chunks in chunk_sizes(),
+    ) {
+        let bytes = encode_to_vec(&f).unwrap();
+        let (prefix, payload) = split_frame(&bytes);
+        let mut payload = payload.to_vec();
+        if payload.is_empty() {
+            return Ok(());
+        }
+        for (at, byte) in &edits {
+            let i = at.index(payload.len());
+            payload[i] = *byte;
+        }
+        if let Some(at) = truncate {
+            payload.truncate(at.index(payload.len()));
+        }
+        let mut stream = if keep_prefix {
+            // Original prefix: a truncated payload leaves the decoder waiting for more.
+            bytes[..prefix].to_vec()
+        } else {
+            varint(payload.len() as u64)
+        };
+        stream.extend_from_slice(&payload);
+        check_decoder_on(&stream, &chunks)?;
+        // The payload decoder alone must not panic either.
+        let _ = decode_payload(&payload);
+    }
+
+    /// (b) A length prefix above MAX_FRAME_LEN is refused as soon as the prefix is complete,
+    /// without waiting for (or buffering) any payload.
+    #[test]
+    fn oversized_prefix_is_refused_before_payload(len in (u64::from(MAX_FRAME_LEN) + 1)..(1u64 << 35)) {
+        let prefix = varint(len);
+        prop_assert!(prefix.len() <= 5);
+        let mut dec = FrameDecoder::new();
+        for (i, b) in prefix.iter().enumerate() {
+            dec.extend(std::slice::from_ref(b));
+            let got = dec.next_frame();
+            if i + 1 < prefix.len() {
+                prop_assert_eq!(got, Ok(None), "incomplete prefix must wait for more bytes");
+            } else {
+                let err = got.unwrap_err();
+                prop_assert_eq!(&err, &CodecError::TooLarge { len, max: MAX_FRAME_LEN });
+                prop_assert_eq!(err.code(), ErrorCode::TooLarge);
+            }
+        }
+    }
+
+    /// (d) Bytes after a complete frame inside the announced payload are a malformed frame.
+    #[test]
+    fn trailing_bytes_in_payload_are_bad_frame(f in frame(), trailing in vec(any::<u8>(), 1..16)) {
+        let bytes = encode_to_vec(&f).unwrap();
+        let (_, payload) = split_frame(&bytes);
+        let mut payload = payload.to_vec();
+        payload.extend_from_slice(&trailing);
+
+        let err = decode_payload(&payload).unwrap_err();
+        prop_assert!(matches!(err, CodecError::Malformed(_)), "got {err:?}");
+        prop_assert_eq!(err.code(), ErrorCode::BadFrame);
+
+        let mut dec = FrameDecoder::new();
+        dec.extend(&framed(&payload));
+        let err = dec.next_frame().unwrap_err();
+        prop_assert_eq!(err.code(), ErrorCode::BadFrame);
+    }
+}
+
+/// (b) The boundary: exactly MAX_FRAME_LEN is a legal announcement (the decoder waits for the
+/// payload); one more is refused.
+#[test]
+fn prefix_limit_boundary() {
+    let mut dec = FrameDecoder::new();
+    dec.extend(&varint(u64::from(MAX_FRAME_LEN)));
+    assert_eq!(dec.next_frame(), Ok(None));
+
+    let mut dec = FrameDecoder::new();
+    dec.extend(&varint(u64::from(MAX_FRAME_LEN) + 1));
+    let err = dec.next_frame().unwrap_err();
+    assert_eq!(
+        err,
+        CodecError::TooLarge {
+            len: u64::from(MAX_FRAME_LEN) + 1,
+            max: MAX_FRAME_LEN
+        }
+    );
+    assert_eq!(err.code(), ErrorCode::TooLarge);
+}
+
+/// A prefix of five continuation bytes is not a varint u32.
+#[test]
+fn overlong_prefix_is_bad_length() {
+    let mut dec = FrameDecoder::new();
+    dec.extend(&[0x80; 4]);
+    assert_eq!(dec.next_frame(), Ok(None));
+    dec.extend(&[0x80]);
+    let err = dec.next_frame().unwrap_err();
+    assert_eq!(err, CodecError::BadLength);
+    assert_eq!(err.code(), ErrorCode::BadFrame);
+}
+
+/// The encoder refuses a frame whose payload exceeds MAX_FRAME_LEN.
+#[test]
+fn encoder_refuses_oversized_frame() {
+    let f = Frame::Request {
+        req_id: 1,
+        body: Request::SendMessage {
+            chat_id: ChatId(1),
+            client_msg_id: 1,
+            body: MessageBody::Text("x".repeat(MAX_FRAME_LEN as usize)),
+        },
+    };
+    let err = encode_to_vec(&f).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CodecError::TooLarge {
+                max: MAX_FRAME_LEN,
+                ..
+            }
+        ),
+        "got {err:?}"
+    );
+    assert_eq!(err.code(), ErrorCode::TooLarge);
+}
+
+fn send_text(text: String) -> Frame {
+    Frame::Request {
+        req_id: 1,
+        body: Request::SendMessage {
+            chat_id: ChatId(1),
+            client_msg_id: 1,
+            body: MessageBody::Text(text),
+        },
+    }
+}
+
+/// (c) A text one byte over MAX_TEXT_LEN fits in a frame, so the encoder (which only checks the
+/// total size) accepts it, but the decoder refuses it with TooLarge. Exactly at the limit is fine.
+#[test]
+fn send_message_text_over_limit_is_too_large() {
+    let at_limit = send_text("a".repeat(MAX_TEXT_LEN));
+    assert_eq!(decode_one(&at_limit), Ok(Some(at_limit.clone())));
+
+    let over = send_text("a".repeat(MAX_TEXT_LEN + 1));
+    assert!(!over.within_limits());
+    let err = decode_one(&over).unwrap_err();
+    assert_eq!(err, CodecError::FieldTooLarge);
+    assert_eq!(err.code(), ErrorCode::TooLarge);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// (c) Any text over MAX_TEXT_LEN bytes is refused, including multi-byte text whose
+    /// character count is under the limit: the limit is in bytes.
+    #[test]
+    fn send_message_text_over_limit_prop(extra in 1usize..4096, ch in prop_oneof![Just('a'), Just('é'), Just('✓'), Just('🦀')]) {
+        let n_chars = (MAX_TEXT_LEN + extra).div_ceil(ch.len_utf8());
+        let text: String = std::iter::repeat_n(ch, n_chars).collect();
+        prop_assert!(text.len() > MAX_TEXT_LEN);
+        let err = decode_one(&send_text(text)).unwrap_err();
+        prop_assert_eq!(err.code(), ErrorCode::TooLarge);
+    }
+}
+
+/// Every per-field limit the decoder enforces: one frame just at the limit (accepted) and one just
+/// over it (refused with TooLarge), for each limited field.
+#[test]
+fn field_limits_are_enforced_on_decode() {
+    fn hello(name: usize, auth: usize) -> Frame {
+        Frame::Hello(Hello {
+            protocol_version: 1,
+            client: ClientInfo {
+                name: "n".repeat(name),
+                version: "1".into(),
+                platform: "p".into(),
+            },
+            auth: Some("t".repeat(auth)),
+            resume: None,
+        })
+    }
+    fn verify(identifier: usize, code: usize, device_name: usize) -> Frame {
+        Frame::Request {
+            req_id: 1,
+            body: Request::VerifyOtp {
+                identifier: "i".repeat(identifier),
+                code: "1".repeat(code),
+                device_name: "d".repeat(device_name),
+            },
+        }
+    }
+    fn ok(r: Response) -> Frame {
+        Frame::Response {
+            req_id: 1,
+            result: Ok(r),
+        }
+    }
+    fn chat(members: usize) -> ChatInfo {
+        ChatInfo {
+            chat_id: ChatId(1),
+            kind: ChatKind::Direct,
+            members: vec![UserId(1); members],
+            last_seq: 0,
+        }
+    }
+    let receipt = Receipt {
+        chat_id: ChatId(1),
+        user_id: UserId(1),
+        delivered_seq: 0,
+        read_seq: 0,
+    };
+    let device = DeviceInfo {
+        device_id: DeviceId(1),
+        name: String::new(),
+        created_ms: 0,
+        revoked: false,
+    };
+    let msg = |len: usize| Message {
+        chat_id: ChatId(1),
+        seq: 1,
+        msg_id: MessageId(1),
+        sender: UserId(1),
+        sender_device: DeviceId(1),
+        client_msg_id: 1,
+        ts_ms: 0,
+        body: MessageBody::Text("m".repeat(len)),
+    };
+    let updates = |n: usize| {
+        (0..n)
+            .map(|i| Update {
+                pts: i as u64,
+                kind: UpdateKind::Receipt(receipt),
+            })
+            .collect::<Vec<_>>()
+    };
+    let page = |updates: Vec<Update>| SyncPage {
+        updates,
+        cursor: SyncCursor { pts: 0 },
+        has_more: false,
+    };
+    let code_max = OTP_DIGITS * 4;
+
+    let cases: Vec<(&str, Frame, Frame)> = vec![
+        (
+            "hello client name",
+            hello(MAX_CLIENT_INFO_LEN, 1),
+            hello(MAX_CLIENT_INFO_LEN + 1, 1),
+        ),
+        (
+            "hello auth token",
+            hello(1, MAX_TOKEN_LEN),
+            hello(1, MAX_TOKEN_LEN + 1),
+        ),
+        (
+            "request_otp identifier",
+            Frame::Request {
+                req_id: 1,
+                body: Request::RequestOtp {
+                    identifier: "i".repeat(MAX_IDENTIFIER_LEN),
+                },
+            },
+            Frame::Request {
+                req_id: 1,
+                body: Request::RequestOtp {
+                    identifier: "i".repeat(MAX_IDENTIFIER_LEN + 1),
+                },
+            },
+        ),
+        (
+            "verify_otp identifier",
+            verify(MAX_IDENTIFIER_LEN, 6, 1),
+            verify(MAX_IDENTIFIER_LEN + 1, 6, 1),
+        ),
+        (
+            "verify_otp code",
+            verify(1, code_max, 1),
+            verify(1, code_max + 1, 1),
+        ),
+        (
+            "verify_otp device name",
+            verify(1, 6, MAX_DEVICE_NAME_LEN),
+            verify(1, 6, MAX_DEVICE_NAME_LEN + 1),
+        ),
+        (
+            "refresh token",
+            Frame::Request {
+                req_id: 1,
+                body: Request::Refresh {
+                    refresh_token: "r".repeat(MAX_TOKEN_LEN),
+                },
+            },
+            Frame::Request {
+                req_id: 1,
+                body: Request::Refresh {
+                    refresh_token: "r".repeat(MAX_TOKEN_LEN + 1),
+                },
+            },
+        ),
+        (
+            "send_message text",
+            send_text("a".repeat(MAX_TEXT_LEN)),
+            send_text("a".repeat(MAX_TEXT_LEN + 1)),
+        ),
+        (
+            "devices list",
+            ok(Response::Devices(vec![device.clone(); MAX_LIST_LEN])),
+            ok(Response::Devices(vec![device; MAX_LIST_LEN + 1])),
+        ),
+        (
+            "chat members",
+            ok(Response::Chat(chat(MAX_CHAT_MEMBERS))),
+            ok(Response::Chat(chat(MAX_CHAT_MEMBERS + 1))),
+        ),
+        (
+            "chats list",
+            ok(Response::Chats(vec![chat(0); MAX_LIST_LEN])),
+            ok(Response::Chats(vec![chat(0); MAX_LIST_LEN + 1])),
+        ),
+        (
+            "chats member list",
+            ok(Response::Chats(vec![chat(MAX_CHAT_MEMBERS)])),
+            ok(Response::Chats(vec![chat(MAX_CHAT_MEMBERS + 1)])),
+        ),
+        (
+            "sync page length",
+            ok(Response::SyncPage(page(updates(MAX_SYNC_PAGE as usize)))),
+            ok(Response::SyncPage(page(updates(
+                MAX_SYNC_PAGE as usize + 1,
+            )))),
+        ),
+        (
+            "sync page message text",
+            ok(Response::SyncPage(page(vec![Update {
+                pts: 1,
+                kind: UpdateKind::Message(msg(MAX_TEXT_LEN)),
+            }]))),
+            ok(Response::SyncPage(page(vec![Update {
+                pts: 1,
+                kind: UpdateKind::Message(msg(MAX_TEXT_LEN + 1)),
+            }]))),
+        ),
+        (
+            "messages page length",
+            ok(Response::Messages(vec![msg(0); MAX_MESSAGES_PAGE as usize])),
+            ok(Response::Messages(vec![
+                msg(0);
+                MAX_MESSAGES_PAGE as usize + 1
+            ])),
+        ),
+        (
+            "messages text",
+            ok(Response::Messages(vec![msg(MAX_TEXT_LEN)])),
+            ok(Response::Messages(vec![msg(MAX_TEXT_LEN + 1)])),
+        ),
+        (
+            "receipts list",
+            ok(Response::Receipts(vec![receipt; MAX_LIST_LEN])),
+            ok(Response::Receipts(vec![receipt; MAX_LIST_LEN + 1])),
+        ),
+        (
+            "event message text",
+            Frame::Event(Event::Update(Update {
+                pts: 1,
+                kind: UpdateKind::Message(msg(MAX_TEXT_LEN)),
+            })),
+            Frame::Event(Event::Update(Update {
+                pts: 1,
+                kind: UpdateKind::Message(msg(MAX_TEXT_LEN + 1)),
+            })),
+        ),
+        (
+            "event chat members",
+            Frame::Event(Event::Update(Update {
+                pts: 1,
+                kind: UpdateKind::ChatJoined(chat(MAX_CHAT_MEMBERS)),
+            })),
+            Frame::Event(Event::Update(Update {
+                pts: 1,
+                kind: UpdateKind::ChatJoined(chat(MAX_CHAT_MEMBERS + 1)),
+            })),
+        ),
+    ];
+
+    let mut failures = Vec::new();
+    for (name, at_limit, over) in cases {
+        match decode_one(&at_limit) {
+            Ok(Some(f)) if f == at_limit => {}
+            other => failures.push(format!("{name}: at the limit should decode, got {other:?}")),
+        }
+        match decode_one(&over) {
+            Err(e) if e.code() == ErrorCode::TooLarge => {}
+            other => failures.push(format!(
+                "{name}: over the limit should be TooLarge, got {other:?}"
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// ErrorCode <-> u16
+// ---------------------------------------------------------------------------------------------
+
+const KNOWN_CODES: &[(ErrorCode, u16)] = &[
+    (ErrorCode::BadFrame, 1),
+    (ErrorCode::TooLarge, 2),
+    (ErrorCode::UnsupportedVersion, 3),
+    (ErrorCode::HandshakeRequired, 4),
+    (ErrorCode::Unauthenticated, 10),
+    (ErrorCode::InvalidToken, 11),
+    (ErrorCode::TokenExpired, 12),
+    (ErrorCode::OtpInvalid, 13),
+    (ErrorCode::OtpExpired, 14),
+    (ErrorCode::OtpTooManyAttempts, 15),
+    (ErrorCode::RateLimited, 16),
+    (ErrorCode::RefreshReused, 17),
+    (ErrorCode::DeviceRevoked, 18),
+    (ErrorCode::NotFound, 20),
+    (ErrorCode::Forbidden, 21),
+    (ErrorCode::InvalidArgument, 22),
+    (ErrorCode::Overloaded, 30),
+    (ErrorCode::Internal, 31),
+    (ErrorCode::SlowConsumer, 32),
+    (ErrorCode::ShuttingDown, 33),
+    (ErrorCode::TooManyRequests, 34),
+];
+
+/// (e) Every known code has its fixed number and maps back to itself.
+#[test]
+fn known_error_codes_roundtrip_through_u16() {
+    for &(code, n) in KNOWN_CODES {
+        assert_eq!(code.as_u16(), n, "{code:?}");
+        assert_eq!(u16::from(code), n, "{code:?}");
+        assert_eq!(ErrorCode::from(n), code, "{n}");
+    }
+}
+
+/// (e) Every number decodes to exactly one code and back to itself; numbers that are not known
+/// codes become `Other(n)`.
+#[test]
+fn every_u16_maps_to_a_code_and_back() {
+    for n in 0..=u16::MAX {
+        let code = ErrorCode::from(n);
+        assert_eq!(code.as_u16(), n);
+        match KNOWN_CODES.iter().find(|(_, k)| *k == n) {
+            Some((known, _)) => assert_eq!(code, *known),
+            None => assert_eq!(code, ErrorCode::Other(n)),
+        }
+    }
+}
+
+/// `Other(n)` with a number that belongs to a known code is not a value the wire can carry: it
+/// is sent as `n` and comes back as the known code. This pins that normalisation.
+#[test]
+fn other_with_a_known_number_normalises_on_the_wire() {
+    let f = Frame::Error(ErrorBody {
+        code: ErrorCode::Other(2),
+        message: String::new(),
+    });
+    let got = decode_one(&f).unwrap().unwrap();
+    assert_eq!(
+        got,
+        Frame::Error(ErrorBody {
+            code: ErrorCode::TooLarge,
+            message: String::new()
+        })
+    );
+    assert_ne!(got, f);
+}
+
+/// Codec errors map to the wire codes the server answers with.
+#[test]
+fn codec_error_codes() {
+    assert_eq!(
+        CodecError::TooLarge { len: 1, max: 0 }.code(),
+        ErrorCode::TooLarge
+    );
+    assert_eq!(CodecError::FieldTooLarge.code(), ErrorCode::TooLarge);
+    assert_eq!(CodecError::BadLength.code(), ErrorCode::BadFrame);
+    assert_eq!(
+        CodecError::Malformed(String::new()).code(),
+        ErrorCode::BadFrame
+    );
+}
