@@ -1,8 +1,8 @@
 //! The app-facing handle and event stream.
 
 use tern_protocol::{
-    ChatId, ChatInfo, DeviceId, DeviceInfo, ErrorCode, Message, MessageBody, Pts, Receipt, Request, Response, Sent,
-    SessionInfo, Seq, Tokens, UserId,
+    ChatId, ChatInfo, DeviceId, DeviceInfo, ErrorCode, Message, MessageBody, Pts, Receipt, Request,
+    Response, Sent, Seq, SessionInfo, Tokens, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -82,6 +82,7 @@ pub struct Snapshot {
 #[derive(Debug, Clone)]
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
+    device_name: std::sync::Arc<str>,
 }
 
 impl Client {
@@ -89,21 +90,35 @@ impl Client {
     pub fn start(config: ClientConfig) -> Result<(Client, Events), Error> {
         let (commands, rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let device_name = std::sync::Arc::from(config.device_name.as_str());
         let driver = Driver::new(config, rx, events_tx)?;
         tokio::spawn(driver.run());
-        Ok((Client { commands }, Events { rx: events_rx }))
+        Ok((
+            Client {
+                commands,
+                device_name,
+            },
+            Events { rx: events_rx },
+        ))
     }
 
     /// Sends a raw request and waits for its answer.
     pub async fn request(&self, body: Request) -> Result<Response, Error> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Request { body, reply }).map_err(|_| closed())?;
+        self.commands
+            .send(Command::Request { body, reply })
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
     /// Asks the server to send a login code to a phone number or email address.
     pub async fn request_otp(&self, identifier: &str) -> Result<u32, Error> {
-        match self.request(Request::RequestOtp { identifier: identifier.into() }).await? {
+        match self
+            .request(Request::RequestOtp {
+                identifier: identifier.into(),
+            })
+            .await?
+        {
             Response::OtpRequested { expires_in_s } => Ok(expires_in_s),
             other => Err(unexpected(&other)),
         }
@@ -111,9 +126,19 @@ impl Client {
 
     /// Logs in with a code; the connection becomes authenticated and stays so across reconnects.
     pub async fn verify_otp(&self, identifier: &str, code: &str) -> Result<SessionInfo, Error> {
-        let device_name = String::new();
-        match self.request(Request::VerifyOtp { identifier: identifier.into(), code: code.into(), device_name }).await? {
-            Response::LoggedIn(g) => Ok(SessionInfo { user_id: g.user_id, device_id: g.device_id }),
+        let device_name = self.device_name.to_string();
+        match self
+            .request(Request::VerifyOtp {
+                identifier: identifier.into(),
+                code: code.into(),
+                device_name,
+            })
+            .await?
+        {
+            Response::LoggedIn(g) => Ok(SessionInfo {
+                user_id: g.user_id,
+                device_id: g.device_id,
+            }),
             other => Err(unexpected(&other)),
         }
     }
@@ -137,19 +162,34 @@ impl Client {
     /// Sends a text message through the outbox: retried with the same idempotency key across
     /// reconnects until the server confirms it is durable.
     pub async fn send_text(&self, chat_id: ChatId, text: impl Into<String>) -> Result<Sent, Error> {
-        self.send(chat_id, MessageBody::Text(text.into()), rand::random()).await
+        self.send(chat_id, MessageBody::Text(text.into()), rand::random())
+            .await
     }
 
     /// Sends with an explicit idempotency key (apps that persist their outbox use this).
-    pub async fn send(&self, chat_id: ChatId, body: MessageBody, client_msg_id: u64) -> Result<Sent, Error> {
+    pub async fn send(
+        &self,
+        chat_id: ChatId,
+        body: MessageBody,
+        client_msg_id: u64,
+    ) -> Result<Sent, Error> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Send { chat_id, body, client_msg_id, reply }).map_err(|_| closed())?;
+        self.commands
+            .send(Command::Send {
+                chat_id,
+                body,
+                client_msg_id,
+                reply,
+            })
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
     /// Marks the chat read up to `upto`.
     pub async fn mark_read(&self, chat_id: ChatId, upto_seq: Seq) -> Result<(), Error> {
-        self.request(Request::MarkRead { chat_id, upto_seq }).await.map(|_| ())
+        self.request(Request::MarkRead { chat_id, upto_seq })
+            .await
+            .map(|_| ())
     }
 
     /// Every member's receipt watermarks.
@@ -161,8 +201,20 @@ impl Client {
     }
 
     /// A range of a chat's history.
-    pub async fn messages(&self, chat_id: ChatId, from_seq: Seq, limit: u32) -> Result<Vec<Message>, Error> {
-        match self.request(Request::GetMessages { chat_id, from_seq, limit }).await? {
+    pub async fn messages(
+        &self,
+        chat_id: ChatId,
+        from_seq: Seq,
+        limit: u32,
+    ) -> Result<Vec<Message>, Error> {
+        match self
+            .request(Request::GetMessages {
+                chat_id,
+                from_seq,
+                limit,
+            })
+            .await?
+        {
             Response::Messages(m) => Ok(m),
             other => Err(unexpected(&other)),
         }
@@ -178,13 +230,17 @@ impl Client {
 
     /// Revokes one of the user's devices; its connections are closed.
     pub async fn revoke_device(&self, device_id: DeviceId) -> Result<(), Error> {
-        self.request(Request::RevokeDevice { device_id }).await.map(|_| ())
+        self.request(Request::RevokeDevice { device_id })
+            .await
+            .map(|_| ())
     }
 
     /// Where the client stands.
     pub async fn snapshot(&self) -> Result<Snapshot, Error> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Snapshot { reply }).map_err(|_| closed())?;
+        self.commands
+            .send(Command::Snapshot { reply })
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())
     }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tern_protocol::codec::{self, FrameDecoder};
 use tern_protocol::{
-    ChatId, ClientInfo, ClientMsgId, ErrorBody, ErrorCode, Event, Frame, Hello, MessageBody, PROTOCOL_VERSION,
-    Request, Response, Sent, Seq, SessionInfo, Tokens, Update, UpdateKind,
+    ChatId, ClientInfo, ClientMsgId, ErrorBody, ErrorCode, Event, Frame, Hello, MessageBody,
+    PROTOCOL_VERSION, Request, Response, Sent, Seq, SessionInfo, Tokens, Update, UpdateKind,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,11 +27,23 @@ const TOKEN_MARGIN_MS: u64 = 30_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) enum Command {
-    Request { body: Request, reply: oneshot::Sender<Result<Response, Error>> },
-    Send { chat_id: ChatId, body: MessageBody, client_msg_id: ClientMsgId, reply: oneshot::Sender<Result<Sent, Error>> },
-    Snapshot { reply: oneshot::Sender<Snapshot> },
+    Request {
+        body: Request,
+        reply: oneshot::Sender<Result<Response, Error>>,
+    },
+    Send {
+        chat_id: ChatId,
+        body: MessageBody,
+        client_msg_id: ClientMsgId,
+        reply: oneshot::Sender<Result<Sent, Error>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
+    },
     Reconnect,
-    Close { reply: oneshot::Sender<()> },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 struct OutboxEntry {
@@ -42,7 +54,10 @@ struct OutboxEntry {
 }
 
 enum Pending {
-    Request { reply: oneshot::Sender<Result<Response, Error>>, deadline: Instant },
+    Request {
+        reply: oneshot::Sender<Result<Response, Error>>,
+        deadline: Instant,
+    },
     Send(ClientMsgId),
     Sync,
     Refresh,
@@ -52,9 +67,16 @@ enum Pending {
 /// Why a link ended.
 enum LinkEnd {
     /// Reconnect after backoff (at least `retry_after`).
-    Lost { reason: String, retry_after: Option<Duration>, was_up: bool },
+    Lost {
+        reason: String,
+        retry_after: Option<Duration>,
+        was_up: bool,
+    },
     /// Stop for good.
-    SessionEnded { code: Option<ErrorCode>, reason: String },
+    SessionEnded {
+        code: Option<ErrorCode>,
+        reason: String,
+    },
     /// The app closed the client.
     Closed(Option<oneshot::Sender<()>>),
 }
@@ -62,7 +84,10 @@ enum LinkEnd {
 /// What the reader task reports.
 enum Inbound {
     Frame(Frame),
-    End { code: Option<ErrorCode>, reason: String },
+    End {
+        code: Option<ErrorCode>,
+        reason: String,
+    },
 }
 
 struct Link {
@@ -97,6 +122,9 @@ impl Link {
     }
 }
 
+/// A request made while offline: sent once a connection is up, unless its deadline passes.
+type Waiting = (Request, oneshot::Sender<Result<Response, Error>>, Instant);
+
 pub(crate) struct Driver {
     cfg: ClientConfig,
     endpoint: quinn::Endpoint,
@@ -106,12 +134,14 @@ pub(crate) struct Driver {
     session: Option<SessionInfo>,
     sync: SyncState,
     outbox: BTreeMap<ClientMsgId, OutboxEntry>,
-    waiting: VecDeque<(Request, oneshot::Sender<Result<Response, Error>>, Instant)>,
+    waiting: VecDeque<Waiting>,
     connected: bool,
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Driver {
@@ -124,14 +154,22 @@ impl Driver {
         let mut transport = quinn::TransportConfig::default();
         transport
             .keep_alive_interval(Some(cfg.keep_alive))
-            .max_idle_timeout(Some(quinn::IdleTimeout::try_from(Duration::from_secs(30)).map_err(|e| Error::Config(e.to_string()))?))
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(Duration::from_secs(30))
+                    .map_err(|e| Error::Config(e.to_string()))?,
+            ))
             .max_concurrent_bidi_streams(0u32.into())
             .max_concurrent_uni_streams(0u32.into());
         client_cfg.transport_config(Arc::new(transport));
-        let bind: SocketAddr = if cfg.server.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
-            .parse()
-            .map_err(|e| Error::Config(format!("{e}")))?;
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| Error::Config(e.to_string()))?;
+        let bind: SocketAddr = if cfg.server.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .map_err(|e| Error::Config(format!("{e}")))?;
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| Error::Config(e.to_string()))?;
         endpoint.set_default_client_config(client_cfg);
         Ok(Driver {
             tokens: cfg.tokens.clone(),
@@ -159,12 +197,19 @@ impl Driver {
             match end {
                 LinkEnd::Closed(reply) => break reply,
                 LinkEnd::SessionEnded { code, reason } => {
-                    self.emit(ClientEvent::SessionEnded { code, reason: reason.clone() });
+                    self.emit(ClientEvent::SessionEnded {
+                        code,
+                        reason: reason.clone(),
+                    });
                     self.fail_all(&reason);
                     // Keep answering snapshots until the app closes us, but nothing else.
                     break self.drain_until_close(&reason).await;
                 }
-                LinkEnd::Lost { reason, retry_after, was_up } => {
+                LinkEnd::Lost {
+                    reason,
+                    retry_after,
+                    was_up,
+                } => {
                     tracing::debug!(%reason, "connection lost");
                     if was_up {
                         attempt = 0;
@@ -186,7 +231,11 @@ impl Driver {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.cfg.reconnect_min.saturating_mul(1u32 << attempt.min(16)).min(self.cfg.reconnect_max);
+        let base = self
+            .cfg
+            .reconnect_min
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cfg.reconnect_max);
         let jitter = 0.5 + rand::random::<f64>();
         base.mul_f64(jitter)
     }
@@ -239,10 +288,24 @@ impl Driver {
     fn queue_offline(&mut self, cmd: Command) {
         match cmd {
             Command::Request { body, reply } => {
-                self.waiting.push_back((body, reply, Instant::now() + self.cfg.request_timeout));
+                self.waiting
+                    .push_back((body, reply, Instant::now() + self.cfg.request_timeout));
             }
-            Command::Send { chat_id, body, client_msg_id, reply } => {
-                self.outbox.insert(client_msg_id, OutboxEntry { chat_id, body, reply: Some(reply), in_flight: false });
+            Command::Send {
+                chat_id,
+                body,
+                client_msg_id,
+                reply,
+            } => {
+                self.outbox.insert(
+                    client_msg_id,
+                    OutboxEntry {
+                        chat_id,
+                        body,
+                        reply: Some(reply),
+                        in_flight: false,
+                    },
+                );
             }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
@@ -263,13 +326,18 @@ impl Driver {
     }
 
     async fn open_link(&mut self) -> Result<Link, String> {
-        let connecting =
-            self.endpoint.connect(self.cfg.server, &self.cfg.server_name).map_err(|e| format!("connect: {e}"))?;
+        let connecting = self
+            .endpoint
+            .connect(self.cfg.server, &self.cfg.server_name)
+            .map_err(|e| format!("connect: {e}"))?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| format!("handshake: {e}"))?;
-        let (send, recv) = conn.open_bi().await.map_err(|e| format!("open stream: {e}"))?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| format!("open stream: {e}"))?;
         let (out_tx, out_rx) = mpsc::channel(4096);
         let (in_tx, in_rx) = mpsc::channel(1024);
         tokio::spawn(write_loop(send, out_rx));
@@ -291,7 +359,13 @@ impl Driver {
     async fn connect_and_serve(&mut self) -> LinkEnd {
         let mut link = match self.open_link().await {
             Ok(l) => l,
-            Err(reason) => return LinkEnd::Lost { reason, retry_after: None, was_up: false },
+            Err(reason) => {
+                return LinkEnd::Lost {
+                    reason,
+                    retry_after: None,
+                    was_up: false,
+                };
+            }
         };
         let access = self
             .tokens
@@ -301,7 +375,11 @@ impl Driver {
         let sent_auth = access.is_some();
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
-            client: ClientInfo { name: self.cfg.app.clone(), version: env!("CARGO_PKG_VERSION").into(), platform: std::env::consts::OS.into() },
+            client: ClientInfo {
+                name: self.cfg.app.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                platform: std::env::consts::OS.into(),
+            },
             auth: access,
             resume: self.tokens.as_ref().map(|_| self.sync.cursor),
         };
@@ -311,16 +389,37 @@ impl Driver {
             Ok(Some(Inbound::Frame(Frame::Error(e)))) => return self.on_error(e, sent_auth, false),
             Ok(Some(Inbound::End { code, reason })) => return self.on_end(code, reason, false),
             Ok(Some(Inbound::Frame(other))) => {
-                return LinkEnd::Lost { reason: format!("expected Welcome, got {other:?}"), retry_after: None, was_up: false };
+                return LinkEnd::Lost {
+                    reason: format!("expected Welcome, got {other:?}"),
+                    retry_after: None,
+                    was_up: false,
+                };
             }
-            Ok(None) => return LinkEnd::Lost { reason: "connection closed".into(), retry_after: None, was_up: false },
-            Err(_) => return LinkEnd::Lost { reason: "no Welcome in time".into(), retry_after: None, was_up: false },
+            Ok(None) => {
+                return LinkEnd::Lost {
+                    reason: "connection closed".into(),
+                    retry_after: None,
+                    was_up: false,
+                };
+            }
+            Err(_) => {
+                return LinkEnd::Lost {
+                    reason: "no Welcome in time".into(),
+                    retry_after: None,
+                    was_up: false,
+                };
+            }
         };
         self.connected = true;
         if let Some(session) = welcome.session {
             self.on_authenticated(&mut link, session, welcome.latest_pts);
         } else if let Some(t) = self.tokens.clone() {
-            link.request(Request::Refresh { refresh_token: t.refresh_token }, Pending::Refresh);
+            link.request(
+                Request::Refresh {
+                    refresh_token: t.refresh_token,
+                },
+                Pending::Refresh,
+            );
         } else {
             self.emit(ClientEvent::Connected { session: None });
             self.flush_waiting(&mut link);
@@ -330,38 +429,67 @@ impl Driver {
 
     fn on_error(&mut self, e: ErrorBody, sent_auth: bool, was_up: bool) -> LinkEnd {
         match e.code {
-            ErrorCode::TokenExpired | ErrorCode::InvalidToken if sent_auth && self.tokens.is_some() => {
+            ErrorCode::TokenExpired | ErrorCode::InvalidToken
+                if sent_auth && self.tokens.is_some() =>
+            {
                 // Force a refresh on the next connection.
                 if let Some(t) = &mut self.tokens {
                     t.access_expires_at_ms = 0;
                 }
-                LinkEnd::Lost { reason: e.to_string(), retry_after: Some(Duration::ZERO), was_up }
+                LinkEnd::Lost {
+                    reason: e.to_string(),
+                    retry_after: Some(Duration::ZERO),
+                    was_up,
+                }
             }
-            ErrorCode::DeviceRevoked | ErrorCode::RefreshReused | ErrorCode::UnsupportedVersion | ErrorCode::InvalidToken => {
-                LinkEnd::SessionEnded { code: Some(e.code), reason: e.message }
-            }
-            _ => LinkEnd::Lost { reason: e.to_string(), retry_after: None, was_up },
+            ErrorCode::DeviceRevoked
+            | ErrorCode::RefreshReused
+            | ErrorCode::UnsupportedVersion
+            | ErrorCode::InvalidToken => LinkEnd::SessionEnded {
+                code: Some(e.code),
+                reason: e.message,
+            },
+            _ => LinkEnd::Lost {
+                reason: e.to_string(),
+                retry_after: None,
+                was_up,
+            },
         }
     }
 
     fn on_end(&mut self, code: Option<ErrorCode>, reason: String, was_up: bool) -> LinkEnd {
         match code {
-            Some(c @ (ErrorCode::DeviceRevoked | ErrorCode::RefreshReused)) => LinkEnd::SessionEnded { code: Some(c), reason },
-            _ => LinkEnd::Lost { reason, retry_after: None, was_up },
+            Some(c @ (ErrorCode::DeviceRevoked | ErrorCode::RefreshReused)) => {
+                LinkEnd::SessionEnded {
+                    code: Some(c),
+                    reason,
+                }
+            }
+            _ => LinkEnd::Lost {
+                reason,
+                retry_after: None,
+                was_up,
+            },
         }
     }
 
     fn on_authenticated(&mut self, link: &mut Link, session: SessionInfo, latest_pts: Option<u64>) {
         link.authenticated = true;
         self.session = Some(session);
-        self.emit(ClientEvent::Connected { session: Some(session) });
+        self.emit(ClientEvent::Connected {
+            session: Some(session),
+        });
         if latest_pts.is_none_or(|p| p != self.sync.cursor.pts) {
             link.gap = true;
             self.request_sync(link);
         }
         for (cmid, entry) in self.outbox.iter_mut() {
             entry.in_flight = false;
-            let body = Request::SendMessage { chat_id: entry.chat_id, client_msg_id: *cmid, body: entry.body.clone() };
+            let body = Request::SendMessage {
+                chat_id: entry.chat_id,
+                client_msg_id: *cmid,
+                body: entry.body.clone(),
+            };
             if link.request(body, Pending::Send(*cmid)) {
                 entry.in_flight = true;
             }
@@ -380,7 +508,10 @@ impl Driver {
     fn request_sync(&mut self, link: &mut Link) {
         if !link.syncing {
             link.gap = false;
-            let body = Request::Sync { after: self.sync.cursor, limit: self.cfg.sync_page };
+            let body = Request::Sync {
+                after: self.sync.cursor,
+                limit: self.cfg.sync_page,
+            };
             link.syncing = link.request(body, Pending::Sync);
         }
     }
@@ -456,9 +587,15 @@ impl Driver {
         }
         link.conn.close(0u32.into(), b"bye");
         match end {
-            LinkEnd::Lost { reason, retry_after, was_up } => {
-                LinkEnd::Lost { reason, retry_after: retry_after.or(link.go_away), was_up }
-            }
+            LinkEnd::Lost {
+                reason,
+                retry_after,
+                was_up,
+            } => LinkEnd::Lost {
+                reason,
+                retry_after: retry_after.or(link.go_away),
+                was_up,
+            },
             other => other,
         }
     }
@@ -483,7 +620,11 @@ impl Driver {
             return;
         }
         for (cmid, entry) in self.outbox.iter_mut().filter(|(_, e)| !e.in_flight) {
-            let req = Request::SendMessage { chat_id: entry.chat_id, client_msg_id: *cmid, body: entry.body.clone() };
+            let req = Request::SendMessage {
+                chat_id: entry.chat_id,
+                client_msg_id: *cmid,
+                body: entry.body.clone(),
+            };
             entry.in_flight = link.request(req, Pending::Send(*cmid));
         }
     }
@@ -531,18 +672,30 @@ impl Driver {
                 None
             }
             Frame::Error(e) => Some(self.on_error(e, link.authenticated, true)),
-            other => Some(LinkEnd::Lost { reason: format!("unexpected frame {other:?}"), retry_after: None, was_up: true }),
+            other => Some(LinkEnd::Lost {
+                reason: format!("unexpected frame {other:?}"),
+                retry_after: None,
+                was_up: true,
+            }),
         }
     }
 
-    fn on_response(&mut self, link: &mut Link, req_id: u32, result: Result<Response, ErrorBody>) -> Option<LinkEnd> {
+    fn on_response(
+        &mut self,
+        link: &mut Link,
+        req_id: u32,
+        result: Result<Response, ErrorBody>,
+    ) -> Option<LinkEnd> {
         let pending = link.pending.remove(&req_id)?;
         match pending {
             Pending::Request { reply, .. } => {
                 if let Ok(Response::LoggedIn(g)) = &result {
                     self.tokens = Some(g.tokens.clone());
                     self.emit(ClientEvent::TokensUpdated(g.tokens.clone()));
-                    let session = SessionInfo { user_id: g.user_id, device_id: g.device_id };
+                    let session = SessionInfo {
+                        user_id: g.user_id,
+                        device_id: g.device_id,
+                    };
                     self.on_authenticated(link, session, None);
                 }
                 let _ = reply.send(result.map_err(Error::Server));
@@ -551,23 +704,37 @@ impl Driver {
                 Ok(Response::LoggedIn(g)) => {
                     self.tokens = Some(g.tokens.clone());
                     self.emit(ClientEvent::TokensUpdated(g.tokens.clone()));
-                    let session = SessionInfo { user_id: g.user_id, device_id: g.device_id };
+                    let session = SessionInfo {
+                        user_id: g.user_id,
+                        device_id: g.device_id,
+                    };
                     self.on_authenticated(link, session, None);
                 }
                 Ok(other) => {
-                    return Some(LinkEnd::Lost { reason: format!("bad refresh answer {other:?}"), retry_after: None, was_up: true });
+                    return Some(LinkEnd::Lost {
+                        reason: format!("bad refresh answer {other:?}"),
+                        retry_after: None,
+                        was_up: true,
+                    });
                 }
                 Err(e) if e.code.is_retryable() => {
-                    return Some(LinkEnd::Lost { reason: e.to_string(), retry_after: None, was_up: true });
+                    return Some(LinkEnd::Lost {
+                        reason: e.to_string(),
+                        retry_after: None,
+                        was_up: true,
+                    });
                 }
-                Err(e) => return Some(LinkEnd::SessionEnded { code: Some(e.code), reason: e.message }),
+                Err(e) => {
+                    return Some(LinkEnd::SessionEnded {
+                        code: Some(e.code),
+                        reason: e.message,
+                    });
+                }
             },
             Pending::Send(cmid) => match result {
                 Ok(Response::Sent(sent)) => {
-                    if let Some(entry) = self.outbox.remove(&cmid) {
-                        if let Some(r) = entry.reply {
-                            let _ = r.send(Ok(sent));
-                        }
+                    if let Some(r) = self.outbox.remove(&cmid).and_then(|e| e.reply) {
+                        let _ = r.send(Ok(sent));
                     }
                 }
                 Err(e) if e.code.is_retryable() => {
@@ -576,14 +743,12 @@ impl Driver {
                     }
                 }
                 other => {
-                    if let Some(entry) = self.outbox.remove(&cmid) {
-                        if let Some(r) = entry.reply {
-                            let err = match other {
-                                Err(e) => Error::Server(e),
-                                Ok(resp) => Error::Protocol(format!("unexpected send answer {resp:?}")),
-                            };
-                            let _ = r.send(Err(err));
-                        }
+                    if let Some(r) = self.outbox.remove(&cmid).and_then(|e| e.reply) {
+                        let err = match other {
+                            Err(e) => Error::Server(e),
+                            Ok(resp) => Error::Protocol(format!("unexpected send answer {resp:?}")),
+                        };
+                        let _ = r.send(Err(err));
                     }
                 }
             },
@@ -601,7 +766,11 @@ impl Driver {
                         }
                     }
                     Ok(_) | Err(_) => {
-                        return Some(LinkEnd::Lost { reason: "sync failed".into(), retry_after: None, was_up: true });
+                        return Some(LinkEnd::Lost {
+                            reason: "sync failed".into(),
+                            retry_after: None,
+                            was_up: true,
+                        });
                     }
                 }
             }
@@ -623,7 +792,11 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) 
     let _ = send.finish();
 }
 
-async fn read_loop(mut recv: quinn::RecvStream, conn: quinn::Connection, tx: mpsc::Sender<Inbound>) {
+async fn read_loop(
+    mut recv: quinn::RecvStream,
+    conn: quinn::Connection,
+    tx: mpsc::Sender<Inbound>,
+) {
     let mut decoder = FrameDecoder::new();
     loop {
         match recv.read_chunk(64 * 1024, true).await {
@@ -638,7 +811,12 @@ async fn read_loop(mut recv: quinn::RecvStream, conn: quinn::Connection, tx: mps
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            let _ = tx.send(Inbound::End { code: Some(e.code()), reason: e.to_string() }).await;
+                            let _ = tx
+                                .send(Inbound::End {
+                                    code: Some(e.code()),
+                                    reason: e.to_string(),
+                                })
+                                .await;
                             return;
                         }
                     }
@@ -647,7 +825,9 @@ async fn read_loop(mut recv: quinn::RecvStream, conn: quinn::Connection, tx: mps
             Ok(None) | Err(_) => {
                 let (code, reason) = match conn.closed().await {
                     quinn::ConnectionError::ApplicationClosed(c) => {
-                        let code = u16::try_from(c.error_code.into_inner()).ok().map(ErrorCode::from);
+                        let code = u16::try_from(c.error_code.into_inner())
+                            .ok()
+                            .map(ErrorCode::from);
                         (code, String::from_utf8_lossy(&c.reason).into_owned())
                     }
                     other => (None, other.to_string()),

@@ -79,7 +79,12 @@ mod tests {
         let mut s = SyncState::default();
         let joined = Update {
             pts: 1,
-            kind: UpdateKind::ChatJoined(ChatInfo { chat_id: ChatId(1), kind: ChatKind::Direct, members: vec![], last_seq: 0 }),
+            kind: UpdateKind::ChatJoined(ChatInfo {
+                chat_id: ChatId(1),
+                kind: ChatKind::Direct,
+                members: vec![],
+                last_seq: 0,
+            }),
         };
         assert_eq!(s.apply(&joined), Verdict::Apply);
         assert_eq!(s.apply(&msg(2, 1)), Verdict::Apply);

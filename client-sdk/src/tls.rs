@@ -24,9 +24,11 @@ impl Trust {
     /// Parses a hex fingerprint as printed by `tern-server` (colons and case ignored).
     pub fn pinned_hex(hex_fp: &str) -> Result<Trust, Error> {
         let clean: String = hex_fp.trim().chars().filter(|c| *c != ':').collect();
-        let bytes = hex::decode(clean).map_err(|e| Error::Config(format!("bad fingerprint: {e}")))?;
-        let arr: [u8; 32] =
-            bytes.try_into().map_err(|_| Error::Config("a SHA-256 fingerprint has 32 bytes".into()))?;
+        let bytes =
+            hex::decode(clean).map_err(|e| Error::Config(format!("bad fingerprint: {e}")))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| Error::Config("a SHA-256 fingerprint has 32 bytes".into()))?;
         Ok(Trust::PinnedSha256(arr))
     }
 }
@@ -50,7 +52,9 @@ impl ServerCertVerifier for PinnedVerifier {
         if got.as_ref() == self.pin {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General("server certificate does not match the pinned fingerprint".into()))
+            Err(rustls::Error::General(
+                "server certificate does not match the pinned fingerprint".into(),
+            ))
         }
     }
 
@@ -92,11 +96,14 @@ pub fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, Error> {
             }))
             .with_no_client_auth(),
         Trust::WebPki => {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
             builder.with_root_certificates(roots).with_no_client_auth()
         }
     };
     tls.alpn_protocols = vec![tern_protocol::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| Error::Config(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| Error::Config(e.to_string()))?;
     Ok(quinn::ClientConfig::new(Arc::new(crypto)))
 }

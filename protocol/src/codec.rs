@@ -48,7 +48,10 @@ impl CodecError {
 pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let payload = postcard::to_stdvec(frame).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if payload.len() > MAX_FRAME_LEN as usize {
-        return Err(CodecError::TooLarge { len: payload.len() as u64, max: MAX_FRAME_LEN });
+        return Err(CodecError::TooLarge {
+            len: payload.len() as u64,
+            max: MAX_FRAME_LEN,
+        });
     }
     put_varint(payload.len() as u32, out);
     out.extend_from_slice(&payload);
@@ -65,12 +68,18 @@ pub fn encode_to_vec(frame: &Frame) -> Result<Vec<u8>, CodecError> {
 /// Decodes a frame payload (without its length prefix) and checks field limits.
 pub fn decode_payload(payload: &[u8]) -> Result<Frame, CodecError> {
     if payload.len() > MAX_FRAME_LEN as usize {
-        return Err(CodecError::TooLarge { len: payload.len() as u64, max: MAX_FRAME_LEN });
+        return Err(CodecError::TooLarge {
+            len: payload.len() as u64,
+            max: MAX_FRAME_LEN,
+        });
     }
     let (frame, rest) = postcard::take_from_bytes::<Frame>(payload)
         .map_err(|e| CodecError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(CodecError::Malformed(format!("{} trailing bytes", rest.len())));
+        return Err(CodecError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
     }
     if !frame.within_limits() {
         return Err(CodecError::FieldTooLarge);
@@ -95,7 +104,11 @@ fn get_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, CodecError> {
             return Ok(Some((value, i + 1)));
         }
     }
-    if buf.len() >= MAX_LEN_PREFIX { Err(CodecError::BadLength) } else { Ok(None) }
+    if buf.len() >= MAX_LEN_PREFIX {
+        Err(CodecError::BadLength)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Incremental decoder for a byte stream carrying frames.
@@ -131,7 +144,10 @@ impl FrameDecoder {
             return Ok(None);
         };
         if len > u64::from(MAX_FRAME_LEN) {
-            return Err(CodecError::TooLarge { len, max: MAX_FRAME_LEN });
+            return Err(CodecError::TooLarge {
+                len,
+                max: MAX_FRAME_LEN,
+            });
         }
         let end = prefix + len as usize;
         if self.buf.len() < end {

@@ -44,7 +44,9 @@ pub type Pts = u64;
 pub type ClientMsgId = u64;
 
 /// Where a device stands in its user's update log: it has seen every update with `pts <= self.pts`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct SyncCursor {
     /// Highest update sequence the device has processed.
     pub pts: Pts,

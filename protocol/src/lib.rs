@@ -24,7 +24,9 @@ pub mod session;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use event::{ChatInfo, ChatKind, Event, Message, MessageBody, Receipt, Update, UpdateKind};
-pub use frame::{ClientInfo, Frame, GoAway, GoAwayReason, Hello, ServerLimits, SessionInfo, Welcome};
+pub use frame::{
+    ClientInfo, Frame, GoAway, GoAwayReason, Hello, ServerLimits, SessionInfo, Welcome,
+};
 pub use ids::{ChatId, ClientMsgId, DeviceId, MessageId, Pts, Seq, SyncCursor, UserId};
 pub use request::{DeviceInfo, LoginGrant, Request, Response, Sent, SyncPage, Tokens};
 

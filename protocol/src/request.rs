@@ -131,7 +131,11 @@ impl Request {
     pub(crate) fn within_limits(&self) -> bool {
         match self {
             Request::RequestOtp { identifier } => identifier.len() <= MAX_IDENTIFIER_LEN,
-            Request::VerifyOtp { identifier, code, device_name } => {
+            Request::VerifyOtp {
+                identifier,
+                code,
+                device_name,
+            } => {
                 identifier.len() <= MAX_IDENTIFIER_LEN
                     && code.len() <= OTP_DIGITS * 4
                     && device_name.len() <= MAX_DEVICE_NAME_LEN
@@ -278,6 +282,11 @@ impl UpdateKind {
 impl Sent {
     /// The `Sent` answer describing a stored message.
     pub fn of(message: &Message) -> Sent {
-        Sent { chat_id: message.chat_id, seq: message.seq, msg_id: message.msg_id, ts_ms: message.ts_ms }
+        Sent {
+            chat_id: message.chat_id,
+            seq: message.seq,
+            msg_id: message.msg_id,
+            ts_ms: message.ts_ms,
+        }
     }
 }

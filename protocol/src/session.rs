@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::PROTOCOL_VERSION;
 use crate::error::{ErrorBody, ErrorCode};
 use crate::frame::{Frame, Hello, SessionInfo};
 use crate::request::Request;
-use crate::PROTOCOL_VERSION;
 
 /// How long a client has, after opening the control stream, to send `Hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,7 +56,11 @@ pub struct ServerSession {
 impl ServerSession {
     /// A session whose control stream opened at `now`.
     pub fn new(now: Instant) -> Self {
-        ServerSession { state: State::AwaitingHello { deadline: now + HELLO_TIMEOUT } }
+        ServerSession {
+            state: State::AwaitingHello {
+                deadline: now + HELLO_TIMEOUT,
+            },
+        }
     }
 
     /// When the shell must call [`ServerSession::handle_timeout`], if at all.
@@ -70,9 +74,10 @@ impl ServerSession {
     /// Err if the handshake deadline has passed.
     pub fn handle_timeout(&self, now: Instant) -> Result<(), Violation> {
         match self.state {
-            State::AwaitingHello { deadline } if now >= deadline => Err(Violation(
-                ErrorBody::new(ErrorCode::HandshakeRequired, "no Hello within the handshake timeout"),
-            )),
+            State::AwaitingHello { deadline } if now >= deadline => Err(Violation(ErrorBody::new(
+                ErrorCode::HandshakeRequired,
+                "no Hello within the handshake timeout",
+            ))),
             _ => Ok(()),
         }
     }
@@ -122,7 +127,9 @@ impl ServerSession {
 
     /// Records that the session is now authenticated as `info` (after a token check or login).
     pub fn authenticate(&mut self, info: SessionInfo) {
-        self.state = State::Open { session: Some(info) };
+        self.state = State::Open {
+            session: Some(info),
+        };
     }
 
     /// The authenticated identity, if any.

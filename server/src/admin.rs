@@ -41,31 +41,36 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     let mut body = s.metrics.render();
     body.push_str(&process_metrics());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 /// Resident memory and CPU time of this process, read from /proc where available.
 fn process_metrics() -> String {
     let mut out = String::new();
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-        if let Some(kb) = status
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(kb) = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
-            out.push_str("# TYPE process_resident_memory_bytes gauge\n");
-            out.push_str(&format!("process_resident_memory_bytes {}\n", kb * 1024));
-        }
+    {
+        out.push_str("# TYPE process_resident_memory_bytes gauge\n");
+        out.push_str(&format!("process_resident_memory_bytes {}\n", kb * 1024));
     }
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         // Fields after the command name: utime and stime are the 12th and 13th (in clock ticks).
         if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
             let fields: Vec<&str> = rest.split_whitespace().collect();
-            if let (Some(u), Some(s)) = (fields.get(11), fields.get(12)) {
-                if let (Ok(u), Ok(s)) = (u.parse::<f64>(), s.parse::<f64>()) {
-                    out.push_str("# TYPE process_cpu_seconds_total counter\n");
-                    out.push_str(&format!("process_cpu_seconds_total {}\n", (u + s) / 100.0));
-                }
+            if let (Some(u), Some(s)) = (fields.get(11), fields.get(12))
+                && let (Ok(u), Ok(s)) = (u.parse::<f64>(), s.parse::<f64>())
+            {
+                out.push_str("# TYPE process_cpu_seconds_total counter\n");
+                out.push_str(&format!("process_cpu_seconds_total {}\n", (u + s) / 100.0));
             }
         }
     }

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use tern_protocol::limits::{MAX_MESSAGES_PAGE, MAX_SYNC_PAGE};
+use tern_protocol::limits::{MAX_FRAME_LEN, MAX_MESSAGES_PAGE, MAX_SYNC_PAGE};
 use tern_protocol::{
-    ChatId, ChatInfo, ClientMsgId, ErrorBody, ErrorCode, Message, MessageBody, Receipt, Seq, Sent, SessionInfo,
-    SyncCursor, SyncPage, UserId,
+    ChatId, ChatInfo, ClientMsgId, ErrorBody, ErrorCode, Message, MessageBody, Receipt, Sent, Seq,
+    SessionInfo, SyncCursor, SyncPage, Update, UpdateKind, UserId,
 };
 
 use crate::auth::storage_error;
@@ -37,13 +37,18 @@ fn no_such_chat() -> ErrorBody {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl ChatService {
     /// Builds the service from its dependencies.
     pub fn new(deps: ChatDeps) -> Self {
-        ChatService { storage: deps.storage, metrics: deps.metrics }
+        ChatService {
+            storage: deps.storage,
+            metrics: deps.metrics,
+        }
     }
 
     async fn member_chat(&self, user: UserId, chat: ChatId) -> Result<ChatRecord, ErrorBody> {
@@ -56,17 +61,32 @@ impl ChatService {
     /// Opens (or finds) the direct chat with `peer`.
     pub async fn open_direct(&self, s: SessionInfo, peer: UserId) -> Result<ChatInfo, ErrorBody> {
         if peer == s.user_id {
-            return Err(ErrorBody::new(ErrorCode::InvalidArgument, "a direct chat needs another user"));
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidArgument,
+                "a direct chat needs another user",
+            ));
         }
-        if !self.storage.user_exists(peer).await.map_err(storage_error)? {
+        if !self
+            .storage
+            .user_exists(peer)
+            .await
+            .map_err(storage_error)?
+        {
             return Err(ErrorBody::new(ErrorCode::NotFound, "no such user"));
         }
-        self.storage.open_direct_chat(s.user_id, peer, now_ms()).await.map_err(storage_error)
+        self.storage
+            .open_direct_chat(s.user_id, peer, now_ms())
+            .await
+            .map_err(storage_error)
     }
 
     /// The caller's chats.
     pub async fn list(&self, s: SessionInfo) -> Result<Vec<ChatInfo>, ErrorBody> {
-        let ids = self.storage.user_chats(s.user_id).await.map_err(storage_error)?;
+        let ids = self
+            .storage
+            .user_chats(s.user_id)
+            .await
+            .map_err(storage_error)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(record) = self.storage.chat(id).await.map_err(storage_error)? {
@@ -112,29 +132,72 @@ impl ChatService {
 
     /// Records that one of the member's devices stored everything up to `upto`.
     pub async fn ack(&self, s: SessionInfo, chat: ChatId, upto: Seq) -> Result<Receipt, ErrorBody> {
-        Ok(self.storage.ack(chat, s.user_id, upto).await.map_err(storage_error)?.receipt)
+        Ok(self
+            .storage
+            .ack(chat, s.user_id, upto)
+            .await
+            .map_err(storage_error)?
+            .receipt)
     }
 
     /// Records that the member read everything up to `upto`.
-    pub async fn mark_read(&self, s: SessionInfo, chat: ChatId, upto: Seq) -> Result<Receipt, ErrorBody> {
-        Ok(self.storage.mark_read(chat, s.user_id, upto).await.map_err(storage_error)?.receipt)
+    pub async fn mark_read(
+        &self,
+        s: SessionInfo,
+        chat: ChatId,
+        upto: Seq,
+    ) -> Result<Receipt, ErrorBody> {
+        Ok(self
+            .storage
+            .mark_read(chat, s.user_id, upto)
+            .await
+            .map_err(storage_error)?
+            .receipt)
     }
 
     /// A page of the caller's update log after `after`.
-    pub async fn sync(&self, s: SessionInfo, after: SyncCursor, limit: u32) -> Result<SyncPage, ErrorBody> {
+    pub async fn sync(
+        &self,
+        s: SessionInfo,
+        after: SyncCursor,
+        limit: u32,
+    ) -> Result<SyncPage, ErrorBody> {
         let limit = limit.clamp(1, MAX_SYNC_PAGE);
-        let mut updates = self.storage.updates(s.user_id, after.pts, limit + 1).await.map_err(storage_error)?;
-        let has_more = updates.len() > limit as usize;
-        updates.truncate(limit as usize);
-        let cursor = SyncCursor { pts: updates.last().map_or(after.pts, |u| u.pts) };
-        Ok(SyncPage { updates, cursor, has_more })
+        let mut updates = self
+            .storage
+            .updates(s.user_id, after.pts, limit + 1)
+            .await
+            .map_err(storage_error)?;
+        let fit = fitting(updates.iter().map(update_size));
+        let has_more = updates.len() > fit.min(limit as usize);
+        updates.truncate(fit.min(limit as usize));
+        let cursor = SyncCursor {
+            pts: updates.last().map_or(after.pts, |u| u.pts),
+        };
+        Ok(SyncPage {
+            updates,
+            cursor,
+            has_more,
+        })
     }
 
     /// A range of a chat's messages.
-    pub async fn messages(&self, s: SessionInfo, chat: ChatId, from: Seq, limit: u32) -> Result<Vec<Message>, ErrorBody> {
+    pub async fn messages(
+        &self,
+        s: SessionInfo,
+        chat: ChatId,
+        from: Seq,
+        limit: u32,
+    ) -> Result<Vec<Message>, ErrorBody> {
         self.member_chat(s.user_id, chat).await?;
         let limit = limit.clamp(1, MAX_MESSAGES_PAGE);
-        self.storage.messages(chat, from, limit).await.map_err(storage_error)
+        let mut messages = self
+            .storage
+            .messages(chat, from, limit)
+            .await
+            .map_err(storage_error)?;
+        messages.truncate(fitting(messages.iter().map(message_size)));
+        Ok(messages)
     }
 
     /// Every member's receipt watermarks.
@@ -147,4 +210,35 @@ impl ChatService {
     pub async fn latest_pts(&self, user: UserId) -> Result<u64, ErrorBody> {
         self.storage.latest_pts(user).await.map_err(storage_error)
     }
+}
+
+/// Bytes of payload a page may carry, leaving room for framing within `MAX_FRAME_LEN`.
+const PAGE_BUDGET: usize = MAX_FRAME_LEN as usize - 4 * 1024;
+
+/// Upper bound of a message's encoded size (postcard varints never exceed these widths).
+fn message_size(m: &Message) -> usize {
+    let MessageBody::Text(t) = &m.body;
+    t.len() + 80
+}
+
+fn update_size(u: &Update) -> usize {
+    match &u.kind {
+        UpdateKind::Message(m) => message_size(m) + 12,
+        UpdateKind::Receipt(_) => 64,
+        UpdateKind::ChatJoined(c) => c.members.len() * 10 + 64,
+    }
+}
+
+/// How many leading items fit in one frame (at least one: a single item always fits).
+fn fitting(sizes: impl Iterator<Item = usize>) -> usize {
+    let mut total = 0;
+    let mut n = 0;
+    for size in sizes {
+        total += size;
+        if total > PAGE_BUDGET && n > 0 {
+            break;
+        }
+        n += 1;
+    }
+    n
 }

@@ -87,9 +87,14 @@ pub enum ConfigError {
 impl Config {
     /// Reads a TOML file over the defaults.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::File { path: path.to_owned(), detail: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_owned(), detail: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })
     }
 
     /// Refuses unsafe combinations.
@@ -107,7 +112,9 @@ impl Config {
             ));
         }
         if self.idle_timeout_s == 0 {
-            return Err(ConfigError::Invalid("idle_timeout_s must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "idle_timeout_s must be positive".into(),
+            ));
         }
         Ok(())
     }

@@ -33,7 +33,10 @@ pub enum KeyError {
 
 /// Reads `len` random bytes from `path`, creating the file (mode 0600) if it does not exist.
 pub fn load_or_create(path: &Path, len: usize) -> Result<Vec<u8>, KeyError> {
-    let io = |source| KeyError::Io { path: path.display().to_string(), source };
+    let io = |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     match std::fs::read(path) {
         Ok(bytes) if bytes.len() == len => return Ok(bytes),
         Ok(_) => return Err(KeyError::Damaged(path.display().to_string())),
@@ -41,7 +44,9 @@ pub fn load_or_create(path: &Path, len: usize) -> Result<Vec<u8>, KeyError> {
         Err(e) => return Err(io(e)),
     }
     let mut bytes = vec![0u8; len];
-    SystemRandom::new().fill(&mut bytes).map_err(|_| KeyError::Random)?;
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| KeyError::Random)?;
     let tmp = path.with_extension("tmp");
     {
         let mut opts = std::fs::OpenOptions::new();
@@ -80,6 +85,9 @@ impl ServerKeys {
         let secret = load_or_create(&data_dir.join("server.secret"), 32)?;
         let key = hmac::Key::new(hmac::HMAC_SHA256, &secret);
         let derive = |label: &[u8]| hmac::sign(&key, label).as_ref().to_vec();
-        Ok(ServerKeys { jwt: derive(b"tern jwt hs256 v1"), otp: derive(b"tern otp mac v1") })
+        Ok(ServerKeys {
+            jwt: derive(b"tern jwt hs256 v1"),
+            otp: derive(b"tern otp mac v1"),
+        })
     }
 }

@@ -13,7 +13,11 @@ use tern_server::config::OtpSenderConfig;
 use tern_server::{Config, RunningServer};
 
 #[derive(Debug, Parser)]
-#[command(name = "tern-server", version, about = "Tern realtime messaging server")]
+#[command(
+    name = "tern-server",
+    version,
+    about = "Tern realtime messaging server"
+)]
 struct Cli {
     /// TOML configuration file; flags and TERN_* variables override it.
     #[arg(long, env = "TERN_CONFIG")]
@@ -55,10 +59,14 @@ fn parse_sender(s: &str) -> anyhow::Result<OtpSenderConfig> {
         return Ok(OtpSenderConfig::Log);
     }
     if let Some(path) = s.strip_prefix("file:") {
-        return Ok(OtpSenderConfig::File { path: PathBuf::from(path) });
+        return Ok(OtpSenderConfig::File {
+            path: PathBuf::from(path),
+        });
     }
     if let Some(url) = s.strip_prefix("webhook:") {
-        return Ok(OtpSenderConfig::Webhook { url: url.to_owned() });
+        return Ok(OtpSenderConfig::Webhook {
+            url: url.to_owned(),
+        });
     }
     anyhow::bail!("--otp-sender must be `log`, `file:PATH` or `webhook:URL`, not {s:?}")
 }
@@ -102,7 +110,10 @@ fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TERN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
     if json {
-        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -113,7 +124,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_json);
     let config = config(cli)?;
-    let server = RunningServer::start(config.clone()).await.context("starting tern-server")?;
+    let server = RunningServer::start(config.clone())
+        .await
+        .context("starting tern-server")?;
     tracing::info!(
         quic = %server.quic_addr,
         admin = %server.admin_addr,
@@ -132,13 +145,14 @@ async fn main() -> anyhow::Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -78,21 +78,45 @@ impl Metrics {
     pub fn new() -> Self {
         let mut r = Registry::with_prefix("tern");
         let connections = Family::<ShardLabel, Gauge>::default();
-        r.register("connections", "Open client connections", connections.clone());
+        r.register(
+            "connections",
+            "Open client connections",
+            connections.clone(),
+        );
         let handshakes = Family::<ShardLabel, Counter>::default();
-        r.register("handshakes", "Accepted Hello handshakes", handshakes.clone());
+        r.register(
+            "handshakes",
+            "Accepted Hello handshakes",
+            handshakes.clone(),
+        );
         let frames_in = Family::<ShardLabel, Counter>::default();
-        r.register("frames_in", "Frames received from clients", frames_in.clone());
+        r.register(
+            "frames_in",
+            "Frames received from clients",
+            frames_in.clone(),
+        );
         let frames_out = Family::<ShardLabel, Counter>::default();
         r.register("frames_out", "Frames sent to clients", frames_out.clone());
         let requests = Family::<RequestLabels, Counter>::default();
         r.register("requests", "Requests by name and result", requests.clone());
         let messages_stored = Counter::default();
-        r.register("messages_stored", "Messages made durable", messages_stored.clone());
+        r.register(
+            "messages_stored",
+            "Messages made durable",
+            messages_stored.clone(),
+        );
         let deliveries = Family::<ShardLabel, Counter>::default();
-        r.register("deliveries", "Updates pushed to live connections", deliveries.clone());
+        r.register(
+            "deliveries",
+            "Updates pushed to live connections",
+            deliveries.clone(),
+        );
         let slow_consumers = Family::<ShardLabel, Counter>::default();
-        r.register("slow_consumers", "Connections closed because their queue was full", slow_consumers.clone());
+        r.register(
+            "slow_consumers",
+            "Connections closed because their queue was full",
+            slow_consumers.clone(),
+        );
         let storage_commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         r.register(
             "storage_commit_seconds",
@@ -100,9 +124,17 @@ impl Metrics {
             storage_commit_seconds.clone(),
         );
         let storage_commit_jobs = Histogram::new(exponential_buckets(1.0, 2.0, 11));
-        r.register("storage_commit_jobs", "Write jobs per group commit", storage_commit_jobs.clone());
+        r.register(
+            "storage_commit_jobs",
+            "Write jobs per group commit",
+            storage_commit_jobs.clone(),
+        );
         let storage_commit_errors = Counter::default();
-        r.register("storage_commit_errors", "Failed group commits", storage_commit_errors.clone());
+        r.register(
+            "storage_commit_errors",
+            "Failed group commits",
+            storage_commit_errors.clone(),
+        );
         // Create shard 0's series up front so dashboards see zeros rather than gaps.
         let s0 = Self::shard(0);
         let _ = connections.get_or_create(&s0);
@@ -129,7 +161,9 @@ impl Metrics {
 
     /// The label of shard `n`.
     pub fn shard(n: usize) -> ShardLabel {
-        ShardLabel { shard: n.to_string() }
+        ShardLabel {
+            shard: n.to_string(),
+        }
     }
 
     /// Prometheus text exposition of every series.

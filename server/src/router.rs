@@ -41,7 +41,11 @@ pub struct Router {
 impl Router {
     /// An empty router.
     pub fn new(metrics: Metrics) -> Self {
-        Router { by_user: Mutex::new(HashMap::new()), next_conn_id: AtomicU64::new(1), metrics }
+        Router {
+            by_user: Mutex::new(HashMap::new()),
+            next_conn_id: AtomicU64::new(1),
+            metrics,
+        }
     }
 
     /// A fresh connection id.
@@ -58,12 +62,12 @@ impl Router {
 
     /// Stops routing to connection `conn_id`.
     pub fn unregister(&self, user: UserId, conn_id: u64) {
-        if let Ok(mut map) = self.by_user.lock() {
-            if let Some(list) = map.get_mut(&user) {
-                list.retain(|h| h.conn_id != conn_id);
-                if list.is_empty() {
-                    map.remove(&user);
-                }
+        if let Ok(mut map) = self.by_user.lock()
+            && let Some(list) = map.get_mut(&user)
+        {
+            list.retain(|h| h.conn_id != conn_id);
+            if list.is_empty() {
+                map.remove(&user);
             }
         }
     }
@@ -71,7 +75,12 @@ impl Router {
     /// Asks every live connection of a device to close with `code`.
     pub fn close_device(&self, user: UserId, device: DeviceId, code: ErrorCode) {
         if let Ok(map) = self.by_user.lock() {
-            for h in map.get(&user).into_iter().flatten().filter(|h| h.device_id == device) {
+            for h in map
+                .get(&user)
+                .into_iter()
+                .flatten()
+                .filter(|h| h.device_id == device)
+            {
                 let _ = h.close.send(Some(code));
             }
         }
@@ -97,12 +106,17 @@ impl Router {
 
     /// Number of routed connections.
     pub fn connection_count(&self) -> usize {
-        self.by_user.lock().map(|m| m.values().map(Vec::len).sum()).unwrap_or(0)
+        self.by_user
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
     }
 
     fn push(&self, user: UserId, frame: &Bytes) {
         let Ok(map) = self.by_user.lock() else { return };
-        let Some(handles) = map.get(&user) else { return };
+        let Some(handles) = map.get(&user) else {
+            return;
+        };
         let shard = Metrics::shard(0);
         for h in handles {
             match h.outbound.try_send(frame.clone()) {
@@ -125,7 +139,9 @@ impl UpdateSink for Router {
             let frame = Frame::Event(Event::Update(update.clone()));
             match codec::encode_to_vec(&frame) {
                 Ok(bytes) => self.push(*user, &Bytes::from(bytes)),
-                Err(e) => tracing::error!(error = %e, "an update did not encode; the device will sync it"),
+                Err(e) => {
+                    tracing::error!(error = %e, "an update did not encode; the device will sync it")
+                }
             }
         }
     }

@@ -63,8 +63,14 @@ impl RunningServer {
             Some(Arc::new(metrics.clone())),
         )?);
         let keys = ServerKeys::load(&config.data_dir)?;
-        let issuer = TokenIssuer::new(vec![SigningKey { kid: "k1".into(), secret: keys.jwt.clone() }], config.auth.access_ttl_s)
-            .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
+        let issuer = TokenIssuer::new(
+            vec![SigningKey {
+                kid: "k1".into(),
+                secret: keys.jwt.clone(),
+            }],
+            config.auth.access_ttl_s,
+        )
+        .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
         let sender = sender(&config)?;
         let otp_sender = sender.describe();
         let auth = Arc::new(AuthService::new(AuthDeps {
@@ -75,7 +81,10 @@ impl RunningServer {
             otp_secret: keys.otp.clone(),
             config: config.auth.clone(),
         }));
-        let chat = Arc::new(ChatService::new(ChatDeps { storage: storage.clone(), metrics: metrics.clone() }));
+        let chat = Arc::new(ChatService::new(ChatDeps {
+            storage: storage.clone(),
+            metrics: metrics.clone(),
+        }));
         let idle_timeout = Duration::from_secs(config.idle_timeout_s);
         let services = Services {
             auth,
@@ -97,12 +106,19 @@ impl RunningServer {
         };
         let endpoint = transport::bind(&settings, identity, &reset_key)?;
         let quic_addr = endpoint.local_addr()?;
-        tokio::spawn(transport::accept_loop(endpoint.clone(), services, config.max_connections));
+        tokio::spawn(transport::accept_loop(
+            endpoint.clone(),
+            services,
+            config.max_connections,
+        ));
 
         let ready = Arc::new(AtomicBool::new(true));
         let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
         let admin_addr = listener.local_addr()?;
-        let app = admin::routes(AdminState { metrics, ready: ready.clone() });
+        let app = admin::routes(AdminState {
+            metrics,
+            ready: ready.clone(),
+        });
         let admin_task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "admin listener failed");
@@ -126,13 +142,19 @@ impl RunningServer {
     pub async fn shutdown(self, drain: Duration) {
         self.ready.store(false, Ordering::Relaxed);
         self.endpoint.set_server_config(None);
-        let go_away = Frame::GoAway(GoAway { reason: GoAwayReason::Shutdown, reconnect_after_ms: 1_000 });
+        let go_away = Frame::GoAway(GoAway {
+            reason: GoAwayReason::Shutdown,
+            reconnect_after_ms: 1_000,
+        });
         if let Ok(bytes) = codec::encode_to_vec(&go_away) {
             self.router.broadcast(bytes::Bytes::from(bytes));
         }
         self.router.close_all(ErrorCode::ShuttingDown);
         let _ = tokio::time::timeout(drain, self.endpoint.wait_idle()).await;
-        self.endpoint.close(quinn::VarInt::from(ErrorCode::ShuttingDown.as_u16()), b"shutting down");
+        self.endpoint.close(
+            quinn::VarInt::from(ErrorCode::ShuttingDown.as_u16()),
+            b"shutting down",
+        );
         if let Err(e) = self.storage.close().await {
             tracing::error!(error = %e, "flushing storage at shutdown failed");
         }

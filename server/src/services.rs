@@ -50,7 +50,11 @@ pub struct Caller {
 impl Services {
     /// Answers one request. The session state machine has already refused requests that need
     /// authentication on unauthenticated sessions.
-    pub async fn handle(&self, caller: Caller, request: Request) -> (Result<Response, ErrorBody>, SessionChange) {
+    pub async fn handle(
+        &self,
+        caller: Caller,
+        request: Request,
+    ) -> (Result<Response, ErrorBody>, SessionChange) {
         let name = request.name();
         let (result, change) = self.dispatch(caller, request).await;
         let outcome = match &result {
@@ -59,23 +63,51 @@ impl Services {
         };
         self.metrics
             .requests
-            .get_or_create(&RequestLabels { shard: "0".into(), request: name.into(), result: outcome })
+            .get_or_create(&RequestLabels {
+                shard: "0".into(),
+                request: name.into(),
+                result: outcome,
+            })
             .inc();
         (result, change)
     }
 
-    async fn dispatch(&self, caller: Caller, request: Request) -> (Result<Response, ErrorBody>, SessionChange) {
+    async fn dispatch(
+        &self,
+        caller: Caller,
+        request: Request,
+    ) -> (Result<Response, ErrorBody>, SessionChange) {
         let now = Instant::now();
         let session = match (caller.session, &request) {
             (None, Request::RequestOtp { identifier }) => {
                 let r = self.auth.request_otp(identifier, caller.addr, now).await;
-                return (r.map(|expires_in_s| Response::OtpRequested { expires_in_s }), SessionChange::None);
+                return (
+                    r.map(|expires_in_s| Response::OtpRequested { expires_in_s }),
+                    SessionChange::None,
+                );
             }
-            (None, Request::VerifyOtp { identifier, code, device_name }) => {
-                return match self.auth.verify_otp(identifier, code, device_name, caller.addr, now).await {
+            (
+                None,
+                Request::VerifyOtp {
+                    identifier,
+                    code,
+                    device_name,
+                },
+            ) => {
+                return match self
+                    .auth
+                    .verify_otp(identifier, code, device_name, caller.addr, now)
+                    .await
+                {
                     Ok(grant) => {
-                        let s = SessionInfo { user_id: grant.user_id, device_id: grant.device_id };
-                        (Ok(Response::LoggedIn(grant)), SessionChange::Authenticated(s))
+                        let s = SessionInfo {
+                            user_id: grant.user_id,
+                            device_id: grant.device_id,
+                        };
+                        (
+                            Ok(Response::LoggedIn(grant)),
+                            SessionChange::Authenticated(s),
+                        )
                     }
                     Err(e) => (Err(e), SessionChange::None),
                 };
@@ -83,15 +115,27 @@ impl Services {
             (None, Request::Refresh { refresh_token }) => {
                 return match self.auth.refresh(refresh_token).await {
                     Ok(grant) => {
-                        let s = SessionInfo { user_id: grant.user_id, device_id: grant.device_id };
-                        (Ok(Response::LoggedIn(grant)), SessionChange::Authenticated(s))
+                        let s = SessionInfo {
+                            user_id: grant.user_id,
+                            device_id: grant.device_id,
+                        };
+                        (
+                            Ok(Response::LoggedIn(grant)),
+                            SessionChange::Authenticated(s),
+                        )
                     }
                     Err(e) => (Err(e), SessionChange::None),
                 };
             }
             (_, Request::Ping) => return (Ok(Response::Pong), SessionChange::None),
-            (Some(_), Request::RequestOtp { .. } | Request::VerifyOtp { .. } | Request::Refresh { .. }) => {
-                let e = ErrorBody::new(ErrorCode::InvalidArgument, "this session is already authenticated");
+            (
+                Some(_),
+                Request::RequestOtp { .. } | Request::VerifyOtp { .. } | Request::Refresh { .. },
+            ) => {
+                let e = ErrorBody::new(
+                    ErrorCode::InvalidArgument,
+                    "this session is already authenticated",
+                );
                 return (Err(e), SessionChange::None);
             }
             (None, _) => {
@@ -101,30 +145,68 @@ impl Services {
             (Some(s), _) => s,
         };
         let result = match request {
-            Request::Logout => self.auth.revoke_device(session, session.device_id).await.map(|()| Response::Done),
+            Request::Logout => self
+                .auth
+                .revoke_device(session, session.device_id)
+                .await
+                .map(|()| Response::Done),
             Request::ListDevices => self.auth.devices(session).await.map(Response::Devices),
-            Request::RevokeDevice { device_id } => {
-                self.auth.revoke_device(session, device_id).await.map(|()| Response::Done)
-            }
-            Request::OpenDirectChat { peer } => self.chat.open_direct(session, peer).await.map(Response::Chat),
+            Request::RevokeDevice { device_id } => self
+                .auth
+                .revoke_device(session, device_id)
+                .await
+                .map(|()| Response::Done),
+            Request::OpenDirectChat { peer } => self
+                .chat
+                .open_direct(session, peer)
+                .await
+                .map(Response::Chat),
             Request::ListChats => self.chat.list(session).await.map(Response::Chats),
-            Request::SendMessage { chat_id, client_msg_id, body } => {
-                self.chat.send(session, chat_id, client_msg_id, body).await.map(Response::Sent)
-            }
-            Request::Ack { chat_id, upto_seq } => {
-                self.chat.ack(session, chat_id, upto_seq).await.map(|_| Response::Done)
-            }
-            Request::MarkRead { chat_id, upto_seq } => {
-                self.chat.mark_read(session, chat_id, upto_seq).await.map(|_| Response::Done)
-            }
-            Request::Sync { after, limit } => self.chat.sync(session, after, limit).await.map(Response::SyncPage),
-            Request::GetMessages { chat_id, from_seq, limit } => {
-                self.chat.messages(session, chat_id, from_seq, limit).await.map(Response::Messages)
-            }
-            Request::GetReceipts { chat_id } => self.chat.receipts(session, chat_id).await.map(Response::Receipts),
-            Request::RequestOtp { .. } | Request::VerifyOtp { .. } | Request::Refresh { .. } | Request::Ping => {
-                Err(ErrorBody::new(ErrorCode::Internal, "unreachable request routing"))
-            }
+            Request::SendMessage {
+                chat_id,
+                client_msg_id,
+                body,
+            } => self
+                .chat
+                .send(session, chat_id, client_msg_id, body)
+                .await
+                .map(Response::Sent),
+            Request::Ack { chat_id, upto_seq } => self
+                .chat
+                .ack(session, chat_id, upto_seq)
+                .await
+                .map(|_| Response::Done),
+            Request::MarkRead { chat_id, upto_seq } => self
+                .chat
+                .mark_read(session, chat_id, upto_seq)
+                .await
+                .map(|_| Response::Done),
+            Request::Sync { after, limit } => self
+                .chat
+                .sync(session, after, limit)
+                .await
+                .map(Response::SyncPage),
+            Request::GetMessages {
+                chat_id,
+                from_seq,
+                limit,
+            } => self
+                .chat
+                .messages(session, chat_id, from_seq, limit)
+                .await
+                .map(Response::Messages),
+            Request::GetReceipts { chat_id } => self
+                .chat
+                .receipts(session, chat_id)
+                .await
+                .map(Response::Receipts),
+            Request::RequestOtp { .. }
+            | Request::VerifyOtp { .. }
+            | Request::Refresh { .. }
+            | Request::Ping => Err(ErrorBody::new(
+                ErrorCode::Internal,
+                "unreachable request routing",
+            )),
         };
         (result, SessionChange::None)
     }

@@ -21,8 +21,16 @@ pub fn check(acked: &[Acked], devices: &[(String, Vec<Message>)]) -> Vec<String>
     let mut problems = Vec::new();
     let mut by_chat: HashMap<ChatId, BTreeMap<u64, &Acked>> = HashMap::new();
     for a in acked {
-        if by_chat.entry(a.sent.chat_id).or_default().insert(a.sent.seq, a).is_some() {
-            problems.push(format!("two acknowledged sends share chat {} seq {}", a.sent.chat_id, a.sent.seq));
+        if by_chat
+            .entry(a.sent.chat_id)
+            .or_default()
+            .insert(a.sent.seq, a)
+            .is_some()
+        {
+            problems.push(format!(
+                "two acknowledged sends share chat {} seq {}",
+                a.sent.chat_id, a.sent.seq
+            ));
         }
     }
     let mut orders: HashMap<ChatId, Vec<(String, Vec<u64>)>> = HashMap::new();
@@ -31,25 +39,40 @@ pub fn check(acked: &[Acked], devices: &[(String, Vec<Message>)]) -> Vec<String>
         let mut last: HashMap<ChatId, u64> = HashMap::new();
         for m in got {
             if !seen.insert((m.chat_id, m.seq)) {
-                problems.push(format!("{name}: duplicate chat {} seq {}", m.chat_id, m.seq));
+                problems.push(format!(
+                    "{name}: duplicate chat {} seq {}",
+                    m.chat_id, m.seq
+                ));
             }
             let prev = last.insert(m.chat_id, m.seq).unwrap_or(0);
             if m.seq <= prev {
-                problems.push(format!("{name}: chat {} seq {} after {}", m.chat_id, m.seq, prev));
+                problems.push(format!(
+                    "{name}: chat {} seq {} after {}",
+                    m.chat_id, m.seq, prev
+                ));
             }
-            if let Some(a) = by_chat.get(&m.chat_id).and_then(|c| c.get(&m.seq)) {
-                if a.body != m.body || a.sent.msg_id != m.msg_id {
-                    problems.push(format!("{name}: chat {} seq {} differs from what was sent", m.chat_id, m.seq));
-                }
+            if let Some(a) = by_chat.get(&m.chat_id).and_then(|c| c.get(&m.seq))
+                && (a.body != m.body || a.sent.msg_id != m.msg_id)
+            {
+                problems.push(format!(
+                    "{name}: chat {} seq {} differs from what was sent",
+                    m.chat_id, m.seq
+                ));
             }
         }
         for (chat, sends) in &by_chat {
             for seq in sends.keys() {
                 if !seen.contains(&(*chat, *seq)) {
-                    problems.push(format!("{name}: missing acknowledged chat {chat} seq {seq}"));
+                    problems.push(format!(
+                        "{name}: missing acknowledged chat {chat} seq {seq}"
+                    ));
                 }
             }
-            let order: Vec<u64> = got.iter().filter(|m| m.chat_id == *chat).map(|m| m.seq).collect();
+            let order: Vec<u64> = got
+                .iter()
+                .filter(|m| m.chat_id == *chat)
+                .map(|m| m.seq)
+                .collect();
             orders.entry(*chat).or_default().push((name.clone(), order));
         }
     }
@@ -57,7 +80,9 @@ pub fn check(acked: &[Acked], devices: &[(String, Vec<Message>)]) -> Vec<String>
         if let Some((first_name, first)) = list.first() {
             for (name, order) in &list[1..] {
                 if order != first {
-                    problems.push(format!("chat {chat}: {name} saw a different order than {first_name}"));
+                    problems.push(format!(
+                        "chat {chat}: {name} saw a different order than {first_name}"
+                    ));
                 }
             }
         }
@@ -85,7 +110,12 @@ mod tests {
 
     fn a(seq: u64) -> Acked {
         Acked {
-            sent: Sent { chat_id: ChatId(1), seq, msg_id: MessageId(seq), ts_ms: 0 },
+            sent: Sent {
+                chat_id: ChatId(1),
+                seq,
+                msg_id: MessageId(seq),
+                ts_ms: 0,
+            },
             body: MessageBody::Text(seq.to_string()),
         }
     }

@@ -22,7 +22,9 @@ use tern_server::{Config, RunningServer};
 pub fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_test_writer()
         .try_init();
 }
@@ -33,11 +35,19 @@ pub fn test_config(dir: &Path) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("data"),
-        otp_sender: OtpSenderConfig::File { path: dir.join("otp.txt") },
+        otp_sender: OtpSenderConfig::File {
+            path: dir.join("otp.txt"),
+        },
         ..Config::default()
     };
-    c.auth.otp_per_address = Quota { burst: 100_000, per_minute: 100_000 };
-    c.auth.otp_per_prefix = Quota { burst: 100_000, per_minute: 100_000 };
+    c.auth.otp_per_address = Quota {
+        burst: 100_000,
+        per_minute: 100_000,
+    };
+    c.auth.otp_per_prefix = Quota {
+        burst: 100_000,
+        per_minute: 100_000,
+    };
     c
 }
 
@@ -69,7 +79,12 @@ impl TestServer {
         let server = RunningServer::start(config).await.unwrap();
         let addr = server.quic_addr;
         let fingerprint = server.cert_fingerprint.clone();
-        TestServer { server: Some(server), dir, addr, fingerprint }
+        TestServer {
+            server: Some(server),
+            dir,
+            addr,
+            fingerprint,
+        }
     }
 
     /// Where OTP codes are written.
@@ -89,7 +104,9 @@ impl TestServer {
 
     /// Logs a new device of `identifier` in through the OTP flow.
     pub async fn login(&self, identifier: &str) -> Device {
-        login(self.client_config(), &self.otp_file(), identifier).await.unwrap()
+        login(self.client_config(), &self.otp_file(), identifier)
+            .await
+            .unwrap()
     }
 
     /// The admin listener's address.
@@ -118,7 +135,9 @@ pub struct Device {
 }
 
 fn otp_lines(otp_file: &Path) -> Vec<String> {
-    std::fs::read_to_string(otp_file).map(|t| t.lines().map(str::to_owned).collect()).unwrap_or_default()
+    std::fs::read_to_string(otp_file)
+        .map(|t| t.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// Waits for a code for `identifier` written after the first `skip` lines of the OTP file.
@@ -126,7 +145,9 @@ pub async fn read_code(otp_file: &Path, identifier: &str, skip: usize) -> anyhow
     for _ in 0..500 {
         let lines = otp_lines(otp_file);
         let code = lines.iter().skip(skip).rev().find_map(|l| {
-            l.strip_prefix(identifier).and_then(|r| r.strip_prefix(' ')).map(str::to_owned)
+            l.strip_prefix(identifier)
+                .and_then(|r| r.strip_prefix(' '))
+                .map(str::to_owned)
         });
         if let Some(code) = code {
             return Ok(code);
@@ -137,18 +158,36 @@ pub async fn read_code(otp_file: &Path, identifier: &str, skip: usize) -> anyhow
 }
 
 /// Asks for a code and returns it once the server has written it.
-pub async fn request_code(client: &Client, otp_file: &Path, identifier: &str) -> anyhow::Result<String> {
+pub async fn request_code(
+    client: &Client,
+    otp_file: &Path,
+    identifier: &str,
+) -> anyhow::Result<String> {
     let skip = otp_lines(otp_file).len();
-    client.request_otp(identifier).await.context("request_otp")?;
+    client
+        .request_otp(identifier)
+        .await
+        .context("request_otp")?;
     read_code(otp_file, identifier, skip).await
 }
 
 /// Starts a client and logs it in as a new device of `identifier`.
-pub async fn login(config: ClientConfig, otp_file: &Path, identifier: &str) -> anyhow::Result<Device> {
+pub async fn login(
+    config: ClientConfig,
+    otp_file: &Path,
+    identifier: &str,
+) -> anyhow::Result<Device> {
     let (client, events) = Client::start(config)?;
     let code = request_code(&client, otp_file, identifier).await?;
-    let session = client.verify_otp(identifier, &code).await.context("verify_otp")?;
-    Ok(Device { client, events, session })
+    let session = client
+        .verify_otp(identifier, &code)
+        .await
+        .context("verify_otp")?;
+    Ok(Device {
+        client,
+        events,
+        session,
+    })
 }
 
 /// Collects message events until `n` have arrived or `timeout` passes.

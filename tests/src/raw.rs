@@ -38,7 +38,13 @@ impl RawConn {
         endpoint.set_default_client_config(cfg);
         let conn = endpoint.connect(addr, "localhost")?.await?;
         let (send, recv) = conn.open_bi().await?;
-        Ok(RawConn { conn, send, recv, decoder: FrameDecoder::new(), _endpoint: endpoint })
+        Ok(RawConn {
+            conn,
+            send,
+            recv,
+            decoder: FrameDecoder::new(),
+            _endpoint: endpoint,
+        })
     }
 
     /// Writes raw bytes on the control stream.
@@ -57,7 +63,11 @@ impl RawConn {
     pub fn hello(auth: Option<String>) -> Frame {
         Frame::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
-            client: ClientInfo { name: "raw".into(), version: "0".into(), platform: "test".into() },
+            client: ClientInfo {
+                name: "raw".into(),
+                version: "0".into(),
+                platform: "test".into(),
+            },
             auth,
             resume: None,
         })
@@ -77,7 +87,9 @@ impl RawConn {
                     let reason = tokio::time::timeout(timeout, self.conn.closed()).await?;
                     return Ok(Outcome::Closed(match reason {
                         quinn::ConnectionError::ApplicationClosed(c) => {
-                            u16::try_from(c.error_code.into_inner()).ok().map(ErrorCode::from)
+                            u16::try_from(c.error_code.into_inner())
+                                .ok()
+                                .map(ErrorCode::from)
                         }
                         _ => None,
                     }));
@@ -87,7 +99,10 @@ impl RawConn {
     }
 
     /// Reads until the connection closes; returns the error frame seen (if any) and the close code.
-    pub async fn until_closed(&mut self, timeout: Duration) -> anyhow::Result<(Option<ErrorCode>, Option<ErrorCode>)> {
+    pub async fn until_closed(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<(Option<ErrorCode>, Option<ErrorCode>)> {
         let mut error = None;
         loop {
             match self.next(timeout).await? {
@@ -98,4 +113,3 @@ impl RawConn {
         }
     }
 }
-

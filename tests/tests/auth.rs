@@ -15,12 +15,17 @@ use tern_tests::{TestServer, request_code};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn now_s() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Presents `token` in Hello and returns (error frame code, close code).
 async fn hello_with(server: &TestServer, token: String) -> (Option<ErrorCode>, Option<ErrorCode>) {
-    let mut raw = RawConn::connect(server.addr, &server.fingerprint).await.unwrap();
+    let mut raw = RawConn::connect(server.addr, &server.fingerprint)
+        .await
+        .unwrap();
     raw.send_frame(&RawConn::hello(Some(token))).await.unwrap();
     raw.until_closed(WAIT).await.unwrap()
 }
@@ -31,11 +36,20 @@ async fn expired_forged_and_wrong_audience_tokens_are_refused() {
     let dev = server.login("+15550001001").await;
     let session = dev.session;
     let keys = ServerKeys::load(&server.data_dir()).unwrap();
-    let real = TokenIssuer::new(vec![SigningKey { kid: "k1".into(), secret: keys.jwt.clone() }], 900).unwrap();
+    let real = TokenIssuer::new(
+        vec![SigningKey {
+            kid: "k1".into(),
+            secret: keys.jwt.clone(),
+        }],
+        900,
+    )
+    .unwrap();
 
     // A correctly signed, current token works.
     let (good, _) = real.issue(session, now_s()).unwrap();
-    let mut raw = RawConn::connect(server.addr, &server.fingerprint).await.unwrap();
+    let mut raw = RawConn::connect(server.addr, &server.fingerprint)
+        .await
+        .unwrap();
     raw.send_frame(&RawConn::hello(Some(good))).await.unwrap();
     match raw.next(WAIT).await.unwrap() {
         Outcome::Frame(Frame::Welcome(w)) => assert_eq!(w.session, Some(session)),
@@ -43,22 +57,45 @@ async fn expired_forged_and_wrong_audience_tokens_are_refused() {
     }
 
     let (expired, _) = real.issue(session, now_s() - 3600).unwrap();
-    assert_eq!(hello_with(&server, expired).await, (Some(ErrorCode::TokenExpired), Some(ErrorCode::TokenExpired)));
+    assert_eq!(
+        hello_with(&server, expired).await,
+        (Some(ErrorCode::TokenExpired), Some(ErrorCode::TokenExpired))
+    );
 
-    let forger =
-        TokenIssuer::new(vec![SigningKey { kid: "k1".into(), secret: b"not the server's key at all!!!!".to_vec() }], 900)
-            .unwrap();
+    let forger = TokenIssuer::new(
+        vec![SigningKey {
+            kid: "k1".into(),
+            secret: b"not the server's key at all!!!!".to_vec(),
+        }],
+        900,
+    )
+    .unwrap();
     let (forged, _) = forger.issue(session, now_s()).unwrap();
-    assert_eq!(hello_with(&server, forged).await, (Some(ErrorCode::InvalidToken), Some(ErrorCode::InvalidToken)));
+    assert_eq!(
+        hello_with(&server, forged).await,
+        (Some(ErrorCode::InvalidToken), Some(ErrorCode::InvalidToken))
+    );
 
     let (other_aud, _) = real.issue_with(session, now_s(), "someone-else").unwrap();
-    assert_eq!(hello_with(&server, other_aud).await, (Some(ErrorCode::InvalidToken), Some(ErrorCode::InvalidToken)));
+    assert_eq!(
+        hello_with(&server, other_aud).await,
+        (Some(ErrorCode::InvalidToken), Some(ErrorCode::InvalidToken))
+    );
 
-    let wrong_device = SessionInfo { user_id: session.user_id, device_id: tern_sdk::protocol::DeviceId(9_999) };
+    let wrong_device = SessionInfo {
+        user_id: session.user_id,
+        device_id: tern_sdk::protocol::DeviceId(9_999),
+    };
     let (unknown, _) = real.issue(wrong_device, now_s()).unwrap();
-    assert_eq!(hello_with(&server, unknown).await, (Some(ErrorCode::InvalidToken), Some(ErrorCode::InvalidToken)));
+    assert_eq!(
+        hello_with(&server, unknown).await,
+        (Some(ErrorCode::InvalidToken), Some(ErrorCode::InvalidToken))
+    );
 
-    assert_eq!(hello_with(&server, "garbage".into()).await.0, Some(ErrorCode::InvalidToken));
+    assert_eq!(
+        hello_with(&server, "garbage".into()).await.0,
+        Some(ErrorCode::InvalidToken)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,11 +107,19 @@ async fn five_wrong_codes_void_the_code() {
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for attempt in 1..=5 {
         let err = client.verify_otp(id, wrong).await.unwrap_err();
-        let expected = if attempt < 5 { ErrorCode::OtpInvalid } else { ErrorCode::OtpTooManyAttempts };
+        let expected = if attempt < 5 {
+            ErrorCode::OtpInvalid
+        } else {
+            ErrorCode::OtpTooManyAttempts
+        };
         assert_eq!(err.code(), Some(expected), "attempt {attempt}");
     }
     let err = client.verify_otp(id, &code).await.unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::OtpTooManyAttempts), "the right code is void after five misses");
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::OtpTooManyAttempts),
+        "the right code is void after five misses"
+    );
     // A new code works.
     let fresh = request_code(&client, &server.otp_file(), id).await.unwrap();
     client.verify_otp(id, &fresh).await.unwrap();
@@ -87,12 +132,18 @@ async fn an_expired_code_is_refused_and_a_new_code_voids_the_old() {
     let id = "+15550001002";
     let code = request_code(&client, &server.otp_file(), id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    assert_eq!(client.verify_otp(id, &code).await.unwrap_err().code(), Some(ErrorCode::OtpExpired));
+    assert_eq!(
+        client.verify_otp(id, &code).await.unwrap_err().code(),
+        Some(ErrorCode::OtpExpired)
+    );
 
     let old = request_code(&client, &server.otp_file(), id).await.unwrap();
     let new = request_code(&client, &server.otp_file(), id).await.unwrap();
     if old != new {
-        assert_eq!(client.verify_otp(id, &old).await.unwrap_err().code(), Some(ErrorCode::OtpInvalid));
+        assert_eq!(
+            client.verify_otp(id, &old).await.unwrap_err().code(),
+            Some(ErrorCode::OtpInvalid)
+        );
     }
     client.verify_otp(id, &new).await.unwrap();
 }
@@ -120,7 +171,11 @@ async fn wait_session_end(events: &mut Events) -> Option<ErrorCode> {
 
 async fn refresh(server: &TestServer, token: &str) -> Result<Response, tern_sdk::Error> {
     let (c, _e) = Client::start(server.client_config()).unwrap();
-    let r = c.request(Request::Refresh { refresh_token: token.into() }).await;
+    let r = c
+        .request(Request::Refresh {
+            refresh_token: token.into(),
+        })
+        .await;
     c.close().await;
     r
 }
@@ -135,12 +190,18 @@ async fn a_refresh_token_used_twice_revokes_the_family() {
         Response::LoggedIn(g) => g.tokens,
         other => panic!("expected LoggedIn, got {other:?}"),
     };
-    assert_ne!(rotated.refresh_token, first.refresh_token, "refresh tokens rotate");
+    assert_ne!(
+        rotated.refresh_token, first.refresh_token,
+        "refresh tokens rotate"
+    );
 
     let reuse = refresh(&server, &first.refresh_token).await.unwrap_err();
     assert_eq!(reuse.code(), Some(ErrorCode::RefreshReused));
     // The live connection of that device is closed and the SDK stops.
-    assert_eq!(wait_session_end(&mut dev.events).await, Some(ErrorCode::DeviceRevoked));
+    assert_eq!(
+        wait_session_end(&mut dev.events).await,
+        Some(ErrorCode::DeviceRevoked)
+    );
     // The newer token of the same family is dead too.
     let after = refresh(&server, &rotated.refresh_token).await.unwrap_err();
     assert_eq!(after.code(), Some(ErrorCode::DeviceRevoked));
@@ -153,11 +214,24 @@ async fn revoking_a_device_closes_its_connection_and_lists_it_revoked() {
     let mut laptop = server.login("dave@example.org").await;
     let devices = phone.client.devices().await.unwrap();
     assert_eq!(devices.len(), 2);
-    phone.client.revoke_device(laptop.session.device_id).await.unwrap();
-    assert_eq!(wait_session_end(&mut laptop.events).await, Some(ErrorCode::DeviceRevoked));
+    phone
+        .client
+        .revoke_device(laptop.session.device_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_session_end(&mut laptop.events).await,
+        Some(ErrorCode::DeviceRevoked)
+    );
     let devices = phone.client.devices().await.unwrap();
-    let l = devices.iter().find(|d| d.device_id == laptop.session.device_id).unwrap();
+    let l = devices
+        .iter()
+        .find(|d| d.device_id == laptop.session.device_id)
+        .unwrap();
     assert!(l.revoked);
     let err = laptop.client.chats().await.unwrap_err();
-    assert!(matches!(err, tern_sdk::Error::Closed(_)), "a revoked client refuses calls: {err:?}");
+    assert!(
+        matches!(err, tern_sdk::Error::Closed(_)),
+        "a revoked client refuses calls: {err:?}"
+    );
 }

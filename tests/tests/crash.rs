@@ -20,21 +20,36 @@ const PER_SENDER: usize = 150;
 const IN_FLIGHT: usize = 8;
 
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn ensure_binary() -> std::path::PathBuf {
     let bin = server_binary();
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo).args(["build", "-p", "tern-server", "--bin", "tern-server"]).status().unwrap();
+        let status = Command::new(cargo)
+            .args(["build", "-p", "tern-server", "--bin", "tern-server"])
+            .status()
+            .unwrap();
         assert!(status.success(), "building tern-server failed");
     }
-    assert!(bin.exists(), "tern-server binary not found at {}", bin.display());
+    assert!(
+        bin.exists(),
+        "tern-server binary not found at {}",
+        bin.display()
+    );
     bin
 }
 
@@ -50,8 +65,15 @@ fn spawn_server(bin: &Path, dir: &Path, quic: SocketAddr, admin: SocketAddr) -> 
         .arg(format!("file:{}", dir.join("otp.txt").display()))
         .arg("--otp-address-burst")
         .arg("100000")
-        .env("TERN_LOG", std::env::var("CHILD_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(if std::env::var("CHILD_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
+        .env(
+            "TERN_LOG",
+            std::env::var("CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(if std::env::var("CHILD_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap()
@@ -84,11 +106,21 @@ async fn kill_9_during_sends_loses_nothing_acknowledged() {
     let mut r2 = login(cfg(), &otp, "+15550003000").await.unwrap();
     let mut senders: Vec<Device> = Vec::new();
     for i in 0..SENDERS {
-        senders.push(login(cfg(), &otp, &format!("+1555000310{i}")).await.unwrap());
+        senders.push(
+            login(cfg(), &otp, &format!("+1555000310{i}"))
+                .await
+                .unwrap(),
+        );
     }
     let mut chats = Vec::new();
     for s in &senders {
-        chats.push(s.client.open_direct_chat(r1.session.user_id).await.unwrap().chat_id);
+        chats.push(
+            s.client
+                .open_direct_chat(r1.session.user_id)
+                .await
+                .unwrap()
+                .chat_id,
+        );
     }
 
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
@@ -120,7 +152,10 @@ async fn kill_9_during_sends_loses_nothing_acknowledged() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let acked_before_crash = acked.lock().unwrap().len();
-    assert!(acked_before_crash < SENDERS * PER_SENDER, "the crash must interrupt the sends");
+    assert!(
+        acked_before_crash < SENDERS * PER_SENDER,
+        "the crash must interrupt the sends"
+    );
 
     let mut child = spawn_server(&bin, dir.path(), quic, admin);
     wait_ready(admin).await;
@@ -132,9 +167,16 @@ async fn kill_9_during_sends_loses_nothing_acknowledged() {
         }
     })
     .await;
-    assert!(all_done.is_ok(), "the outboxes did not finish after the restart");
+    assert!(
+        all_done.is_ok(),
+        "the outboxes did not finish after the restart"
+    );
     let acked = acked.lock().unwrap().clone();
-    assert_eq!(acked.len(), SENDERS * PER_SENDER, "every send was eventually acknowledged");
+    assert_eq!(
+        acked.len(),
+        SENDERS * PER_SENDER,
+        "every send was eventually acknowledged"
+    );
 
     eprintln!("all acked at {:?}", std::time::Instant::now());
     let mut received = Vec::new();
@@ -145,11 +187,25 @@ async fn kill_9_during_sends_loses_nothing_acknowledged() {
     }
     eprintln!("received at {:?}", std::time::Instant::now());
     let problems = history::check(&acked, &received);
-    assert!(problems.is_empty(), "history violations after kill -9: {problems:#?}");
+    assert!(
+        problems.is_empty(),
+        "history violations after kill -9: {problems:#?}"
+    );
     for (name, got) in &received {
-        assert_eq!(got.len(), acked.len(), "{name}: exactly the acknowledged messages");
-        let keys: HashSet<_> = got.iter().map(|m| (m.sender_device, m.client_msg_id)).collect();
-        assert_eq!(keys.len(), got.len(), "{name}: a retried send was stored twice");
+        assert_eq!(
+            got.len(),
+            acked.len(),
+            "{name}: exactly the acknowledged messages"
+        );
+        let keys: HashSet<_> = got
+            .iter()
+            .map(|m| (m.sender_device, m.client_msg_id))
+            .collect();
+        assert_eq!(
+            keys.len(),
+            got.len(),
+            "{name}: a retried send was stored twice"
+        );
     }
     // Storage holds dense seqs per chat, exactly one row per send.
     for (i, chat) in chats.iter().enumerate() {
@@ -162,7 +218,11 @@ async fn kill_9_during_sends_loses_nothing_acknowledged() {
             all.extend(page);
         }
         let seqs: Vec<u64> = all.iter().map(|m| m.seq).collect();
-        assert_eq!(seqs, (1..=PER_SENDER as u64).collect::<Vec<_>>(), "chat {chat} is dense with no extra rows");
+        assert_eq!(
+            seqs,
+            (1..=PER_SENDER as u64).collect::<Vec<_>>(),
+            "chat {chat} is dense with no extra rows"
+        );
     }
     child.kill().unwrap();
     child.wait().unwrap();

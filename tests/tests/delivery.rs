@@ -18,11 +18,25 @@ async fn two_users_with_two_devices_each_see_every_message_once_in_order() {
     let mut a2 = server.login("+15550000001").await;
     let mut b1 = server.login("bob@example.org").await;
     let mut b2 = server.login("bob@example.org").await;
-    assert_eq!(a1.session.user_id, a2.session.user_id, "same identifier, same user");
-    assert_ne!(a1.session.device_id, a2.session.device_id, "each login is a new device");
+    assert_eq!(
+        a1.session.user_id, a2.session.user_id,
+        "same identifier, same user"
+    );
+    assert_ne!(
+        a1.session.device_id, a2.session.device_id,
+        "each login is a new device"
+    );
 
-    let chat = a1.client.open_direct_chat(b1.session.user_id).await.unwrap();
-    let same = b2.client.open_direct_chat(a2.session.user_id).await.unwrap();
+    let chat = a1
+        .client
+        .open_direct_chat(b1.session.user_id)
+        .await
+        .unwrap();
+    let same = b2
+        .client
+        .open_direct_chat(a2.session.user_id)
+        .await
+        .unwrap();
     assert_eq!(chat.chat_id, same.chat_id, "one direct chat per pair");
 
     // Every device sends concurrently.
@@ -47,7 +61,12 @@ async fn two_users_with_two_devices_each_see_every_message_once_in_order() {
     assert_eq!(acked.len(), 100);
 
     let mut received = Vec::new();
-    for (name, dev) in [("a1", &mut a1), ("a2", &mut a2), ("b1", &mut b1), ("b2", &mut b2)] {
+    for (name, dev) in [
+        ("a1", &mut a1),
+        ("a2", &mut a2),
+        ("b1", &mut b1),
+        ("b2", &mut b2),
+    ] {
         let mut got = collect_messages(&mut dev.events, 100, WAIT).await;
         got.extend(drain_messages(&mut dev.events, Duration::from_millis(300)).await);
         received.push((name.to_owned(), got));
@@ -70,7 +89,12 @@ async fn an_offline_device_gets_everything_on_reconnect() {
     let server = TestServer::start().await;
     let a = server.login("+15550000011").await;
     let b_phone = server.login("+15550000012").await;
-    let chat = a.client.open_direct_chat(b_phone.session.user_id).await.unwrap().chat_id;
+    let chat = a
+        .client
+        .open_direct_chat(b_phone.session.user_id)
+        .await
+        .unwrap()
+        .chat_id;
 
     // The phone goes offline after saving where it was.
     let saved = b_phone.client.snapshot().await.unwrap();
@@ -93,7 +117,11 @@ async fn an_offline_device_gets_everything_on_reconnect() {
     assert!(problems.is_empty(), "history violations: {problems:#?}");
     assert_eq!(got.len(), 600);
     let snap = client.snapshot().await.unwrap();
-    assert_eq!(snap.session, Some(b_phone.session), "resumed as the same device");
+    assert_eq!(
+        snap.session,
+        Some(b_phone.session),
+        "resumed as the same device"
+    );
     assert!(snap.sync.cursor.pts > saved.sync.cursor.pts);
 }
 
@@ -102,7 +130,12 @@ async fn a_retried_send_does_not_duplicate() {
     let server = TestServer::start().await;
     let a = server.login("+15550000021").await;
     let mut b = server.login("+15550000022").await;
-    let chat = a.client.open_direct_chat(b.session.user_id).await.unwrap().chat_id;
+    let chat = a
+        .client
+        .open_direct_chat(b.session.user_id)
+        .await
+        .unwrap()
+        .chat_id;
     let body = MessageBody::Text("only once".into());
     let first = a.client.send(chat, body.clone(), 777).await.unwrap();
     // The same idempotency key again, also across a reconnect.
@@ -111,12 +144,22 @@ async fn a_retried_send_does_not_duplicate() {
     let third = a.client.send(chat, body.clone(), 777).await.unwrap();
     assert_eq!(first, second);
     assert_eq!(first, third);
-    let next = a.client.send(chat, MessageBody::Text("next".into()), 778).await.unwrap();
+    let next = a
+        .client
+        .send(chat, MessageBody::Text("next".into()), 778)
+        .await
+        .unwrap();
     assert_eq!(next.seq, first.seq + 1, "no row was created by the retries");
     let got = collect_messages(&mut b.events, 2, WAIT).await;
     let got_more = drain_messages(&mut b.events, Duration::from_millis(300)).await;
-    assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![first.seq, next.seq]);
-    assert!(got_more.is_empty(), "no duplicate arrived later: {got_more:?}");
+    assert_eq!(
+        got.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![first.seq, next.seq]
+    );
+    assert!(
+        got_more.is_empty(),
+        "no duplicate arrived later: {got_more:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,10 +167,20 @@ async fn receipts_reach_the_sender_and_only_move_forward() {
     let server = TestServer::start().await;
     let mut a = server.login("+15550000031").await;
     let mut b = server.login("+15550000032").await;
-    let chat = a.client.open_direct_chat(b.session.user_id).await.unwrap().chat_id;
+    let chat = a
+        .client
+        .open_direct_chat(b.session.user_id)
+        .await
+        .unwrap()
+        .chat_id;
     let mut last = 0;
     for i in 0..5 {
-        last = a.client.send(chat, MessageBody::Text(format!("{i}")), 50 + i).await.unwrap().seq;
+        last = a
+            .client
+            .send(chat, MessageBody::Text(format!("{i}")), 50 + i)
+            .await
+            .unwrap()
+            .seq;
     }
     // b's SDK acknowledges what it stored: a sees delivered reach the last seq.
     let got = collect_messages(&mut b.events, 5, WAIT).await;
@@ -136,7 +189,10 @@ async fn receipts_reach_the_sender_and_only_move_forward() {
     // Going backwards is accepted but changes nothing.
     b.client.mark_read(chat, 1).await.unwrap();
     let beyond = b.client.mark_read(chat, last + 10).await.unwrap_err();
-    assert_eq!(beyond.code(), Some(tern_sdk::protocol::ErrorCode::InvalidArgument));
+    assert_eq!(
+        beyond.code(),
+        Some(tern_sdk::protocol::ErrorCode::InvalidArgument)
+    );
 
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut seen: Vec<Receipt> = Vec::new();
@@ -154,13 +210,59 @@ async fn receipts_reach_the_sender_and_only_move_forward() {
         }
     }
     for w in seen.windows(2) {
-        assert!(w[1].delivered_seq >= w[0].delivered_seq, "delivered went backwards: {seen:?}");
-        assert!(w[1].read_seq >= w[0].read_seq, "read went backwards: {seen:?}");
+        assert!(
+            w[1].delivered_seq >= w[0].delivered_seq,
+            "delivered went backwards: {seen:?}"
+        );
+        assert!(
+            w[1].read_seq >= w[0].read_seq,
+            "read went backwards: {seen:?}"
+        );
     }
     for r in &seen {
-        assert!(r.read_seq <= r.delivered_seq && r.delivered_seq <= last, "bad watermark {r:?}");
+        assert!(
+            r.read_seq <= r.delivered_seq && r.delivered_seq <= last,
+            "bad watermark {r:?}"
+        );
     }
     let now = a.client.receipts(chat).await.unwrap();
     let rb = now.iter().find(|r| r.user_id == b.session.user_id).unwrap();
     assert_eq!((rb.delivered_seq, rb.read_seq), (last, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_large_messages_stay_within_the_frame_limit() {
+    let server = TestServer::start().await;
+    let a = server.login("+15550000041").await;
+    let b = server.login("+15550000042").await;
+    let chat = a
+        .client
+        .open_direct_chat(b.session.user_id)
+        .await
+        .unwrap()
+        .chat_id;
+    let saved = b.client.snapshot().await.unwrap();
+    b.client.close().await;
+    let big = "x".repeat(tern_sdk::protocol::limits::MAX_TEXT_LEN);
+    let mut acked = Vec::new();
+    for i in 0..12u64 {
+        let body = MessageBody::Text(format!("{i}{}", &big[i.to_string().len()..]));
+        let sent = a.client.send(chat, body.clone(), 900 + i).await.unwrap();
+        acked.push(Acked { sent, body });
+    }
+    // A history page is cut to fit one frame instead of failing.
+    let page = a.client.messages(chat, 1, 256).await.unwrap();
+    assert!(
+        !page.is_empty() && page.len() < 12,
+        "page of {} large messages",
+        page.len()
+    );
+    // Sync of the offline device walks size-bounded pages and gets all of them.
+    let mut config = server.client_config();
+    config.tokens = saved.tokens;
+    config.sync_state = saved.sync;
+    let (_client, mut events) = tern_sdk::Client::start(config).unwrap();
+    let got = collect_messages(&mut events, 12, WAIT).await;
+    let problems = history::check(&acked, &[("b".into(), got)]);
+    assert!(problems.is_empty(), "{problems:#?}");
 }

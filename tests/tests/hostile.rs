@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use tern_sdk::protocol::{
-    ChatId, ClientInfo, ErrorCode, Frame, Hello, MessageBody, PROTOCOL_VERSION, Request, SyncCursor, limits,
+    ChatId, ClientInfo, ErrorCode, Frame, Hello, MessageBody, PROTOCOL_VERSION, Request,
+    SyncCursor, limits,
 };
 use tern_tests::raw::RawConn;
 use tern_tests::{TestServer, collect_messages};
@@ -18,15 +19,27 @@ async fn bad_input_is_refused_while_others_are_served() {
     let server = TestServer::start().await;
     let a = server.login("+15550002001").await;
     let mut b = server.login("+15550002002").await;
-    let chat = a.client.open_direct_chat(b.session.user_id).await.unwrap().chat_id;
+    let chat = a
+        .client
+        .open_direct_chat(b.session.user_id)
+        .await
+        .unwrap()
+        .chat_id;
 
     // Garbage bytes: a valid length, then bytes that are no frame.
-    let mut raw = RawConn::connect(server.addr, &server.fingerprint).await.unwrap();
+    let mut raw = RawConn::connect(server.addr, &server.fingerprint)
+        .await
+        .unwrap();
     raw.write(&[5, 0xff, 0xfe, 0xfd, 0xfc, 0xfb]).await.unwrap();
-    assert_eq!(raw.until_closed(WAIT).await.unwrap(), (Some(ErrorCode::BadFrame), Some(ErrorCode::BadFrame)));
+    assert_eq!(
+        raw.until_closed(WAIT).await.unwrap(),
+        (Some(ErrorCode::BadFrame), Some(ErrorCode::BadFrame))
+    );
 
     // An oversized frame: the length prefix alone is refused, nothing is buffered.
-    let mut raw = RawConn::connect(server.addr, &server.fingerprint).await.unwrap();
+    let mut raw = RawConn::connect(server.addr, &server.fingerprint)
+        .await
+        .unwrap();
     let mut prefix = Vec::new();
     let mut n = limits::MAX_FRAME_LEN + 1;
     while n >= 0x80 {
@@ -35,34 +48,63 @@ async fn bad_input_is_refused_while_others_are_served() {
     }
     prefix.push(n as u8);
     raw.write(&prefix).await.unwrap();
-    assert_eq!(raw.until_closed(WAIT).await.unwrap(), (Some(ErrorCode::TooLarge), Some(ErrorCode::TooLarge)));
+    assert_eq!(
+        raw.until_closed(WAIT).await.unwrap(),
+        (Some(ErrorCode::TooLarge), Some(ErrorCode::TooLarge))
+    );
 
     // A malformed length prefix (more than five continuation bytes).
-    let mut raw = RawConn::connect(server.addr, &server.fingerprint).await.unwrap();
+    let mut raw = RawConn::connect(server.addr, &server.fingerprint)
+        .await
+        .unwrap();
     raw.write(&[0xff; 8]).await.unwrap();
-    assert_eq!(raw.until_closed(WAIT).await.unwrap().1, Some(ErrorCode::BadFrame));
+    assert_eq!(
+        raw.until_closed(WAIT).await.unwrap().1,
+        Some(ErrorCode::BadFrame)
+    );
 
     // A wrong protocol version.
-    let mut raw = RawConn::connect(server.addr, &server.fingerprint).await.unwrap();
+    let mut raw = RawConn::connect(server.addr, &server.fingerprint)
+        .await
+        .unwrap();
     let hello = Frame::Hello(Hello {
         protocol_version: PROTOCOL_VERSION + 41,
-        client: ClientInfo { name: "old".into(), version: "0".into(), platform: "test".into() },
+        client: ClientInfo {
+            name: "old".into(),
+            version: "0".into(),
+            platform: "test".into(),
+        },
         auth: None,
         resume: None,
     });
     raw.send_frame(&hello).await.unwrap();
     assert_eq!(
         raw.until_closed(WAIT).await.unwrap(),
-        (Some(ErrorCode::UnsupportedVersion), Some(ErrorCode::UnsupportedVersion))
+        (
+            Some(ErrorCode::UnsupportedVersion),
+            Some(ErrorCode::UnsupportedVersion)
+        )
     );
 
     // A request before Hello.
-    let mut raw = RawConn::connect(server.addr, &server.fingerprint).await.unwrap();
-    raw.send_frame(&Frame::Request { req_id: 1, body: Request::Ping }).await.unwrap();
-    assert_eq!(raw.until_closed(WAIT).await.unwrap().1, Some(ErrorCode::HandshakeRequired));
+    let mut raw = RawConn::connect(server.addr, &server.fingerprint)
+        .await
+        .unwrap();
+    raw.send_frame(&Frame::Request {
+        req_id: 1,
+        body: Request::Ping,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        raw.until_closed(WAIT).await.unwrap().1,
+        Some(ErrorCode::HandshakeRequired)
+    );
 
     // A text over the limit inside an otherwise valid frame.
-    let mut raw = RawConn::connect(server.addr, &server.fingerprint).await.unwrap();
+    let mut raw = RawConn::connect(server.addr, &server.fingerprint)
+        .await
+        .unwrap();
     raw.send_frame(&RawConn::hello(None)).await.unwrap();
     let big = Frame::Request {
         req_id: 2,
@@ -73,7 +115,10 @@ async fn bad_input_is_refused_while_others_are_served() {
         },
     };
     raw.send_frame(&big).await.unwrap();
-    assert_eq!(raw.until_closed(WAIT).await.unwrap().1, Some(ErrorCode::TooLarge));
+    assert_eq!(
+        raw.until_closed(WAIT).await.unwrap().1,
+        Some(ErrorCode::TooLarge)
+    );
 
     // Meanwhile, the honest clients are still served.
     let sent = a.client.send_text(chat, "still here").await.unwrap();
@@ -88,16 +133,35 @@ async fn non_members_get_the_same_answer_as_for_a_missing_chat() {
     let a = server.login("+15550002011").await;
     let b = server.login("+15550002012").await;
     let eve = server.login("eve@example.org").await;
-    let chat = a.client.open_direct_chat(b.session.user_id).await.unwrap().chat_id;
+    let chat = a
+        .client
+        .open_direct_chat(b.session.user_id)
+        .await
+        .unwrap()
+        .chat_id;
     a.client.send_text(chat, "private").await.unwrap();
     let missing = ChatId(chat.0 + 1_000);
 
     let requests = |c: ChatId| {
         vec![
-            Request::SendMessage { chat_id: c, client_msg_id: 1, body: MessageBody::Text("hi".into()) },
-            Request::GetMessages { chat_id: c, from_seq: 1, limit: 10 },
-            Request::MarkRead { chat_id: c, upto_seq: 1 },
-            Request::Ack { chat_id: c, upto_seq: 1 },
+            Request::SendMessage {
+                chat_id: c,
+                client_msg_id: 1,
+                body: MessageBody::Text("hi".into()),
+            },
+            Request::GetMessages {
+                chat_id: c,
+                from_seq: 1,
+                limit: 10,
+            },
+            Request::MarkRead {
+                chat_id: c,
+                upto_seq: 1,
+            },
+            Request::Ack {
+                chat_id: c,
+                upto_seq: 1,
+            },
             Request::GetReceipts { chat_id: c },
         ]
     };
@@ -106,13 +170,23 @@ async fn non_members_get_the_same_answer_as_for_a_missing_chat() {
         let on_real = eve.client.request(real).await.unwrap_err();
         let on_absent = eve.client.request(absent).await.unwrap_err();
         assert_eq!(on_real.code(), Some(ErrorCode::NotFound), "{name}");
-        assert_eq!(on_real, on_absent, "{name}: a non-member must not learn the chat exists");
+        assert_eq!(
+            on_real, on_absent,
+            "{name}: a non-member must not learn the chat exists"
+        );
     }
     // Sends to a chat one is not in are refused through the SDK's outbox as well.
     let err = eve.client.send_text(chat, "let me in").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NotFound));
     // Eve's own sync shows nothing of the chat.
-    let page = eve.client.request(Request::Sync { after: SyncCursor::default(), limit: 100 }).await.unwrap();
+    let page = eve
+        .client
+        .request(Request::Sync {
+            after: SyncCursor::default(),
+            limit: 100,
+        })
+        .await
+        .unwrap();
     let text = format!("{page:?}");
     assert!(!text.contains("private"), "sync leaked a message: {text}");
     assert_eq!(eve.client.chats().await.unwrap(), vec![]);

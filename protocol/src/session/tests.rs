@@ -5,7 +5,11 @@ use crate::ids::{DeviceId, UserId};
 fn hello(version: u16) -> Frame {
     Frame::Hello(Hello {
         protocol_version: version,
-        client: ClientInfo { name: "t".into(), version: "0".into(), platform: "test".into() },
+        client: ClientInfo {
+            name: "t".into(),
+            version: "0".into(),
+            platform: "test".into(),
+        },
         auth: None,
         resume: None,
     })
@@ -14,7 +18,12 @@ fn hello(version: u16) -> Frame {
 #[test]
 fn request_before_hello_is_a_violation() {
     let mut s = ServerSession::new(Instant::now());
-    let err = s.handle_frame(Frame::Request { req_id: 1, body: Request::Ping }).unwrap_err();
+    let err = s
+        .handle_frame(Frame::Request {
+            req_id: 1,
+            body: Request::Ping,
+        })
+        .unwrap_err();
     assert_eq!(err.0.code, ErrorCode::HandshakeRequired);
 }
 
@@ -28,8 +37,16 @@ fn wrong_version_is_refused() {
 #[test]
 fn unauthenticated_sessions_only_reach_auth_requests() {
     let mut s = ServerSession::new(Instant::now());
-    assert!(matches!(s.handle_frame(hello(PROTOCOL_VERSION)), Ok(SessionInput::Hello(_))));
-    let got = s.handle_frame(Frame::Request { req_id: 7, body: Request::ListChats }).unwrap();
+    assert!(matches!(
+        s.handle_frame(hello(PROTOCOL_VERSION)),
+        Ok(SessionInput::Hello(_))
+    ));
+    let got = s
+        .handle_frame(Frame::Request {
+            req_id: 7,
+            body: Request::ListChats,
+        })
+        .unwrap();
     match got {
         SessionInput::Refused { req_id, error } => {
             assert_eq!(req_id, 7);
@@ -37,10 +54,23 @@ fn unauthenticated_sessions_only_reach_auth_requests() {
         }
         other => panic!("expected refusal, got {other:?}"),
     }
-    let ping = s.handle_frame(Frame::Request { req_id: 8, body: Request::Ping }).unwrap();
+    let ping = s
+        .handle_frame(Frame::Request {
+            req_id: 8,
+            body: Request::Ping,
+        })
+        .unwrap();
     assert!(matches!(ping, SessionInput::Request { req_id: 8, .. }));
-    s.authenticate(SessionInfo { user_id: UserId(1), device_id: DeviceId(2) });
-    let ok = s.handle_frame(Frame::Request { req_id: 9, body: Request::ListChats }).unwrap();
+    s.authenticate(SessionInfo {
+        user_id: UserId(1),
+        device_id: DeviceId(2),
+    });
+    let ok = s
+        .handle_frame(Frame::Request {
+            req_id: 9,
+            body: Request::ListChats,
+        })
+        .unwrap();
     assert!(matches!(ok, SessionInput::Request { req_id: 9, .. }));
 }
 

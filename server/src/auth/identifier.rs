@@ -55,9 +55,25 @@ mod tests {
 
     #[test]
     fn phones_and_emails_parse_and_normalise() {
-        assert_eq!(Identifier::parse("+4915112345678"), Some(Identifier::Phone("+4915112345678".into())));
-        assert_eq!(Identifier::parse(" Bob@Example.ORG "), Some(Identifier::Email("bob@example.org".into())));
-        for bad in ["", "12345678", "+0123456789", "+12", "+1234567890123456", "a@b", "@x.org", "a b@x.org", "+1555abc1234"] {
+        assert_eq!(
+            Identifier::parse("+4915112345678"),
+            Some(Identifier::Phone("+4915112345678".into()))
+        );
+        assert_eq!(
+            Identifier::parse(" Bob@Example.ORG "),
+            Some(Identifier::Email("bob@example.org".into()))
+        );
+        for bad in [
+            "",
+            "12345678",
+            "+0123456789",
+            "+12",
+            "+1234567890123456",
+            "a@b",
+            "@x.org",
+            "a b@x.org",
+            "+1555abc1234",
+        ] {
             assert_eq!(Identifier::parse(bad), None, "{bad:?} must be refused");
         }
     }

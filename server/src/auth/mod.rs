@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
-use tern_protocol::{DeviceId, DeviceInfo, ErrorBody, ErrorCode, LoginGrant, SessionInfo, Tokens, UserId};
+use tern_protocol::{
+    DeviceId, DeviceInfo, ErrorBody, ErrorCode, LoginGrant, SessionInfo, Tokens, UserId,
+};
 
 use self::identifier::Identifier;
 use self::otp::{OTP_TTL, OtpBook};
@@ -49,9 +51,18 @@ impl Default for AuthConfig {
             access_ttl_s: 15 * 60,
             refresh_ttl_s: 30 * 24 * 3600,
             otp_ttl_s: OTP_TTL.as_secs(),
-            otp_per_identifier: Quota { burst: 5, per_minute: 1 },
-            otp_per_prefix: Quota { burst: 200, per_minute: 100 },
-            otp_per_address: Quota { burst: 30, per_minute: 10 },
+            otp_per_identifier: Quota {
+                burst: 5,
+                per_minute: 1,
+            },
+            otp_per_prefix: Quota {
+                burst: 200,
+                per_minute: 100,
+            },
+            otp_per_address: Quota {
+                burst: 30,
+                per_minute: 10,
+            },
         }
     }
 }
@@ -100,9 +111,10 @@ fn err(code: ErrorCode, message: &str) -> ErrorBody {
 pub(crate) fn storage_error(e: StorageError) -> ErrorBody {
     match e {
         StorageError::ChatNotFound => err(ErrorCode::NotFound, "no such chat"),
-        StorageError::SeqOutOfRange { seq, last } => {
-            ErrorBody::new(ErrorCode::InvalidArgument, format!("seq {seq} is beyond the last seq {last}"))
-        }
+        StorageError::SeqOutOfRange { seq, last } => ErrorBody::new(
+            ErrorCode::InvalidArgument,
+            format!("seq {seq} is beyond the last seq {last}"),
+        ),
         StorageError::Closed => err(ErrorCode::ShuttingDown, "the server is shutting down"),
         other => {
             tracing::error!(error = %other, "storage failure");
@@ -112,7 +124,9 @@ pub(crate) fn storage_error(e: StorageError) -> ErrorBody {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl AuthService {
@@ -137,25 +151,56 @@ impl AuthService {
     }
 
     fn limit_address(&self, addr: IpAddr, now: Instant) -> Result<(), ErrorBody> {
-        let mut l = self.limits.lock().map_err(|_| err(ErrorCode::Internal, "lock"))?;
-        l.per_address.check(&addr, now).map_err(|_| err(ErrorCode::RateLimited, "too many attempts from this address"))
+        let mut l = self
+            .limits
+            .lock()
+            .map_err(|_| err(ErrorCode::Internal, "lock"))?;
+        l.per_address.check(&addr, now).map_err(|_| {
+            err(
+                ErrorCode::RateLimited,
+                "too many attempts from this address",
+            )
+        })
     }
 
     /// Issues a code and hands it to the sender. Answers the same whether or not the identifier
     /// is registered.
-    pub async fn request_otp(&self, raw: &str, addr: IpAddr, now: Instant) -> Result<u32, ErrorBody> {
-        let id = Identifier::parse(raw)
-            .ok_or_else(|| err(ErrorCode::InvalidArgument, "identifier must be an E.164 number or an email"))?;
+    pub async fn request_otp(
+        &self,
+        raw: &str,
+        addr: IpAddr,
+        now: Instant,
+    ) -> Result<u32, ErrorBody> {
+        let id = Identifier::parse(raw).ok_or_else(|| {
+            err(
+                ErrorCode::InvalidArgument,
+                "identifier must be an E.164 number or an email",
+            )
+        })?;
         self.limit_address(addr, now)?;
         {
-            let mut l = self.limits.lock().map_err(|_| err(ErrorCode::Internal, "lock"))?;
-            let limited = err(ErrorCode::RateLimited, "too many codes requested; wait a while");
-            l.per_identifier.check(&id.as_str().to_owned(), now).map_err(|_| limited.clone())?;
-            l.per_prefix.check(&id.prefix().to_owned(), now).map_err(|_| limited)?;
+            let mut l = self
+                .limits
+                .lock()
+                .map_err(|_| err(ErrorCode::Internal, "lock"))?;
+            let limited = err(
+                ErrorCode::RateLimited,
+                "too many codes requested; wait a while",
+            );
+            l.per_identifier
+                .check(&id.as_str().to_owned(), now)
+                .map_err(|_| limited.clone())?;
+            l.per_prefix
+                .check(&id.prefix().to_owned(), now)
+                .map_err(|_| limited)?;
         }
         let code = {
-            let mut book = self.otp.lock().map_err(|_| err(ErrorCode::Internal, "lock"))?;
-            book.issue(id.as_str(), now).map_err(|c| err(c, "could not issue a code"))?
+            let mut book = self
+                .otp
+                .lock()
+                .map_err(|_| err(ErrorCode::Internal, "lock"))?;
+            book.issue(id.as_str(), now)
+                .map_err(|c| err(c, "could not issue a code"))?
         };
         if let Err(e) = self.sender.send(id.as_str(), &code).await {
             tracing::warn!(error = %e, "OTP delivery failed");
@@ -173,10 +218,19 @@ impl AuthService {
         addr: IpAddr,
         now: Instant,
     ) -> Result<LoginGrant, ErrorBody> {
-        let id = Identifier::parse(raw).ok_or_else(|| err(ErrorCode::InvalidArgument, "bad identifier"))?;
+        let id = Identifier::parse(raw)
+            .ok_or_else(|| err(ErrorCode::InvalidArgument, "bad identifier"))?;
+        if code.len() != tern_protocol::limits::OTP_DIGITS
+            || !code.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(err(ErrorCode::InvalidArgument, "a code is six digits"));
+        }
         self.limit_address(addr, now)?;
         {
-            let mut book = self.otp.lock().map_err(|_| err(ErrorCode::Internal, "lock"))?;
+            let mut book = self
+                .otp
+                .lock()
+                .map_err(|_| err(ErrorCode::Internal, "lock"))?;
             book.verify(id.as_str(), code, now).map_err(|c| {
                 let msg = match c {
                     ErrorCode::OtpInvalid => "wrong code",
@@ -186,28 +240,54 @@ impl AuthService {
                 err(c, msg)
             })?;
         }
-        let user = self.storage.upsert_user(id.as_str(), now_ms()).await.map_err(storage_error)?;
-        let name = if device_name.trim().is_empty() { "device" } else { device_name.trim() };
-        let device = self.storage.create_device(user, name, now_ms()).await.map_err(storage_error)?;
-        self.grant(SessionInfo { user_id: user, device_id: device.device_id }).await
+        let user = self
+            .storage
+            .upsert_user(id.as_str(), now_ms())
+            .await
+            .map_err(storage_error)?;
+        let name = if device_name.trim().is_empty() {
+            "device"
+        } else {
+            device_name.trim()
+        };
+        let device = self
+            .storage
+            .create_device(user, name, now_ms())
+            .await
+            .map_err(storage_error)?;
+        self.grant(SessionInfo {
+            user_id: user,
+            device_id: device.device_id,
+        })
+        .await
     }
 
     async fn grant(&self, session: SessionInfo) -> Result<LoginGrant, ErrorBody> {
         let now = now_ms();
-        let (access_token, exp_s) =
-            self.issuer.issue(session, now / 1000).map_err(|c| err(c, "could not sign a token"))?;
-        let (refresh_token, hash) = new_refresh_token(&self.rng).map_err(|c| err(c, "randomness failed"))?;
+        let (access_token, exp_s) = self
+            .issuer
+            .issue(session, now / 1000)
+            .map_err(|c| err(c, "could not sign a token"))?;
+        let (refresh_token, hash) =
+            new_refresh_token(&self.rng).map_err(|c| err(c, "randomness failed"))?;
         let record = RefreshRecord {
             user_id: session.user_id,
             device_id: session.device_id,
             expires_ms: now + self.config.refresh_ttl_s * 1000,
             used: false,
         };
-        self.storage.put_refresh_token(hash, record).await.map_err(storage_error)?;
+        self.storage
+            .put_refresh_token(hash, record)
+            .await
+            .map_err(storage_error)?;
         Ok(LoginGrant {
             user_id: session.user_id,
             device_id: session.device_id,
-            tokens: Tokens { access_token, access_expires_at_ms: exp_s * 1000, refresh_token },
+            tokens: Tokens {
+                access_token,
+                access_expires_at_ms: exp_s * 1000,
+                refresh_token,
+            },
         })
     }
 
@@ -224,43 +304,72 @@ impl AuthService {
         if record.used {
             tracing::warn!(user = %record.user_id, device = %record.device_id, "refresh token reuse: revoking the device");
             self.revoke(record.user_id, record.device_id).await?;
-            return Err(err(ErrorCode::RefreshReused, "refresh token reused; the device has been signed out"));
+            return Err(err(
+                ErrorCode::RefreshReused,
+                "refresh token reused; the device has been signed out",
+            ));
         }
         if record.expires_ms <= now_ms() {
             return Err(err(ErrorCode::InvalidToken, "refresh token expired"));
         }
         self.check_device(record.user_id, record.device_id).await?;
-        self.grant(SessionInfo { user_id: record.user_id, device_id: record.device_id }).await
+        self.grant(SessionInfo {
+            user_id: record.user_id,
+            device_id: record.device_id,
+        })
+        .await
     }
 
     /// Verifies an access token and that its device is still registered and not revoked.
     pub async fn authenticate(&self, access_token: &str) -> Result<SessionInfo, ErrorBody> {
         let session = self.issuer.verify(access_token).map_err(|c| {
-            let msg = if c == ErrorCode::TokenExpired { "access token expired" } else { "invalid access token" };
+            let msg = if c == ErrorCode::TokenExpired {
+                "access token expired"
+            } else {
+                "invalid access token"
+            };
             err(c, msg)
         })?;
-        self.check_device(session.user_id, session.device_id).await?;
+        self.check_device(session.user_id, session.device_id)
+            .await?;
         Ok(session)
     }
 
     async fn check_device(&self, user: UserId, device: DeviceId) -> Result<(), ErrorBody> {
-        match self.storage.device(user, device).await.map_err(storage_error)? {
+        match self
+            .storage
+            .device(user, device)
+            .await
+            .map_err(storage_error)?
+        {
             Some(d) if !d.revoked => Ok(()),
-            Some(_) => Err(err(ErrorCode::DeviceRevoked, "this device has been revoked")),
+            Some(_) => Err(err(
+                ErrorCode::DeviceRevoked,
+                "this device has been revoked",
+            )),
             None => Err(err(ErrorCode::InvalidToken, "unknown device")),
         }
     }
 
     async fn revoke(&self, user: UserId, device: DeviceId) -> Result<bool, ErrorBody> {
-        let found = self.storage.revoke_device(user, device).await.map_err(storage_error)?;
+        let found = self
+            .storage
+            .revoke_device(user, device)
+            .await
+            .map_err(storage_error)?;
         if found {
-            self.router.close_device(user, device, ErrorCode::DeviceRevoked);
+            self.router
+                .close_device(user, device, ErrorCode::DeviceRevoked);
         }
         Ok(found)
     }
 
     /// Revokes one of the caller's devices and closes its live connections.
-    pub async fn revoke_device(&self, session: SessionInfo, device: DeviceId) -> Result<(), ErrorBody> {
+    pub async fn revoke_device(
+        &self,
+        session: SessionInfo,
+        device: DeviceId,
+    ) -> Result<(), ErrorBody> {
         if self.revoke(session.user_id, device).await? {
             Ok(())
         } else {
@@ -270,7 +379,11 @@ impl AuthService {
 
     /// The caller's devices.
     pub async fn devices(&self, session: SessionInfo) -> Result<Vec<DeviceInfo>, ErrorBody> {
-        let list = self.storage.devices(session.user_id).await.map_err(storage_error)?;
+        let list = self
+            .storage
+            .devices(session.user_id)
+            .await
+            .map_err(storage_error)?;
         Ok(list.iter().map(|d| d.info()).collect())
     }
 

@@ -62,7 +62,14 @@ impl OtpBook {
         self.rng.fill(&mut bytes).map_err(|_| ErrorCode::Internal)?;
         let code = format!("{:06}", u32::from_le_bytes(bytes) % 1_000_000);
         let tag = hmac::sign(&self.key, &Self::mac_input(identifier, &code));
-        self.pending.insert(identifier.to_owned(), Pending { tag, expires: now + self.ttl, tries_left: OTP_MAX_TRIES });
+        self.pending.insert(
+            identifier.to_owned(),
+            Pending {
+                tag,
+                expires: now + self.ttl,
+                tries_left: OTP_MAX_TRIES,
+            },
+        );
         Ok(code)
     }
 
@@ -79,12 +86,22 @@ impl OtpBook {
             return Err(ErrorCode::OtpTooManyAttempts);
         }
         // hmac::verify compares in constant time.
-        if hmac::verify(&self.key, &Self::mac_input(identifier, code), p.tag.as_ref()).is_ok() {
+        if hmac::verify(
+            &self.key,
+            &Self::mac_input(identifier, code),
+            p.tag.as_ref(),
+        )
+        .is_ok()
+        {
             self.pending.remove(identifier);
             return Ok(());
         }
         p.tries_left -= 1;
-        if p.tries_left == 0 { Err(ErrorCode::OtpTooManyAttempts) } else { Err(ErrorCode::OtpInvalid) }
+        if p.tries_left == 0 {
+            Err(ErrorCode::OtpTooManyAttempts)
+        } else {
+            Err(ErrorCode::OtpInvalid)
+        }
     }
 }
 
@@ -100,7 +117,11 @@ mod tests {
         assert_eq!(code.len(), 6);
         assert!(code.bytes().all(|b| b.is_ascii_digit()));
         assert_eq!(book.verify("+15550001", &code, t0), Ok(()));
-        assert_eq!(book.verify("+15550001", &code, t0), Err(ErrorCode::OtpExpired), "consumed");
+        assert_eq!(
+            book.verify("+15550001", &code, t0),
+            Err(ErrorCode::OtpExpired),
+            "consumed"
+        );
     }
 
     #[test]
@@ -110,10 +131,20 @@ mod tests {
         let code = book.issue("a@b.org", t0).unwrap();
         let wrong = if code == "000000" { "000001" } else { "000000" };
         for _ in 0..4 {
-            assert_eq!(book.verify("a@b.org", wrong, t0), Err(ErrorCode::OtpInvalid));
+            assert_eq!(
+                book.verify("a@b.org", wrong, t0),
+                Err(ErrorCode::OtpInvalid)
+            );
         }
-        assert_eq!(book.verify("a@b.org", wrong, t0), Err(ErrorCode::OtpTooManyAttempts));
-        assert_eq!(book.verify("a@b.org", &code, t0), Err(ErrorCode::OtpTooManyAttempts), "void now");
+        assert_eq!(
+            book.verify("a@b.org", wrong, t0),
+            Err(ErrorCode::OtpTooManyAttempts)
+        );
+        assert_eq!(
+            book.verify("a@b.org", &code, t0),
+            Err(ErrorCode::OtpTooManyAttempts),
+            "void now"
+        );
     }
 
     #[test]
@@ -121,11 +152,18 @@ mod tests {
         let t0 = Instant::now();
         let mut book = OtpBook::new(b"secret", OTP_TTL);
         let code = book.issue("a@b.org", t0).unwrap();
-        assert_eq!(book.verify("a@b.org", &code, t0 + OTP_TTL), Err(ErrorCode::OtpExpired));
+        assert_eq!(
+            book.verify("a@b.org", &code, t0 + OTP_TTL),
+            Err(ErrorCode::OtpExpired)
+        );
         let old = book.issue("a@b.org", t0).unwrap();
         let new = book.issue("a@b.org", t0).unwrap();
         if old != new {
-            assert_eq!(book.verify("a@b.org", &old, t0), Err(ErrorCode::OtpInvalid), "old code is void");
+            assert_eq!(
+                book.verify("a@b.org", &old, t0),
+                Err(ErrorCode::OtpInvalid),
+                "old code is void"
+            );
         }
         assert_eq!(book.verify("a@b.org", &new, t0), Ok(()));
     }

@@ -31,12 +31,17 @@ pub struct RateLimiter<K> {
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// A limiter for `quota` holding at most `max_keys` buckets.
     pub fn new(quota: Quota, max_keys: usize) -> Self {
-        RateLimiter { quota, max_keys, buckets: HashMap::new() }
+        RateLimiter {
+            quota,
+            max_keys,
+            buckets: HashMap::new(),
+        }
     }
 
     fn refill(&self, b: &mut Bucket, now: Instant) {
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * f64::from(self.quota.per_minute) / 60.0).min(f64::from(self.quota.burst));
+        b.tokens = (b.tokens + elapsed * f64::from(self.quota.per_minute) / 60.0)
+            .min(f64::from(self.quota.burst));
         b.at = now;
     }
 
@@ -52,7 +57,13 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             if self.buckets.len() >= self.max_keys {
                 return Err(Duration::from_secs(1));
             }
-            self.buckets.insert(key.clone(), Bucket { tokens: f64::from(self.quota.burst), at: now });
+            self.buckets.insert(
+                key.clone(),
+                Bucket {
+                    tokens: f64::from(self.quota.burst),
+                    at: now,
+                },
+            );
         }
         let quota = self.quota;
         let Some(mut bucket) = self.buckets.get(key).copied() else {
@@ -86,22 +97,40 @@ mod tests {
     #[test]
     fn burst_then_refill() {
         let t0 = Instant::now();
-        let mut rl = RateLimiter::new(Quota { burst: 3, per_minute: 60 }, 10);
+        let mut rl = RateLimiter::new(
+            Quota {
+                burst: 3,
+                per_minute: 60,
+            },
+            10,
+        );
         for _ in 0..3 {
             assert!(rl.check(&"k", t0).is_ok());
         }
         assert!(rl.check(&"k", t0).is_err(), "burst exhausted");
         assert!(rl.check(&"other", t0).is_ok(), "keys are independent");
-        assert!(rl.check(&"k", t0 + Duration::from_millis(1100)).is_ok(), "one token per second refills");
+        assert!(
+            rl.check(&"k", t0 + Duration::from_millis(1100)).is_ok(),
+            "one token per second refills"
+        );
     }
 
     #[test]
     fn key_table_is_bounded() {
         let t0 = Instant::now();
-        let mut rl = RateLimiter::new(Quota { burst: 2, per_minute: 1 }, 2);
+        let mut rl = RateLimiter::new(
+            Quota {
+                burst: 2,
+                per_minute: 1,
+            },
+            2,
+        );
         assert!(rl.check(&1, t0).is_ok());
         assert!(rl.check(&2, t0).is_ok());
         assert!(rl.check(&3, t0).is_err(), "no room and nothing evictable");
-        assert!(rl.check(&3, t0 + Duration::from_secs(600)).is_ok(), "refilled buckets are evicted");
+        assert!(
+            rl.check(&3, t0 + Duration::from_secs(600)).is_ok(),
+            "refilled buckets are evicted"
+        );
     }
 }

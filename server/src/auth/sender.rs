@@ -59,15 +59,24 @@ pub struct FileSender {
 impl FileSender {
     /// A sender appending to `path`.
     pub fn new(path: PathBuf) -> Self {
-        FileSender { path, lock: Mutex::new(()) }
+        FileSender {
+            path,
+            lock: Mutex::new(()),
+        }
     }
 }
 
 #[async_trait]
 impl OtpSender for FileSender {
     async fn send(&self, identifier: &str, code: &str) -> Result<(), SendError> {
-        let _guard = self.lock.lock().map_err(|_| SendError::Webhook("poisoned lock".into()))?;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let _guard = self
+            .lock
+            .lock()
+            .map_err(|_| SendError::Webhook("poisoned lock".into()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         writeln!(f, "{identifier} {code}")?;
         f.flush()?;
         Ok(())
@@ -82,19 +91,27 @@ impl OtpSender for FileSender {
 #[derive(Debug)]
 pub struct WebhookSender {
     url: hyper::Uri,
-    client: Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>,
+    client: Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    >,
 }
 
 impl WebhookSender {
     /// A sender posting to `url` (http or https).
     pub fn new(url: &str) -> Result<Self, SendError> {
-        let url: hyper::Uri = url.parse().map_err(|e| SendError::Webhook(format!("bad URL: {e}")))?;
+        let url: hyper::Uri = url
+            .parse()
+            .map_err(|e| SendError::Webhook(format!("bad URL: {e}")))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
             .build();
-        Ok(WebhookSender { url, client: Client::builder(TokioExecutor::new()).build(connector) })
+        Ok(WebhookSender {
+            url,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
     }
 }
 
@@ -106,12 +123,16 @@ impl OtpSender for WebhookSender {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| SendError::Webhook(e.to_string()))?;
-        let resp = tokio::time::timeout(std::time::Duration::from_secs(10), self.client.request(req))
-            .await
-            .map_err(|_| SendError::Webhook("timed out".into()))?
-            .map_err(|e| SendError::Webhook(e.to_string()))?;
+        let resp =
+            tokio::time::timeout(std::time::Duration::from_secs(10), self.client.request(req))
+                .await
+                .map_err(|_| SendError::Webhook("timed out".into()))?
+                .map_err(|e| SendError::Webhook(e.to_string()))?;
         if !resp.status().is_success() {
-            return Err(SendError::Webhook(format!("gateway answered {}", resp.status())));
+            return Err(SendError::Webhook(format!(
+                "gateway answered {}",
+                resp.status()
+            )));
         }
         Ok(())
     }

@@ -42,7 +42,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,7 +72,12 @@ impl TokenIssuer {
     }
 
     /// Like [`TokenIssuer::issue`] with another audience (tests use it to check audience pinning).
-    pub fn issue_with(&self, session: SessionInfo, now_s: u64, audience: &str) -> Result<(String, u64), ErrorCode> {
+    pub fn issue_with(
+        &self,
+        session: SessionInfo,
+        now_s: u64,
+        audience: &str,
+    ) -> Result<(String, u64), ErrorCode> {
         let key = self.keys.first().ok_or(ErrorCode::Internal)?;
         let exp = now_s + self.access_ttl_s;
         let claims = Claims {
@@ -95,19 +102,34 @@ impl TokenIssuer {
             return Err(ErrorCode::InvalidToken);
         }
         let kid = header.kid.ok_or(ErrorCode::InvalidToken)?;
-        let key = self.keys.iter().find(|k| k.kid == kid).ok_or(ErrorCode::InvalidToken)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or(ErrorCode::InvalidToken)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
-        let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key.secret), &validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => ErrorCode::TokenExpired,
-                _ => ErrorCode::InvalidToken,
-            })?;
-        let user = data.claims.sub.parse::<u64>().map_err(|_| ErrorCode::InvalidToken)?;
-        Ok(SessionInfo { user_id: UserId(user), device_id: DeviceId(data.claims.did) })
+        let data = jsonwebtoken::decode::<Claims>(
+            token,
+            &DecodingKey::from_secret(&key.secret),
+            &validation,
+        )
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => ErrorCode::TokenExpired,
+            _ => ErrorCode::InvalidToken,
+        })?;
+        let user = data
+            .claims
+            .sub
+            .parse::<u64>()
+            .map_err(|_| ErrorCode::InvalidToken)?;
+        Ok(SessionInfo {
+            user_id: UserId(user),
+            device_id: DeviceId(data.claims.did),
+        })
     }
 }
 
@@ -133,14 +155,27 @@ mod tests {
     use super::*;
 
     fn issuer(secret: &[u8]) -> TokenIssuer {
-        TokenIssuer::new(vec![SigningKey { kid: "k1".into(), secret: secret.to_vec() }], 300).unwrap()
+        TokenIssuer::new(
+            vec![SigningKey {
+                kid: "k1".into(),
+                secret: secret.to_vec(),
+            }],
+            300,
+        )
+        .unwrap()
     }
 
     fn now_s() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
     }
 
-    const S: SessionInfo = SessionInfo { user_id: UserId(7), device_id: DeviceId(9) };
+    const S: SessionInfo = SessionInfo {
+        user_id: UserId(7),
+        device_id: DeviceId(9),
+    };
 
     #[test]
     fn round_trip_binds_user_and_device() {

@@ -79,7 +79,11 @@ async fn two_users_in_a_chat(store: &dyn Storage) -> (UserId, UserId, ChatId) {
 pub async fn users_and_devices(open: Opener<'_>) {
     let (store, _) = fresh(open);
     let a = store.upsert_user("a@example.org", 1).await.unwrap();
-    assert_eq!(store.upsert_user("a@example.org", 2).await.unwrap(), a, "upsert must find the user");
+    assert_eq!(
+        store.upsert_user("a@example.org", 2).await.unwrap(),
+        a,
+        "upsert must find the user"
+    );
     let b = store.upsert_user("b@example.org", 1).await.unwrap();
     assert_ne!(a, b, "different identifiers are different users");
     assert!(store.user_exists(a).await.unwrap());
@@ -89,18 +93,43 @@ pub async fn users_and_devices(open: Opener<'_>) {
     assert_ne!(d1.device_id, d2.device_id);
     let listed = store.devices(a).await.unwrap();
     assert_eq!(listed.len(), 2);
-    assert!(store.devices(b).await.unwrap().is_empty(), "devices are per user");
+    assert!(
+        store.devices(b).await.unwrap().is_empty(),
+        "devices are per user"
+    );
     assert!(store.revoke_device(a, d1.device_id).await.unwrap());
-    assert!(store.device(a, d1.device_id).await.unwrap().unwrap().revoked);
-    assert!(!store.device(a, d2.device_id).await.unwrap().unwrap().revoked);
-    assert!(!store.revoke_device(b, d2.device_id).await.unwrap(), "cannot revoke another user's device");
+    assert!(
+        store
+            .device(a, d1.device_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    assert!(
+        !store
+            .device(a, d2.device_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    assert!(
+        !store.revoke_device(b, d2.device_id).await.unwrap(),
+        "cannot revoke another user's device"
+    );
     assert!(store.device(b, d2.device_id).await.unwrap().is_none());
 }
 
 /// Taking a refresh token twice shows the reuse.
 pub async fn refresh_tokens_are_single_use(open: Opener<'_>) {
     let (store, _) = fresh(open);
-    let rec = RefreshRecord { user_id: UserId(1), device_id: DeviceId(2), expires_ms: 10, used: false };
+    let rec = RefreshRecord {
+        user_id: UserId(1),
+        device_id: DeviceId(2),
+        expires_ms: 10,
+        used: false,
+    };
     store.put_refresh_token([7; 32], rec.clone()).await.unwrap();
     let first = store.take_refresh_token([7; 32]).await.unwrap().unwrap();
     assert!(!first.used, "first take sees an unused token");
@@ -114,12 +143,18 @@ pub async fn direct_chats_are_unique_per_pair(open: Opener<'_>) {
     let (store, sink) = fresh(open);
     let (a, b, chat) = two_users_in_a_chat(store.as_ref()).await;
     let again = store.open_direct_chat(b, a, 2).await.unwrap();
-    assert_eq!(again.chat_id, chat, "opening from the other side finds the same chat");
+    assert_eq!(
+        again.chat_id, chat,
+        "opening from the other side finds the same chat"
+    );
     assert_eq!(again.members, vec![a, b]);
     assert_eq!(store.user_chats(a).await.unwrap(), vec![chat]);
     assert_eq!(store.user_chats(b).await.unwrap(), vec![chat]);
-    let joined: Vec<_> =
-        sink.seen().into_iter().filter(|(_, u)| matches!(u.kind, UpdateKind::ChatJoined(_))).collect();
+    let joined: Vec<_> = sink
+        .seen()
+        .into_iter()
+        .filter(|(_, u)| matches!(u.kind, UpdateKind::ChatJoined(_)))
+        .collect();
     assert_eq!(joined.len(), 2, "each member gets one ChatJoined update");
     assert!(store.chat(ChatId(424_242)).await.unwrap().is_none());
 }
@@ -133,7 +168,10 @@ pub async fn concurrent_appends_get_dense_seqs(open: Opener<'_>) {
     for i in 0..n {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.append_message(new_message(chat, a, DeviceId(1), i)).await.unwrap()
+            store
+                .append_message(new_message(chat, a, DeviceId(1), i))
+                .await
+                .unwrap()
         }));
     }
     let mut seqs = Vec::new();
@@ -141,11 +179,18 @@ pub async fn concurrent_appends_get_dense_seqs(open: Opener<'_>) {
         seqs.push(t.await.unwrap().message.seq);
     }
     seqs.sort_unstable();
-    assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "seqs must be dense and unique");
+    assert_eq!(
+        seqs,
+        (1..=n).collect::<Vec<_>>(),
+        "seqs must be dense and unique"
+    );
     assert_eq!(store.last_seq(chat).await.unwrap(), n);
     let page = store.messages(chat, 1, 50).await.unwrap();
     assert_eq!(page.len(), 50);
-    assert!(page.windows(2).all(|w| w[1].seq == w[0].seq + 1), "messages come in seq order");
+    assert!(
+        page.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "messages come in seq order"
+    );
     let tail = store.messages(chat, n - 4, 50).await.unwrap();
     assert_eq!(tail.len(), 5);
 }
@@ -154,12 +199,24 @@ pub async fn concurrent_appends_get_dense_seqs(open: Opener<'_>) {
 pub async fn appends_are_idempotent(open: Opener<'_>) {
     let (store, _) = fresh(open);
     let (a, _b, chat) = two_users_in_a_chat(store.as_ref()).await;
-    let first = store.append_message(new_message(chat, a, DeviceId(1), 42)).await.unwrap();
+    let first = store
+        .append_message(new_message(chat, a, DeviceId(1), 42))
+        .await
+        .unwrap();
     assert!(!first.duplicate);
-    let again = store.append_message(new_message(chat, a, DeviceId(1), 42)).await.unwrap();
+    let again = store
+        .append_message(new_message(chat, a, DeviceId(1), 42))
+        .await
+        .unwrap();
     assert!(again.duplicate, "a retried send is recognised");
-    assert_eq!(again.message, first.message, "a retry returns the original message");
-    let other_device = store.append_message(new_message(chat, a, DeviceId(2), 42)).await.unwrap();
+    assert_eq!(
+        again.message, first.message,
+        "a retry returns the original message"
+    );
+    let other_device = store
+        .append_message(new_message(chat, a, DeviceId(2), 42))
+        .await
+        .unwrap();
     assert!(!other_device.duplicate, "keys are per device");
     assert_eq!(store.last_seq(chat).await.unwrap(), 2);
 }
@@ -169,12 +226,28 @@ pub async fn non_members_cannot_append_or_receipt(open: Opener<'_>) {
     let (store, _) = fresh(open);
     let (_a, _b, chat) = two_users_in_a_chat(store.as_ref()).await;
     let outsider = store.upsert_user("+15550000003", 1).await.unwrap();
-    let err = store.append_message(new_message(chat, outsider, DeviceId(9), 1)).await.unwrap_err();
+    let err = store
+        .append_message(new_message(chat, outsider, DeviceId(9), 1))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StorageError::ChatNotFound), "got {err:?}");
-    let missing = store.append_message(new_message(ChatId(777), outsider, DeviceId(9), 2)).await.unwrap_err();
-    assert!(matches!(missing, StorageError::ChatNotFound), "got {missing:?}");
-    assert!(matches!(store.ack(chat, outsider, 0).await, Err(StorageError::ChatNotFound)));
-    assert_eq!(store.last_seq(chat).await.unwrap(), 0, "nothing was written");
+    let missing = store
+        .append_message(new_message(ChatId(777), outsider, DeviceId(9), 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, StorageError::ChatNotFound),
+        "got {missing:?}"
+    );
+    assert!(matches!(
+        store.ack(chat, outsider, 0).await,
+        Err(StorageError::ChatNotFound)
+    ));
+    assert_eq!(
+        store.last_seq(chat).await.unwrap(),
+        0,
+        "nothing was written"
+    );
 }
 
 /// Watermarks max-merge and keep `read <= delivered <= last seq`.
@@ -182,7 +255,10 @@ pub async fn receipts_only_move_forward(open: Opener<'_>) {
     let (store, _) = fresh(open);
     let (a, b, chat) = two_users_in_a_chat(store.as_ref()).await;
     for i in 0..5 {
-        store.append_message(new_message(chat, a, DeviceId(1), i)).await.unwrap();
+        store
+            .append_message(new_message(chat, a, DeviceId(1), i))
+            .await
+            .unwrap();
     }
     let r = store.ack(chat, b, 3).await.unwrap();
     assert!(r.changed);
@@ -191,9 +267,16 @@ pub async fn receipts_only_move_forward(open: Opener<'_>) {
     assert!(!back.changed, "an older ack changes nothing");
     assert_eq!(back.receipt.delivered_seq, 3);
     let read = store.mark_read(chat, b, 4).await.unwrap();
-    assert_eq!((read.receipt.delivered_seq, read.receipt.read_seq), (4, 4), "read implies delivered");
+    assert_eq!(
+        (read.receipt.delivered_seq, read.receipt.read_seq),
+        (4, 4),
+        "read implies delivered"
+    );
     let err = store.mark_read(chat, b, 6).await.unwrap_err();
-    assert!(matches!(err, StorageError::SeqOutOfRange { seq: 6, last: 5 }), "got {err:?}");
+    assert!(
+        matches!(err, StorageError::SeqOutOfRange { seq: 6, last: 5 }),
+        "got {err:?}"
+    );
     let all = store.receipts(chat).await.unwrap();
     let rb = all.iter().find(|r| r.user_id == b).unwrap();
     assert_eq!((rb.delivered_seq, rb.read_seq), (4, 4));
@@ -206,7 +289,10 @@ pub async fn update_log_matches_sink(open: Opener<'_>) {
     let (store, sink) = fresh(open);
     let (a, b, chat) = two_users_in_a_chat(store.as_ref()).await;
     for i in 0..10 {
-        store.append_message(new_message(chat, a, DeviceId(1), i)).await.unwrap();
+        store
+            .append_message(new_message(chat, a, DeviceId(1), i))
+            .await
+            .unwrap();
     }
     store.ack(chat, b, 10).await.unwrap();
     for user in [a, b] {
@@ -219,10 +305,18 @@ pub async fn update_log_matches_sink(open: Opener<'_>) {
             log.extend(page);
         }
         let pts: Vec<_> = log.iter().map(|u| u.pts).collect();
-        assert_eq!(pts, (1..=log.len() as u64).collect::<Vec<_>>(), "pts is dense for {user}");
+        assert_eq!(
+            pts,
+            (1..=log.len() as u64).collect::<Vec<_>>(),
+            "pts is dense for {user}"
+        );
         assert_eq!(store.latest_pts(user).await.unwrap(), log.len() as u64);
-        let sunk: Vec<_> =
-            sink.seen().into_iter().filter(|(u, _)| *u == user).map(|(_, u)| without_last_seq(u)).collect();
+        let sunk: Vec<_> = sink
+            .seen()
+            .into_iter()
+            .filter(|(u, _)| *u == user)
+            .map(|(_, u)| without_last_seq(u))
+            .collect();
         let log_now: Vec<_> = log.iter().cloned().map(without_last_seq).collect();
         assert_eq!(sunk, log_now, "the sink saw the log of {user}, in order");
         assert_eq!(log.len(), 1 + 10 + 1, "joined, ten messages, one receipt");

@@ -17,7 +17,8 @@ mod record;
 
 use async_trait::async_trait;
 use tern_protocol::{
-    ChatId, ChatInfo, ClientMsgId, DeviceId, Message, MessageBody, Pts, Receipt, Seq, Update, UserId,
+    ChatId, ChatInfo, ClientMsgId, DeviceId, Message, MessageBody, Pts, Receipt, Seq, Update,
+    UserId,
 };
 
 pub use record::{ChatRecord, DeviceRecord, RefreshRecord};
@@ -117,7 +118,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Whether the user exists.
     async fn user_exists(&self, user: UserId) -> StorageResult<bool>;
     /// Registers a new device for the user.
-    async fn create_device(&self, user: UserId, name: &str, now_ms: u64) -> StorageResult<DeviceRecord>;
+    async fn create_device(
+        &self,
+        user: UserId,
+        name: &str,
+        now_ms: u64,
+    ) -> StorageResult<DeviceRecord>;
     /// One device.
     async fn device(&self, user: UserId, device: DeviceId) -> StorageResult<Option<DeviceRecord>>;
     /// All of a user's devices.
@@ -163,7 +169,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Max-merges a member's delivered watermark.
     async fn ack(&self, chat: ChatId, user: UserId, upto: Seq) -> StorageResult<ReceiptChange>;
     /// Max-merges a member's read watermark (and delivered, since read implies delivered).
-    async fn mark_read(&self, chat: ChatId, user: UserId, upto: Seq) -> StorageResult<ReceiptChange>;
+    async fn mark_read(
+        &self,
+        chat: ChatId,
+        user: UserId,
+        upto: Seq,
+    ) -> StorageResult<ReceiptChange>;
     /// Every member's watermarks.
     async fn receipts(&self, chat: ChatId) -> StorageResult<Vec<Receipt>>;
 

@@ -64,6 +64,11 @@ impl ChatRecord {
 
     /// The wire view, with the chat's current last seq.
     pub fn info(&self, last_seq: Seq) -> ChatInfo {
-        ChatInfo { chat_id: self.chat_id, kind: self.kind, members: self.members.clone(), last_seq }
+        ChatInfo {
+            chat_id: self.chat_id,
+            kind: self.kind,
+            members: self.members.clone(),
+            last_seq,
+        }
     }
 }

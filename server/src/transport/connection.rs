@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tern_protocol::codec::{self, FrameDecoder};
-use tern_protocol::limits::{MAX_FRAME_LEN, MAX_IN_FLIGHT_REQUESTS};
+use tern_protocol::limits::{MAX_FRAME_LEN, MAX_IN_FLIGHT_REQUESTS, MAX_SYNC_PAGE};
 use tern_protocol::session::{HELLO_TIMEOUT, ServerSession, SessionInput};
 use tern_protocol::{
-    ErrorBody, ErrorCode, Frame, Hello, PROTOCOL_VERSION, Request, ServerLimits, SessionInfo, Welcome,
+    ErrorBody, ErrorCode, Event, Frame, Hello, PROTOCOL_VERSION, Request, ServerLimits,
+    SessionInfo, SyncCursor, Welcome,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -38,8 +39,14 @@ pub async fn serve(conn: Connection, services: Services) {
             let mut c = ConnTask::new(conn.clone(), remote, services.clone(), send);
             c.run(recv).await;
         }
-        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "connection ended before its control stream"),
-        Err(_) => close(&conn, ErrorCode::HandshakeRequired, "no control stream opened in time"),
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "connection ended before its control stream")
+        }
+        Err(_) => close(
+            &conn,
+            ErrorCode::HandshakeRequired,
+            "no control stream opened in time",
+        ),
     }
     services.metrics.connections.get_or_create(&shard).dec();
 }
@@ -134,10 +141,10 @@ impl ConnTask {
     async fn shutdown(&mut self, error: ErrorBody) {
         let code = error.code;
         tracing::debug!(remote = %self.remote, %error, "closing connection");
-        if let Ok(bytes) = codec::encode_to_vec(&Frame::Error(error.clone())) {
-            if let Some(tx) = &self.outbound {
-                let _ = tx.try_send(Bytes::from(bytes));
-            }
+        if let Ok(bytes) = codec::encode_to_vec(&Frame::Error(error.clone()))
+            && let Some(tx) = &self.outbound
+        {
+            let _ = tx.try_send(Bytes::from(bytes));
         }
         self.outbound = None;
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
@@ -157,7 +164,11 @@ impl ConnTask {
                 Ok(None) => return None,
                 Err(e) => return Some(ErrorBody::new(e.code(), e.to_string())),
             };
-            self.services.metrics.frames_in.get_or_create(&Metrics::shard(0)).inc();
+            self.services
+                .metrics
+                .frames_in
+                .get_or_create(&Metrics::shard(0))
+                .inc();
             match self.session.handle_frame(frame) {
                 Err(violation) => return Some(violation.0),
                 Ok(SessionInput::Hello(hello)) => {
@@ -165,37 +176,67 @@ impl ConnTask {
                         return Some(e);
                     }
                 }
-                Ok(SessionInput::Refused { req_id, error }) => self.respond(req_id, Err(error)).await,
+                Ok(SessionInput::Refused { req_id, error }) => {
+                    self.respond(req_id, Err(error)).await
+                }
                 Ok(SessionInput::Request { req_id, body }) => self.on_request(req_id, body).await,
             }
         }
     }
 
     async fn on_hello(&mut self, hello: Hello) -> Result<(), ErrorBody> {
-        let mut latest_pts = None;
-        if let Some(token) = &hello.auth {
-            let session = self.services.auth.authenticate(token).await?;
-            self.authenticated(session);
-            latest_pts = Some(self.services.chat.latest_pts(session.user_id).await?);
+        let session = match &hello.auth {
+            Some(token) => Some(self.services.auth.authenticate(token).await?),
+            None => None,
+        };
+        let latest_pts = match session {
+            Some(s) => Some(self.services.chat.latest_pts(s.user_id).await?),
+            None => None,
+        };
+        if let Some(s) = session {
+            self.session.authenticate(s);
         }
-        self.services.metrics.handshakes.get_or_create(&Metrics::shard(0)).inc();
+        self.services
+            .metrics
+            .handshakes
+            .get_or_create(&Metrics::shard(0))
+            .inc();
         let welcome = Welcome {
             protocol_version: PROTOCOL_VERSION,
             server: format!("tern-server/{}", env!("CARGO_PKG_VERSION")),
-            session: self.session.session(),
+            session,
             limits: ServerLimits::protocol_defaults(self.services.idle_timeout_ms),
             latest_pts,
             server_time_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
         };
+        // Welcome goes first; live updates start only after it is queued.
         self.send_frame(&Frame::Welcome(welcome)).await;
+        if let (Some(s), Some(announced)) = (session, latest_pts) {
+            self.authenticated(s);
+            // Updates committed between reading `latest_pts` and registering were neither
+            // announced nor pushed: push them now so the client does not wait for the next one.
+            let now = self.services.chat.latest_pts(s.user_id).await?;
+            if now > announced {
+                let page = self
+                    .services
+                    .chat
+                    .sync(s, SyncCursor { pts: announced }, MAX_SYNC_PAGE)
+                    .await?;
+                for update in page.updates {
+                    self.send_frame(&Frame::Event(Event::Update(update))).await;
+                }
+            }
+        }
         Ok(())
     }
 
     fn authenticated(&mut self, session: SessionInfo) {
         self.session.authenticate(session);
-        let Some(outbound) = self.outbound.clone() else { return };
+        let Some(outbound) = self.outbound.clone() else {
+            return;
+        };
         self.services.router.register(
             session.user_id,
             ConnHandle {
@@ -209,7 +250,10 @@ impl ConnTask {
     }
 
     async fn on_request(&mut self, req_id: u32, body: Request) {
-        let caller = Caller { session: self.session.session(), addr: self.remote.ip() };
+        let caller = Caller {
+            session: self.session.session(),
+            addr: self.remote.ip(),
+        };
         // Requests that change the session run inline so later frames see the new state.
         if caller.session.is_none() {
             let (result, change) = self.services.handle(caller, body).await;
@@ -225,12 +269,18 @@ impl ConnTask {
             return;
         }
         let services = self.services.clone();
-        let Some(outbound) = self.outbound.clone() else { return };
+        let Some(outbound) = self.outbound.clone() else {
+            return;
+        };
         self.in_flight.spawn(async move {
             let (result, _) = services.handle(caller, body).await;
             let frame = Frame::Response { req_id, result };
             if let Some(bytes) = encode(&frame) {
-                services.metrics.frames_out.get_or_create(&Metrics::shard(0)).inc();
+                services
+                    .metrics
+                    .frames_out
+                    .get_or_create(&Metrics::shard(0))
+                    .inc();
                 let _ = outbound.send(bytes).await;
             }
         });
@@ -241,18 +291,36 @@ impl ConnTask {
     }
 
     async fn send_frame(&mut self, frame: &Frame) {
-        let (Some(tx), Some(bytes)) = (&self.outbound, encode(frame)) else { return };
-        self.services.metrics.frames_out.get_or_create(&Metrics::shard(0)).inc();
+        let (Some(tx), Some(bytes)) = (&self.outbound, encode(frame)) else {
+            return;
+        };
+        self.services
+            .metrics
+            .frames_out
+            .get_or_create(&Metrics::shard(0))
+            .inc();
         let _ = tx.send(bytes).await;
     }
 }
 
+/// Encodes a server frame. A response that cannot be encoded (it would exceed the frame limit)
+/// becomes an `Internal` error response, so every request still gets exactly one answer.
 fn encode(frame: &Frame) -> Option<Bytes> {
     match codec::encode_to_vec(frame) {
         Ok(b) => Some(Bytes::from(b)),
         Err(e) => {
             tracing::error!(error = %e, "a server frame did not encode");
-            None
+            let Frame::Response { req_id, .. } = frame else {
+                return None;
+            };
+            let fallback = Frame::Response {
+                req_id: *req_id,
+                result: Err(ErrorBody::new(
+                    ErrorCode::Internal,
+                    "the answer did not fit in a frame",
+                )),
+            };
+            codec::encode_to_vec(&fallback).ok().map(Bytes::from)
         }
     }
 }

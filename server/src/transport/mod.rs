@@ -61,7 +61,8 @@ pub fn bind(
         .max_concurrent_bidi_streams(VarInt::from_u32(4))
         .max_concurrent_uni_streams(VarInt::from_u32(4))
         .max_idle_timeout(Some(
-            IdleTimeout::try_from(settings.idle_timeout).map_err(|e| TransportError::Config(e.to_string()))?,
+            IdleTimeout::try_from(settings.idle_timeout)
+                .map_err(|e| TransportError::Config(e.to_string()))?,
         ))
         .datagram_receive_buffer_size(Some(64 * 1024));
     server.transport_config(Arc::new(transport));
@@ -75,23 +76,41 @@ pub fn bind(
     cid_key.copy_from_slice(&cid_tag.as_ref()[..8]);
     let cid_key = u64::from_le_bytes(cid_key);
     let mut endpoint_config = EndpointConfig::new(Arc::new(key));
-    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
-    let socket = std::net::UdpSocket::bind(settings.listen)
-        .map_err(|source| TransportError::Bind { addr: settings.listen, source })?;
-    Endpoint::new(endpoint_config, Some(server), socket, Arc::new(quinn::TokioRuntime))
-        .map_err(|source| TransportError::Bind { addr: settings.listen, source })
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    let socket =
+        std::net::UdpSocket::bind(settings.listen).map_err(|source| TransportError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    Endpoint::new(
+        endpoint_config,
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| TransportError::Bind {
+        addr: settings.listen,
+        source,
+    })
 }
 
 /// Accepts connections until the endpoint is closed, serving each on its own task.
 pub async fn accept_loop(endpoint: Endpoint, services: Services, max_connections: usize) {
     while let Some(incoming) = endpoint.accept().await {
-        if services.metrics.connections.get_or_create(&crate::metrics::Metrics::shard(0)).get()
+        if services
+            .metrics
+            .connections
+            .get_or_create(&crate::metrics::Metrics::shard(0))
+            .get()
             >= max_connections as i64
         {
             incoming.refuse();
             continue;
         }
-        if !incoming.remote_address_validated() && endpoint.open_connections() > max_connections / 2 {
+        if !incoming.remote_address_validated() && endpoint.open_connections() > max_connections / 2
+        {
             // Under load, make unvalidated clients prove their address before we spend a handshake.
             let _ = incoming.retry();
             continue;

@@ -47,11 +47,17 @@ pub fn fingerprint(der: &[u8]) -> String {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    std::fs::write(path, bytes).map_err(|source| TlsError::Io { path: path.to_owned(), source })
+    std::fs::write(path, bytes).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn from_pem(cert_path: &Path, key_path: &Path) -> Result<ServerIdentity, TlsError> {
@@ -59,13 +65,25 @@ fn from_pem(cert_path: &Path, key_path: &Path) -> Result<ServerIdentity, TlsErro
     let key_pem = read(key_path)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::Io { path: cert_path.to_owned(), source })?;
+        .map_err(|source| TlsError::Io {
+            path: cert_path.to_owned(),
+            source,
+        })?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|source| TlsError::Io { path: key_path.to_owned(), source })?
+        .map_err(|source| TlsError::Io {
+            path: key_path.to_owned(),
+            source,
+        })?
         .ok_or_else(|| TlsError::Empty(key_path.to_owned()))?;
-    let leaf = certs.first().ok_or_else(|| TlsError::Empty(cert_path.to_owned()))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| TlsError::Empty(cert_path.to_owned()))?;
     let fingerprint = fingerprint(leaf);
-    Ok(ServerIdentity { certs, key, fingerprint })
+    Ok(ServerIdentity {
+        certs,
+        key,
+        fingerprint,
+    })
 }
 
 /// Loads the operator's certificate and key (PEM).
@@ -79,14 +97,21 @@ pub fn dev_identity(data_dir: &Path) -> Result<ServerIdentity, TlsError> {
     let cert_path = data_dir.join("dev-cert.pem");
     let key_path = data_dir.join("dev-key.pem");
     if !cert_path.exists() || !key_path.exists() {
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-        let generated =
-            rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+        let names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        let generated = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
         write(&key_path, generated.signing_key.serialize_pem().as_bytes())?;
         write(&cert_path, generated.cert.pem().as_bytes())?;
     }
     let identity = from_pem(&cert_path, &key_path)?;
-    write(&data_dir.join("dev-cert.sha256"), format!("{}\n", identity.fingerprint).as_bytes())?;
+    write(
+        &data_dir.join("dev-cert.sha256"),
+        format!("{}\n", identity.fingerprint).as_bytes(),
+    )?;
     Ok(identity)
 }
 

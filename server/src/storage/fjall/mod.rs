@@ -13,15 +13,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tern_protocol::{ChatId, ChatInfo, DeviceId, Message, Pts, Receipt, Seq, Update, UpdateKind, UserId};
+use tern_protocol::{
+    ChatId, ChatInfo, DeviceId, Message, Pts, Receipt, Seq, Update, UpdateKind, UserId,
+};
 use tokio::sync::{mpsc, oneshot};
 
-use self::tables::{Counter, ReceiptRow, StoredUpdate, Table, Tables, backend, decode, key2, split_key2};
+use self::tables::{
+    Counter, ReceiptRow, StoredUpdate, Table, Tables, backend, decode, key2, split_key2,
+};
 pub use self::writer::CommitObserver;
 use self::writer::{Command, Completion, Txn};
 use super::{
-    Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, Storage, StorageError,
-    StorageResult, UpdateSink,
+    Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, Storage,
+    StorageError, StorageResult, UpdateSink,
 };
 
 /// The fjall-backed store. Cheap to share behind an `Arc`; one process per data directory.
@@ -61,7 +65,10 @@ impl FjallStorage {
                 let _ = tx.send(answer);
             })
         });
-        self.writer.send(Command::Job(job)).await.map_err(|_| StorageError::Closed)?;
+        self.writer
+            .send(Command::Job(job))
+            .await
+            .map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
     }
 
@@ -71,7 +78,10 @@ impl FjallStorage {
     }
 
     fn chat_record(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
-        self.tables.get(Table::Chats, &chat.0.to_be_bytes())?.map(|b| decode("chats", &b)).transpose()
+        self.tables
+            .get(Table::Chats, &chat.0.to_be_bytes())?
+            .map(|b| decode("chats", &b))
+            .transpose()
     }
 
     fn message(&self, chat: ChatId, seq: Seq) -> StorageResult<Message> {
@@ -90,20 +100,30 @@ impl Storage for FjallStorage {
             return Ok(UserId(tables::decode_u64(&v)?));
         }
         let identifier = identifier.to_owned();
-        self.write(move |txn| writes::upsert_user(txn, &identifier)).await
+        self.write(move |txn| writes::upsert_user(txn, &identifier))
+            .await
     }
 
     async fn user_exists(&self, user: UserId) -> StorageResult<bool> {
         Ok(user.0 >= 1 && user.0 <= self.tables.counter(&Counter::NextUser.key())?)
     }
 
-    async fn create_device(&self, user: UserId, name: &str, now_ms: u64) -> StorageResult<DeviceRecord> {
+    async fn create_device(
+        &self,
+        user: UserId,
+        name: &str,
+        now_ms: u64,
+    ) -> StorageResult<DeviceRecord> {
         let name = name.to_owned();
-        self.write(move |txn| writes::create_device(txn, user, &name, now_ms)).await
+        self.write(move |txn| writes::create_device(txn, user, &name, now_ms))
+            .await
     }
 
     async fn device(&self, user: UserId, device: DeviceId) -> StorageResult<Option<DeviceRecord>> {
-        self.tables.get(Table::Devices, &key2(user.0, device.0))?.map(|b| decode("devices", &b)).transpose()
+        self.tables
+            .get(Table::Devices, &key2(user.0, device.0))?
+            .map(|b| decode("devices", &b))
+            .transpose()
     }
 
     async fn devices(&self, user: UserId) -> StorageResult<Vec<DeviceRecord>> {
@@ -117,11 +137,13 @@ impl Storage for FjallStorage {
     }
 
     async fn revoke_device(&self, user: UserId, device: DeviceId) -> StorageResult<bool> {
-        self.write(move |txn| writes::revoke_device(txn, user, device)).await
+        self.write(move |txn| writes::revoke_device(txn, user, device))
+            .await
     }
 
     async fn put_refresh_token(&self, hash: [u8; 32], record: RefreshRecord) -> StorageResult<()> {
-        self.write(move |txn| writes::put_refresh(txn, hash, &record)).await
+        self.write(move |txn| writes::put_refresh(txn, hash, &record))
+            .await
     }
 
     async fn take_refresh_token(&self, hash: [u8; 32]) -> StorageResult<Option<RefreshRecord>> {
@@ -133,7 +155,8 @@ impl Storage for FjallStorage {
         if let Some(v) = self.tables.get(Table::Direct, &key2(lo.0, hi.0))? {
             return self.chat_info(ChatId(tables::decode_u64(&v)?));
         }
-        self.write(move |txn| writes::open_direct(txn, a, b, now_ms)).await
+        self.write(move |txn| writes::open_direct(txn, a, b, now_ms))
+            .await
     }
 
     async fn chat(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
@@ -147,7 +170,9 @@ impl Storage for FjallStorage {
             &key2(user.0, u64::MAX),
             tern_protocol::limits::MAX_LIST_LEN,
         )?;
-        rows.iter().map(|(k, _)| split_key2(k).map(|(_, c)| ChatId(c))).collect()
+        rows.iter()
+            .map(|(k, _)| split_key2(k).map(|(_, c)| ChatId(c)))
+            .collect()
     }
 
     async fn last_seq(&self, chat: ChatId) -> StorageResult<Seq> {
@@ -172,15 +197,23 @@ impl Storage for FjallStorage {
         let Some(from) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
-        let rows =
-            self.tables.scan(Table::Updates, &key2(user.0, from), &key2(user.0, u64::MAX), limit as usize)?;
+        let rows = self.tables.scan(
+            Table::Updates,
+            &key2(user.0, from),
+            &key2(user.0, u64::MAX),
+            limit as usize,
+        )?;
         let mut out = Vec::with_capacity(rows.len());
         for (k, v) in rows {
             let (_, pts) = split_key2(&k)?;
             let kind = match decode::<StoredUpdate>("updates", &v)? {
-                StoredUpdate::Message { chat_id, seq } => UpdateKind::Message(self.message(chat_id, seq)?),
+                StoredUpdate::Message { chat_id, seq } => {
+                    UpdateKind::Message(self.message(chat_id, seq)?)
+                }
                 StoredUpdate::Receipt(r) => UpdateKind::Receipt(r),
-                StoredUpdate::ChatJoined { chat_id } => UpdateKind::ChatJoined(self.chat_info(chat_id)?),
+                StoredUpdate::ChatJoined { chat_id } => {
+                    UpdateKind::ChatJoined(self.chat_info(chat_id)?)
+                }
             };
             out.push(Update { pts, kind });
         }
@@ -192,11 +225,18 @@ impl Storage for FjallStorage {
     }
 
     async fn ack(&self, chat: ChatId, user: UserId, upto: Seq) -> StorageResult<ReceiptChange> {
-        self.write(move |txn| writes::receipt(txn, chat, user, upto, false)).await
+        self.write(move |txn| writes::receipt(txn, chat, user, upto, false))
+            .await
     }
 
-    async fn mark_read(&self, chat: ChatId, user: UserId, upto: Seq) -> StorageResult<ReceiptChange> {
-        self.write(move |txn| writes::receipt(txn, chat, user, upto, true)).await
+    async fn mark_read(
+        &self,
+        chat: ChatId,
+        user: UserId,
+        upto: Seq,
+    ) -> StorageResult<ReceiptChange> {
+        self.write(move |txn| writes::receipt(txn, chat, user, upto, true))
+            .await
     }
 
     async fn receipts(&self, chat: ChatId) -> StorageResult<Vec<Receipt>> {
@@ -209,14 +249,22 @@ impl Storage for FjallStorage {
                 .map(|b| decode("receipts", &b))
                 .transpose()?
                 .unwrap_or_default();
-            out.push(Receipt { chat_id: chat, user_id: member, delivered_seq: row.delivered, read_seq: row.read });
+            out.push(Receipt {
+                chat_id: chat,
+                user_id: member,
+                delivered_seq: row.delivered,
+                read_seq: row.read,
+            });
         }
         Ok(out)
     }
 
     async fn close(&self) -> StorageResult<()> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(Command::Close(tx)).await.map_err(|_| StorageError::Closed)?;
+        self.writer
+            .send(Command::Close(tx))
+            .await
+            .map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
     }
 }

@@ -61,7 +61,10 @@ pub(crate) enum Table {
 
 impl Tables {
     pub fn open(db: Database) -> StorageResult<Self> {
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(backend);
+        let ks = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(backend)
+        };
         Ok(Tables {
             identifiers: ks("identifiers")?,
             devices: ks("devices")?,
@@ -95,12 +98,20 @@ impl Tables {
     }
 
     pub fn get(&self, table: Table, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
-        Ok(self.keyspace(table).get(key).map_err(backend)?.map(|v| v.to_vec()))
+        Ok(self
+            .keyspace(table)
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
     }
 
     /// Reads a counter row (0 when absent).
     pub fn counter(&self, key: &[u8]) -> StorageResult<u64> {
-        Ok(self.get(Table::Counters, key)?.map(|v| decode_u64(&v)).transpose()?.unwrap_or(0))
+        Ok(self
+            .get(Table::Counters, key)?
+            .map(|v| decode_u64(&v))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     /// Key-value pairs with keys in `[from, to]`, at most `limit`.
@@ -177,7 +188,9 @@ pub(crate) fn key2(a: u64, b: u64) -> [u8; 16] {
 }
 
 pub(crate) fn split_key2(k: &[u8]) -> StorageResult<(u64, u64)> {
-    let bytes: [u8; 16] = k.try_into().map_err(|_| corrupt("key", "key is not 16 bytes"))?;
+    let bytes: [u8; 16] = k
+        .try_into()
+        .map_err(|_| corrupt("key", "key is not 16 bytes"))?;
     let mut a = [0u8; 8];
     let mut b = [0u8; 8];
     a.copy_from_slice(&bytes[..8]);
@@ -186,7 +199,9 @@ pub(crate) fn split_key2(k: &[u8]) -> StorageResult<(u64, u64)> {
 }
 
 pub(crate) fn decode_u64(v: &[u8]) -> StorageResult<u64> {
-    let bytes: [u8; 8] = v.try_into().map_err(|_| corrupt("counter", "value is not 8 bytes"))?;
+    let bytes: [u8; 8] = v
+        .try_into()
+        .map_err(|_| corrupt("counter", "value is not 8 bytes"))?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -203,5 +218,8 @@ pub(crate) fn backend(e: fjall::Error) -> StorageError {
 }
 
 pub(crate) fn corrupt(what: &'static str, detail: &str) -> StorageError {
-    StorageError::Corrupt { what, detail: detail.to_owned() }
+    StorageError::Corrupt {
+        what,
+        detail: detail.to_owned(),
+    }
 }

@@ -44,11 +44,17 @@ async fn acknowledged_writes_survive_reopen() {
         }
         store.close().await.unwrap();
         let after_close = store.ack(chat, b, 1).await.unwrap_err();
-        assert!(matches!(after_close, StorageError::Closed), "got {after_close:?}");
+        assert!(
+            matches!(after_close, StorageError::Closed),
+            "got {after_close:?}"
+        );
     }
     let sink = Arc::new(RecordingSink::default());
     let store = FjallStorage::open(dir.path(), sink, None).unwrap();
     assert_eq!(store.last_seq(chat).await.unwrap(), 20);
     let msgs = store.messages(chat, 1, 100).await.unwrap();
-    assert_eq!(msgs.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+    assert_eq!(
+        msgs.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>()
+    );
 }

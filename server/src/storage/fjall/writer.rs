@@ -53,16 +53,25 @@ impl Txn<'_> {
     }
 
     pub fn put(&mut self, table: Table, key: &[u8], value: Vec<u8>) {
-        self.batch.insert(self.tables.keyspace(table), key.to_vec(), value.clone());
+        self.batch
+            .insert(self.tables.keyspace(table), key.to_vec(), value.clone());
         self.overlay.insert((table, key.to_vec()), value);
     }
 
     pub fn counter(&self, counter: Counter) -> StorageResult<u64> {
-        Ok(self.get(Table::Counters, &counter.key())?.map(|v| decode_u64(&v)).transpose()?.unwrap_or(0))
+        Ok(self
+            .get(Table::Counters, &counter.key())?
+            .map(|v| decode_u64(&v))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     pub fn set_counter(&mut self, counter: Counter, value: u64) {
-        self.put(Table::Counters, &counter.key(), value.to_be_bytes().to_vec());
+        self.put(
+            Table::Counters,
+            &counter.key(),
+            value.to_be_bytes().to_vec(),
+        );
     }
 
     /// Increments a counter and returns the new value.

@@ -2,7 +2,8 @@
 //! [`Txn`], validates first and writes after, so a failed validation leaves the batch untouched.
 
 use tern_protocol::{
-    ChatId, ChatInfo, ChatKind, DeviceId, Message, MessageId, Receipt, Seq, Update, UpdateKind, UserId,
+    ChatId, ChatInfo, ChatKind, DeviceId, Message, MessageId, Receipt, Seq, Update, UpdateKind,
+    UserId,
 };
 
 use super::tables::{Counter, ReceiptRow, StoredUpdate, Table, decode, encode, key2, split_key2};
@@ -17,7 +18,11 @@ pub(crate) fn upsert_user(txn: &mut Txn<'_>, identifier: &str) -> StorageResult<
         return Ok(UserId(super::tables::decode_u64(&v)?));
     }
     let id = txn.bump(Counter::NextUser)?;
-    txn.put(Table::Identifiers, identifier.as_bytes(), id.to_be_bytes().to_vec());
+    txn.put(
+        Table::Identifiers,
+        identifier.as_bytes(),
+        id.to_be_bytes().to_vec(),
+    );
     Ok(UserId(id))
 }
 
@@ -39,7 +44,11 @@ pub(crate) fn create_device(
     Ok(record)
 }
 
-pub(crate) fn revoke_device(txn: &mut Txn<'_>, user: UserId, device: DeviceId) -> StorageResult<bool> {
+pub(crate) fn revoke_device(
+    txn: &mut Txn<'_>,
+    user: UserId,
+    device: DeviceId,
+) -> StorageResult<bool> {
     let key = key2(user.0, device.0);
     let Some(bytes) = txn.get(Table::Devices, &key)? else {
         return Ok(false);
@@ -52,36 +61,58 @@ pub(crate) fn revoke_device(txn: &mut Txn<'_>, user: UserId, device: DeviceId) -
     Ok(true)
 }
 
-pub(crate) fn put_refresh(txn: &mut Txn<'_>, hash: [u8; 32], record: &RefreshRecord) -> StorageResult<()> {
+pub(crate) fn put_refresh(
+    txn: &mut Txn<'_>,
+    hash: [u8; 32],
+    record: &RefreshRecord,
+) -> StorageResult<()> {
     txn.put(Table::Refresh, &hash, encode(record)?);
     Ok(())
 }
 
-pub(crate) fn take_refresh(txn: &mut Txn<'_>, hash: [u8; 32]) -> StorageResult<Option<RefreshRecord>> {
+pub(crate) fn take_refresh(
+    txn: &mut Txn<'_>,
+    hash: [u8; 32],
+) -> StorageResult<Option<RefreshRecord>> {
     let Some(bytes) = txn.get(Table::Refresh, &hash)? else {
         return Ok(None);
     };
     let before: RefreshRecord = decode("refresh", &bytes)?;
     if !before.used {
-        let after = RefreshRecord { used: true, ..before.clone() };
+        let after = RefreshRecord {
+            used: true,
+            ..before.clone()
+        };
         txn.put(Table::Refresh, &hash, encode(&after)?);
     }
     Ok(Some(before))
 }
 
 fn chat_record(txn: &Txn<'_>, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
-    txn.get(Table::Chats, &chat.0.to_be_bytes())?.map(|b| decode("chats", &b)).transpose()
+    txn.get(Table::Chats, &chat.0.to_be_bytes())?
+        .map(|b| decode("chats", &b))
+        .transpose()
 }
 
 /// Appends an update to `user`'s log and queues it for the sink.
-fn push_update(txn: &mut Txn<'_>, user: UserId, stored: &StoredUpdate, kind: UpdateKind) -> StorageResult<()> {
+fn push_update(
+    txn: &mut Txn<'_>,
+    user: UserId,
+    stored: &StoredUpdate,
+    kind: UpdateKind,
+) -> StorageResult<()> {
     let pts = txn.bump(Counter::UserPts(user.0))?;
     txn.put(Table::Updates, &key2(user.0, pts), encode(stored)?);
     txn.updates.push((user, Update { pts, kind }));
     Ok(())
 }
 
-pub(crate) fn open_direct(txn: &mut Txn<'_>, a: UserId, b: UserId, now_ms: u64) -> StorageResult<ChatInfo> {
+pub(crate) fn open_direct(
+    txn: &mut Txn<'_>,
+    a: UserId,
+    b: UserId,
+    now_ms: u64,
+) -> StorageResult<ChatInfo> {
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     let pair = key2(lo.0, hi.0);
     if let Some(v) = txn.get(Table::Direct, &pair)? {
@@ -93,13 +124,23 @@ pub(crate) fn open_direct(txn: &mut Txn<'_>, a: UserId, b: UserId, now_ms: u64) 
     let chat = ChatId(txn.bump(Counter::NextChat)?);
     let mut members = vec![lo, hi];
     members.dedup();
-    let record = ChatRecord { chat_id: chat, kind: ChatKind::Direct, members, created_ms: now_ms };
+    let record = ChatRecord {
+        chat_id: chat,
+        kind: ChatKind::Direct,
+        members,
+        created_ms: now_ms,
+    };
     txn.put(Table::Chats, &chat.0.to_be_bytes(), encode(&record)?);
     txn.put(Table::Direct, &pair, chat.0.to_be_bytes().to_vec());
     let info = record.info(0);
     for &member in &record.members {
         txn.put(Table::UserChats, &key2(member.0, chat.0), Vec::new());
-        push_update(txn, member, &StoredUpdate::ChatJoined { chat_id: chat }, UpdateKind::ChatJoined(info.clone()))?;
+        push_update(
+            txn,
+            member,
+            &StoredUpdate::ChatJoined { chat_id: chat },
+            UpdateKind::ChatJoined(info.clone()),
+        )?;
     }
     Ok(info)
 }
@@ -111,7 +152,10 @@ pub(crate) fn append(txn: &mut Txn<'_>, new: NewMessage) -> StorageResult<Append
         let bytes = txn
             .get(Table::Messages, &key2(chat, seq))?
             .ok_or_else(|| super::tables::corrupt("messages", "idempotency key points nowhere"))?;
-        return Ok(Appended { message: decode("messages", &bytes)?, duplicate: true });
+        return Ok(Appended {
+            message: decode("messages", &bytes)?,
+            duplicate: true,
+        });
     }
     let record = chat_record(txn, new.chat_id)?.ok_or(StorageError::ChatNotFound)?;
     if !record.has_member(new.sender) {
@@ -129,13 +173,27 @@ pub(crate) fn append(txn: &mut Txn<'_>, new: NewMessage) -> StorageResult<Append
         ts_ms: new.ts_ms,
         body: new.body,
     };
-    txn.put(Table::Messages, &key2(new.chat_id.0, seq), encode(&message)?);
-    txn.put(Table::Idempotency, &idem_key, key2(new.chat_id.0, seq).to_vec());
-    let stored = StoredUpdate::Message { chat_id: new.chat_id, seq };
+    txn.put(
+        Table::Messages,
+        &key2(new.chat_id.0, seq),
+        encode(&message)?,
+    );
+    txn.put(
+        Table::Idempotency,
+        &idem_key,
+        key2(new.chat_id.0, seq).to_vec(),
+    );
+    let stored = StoredUpdate::Message {
+        chat_id: new.chat_id,
+        seq,
+    };
     for &member in &record.members {
         push_update(txn, member, &stored, UpdateKind::Message(message.clone()))?;
     }
-    Ok(Appended { message, duplicate: false })
+    Ok(Appended {
+        message,
+        duplicate: false,
+    })
 }
 
 pub(crate) fn receipt(
@@ -154,19 +212,32 @@ pub(crate) fn receipt(
         return Err(StorageError::SeqOutOfRange { seq: upto, last });
     }
     let key = key2(chat.0, user.0);
-    let before: ReceiptRow =
-        txn.get(Table::Receipts, &key)?.map(|b| decode("receipts", &b)).transpose()?.unwrap_or_default();
+    let before: ReceiptRow = txn
+        .get(Table::Receipts, &key)?
+        .map(|b| decode("receipts", &b))
+        .transpose()?
+        .unwrap_or_default();
     let mut after = before;
     after.delivered = after.delivered.max(upto);
     if read {
         after.read = after.read.max(upto);
     }
-    let receipt = Receipt { chat_id: chat, user_id: user, delivered_seq: after.delivered, read_seq: after.read };
+    let receipt = Receipt {
+        chat_id: chat,
+        user_id: user,
+        delivered_seq: after.delivered,
+        read_seq: after.read,
+    };
     let changed = after.delivered != before.delivered || after.read != before.read;
     if changed {
         txn.put(Table::Receipts, &key, encode(&after)?);
         for &member in &record.members {
-            push_update(txn, member, &StoredUpdate::Receipt(receipt), UpdateKind::Receipt(receipt))?;
+            push_update(
+                txn,
+                member,
+                &StoredUpdate::Receipt(receipt),
+                UpdateKind::Receipt(receipt),
+            )?;
         }
     }
     Ok(ReceiptChange { receipt, changed })
