@@ -44,7 +44,9 @@ async fn code_for(args: &Args, identifier: &str, skip: usize) -> anyhow::Result<
             let text = std::fs::read_to_string(path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().skip(skip).collect();
             if let Some(code) = lines.iter().rev().find_map(|l| {
-                l.strip_prefix(identifier).and_then(|r| r.strip_prefix(' ')).map(str::to_owned)
+                l.strip_prefix(identifier)
+                    .and_then(|r| r.strip_prefix(' '))
+                    .map(str::to_owned)
             }) {
                 return Ok(code);
             }
@@ -62,18 +64,33 @@ async fn code_for(args: &Args, identifier: &str, skip: usize) -> anyhow::Result<
 }
 
 fn lines_in(path: Option<&Path>) -> usize {
-    path.and_then(|p| std::fs::read_to_string(p).ok()).map_or(0, |t| t.lines().count())
+    path.and_then(|p| std::fs::read_to_string(p).ok())
+        .map_or(0, |t| t.lines().count())
 }
 
-async fn log_in(args: &Args, trust: &Trust, identifier: &str, device: &str) -> anyhow::Result<(Client, Events)> {
+async fn log_in(
+    args: &Args,
+    trust: &Trust,
+    identifier: &str,
+    device: &str,
+) -> anyhow::Result<(Client, Events)> {
     let mut config = ClientConfig::new(args.server, trust.clone());
     config.device_name = device.into();
     let (client, events) = Client::start(config)?;
     let skip = lines_in(args.otp_file.as_deref());
-    client.request_otp(identifier).await.context("requesting a code")?;
+    client
+        .request_otp(identifier)
+        .await
+        .context("requesting a code")?;
     let code = code_for(args, identifier, skip).await?;
-    let session = client.verify_otp(identifier, &code).await.context("verifying the code")?;
-    println!("{identifier} logged in as user {} device {}", session.user_id, session.device_id);
+    let session = client
+        .verify_otp(identifier, &code)
+        .await
+        .context("verifying the code")?;
+    println!(
+        "{identifier} logged in as user {} device {}",
+        session.user_id, session.device_id
+    );
     Ok((client, events))
 }
 
@@ -86,16 +103,26 @@ async fn main() -> anyhow::Result<()> {
             .context("reading dev-cert.sha256 (pass --fingerprint or --data-dir)")?,
     };
     let trust = Trust::pinned_hex(&fingerprint)?;
-    let (alice, mut alice_events) = log_in(&args, &trust, "alice@example.org", "alice's laptop").await?;
+    let (alice, mut alice_events) =
+        log_in(&args, &trust, "alice@example.org", "alice's laptop").await?;
     let (bob, mut bob_events) = log_in(&args, &trust, "bob@example.org", "bob's phone").await?;
-    let bob_id = bob.snapshot().await?.session.context("bob is logged in")?.user_id;
+    let bob_id = bob
+        .snapshot()
+        .await?
+        .session
+        .context("bob is logged in")?
+        .user_id;
     let chat = alice.open_direct_chat(bob_id).await?;
     println!("direct chat {} opened", chat.chat_id);
 
     for i in 1..=args.messages {
-        let sent = alice.send_text(chat.chat_id, format!("hello bob #{i}")).await?;
+        let sent = alice
+            .send_text(chat.chat_id, format!("hello bob #{i}"))
+            .await?;
         println!("alice -> bob: seq {} stored at {} ms", sent.seq, sent.ts_ms);
-        let sent = bob.send_text(chat.chat_id, format!("hi alice #{i}")).await?;
+        let sent = bob
+            .send_text(chat.chat_id, format!("hi alice #{i}"))
+            .await?;
         println!("bob -> alice: seq {} stored", sent.seq);
     }
     let expected = 2 * args.messages;
@@ -106,13 +133,21 @@ async fn main() -> anyhow::Result<()> {
                 Ok(Some(ClientEvent::Message { message, own, .. })) => {
                     seen += 1;
                     let who = if own { "me" } else { "peer" };
-                    println!("{name} got seq {} from {who}: {:?}", message.seq, message.body);
+                    println!(
+                        "{name} got seq {} from {who}: {:?}",
+                        message.seq, message.body
+                    );
                 }
                 Ok(Some(ClientEvent::Receipt(r))) => {
-                    println!("{name} sees receipt: user {} delivered {} read {}", r.user_id, r.delivered_seq, r.read_seq);
+                    println!(
+                        "{name} sees receipt: user {} delivered {} read {}",
+                        r.user_id, r.delivered_seq, r.read_seq
+                    );
                 }
                 Ok(Some(_)) => {}
-                Ok(None) | Err(_) => bail!("{name} stopped receiving after {seen} of {expected} messages"),
+                Ok(None) | Err(_) => {
+                    bail!("{name} stopped receiving after {seen} of {expected} messages")
+                }
             }
         }
     }

@@ -119,3 +119,41 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_unknown_keys_are_refused() {
+        let c: Config = toml::from_str(
+            "listen = \"127.0.0.1:5000\"\n[otp_sender]\nkind = \"file\"\npath = \"/tmp/otp\"\n[auth]\notp_ttl_s = 60\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 5000);
+        assert_eq!(
+            c.otp_sender,
+            OtpSenderConfig::File {
+                path: "/tmp/otp".into()
+            }
+        );
+        assert_eq!(c.auth.otp_ttl_s, 60);
+        assert_eq!(c.admin_listen, Config::default().admin_listen);
+        assert!(toml::from_str::<Config>("lisen = \"127.0.0.1:1\"").is_err());
+    }
+
+    #[test]
+    fn the_file_sender_is_refused_beyond_loopback() {
+        let mut c = Config {
+            otp_sender: OtpSenderConfig::File {
+                path: "/tmp/otp".into(),
+            },
+            ..Config::default()
+        };
+        assert!(c.validate().is_err(), "0.0.0.0 is not loopback");
+        c.listen = "127.0.0.1:4433".parse().unwrap();
+        assert!(c.validate().is_ok());
+        c.cert = Some("cert.pem".into());
+        assert!(c.validate().is_err(), "--cert needs --key");
+    }
+}
