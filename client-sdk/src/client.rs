@@ -249,6 +249,14 @@ impl Client {
         let _ = self.commands.send(Command::Reconnect);
     }
 
+    /// Moves the connection to a new local UDP socket (a new source port), as after a network
+    /// change. QUIC migrates the connection when the server can follow; otherwise the server
+    /// answers with a stateless reset and the client reconnects and syncs. With a shared endpoint
+    /// this moves every connection of that endpoint.
+    pub fn rebind(&self) {
+        let _ = self.commands.send(Command::Rebind);
+    }
+
     /// Stops the client; pending calls fail with `Error::Closed`.
     pub async fn close(&self) {
         let (reply, rx) = oneshot::channel();

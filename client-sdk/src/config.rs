@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tern_protocol::Tokens;
 
+use crate::error::Error;
+
 use crate::state::SyncState;
 use crate::tls::Trust;
 
@@ -35,6 +37,9 @@ pub struct ClientConfig {
     pub keep_alive: Duration,
     /// Updates per sync page.
     pub sync_page: u32,
+    /// A QUIC endpoint (one UDP socket) to share with other clients; `None` makes one per client.
+    /// Load generators share one endpoint among many connections.
+    pub endpoint: Option<quinn::Endpoint>,
 }
 
 impl ClientConfig {
@@ -53,6 +58,18 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
             sync_page: tern_protocol::limits::MAX_SYNC_PAGE,
+            endpoint: None,
         }
     }
+}
+
+/// A client endpoint bound to an ephemeral port of the right address family, to pass to
+/// [`ClientConfig::endpoint`] for several clients.
+pub fn shared_endpoint(server: SocketAddr) -> Result<quinn::Endpoint, Error> {
+    let bind: SocketAddr = if server.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([0u8; 4], 0))
+    };
+    quinn::Endpoint::client(bind).map_err(|e| Error::Config(e.to_string()))
 }

@@ -41,6 +41,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Snapshot>,
     },
     Reconnect,
+    Rebind,
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -128,6 +129,8 @@ type Waiting = (Request, oneshot::Sender<Result<Response, Error>>, Instant);
 pub(crate) struct Driver {
     cfg: ClientConfig,
     endpoint: quinn::Endpoint,
+    own_endpoint: bool,
+    client_cfg: quinn::ClientConfig,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<ClientEvent>,
     tokens: Option<Tokens>,
@@ -161,17 +164,13 @@ impl Driver {
             .max_concurrent_bidi_streams(0u32.into())
             .max_concurrent_uni_streams(0u32.into());
         client_cfg.transport_config(Arc::new(transport));
-        let bind: SocketAddr = if cfg.server.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .map_err(|e| Error::Config(format!("{e}")))?;
-        let mut endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| Error::Config(e.to_string()))?;
-        endpoint.set_default_client_config(client_cfg);
+        let (endpoint, own_endpoint) = match &cfg.endpoint {
+            Some(e) => (e.clone(), false),
+            None => (crate::config::shared_endpoint(cfg.server)?, true),
+        };
         Ok(Driver {
+            own_endpoint,
+            client_cfg,
             tokens: cfg.tokens.clone(),
             sync: cfg.sync_state.clone(),
             cfg,
@@ -215,7 +214,9 @@ impl Driver {
                         attempt = 0;
                         self.emit(ClientEvent::Disconnected { reason });
                     }
-                    let delay = self.backoff(attempt).max(retry_after.unwrap_or_default());
+                    // A server hint (GoAway, Overloaded) is honoured with jitter so clients spread out.
+                    let hinted = retry_after.unwrap_or_default().mul_f64(1.0 + rand::random::<f64>() / 2.0);
+                    let delay = self.backoff(attempt).max(hinted);
                     attempt = attempt.saturating_add(1);
                     if let Some(reply) = self.idle(delay).await {
                         break reply;
@@ -224,9 +225,23 @@ impl Driver {
             }
         };
         self.fail_all("the client was closed");
-        self.endpoint.close(0u32.into(), b"closed");
+        if self.own_endpoint {
+            self.endpoint.close(0u32.into(), b"closed");
+        }
         if let Some(reply) = close_reply {
             let _ = reply.send(());
+        }
+    }
+
+    fn rebind(&mut self) {
+        let bind: SocketAddr = if self.cfg.server.is_ipv6() {
+            SocketAddr::from(([0u16; 8], 0))
+        } else {
+            SocketAddr::from(([0u8; 4], 0))
+        };
+        match std::net::UdpSocket::bind(bind).and_then(|s| self.endpoint.rebind(s)) {
+            Ok(()) => tracing::debug!("rebound to a new local socket"),
+            Err(e) => tracing::warn!(error = %e, "rebinding failed"),
         }
     }
 
@@ -250,6 +265,7 @@ impl Driver {
                     None => return Some(None),
                     Some(Command::Close { reply }) => return Some(Some(reply)),
                     Some(Command::Reconnect) => return None,
+                    Some(Command::Rebind) => self.rebind(),
                     Some(other) => self.queue_offline(other),
                 }
             }
@@ -269,7 +285,7 @@ impl Driver {
                 Command::Send { reply, .. } => {
                     let _ = reply.send(Err(Error::Closed(reason.into())));
                 }
-                Command::Reconnect => {}
+                Command::Reconnect | Command::Rebind => {}
             }
         }
         None
@@ -310,7 +326,7 @@ impl Driver {
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
             }
-            Command::Reconnect | Command::Close { .. } => {}
+            Command::Reconnect | Command::Rebind | Command::Close { .. } => {}
         }
     }
 
@@ -328,7 +344,7 @@ impl Driver {
     async fn open_link(&mut self) -> Result<Link, String> {
         let connecting = self
             .endpoint
-            .connect(self.cfg.server, &self.cfg.server_name)
+            .connect_with(self.client_cfg.clone(), self.cfg.server, &self.cfg.server_name)
             .map_err(|e| format!("connect: {e}"))?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
@@ -545,6 +561,7 @@ impl Driver {
                     None => break LinkEnd::Closed(None),
                     Some(Command::Close { reply }) => break LinkEnd::Closed(Some(reply)),
                     Some(Command::Reconnect) => break LinkEnd::Lost { reason: "reconnect requested".into(), retry_after: Some(Duration::ZERO), was_up: true },
+                    Some(Command::Rebind) => self.rebind(),
                     Some(Command::Snapshot { reply }) => { let _ = reply.send(self.snapshot()); }
                     Some(Command::Request { body, reply }) => {
                         let deadline = Instant::now() + self.cfg.request_timeout;

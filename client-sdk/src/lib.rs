@@ -31,7 +31,7 @@ mod state;
 mod tls;
 
 pub use client::{Client, ClientEvent, Events, Snapshot};
-pub use config::ClientConfig;
+pub use config::{ClientConfig, shared_endpoint};
 pub use error::Error;
 pub use state::{SyncState, Verdict};
 pub use tern_protocol as protocol;
