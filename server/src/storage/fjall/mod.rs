@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::tables::{
     Counter, ReceiptRow, StoredUpdate, Table, Tables, backend, decode, key2, split_key2,
 };
-pub use self::writer::CommitObserver;
+pub use self::writer::{CommitObserver, Durability};
 use self::writer::{Command, Completion, Txn};
 use super::{
     Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, Storage,
@@ -36,15 +36,26 @@ pub struct FjallStorage {
 }
 
 impl FjallStorage {
-    /// Opens (or creates) the store in `dir`, sending committed updates to `sink`.
+    /// Opens (or creates) the store in `dir`, sending committed updates to `sink`. Every
+    /// commit is fsync'd.
     pub fn open(
         dir: &Path,
         sink: Arc<dyn UpdateSink>,
         observer: Option<Arc<dyn CommitObserver>>,
     ) -> StorageResult<Self> {
+        Self::open_with(dir, sink, observer, Durability::Fsync)
+    }
+
+    /// Like [`FjallStorage::open`] with an explicit durability (benchmarks only use `Buffered`).
+    pub fn open_with(
+        dir: &Path,
+        sink: Arc<dyn UpdateSink>,
+        observer: Option<Arc<dyn CommitObserver>>,
+        durability: Durability,
+    ) -> StorageResult<Self> {
         let db = fjall::Database::builder(dir).open().map_err(backend)?;
         let tables = Tables::open(db)?;
-        let writer = writer::spawn(tables.clone(), sink, observer)?;
+        let writer = writer::spawn(tables.clone(), sink, observer, durability)?;
         Ok(FjallStorage { tables, writer })
     }
 

@@ -82,15 +82,32 @@ impl Txn<'_> {
     }
 }
 
+/// Whether a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// `fdatasync` every group commit before answering (the server always uses this).
+    #[default]
+    Fsync,
+    /// Write to the OS page cache only: a crash can lose acknowledged writes. For benchmarks
+    /// that isolate the cost of the sync.
+    Buffered,
+}
+
 pub(crate) fn spawn(
     tables: Tables,
     sink: Arc<dyn UpdateSink>,
     observer: Option<Arc<dyn CommitObserver>>,
+    durability: Durability,
 ) -> StorageResult<mpsc::Sender<Command>> {
     let (tx, rx) = mpsc::channel(4096);
+    let mode = match durability {
+        Durability::Fsync => Some(PersistMode::SyncData),
+        Durability::Buffered => None,
+    };
     std::thread::Builder::new()
         .name("tern-storage-writer".into())
-        .spawn(move || run(tables, rx, sink, observer))
+        .spawn(move || run(tables, rx, sink, observer, mode))
         .map_err(|e| StorageError::Backend(format!("spawning the writer thread: {e}")))?;
     Ok(tx)
 }
@@ -100,6 +117,7 @@ fn run(
     mut rx: mpsc::Receiver<Command>,
     sink: Arc<dyn UpdateSink>,
     observer: Option<Arc<dyn CommitObserver>>,
+    mode: Option<PersistMode>,
 ) {
     let mut pending_close = None;
     while let Some(first) = rx.blocking_recv() {
@@ -116,7 +134,7 @@ fn run(
             }
         }
         if !jobs.is_empty() {
-            commit_batch(&tables, jobs, sink.as_ref(), observer.as_deref());
+            commit_batch(&tables, jobs, sink.as_ref(), observer.as_deref(), mode);
         }
         if let Some(reply) = pending_close.take() {
             let result = tables.db.persist(PersistMode::SyncAll).map_err(backend);
@@ -124,7 +142,7 @@ fn run(
             // Answer jobs queued behind the close: they were never applied.
             while let Ok(cmd) = rx.try_recv() {
                 if let Command::Job(job) = cmd {
-                    let mut txn = new_txn(&tables);
+                    let mut txn = new_txn(&tables, mode);
                     job(&mut txn)(Err(&StorageError::Closed));
                 }
             }
@@ -134,10 +152,10 @@ fn run(
     }
 }
 
-fn new_txn(tables: &Tables) -> Txn<'_> {
+fn new_txn(tables: &Tables, mode: Option<PersistMode>) -> Txn<'_> {
     Txn {
         tables,
-        batch: tables.db.batch().durability(Some(PersistMode::SyncData)),
+        batch: tables.db.batch().durability(mode),
         overlay: HashMap::new(),
         updates: Vec::new(),
     }
@@ -148,8 +166,9 @@ fn commit_batch(
     jobs: Vec<Job>,
     sink: &dyn UpdateSink,
     observer: Option<&dyn CommitObserver>,
+    mode: Option<PersistMode>,
 ) {
-    let mut txn = new_txn(tables);
+    let mut txn = new_txn(tables, mode);
     let count = jobs.len();
     let completions: Vec<Completion> = jobs.into_iter().map(|job| job(&mut txn)).collect();
     let Txn { batch, updates, .. } = txn;
