@@ -400,30 +400,33 @@ impl Driver {
             resume: self.tokens.as_ref().map(|_| self.sync.cursor),
         };
         link.send(&Frame::Hello(hello));
-        let welcome = match tokio::time::timeout(CONNECT_TIMEOUT, link.inbound.recv()).await {
-            Ok(Some(Inbound::Frame(Frame::Welcome(w)))) => w,
-            Ok(Some(Inbound::Frame(Frame::Error(e)))) => return self.on_error(e, sent_auth, false),
-            Ok(Some(Inbound::End { code, reason })) => return self.on_end(code, reason, false),
-            Ok(Some(Inbound::Frame(other))) => {
-                return LinkEnd::Lost {
-                    reason: format!("expected Welcome, got {other:?}"),
-                    retry_after: None,
-                    was_up: false,
-                };
-            }
-            Ok(None) => {
-                return LinkEnd::Lost {
-                    reason: "connection closed".into(),
-                    retry_after: None,
-                    was_up: false,
-                };
-            }
-            Err(_) => {
-                return LinkEnd::Lost {
-                    reason: "no Welcome in time".into(),
-                    retry_after: None,
-                    was_up: false,
-                };
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let mut hint = None;
+        let welcome = loop {
+            let lost = |reason: String, retry_after| LinkEnd::Lost { reason, retry_after, was_up: false };
+            match tokio::time::timeout_at(deadline, link.inbound.recv()).await {
+                Ok(Some(Inbound::Frame(Frame::Welcome(w)))) => break w,
+                // An overloaded server says when to come back before it refuses us.
+                Ok(Some(Inbound::Frame(Frame::GoAway(g)))) => {
+                    hint = Some(Duration::from_millis(u64::from(g.reconnect_after_ms)));
+                }
+                Ok(Some(Inbound::Frame(Frame::Error(e)))) => {
+                    return match self.on_error(e, sent_auth, false) {
+                        LinkEnd::Lost { reason, retry_after, was_up } => {
+                            LinkEnd::Lost { reason, retry_after: retry_after.or(hint), was_up }
+                        }
+                        other => other,
+                    };
+                }
+                Ok(Some(Inbound::End { code, reason })) => {
+                    return match self.on_end(code, reason, false) {
+                        LinkEnd::Lost { reason, .. } => lost(reason, hint),
+                        other => other,
+                    };
+                }
+                Ok(Some(Inbound::Frame(other))) => return lost(format!("expected Welcome, got {other:?}"), hint),
+                Ok(None) => return lost("connection closed".into(), hint),
+                Err(_) => return lost("no Welcome in time".into(), hint),
             }
         };
         self.connected = true;

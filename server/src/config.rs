@@ -45,8 +45,18 @@ pub struct Config {
     pub otp_sender: OtpSenderConfig,
     /// Idle connections are closed after this many seconds.
     pub idle_timeout_s: u64,
-    /// Most concurrent connections.
+    /// Most concurrent connections (split evenly over the shards).
     pub max_connections: usize,
+    /// Shards (threads with their own runtime and endpoint); `None` means one per core.
+    pub shards: Option<usize>,
+    /// Deliveries a shard's mailbox holds before further ones are dropped and their users resync.
+    pub shard_mailbox: usize,
+    /// Most concurrent connections from one IP address.
+    pub max_connections_per_ip: u32,
+    /// Unvalidated handshakes per second per shard before clients must do a QUIC Retry.
+    pub handshakes_before_retry_per_s: u32,
+    /// What over-cap clients are told to wait before reconnecting, milliseconds.
+    pub overloaded_retry_after_ms: u32,
     /// Auth settings.
     pub auth: AuthConfig,
 }
@@ -61,7 +71,12 @@ impl Default for Config {
             key: None,
             otp_sender: OtpSenderConfig::Log,
             idle_timeout_s: 30,
-            max_connections: 100_000,
+            max_connections: 1_000_000,
+            shards: None,
+            shard_mailbox: 65_536,
+            max_connections_per_ip: 10_000,
+            handshakes_before_retry_per_s: 2_000,
+            overloaded_retry_after_ms: 2_000,
             auth: AuthConfig::default(),
         }
     }
@@ -85,6 +100,11 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The number of shards to run: the configured one, or one per available core.
+    pub fn shard_count(&self) -> usize {
+        self.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     /// Reads a TOML file over the defaults.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
@@ -110,6 +130,9 @@ impl Config {
                  when every listener is on loopback"
                     .into(),
             ));
+        }
+        if self.shards == Some(0) {
+            return Err(ConfigError::Invalid("shards must be at least 1".into()));
         }
         if self.idle_timeout_s == 0 {
             return Err(ConfigError::Invalid(

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod services;
+pub mod shard;
 pub mod storage;
 pub mod transport;
 

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -49,6 +48,15 @@ struct Cli {
     /// Idle connection timeout in seconds [default: 30].
     #[arg(long, env = "TERN_IDLE_TIMEOUT_S")]
     idle_timeout_s: Option<u64>,
+    /// Shards: threads with their own runtime and QUIC endpoint on the shared port [default: one per core].
+    #[arg(long, env = "TERN_SHARDS")]
+    shards: Option<usize>,
+    /// Most concurrent connections from one IP address [default: 10000].
+    #[arg(long, env = "TERN_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<u32>,
+    /// Most concurrent connections in all [default: 1000000].
+    #[arg(long, env = "TERN_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Log as JSON lines.
     #[arg(long, env = "TERN_LOG_JSON")]
     log_json: bool,
@@ -103,6 +111,15 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     if let Some(v) = cli.idle_timeout_s {
         c.idle_timeout_s = v;
     }
+    if cli.shards.is_some() {
+        c.shards = cli.shards;
+    }
+    if let Some(v) = cli.max_connections_per_ip {
+        c.max_connections_per_ip = v;
+    }
+    if let Some(v) = cli.max_connections {
+        c.max_connections = v;
+    }
     Ok(c)
 }
 
@@ -130,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(
         quic = %server.quic_addr,
         admin = %server.admin_addr,
+        shards = server.shards,
         data_dir = %config.data_dir.display(),
         "tern-server listening"
     );
@@ -137,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(sender = %server.otp_sender, "OTP sender");
     shutdown_signal().await;
     tracing::info!("shutting down: draining connections and flushing storage");
-    server.shutdown(Duration::from_secs(5)).await;
+    server.shutdown().await;
     tracing::info!("bye");
     Ok(())
 }

@@ -33,6 +33,21 @@ pub struct RequestLabels {
     pub result: String,
 }
 
+/// Labels of per-request timing series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestTimingLabels {
+    /// Shard index.
+    pub shard: String,
+    /// Request name.
+    pub request: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_025, 2.0, 18))
+}
+
 /// All metrics. Cloning shares the underlying series.
 #[derive(Clone)]
 pub struct Metrics {
@@ -53,6 +68,14 @@ pub struct Metrics {
     pub deliveries: Family<ShardLabel, Counter>,
     /// Connections closed because their send queue was full.
     pub slow_consumers: Family<ShardLabel, Counter>,
+    /// Deliveries dropped because a shard's mailbox was full (their users resync).
+    pub mailbox_overflows: Family<ShardLabel, Counter>,
+    /// Deliveries waiting in a shard's mailbox.
+    pub mailbox_depth: Family<ShardLabel, Gauge>,
+    /// Time from storage commit to the update being queued on the connection, seconds.
+    pub delivery_seconds: HistogramFamily<ShardLabel>,
+    /// Time to answer a request (for `send_message`: receipt to durable `Sent`), seconds.
+    pub request_seconds: HistogramFamily<RequestTimingLabels>,
     /// Latency of one group commit (including fsync), seconds.
     pub storage_commit_seconds: Histogram,
     /// Jobs per group commit.
@@ -69,13 +92,13 @@ impl std::fmt::Debug for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(1)
     }
 }
 
 impl Metrics {
-    /// Creates and registers every series.
-    pub fn new() -> Self {
+    /// Creates and registers every series, with zeroed per-shard series for `shards` shards.
+    pub fn new(shards: usize) -> Self {
         let mut r = Registry::with_prefix("tern");
         let connections = Family::<ShardLabel, Gauge>::default();
         r.register(
@@ -117,6 +140,18 @@ impl Metrics {
             "Connections closed because their queue was full",
             slow_consumers.clone(),
         );
+        let mailbox_overflows = Family::<ShardLabel, Counter>::default();
+        r.register("mailbox_overflows", "Deliveries dropped for a full shard mailbox", mailbox_overflows.clone());
+        let mailbox_depth = Family::<ShardLabel, Gauge>::default();
+        r.register("mailbox_depth", "Deliveries waiting in the shard mailbox", mailbox_depth.clone());
+        let delivery_seconds: HistogramFamily<ShardLabel> = Family::new_with_constructor(latency_histogram);
+        r.register(
+            "delivery_seconds",
+            "Time from storage commit to the update queued on the connection",
+            delivery_seconds.clone(),
+        );
+        let request_seconds: HistogramFamily<RequestTimingLabels> = Family::new_with_constructor(latency_histogram);
+        r.register("request_seconds", "Time to answer a request", request_seconds.clone());
         let storage_commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         r.register(
             "storage_commit_seconds",
@@ -135,14 +170,19 @@ impl Metrics {
             "Failed group commits",
             storage_commit_errors.clone(),
         );
-        // Create shard 0's series up front so dashboards see zeros rather than gaps.
-        let s0 = Self::shard(0);
-        let _ = connections.get_or_create(&s0);
-        let _ = handshakes.get_or_create(&s0);
-        let _ = frames_in.get_or_create(&s0);
-        let _ = frames_out.get_or_create(&s0);
-        let _ = deliveries.get_or_create(&s0);
-        let _ = slow_consumers.get_or_create(&s0);
+        // Create every shard's series up front so dashboards see zeros rather than gaps.
+        for n in 0..shards.max(1) {
+            let s = Self::shard(n);
+            let _ = connections.get_or_create(&s);
+            let _ = handshakes.get_or_create(&s);
+            let _ = frames_in.get_or_create(&s);
+            let _ = frames_out.get_or_create(&s);
+            let _ = deliveries.get_or_create(&s);
+            let _ = slow_consumers.get_or_create(&s);
+            let _ = mailbox_overflows.get_or_create(&s);
+            let _ = mailbox_depth.get_or_create(&s);
+            let _ = delivery_seconds.get_or_create(&s);
+        }
         Metrics {
             registry: Arc::new(r),
             connections,
@@ -153,6 +193,10 @@ impl Metrics {
             messages_stored,
             deliveries,
             slow_consumers,
+            mailbox_overflows,
+            mailbox_depth,
+            delivery_seconds,
+            request_seconds,
             storage_commit_seconds,
             storage_commit_jobs,
             storage_commit_errors,

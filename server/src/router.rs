@@ -1,133 +1,180 @@
-//! The router: which live connections belong to which user and device, and the delivery path
-//! from committed updates to those connections.
+//! The router: which shards host which users' connections, and the path from committed updates to
+//! those shards.
 //!
-//! Connection state lives with the connection task; the router only holds a handle with a bounded
-//! outbound queue and a close signal. Delivery never blocks: a full queue means the client cannot
-//! keep up, so its connection is closed with `SlowConsumer` and it syncs what it missed on
-//! reconnect (everything delivered is durable, so nothing is lost).
+//! A connection lives on exactly one shard (see [`crate::shard`]); the router never touches it.
+//! It keeps a directory `user -> shards with at least one of the user's connections` and a
+//! bounded delivery mailbox per shard. Storage hands every committed update to the router (it is
+//! the [`UpdateSink`]); the router encodes it once and posts it to each hosting shard without
+//! waiting. A full mailbox never blocks the caller: the router remembers the users it could not
+//! serve and tells the shard, which closes their connections with `SlowConsumer`; those devices
+//! reconnect and sync what they missed (everything delivered is durable, so nothing is lost).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
+use dashmap::DashMap;
 use tern_protocol::{DeviceId, ErrorCode, Event, Frame, Update, UserId, codec};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::storage::UpdateSink;
 
-/// A live connection as the router sees it.
-#[derive(Debug, Clone)]
-pub struct ConnHandle {
-    /// Unique per process.
-    pub conn_id: u64,
-    /// The authenticated device.
-    pub device_id: DeviceId,
-    /// Encoded frames for the connection's writer.
-    pub outbound: mpsc::Sender<Bytes>,
-    /// Set to ask the connection to close with a code.
-    pub close: watch::Sender<Option<ErrorCode>>,
+/// An encoded update for one user's connections on one shard.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Recipient.
+    pub user: UserId,
+    /// The encoded `Event::Update` frame.
+    pub frame: Bytes,
+    /// When storage committed it, for the delivery latency histogram.
+    pub committed_at: Instant,
 }
 
-/// Maps users to their live connections.
+/// Rare messages to a shard; unbounded so they are never lost to a full mailbox.
+#[derive(Debug)]
+pub enum Control {
+    /// Close a device's connections (revocation).
+    CloseDevice {
+        /// Owner.
+        user: UserId,
+        /// Device.
+        device: DeviceId,
+        /// Close code.
+        code: ErrorCode,
+    },
+    /// Deliveries were dropped for the users in the shard's overflow set.
+    Overflow,
+    /// Stop accepting, send `GoAway`, close every connection, drain, and stop.
+    Shutdown {
+        /// The encoded `GoAway` frame.
+        go_away: Bytes,
+    },
+}
+
+/// The receiving ends of one shard's mailboxes.
+#[derive(Debug)]
+pub struct ShardInbox {
+    /// Deliveries, bounded.
+    pub deliveries: mpsc::Receiver<Delivery>,
+    /// Control messages.
+    pub control: mpsc::UnboundedReceiver<Control>,
+}
+
+#[derive(Debug)]
+struct ShardLink {
+    deliveries: mpsc::Sender<Delivery>,
+    control: mpsc::UnboundedSender<Control>,
+    overflow: Mutex<HashSet<UserId>>,
+}
+
+/// Maps users to the shards hosting their connections.
 #[derive(Debug)]
 pub struct Router {
-    by_user: Mutex<HashMap<UserId, Vec<ConnHandle>>>,
+    directory: DashMap<UserId, Vec<(usize, u32)>>,
+    shards: Vec<ShardLink>,
     next_conn_id: AtomicU64,
     metrics: Metrics,
 }
 
 impl Router {
-    /// An empty router.
-    pub fn new(metrics: Metrics) -> Self {
-        Router {
-            by_user: Mutex::new(HashMap::new()),
-            next_conn_id: AtomicU64::new(1),
-            metrics,
+    /// A router for `shards` shards with delivery mailboxes of `mailbox` entries, and the
+    /// inboxes the shards will read.
+    pub fn new(shards: usize, mailbox: usize, metrics: Metrics) -> (Router, Vec<ShardInbox>) {
+        let mut links = Vec::with_capacity(shards);
+        let mut inboxes = Vec::with_capacity(shards);
+        for _ in 0..shards.max(1) {
+            let (dtx, drx) = mpsc::channel(mailbox.max(1));
+            let (ctx, crx) = mpsc::unbounded_channel();
+            links.push(ShardLink { deliveries: dtx, control: ctx, overflow: Mutex::new(HashSet::new()) });
+            inboxes.push(ShardInbox { deliveries: drx, control: crx });
         }
+        let router = Router { directory: DashMap::new(), shards: links, next_conn_id: AtomicU64::new(1), metrics };
+        (router, inboxes)
     }
 
-    /// A fresh connection id.
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// A fresh connection id, unique in this process.
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Starts routing `user`'s updates to `handle`.
-    pub fn register(&self, user: UserId, handle: ConnHandle) {
-        if let Ok(mut map) = self.by_user.lock() {
-            map.entry(user).or_default().push(handle);
+    /// Records that `shard` hosts one more connection of `user`.
+    pub fn attach(&self, user: UserId, shard: usize) {
+        let mut entry = self.directory.entry(user).or_default();
+        match entry.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, n)) => *n += 1,
+            None => entry.push((shard, 1)),
         }
     }
 
-    /// Stops routing to connection `conn_id`.
-    pub fn unregister(&self, user: UserId, conn_id: u64) {
-        if let Ok(mut map) = self.by_user.lock()
-            && let Some(list) = map.get_mut(&user)
-        {
-            list.retain(|h| h.conn_id != conn_id);
-            if list.is_empty() {
-                map.remove(&user);
+    /// Records that `shard` hosts one connection fewer of `user`.
+    pub fn detach(&self, user: UserId, shard: usize) {
+        let empty = match self.directory.get_mut(&user) {
+            Some(mut entry) => {
+                if let Some(pos) = entry.iter().position(|(s, _)| *s == shard) {
+                    entry[pos].1 = entry[pos].1.saturating_sub(1);
+                    if entry[pos].1 == 0 {
+                        entry.swap_remove(pos);
+                    }
+                }
+                entry.is_empty()
             }
+            None => false,
+        };
+        if empty {
+            self.directory.remove_if(&user, |_, v| v.is_empty());
         }
+    }
+
+    fn hosting(&self, user: UserId) -> Vec<usize> {
+        self.directory.get(&user).map(|e| e.iter().map(|(s, _)| *s).collect()).unwrap_or_default()
     }
 
     /// Asks every live connection of a device to close with `code`.
     pub fn close_device(&self, user: UserId, device: DeviceId, code: ErrorCode) {
-        if let Ok(map) = self.by_user.lock() {
-            for h in map
-                .get(&user)
-                .into_iter()
-                .flatten()
-                .filter(|h| h.device_id == device)
-            {
-                let _ = h.close.send(Some(code));
+        for shard in self.hosting(user) {
+            if let Some(link) = self.shards.get(shard) {
+                let _ = link.control.send(Control::CloseDevice { user, device, code });
             }
         }
     }
 
-    /// Asks every live connection to close with `code` (shutdown).
-    pub fn close_all(&self, code: ErrorCode) {
-        if let Ok(map) = self.by_user.lock() {
-            for h in map.values().flatten() {
-                let _ = h.close.send(Some(code));
-            }
+    /// Tells every shard to shut down with `go_away`.
+    pub fn shutdown_all(&self, go_away: Bytes) {
+        for link in &self.shards {
+            let _ = link.control.send(Control::Shutdown { go_away: go_away.clone() });
         }
     }
 
-    /// Queues a frame on every connection without waiting (shutdown notices).
-    pub fn broadcast(&self, frame: Bytes) {
-        if let Ok(map) = self.by_user.lock() {
-            for h in map.values().flatten() {
-                let _ = h.outbound.try_send(frame.clone());
-            }
-        }
+    /// Users whose deliveries to `shard` were dropped since the last call.
+    pub fn take_overflow(&self, shard: usize) -> HashSet<UserId> {
+        self.shards
+            .get(shard)
+            .and_then(|l| l.overflow.lock().ok().map(|mut g| std::mem::take(&mut *g)))
+            .unwrap_or_default()
     }
 
-    /// Number of routed connections.
-    pub fn connection_count(&self) -> usize {
-        self.by_user
-            .lock()
-            .map(|m| m.values().map(Vec::len).sum())
-            .unwrap_or(0)
-    }
-
-    fn push(&self, user: UserId, frame: &Bytes) {
-        let Ok(map) = self.by_user.lock() else { return };
-        let Some(handles) = map.get(&user) else {
-            return;
-        };
-        let shard = Metrics::shard(0);
-        for h in handles {
-            match h.outbound.try_send(frame.clone()) {
-                Ok(()) => {
-                    self.metrics.deliveries.get_or_create(&shard).inc();
+    fn post(&self, user: UserId, frame: &Bytes, committed_at: Instant) {
+        for shard in self.hosting(user) {
+            let Some(link) = self.shards.get(shard) else { continue };
+            let delivery = Delivery { user, frame: frame.clone(), committed_at };
+            if let Err(mpsc::error::TrySendError::Full(_)) = link.deliveries.try_send(delivery) {
+                self.metrics.mailbox_overflows.get_or_create(&Metrics::shard(shard)).inc();
+                let first = link.overflow.lock().map(|mut g| {
+                    let was_empty = g.is_empty();
+                    g.insert(user);
+                    was_empty
+                });
+                if first.unwrap_or(false) {
+                    let _ = link.control.send(Control::Overflow);
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.metrics.slow_consumers.get_or_create(&shard).inc();
-                    let _ = h.close.send(Some(ErrorCode::SlowConsumer));
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
     }
@@ -135,13 +182,15 @@ impl Router {
 
 impl UpdateSink for Router {
     fn committed(&self, updates: &[(UserId, Update)]) {
+        let now = Instant::now();
         for (user, update) in updates {
+            if !self.directory.contains_key(user) {
+                continue;
+            }
             let frame = Frame::Event(Event::Update(update.clone()));
             match codec::encode_to_vec(&frame) {
-                Ok(bytes) => self.push(*user, &Bytes::from(bytes)),
-                Err(e) => {
-                    tracing::error!(error = %e, "an update did not encode; the device will sync it")
-                }
+                Ok(bytes) => self.post(*user, &Bytes::from(bytes), now),
+                Err(e) => tracing::error!(error = %e, "an update did not encode; the device will sync it"),
             }
         }
     }

@@ -1,10 +1,12 @@
-//! Wiring: builds every service from the configuration and runs the listeners.
+//! Wiring: builds every service from the configuration, starts the shards and the admin listener,
+//! and shuts everything down gracefully.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use anyhow::Context;
 use tern_protocol::{ErrorCode, Frame, GoAway, GoAwayReason, codec};
 
 use crate::admin::{self, AdminState};
@@ -15,16 +17,18 @@ use crate::chat::{ChatDeps, ChatService};
 use crate::config::{Config, OtpSenderConfig};
 use crate::keys::{ServerKeys, load_or_create};
 use crate::metrics::Metrics;
-use crate::router::Router;
+use crate::router::{Router, ShardInbox};
 use crate::services::Services;
+use crate::shard::{DRAIN_TIMEOUT, Shard};
 use crate::storage::Storage;
 use crate::storage::fjall::FjallStorage;
+use crate::transport::admission::{Admission, AdmissionLimits};
 use crate::transport::{self, TransportSettings, tls};
 
 /// A started server.
 #[derive(Debug)]
 pub struct RunningServer {
-    /// The bound QUIC address.
+    /// The bound QUIC address (shared by every shard).
     pub quic_addr: SocketAddr,
     /// The bound admin HTTP address.
     pub admin_addr: SocketAddr,
@@ -32,11 +36,13 @@ pub struct RunningServer {
     pub cert_fingerprint: String,
     /// What the OTP sender is.
     pub otp_sender: String,
-    endpoint: quinn::Endpoint,
+    /// Number of shards.
+    pub shards: usize,
     router: Arc<Router>,
     storage: Arc<dyn Storage>,
     ready: Arc<AtomicBool>,
     admin_task: tokio::task::JoinHandle<()>,
+    shard_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 fn sender(config: &Config) -> anyhow::Result<Arc<dyn OtpSender>> {
@@ -47,16 +53,67 @@ fn sender(config: &Config) -> anyhow::Result<Arc<dyn OtpSender>> {
     })
 }
 
+/// What a shard thread needs.
+struct ShardSetup {
+    index: usize,
+    settings: TransportSettings,
+    tls: Arc<rustls::ServerConfig>,
+    reset_key: Vec<u8>,
+    services: Services,
+    router: Arc<Router>,
+    metrics: Metrics,
+    admission: Arc<Admission>,
+    inbox: ShardInbox,
+}
+
+/// Starts shard `setup.index` on its own thread; returns once its endpoint is bound.
+fn spawn_shard(setup: ShardSetup) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let index = setup.index;
+    let handle = std::thread::Builder::new().name(format!("tern-shard-{index}")).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(anyhow::anyhow!("shard {index} runtime: {e}")));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let endpoint = match transport::bind(&setup.settings, setup.tls, &setup.reset_key) {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            let _ = tx.send(endpoint.local_addr().map_err(Into::into));
+            let shard = Arc::new(Shard::new(setup.index, setup.router, setup.metrics));
+            let accept =
+                tokio::spawn(transport::accept_loop(endpoint.clone(), setup.services, shard.clone(), setup.admission));
+            let stopper = endpoint.clone();
+            shard.run_mailbox(setup.inbox, move || stopper.set_server_config(None)).await;
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, endpoint.wait_idle()).await;
+            endpoint.close(quinn::VarInt::from(ErrorCode::ShuttingDown.as_u16()), b"shutting down");
+            accept.abort();
+        });
+    })?;
+    let addr = rx.recv().context("shard thread ended before binding")??;
+    Ok((addr, handle))
+}
+
 impl RunningServer {
-    /// Builds everything and starts listening. Must run inside a tokio runtime.
+    /// Builds everything and starts listening. Must run inside a tokio runtime (for the admin
+    /// listener); each shard runs its own single-threaded runtime on its own thread.
     pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config.validate()?;
         // Two rustls providers are compiled into the server (ring, and aws-lc through other
         // crates); pick ring explicitly. An error means one is installed already, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
         std::fs::create_dir_all(&config.data_dir)?;
-        let metrics = Metrics::new();
-        let router = Arc::new(Router::new(metrics.clone()));
+        let shards = config.shard_count();
+        let metrics = Metrics::new(shards);
+        let (router, inboxes) = Router::new(shards, config.shard_mailbox, metrics.clone());
+        let router = Arc::new(router);
         let storage: Arc<dyn Storage> = Arc::new(FjallStorage::open(
             &config.data_dir.join("db"),
             router.clone(),
@@ -64,10 +121,7 @@ impl RunningServer {
         )?);
         let keys = ServerKeys::load(&config.data_dir)?;
         let issuer = TokenIssuer::new(
-            vec![SigningKey {
-                kid: "k1".into(),
-                secret: keys.jwt.clone(),
-            }],
+            vec![SigningKey { kid: "k1".into(), secret: keys.jwt.clone() }],
             config.auth.access_ttl_s,
         )
         .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
@@ -81,10 +135,7 @@ impl RunningServer {
             otp_secret: keys.otp.clone(),
             config: config.auth.clone(),
         }));
-        let chat = Arc::new(ChatService::new(ChatDeps {
-            storage: storage.clone(),
-            metrics: metrics.clone(),
-        }));
+        let chat = Arc::new(ChatService::new(ChatDeps { storage: storage.clone(), metrics: metrics.clone() }));
         let idle_timeout = Duration::from_secs(config.idle_timeout_s);
         let services = Services {
             auth,
@@ -98,27 +149,39 @@ impl RunningServer {
             _ => tls::dev_identity(&config.data_dir)?,
         };
         let cert_fingerprint = identity.fingerprint.clone();
+        let tls = tls::server_config(identity)?;
         let reset_key = load_or_create(&config.data_dir.join("reset.key"), 64)?;
-        let settings = TransportSettings {
-            listen: config.listen,
-            idle_timeout,
-            max_connections: config.max_connections,
-        };
-        let endpoint = transport::bind(&settings, identity, &reset_key)?;
-        let quic_addr = endpoint.local_addr()?;
-        tokio::spawn(transport::accept_loop(
-            endpoint.clone(),
-            services,
-            config.max_connections,
-        ));
+        let admission = Admission::new(AdmissionLimits {
+            max_per_shard: (config.max_connections / shards).max(1),
+            max_per_ip: config.max_connections_per_ip,
+            handshakes_before_retry_per_s: config.handshakes_before_retry_per_s,
+            overloaded_retry_after: Duration::from_millis(u64::from(config.overloaded_retry_after_ms)),
+        });
+        let mut settings = TransportSettings { listen: config.listen, idle_timeout };
+        let mut shard_threads = Vec::with_capacity(shards);
+        let mut quic_addr = config.listen;
+        for (index, inbox) in inboxes.into_iter().enumerate() {
+            let (addr, handle) = spawn_shard(ShardSetup {
+                index,
+                settings: settings.clone(),
+                tls: tls.clone(),
+                reset_key: reset_key.clone(),
+                services: services.clone(),
+                router: router.clone(),
+                metrics: metrics.clone(),
+                admission: admission.clone(),
+                inbox,
+            })?;
+            // With port 0 the first shard picks the port; the others join it.
+            settings.listen = addr;
+            quic_addr = addr;
+            shard_threads.push(handle);
+        }
 
         let ready = Arc::new(AtomicBool::new(true));
         let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
         let admin_addr = listener.local_addr()?;
-        let app = admin::routes(AdminState {
-            metrics,
-            ready: ready.clone(),
-        });
+        let app = admin::routes(AdminState { metrics, ready: ready.clone() });
         let admin_task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "admin listener failed");
@@ -129,32 +192,29 @@ impl RunningServer {
             admin_addr,
             cert_fingerprint,
             otp_sender,
-            endpoint,
+            shards,
             router,
             storage,
             ready,
             admin_task,
+            shard_threads,
         })
     }
 
-    /// Graceful shutdown: stop accepting, tell clients to go away, let in-flight work finish,
-    /// flush storage.
-    pub async fn shutdown(self, drain: Duration) {
+    /// Graceful shutdown: every shard stops accepting, drains its mailbox, sends `GoAway` and
+    /// closes its connections (waiting up to the drain timeout); then storage is flushed.
+    pub async fn shutdown(self) {
         self.ready.store(false, Ordering::Relaxed);
-        self.endpoint.set_server_config(None);
-        let go_away = Frame::GoAway(GoAway {
-            reason: GoAwayReason::Shutdown,
-            reconnect_after_ms: 1_000,
-        });
-        if let Ok(bytes) = codec::encode_to_vec(&go_away) {
-            self.router.broadcast(bytes::Bytes::from(bytes));
-        }
-        self.router.close_all(ErrorCode::ShuttingDown);
-        let _ = tokio::time::timeout(drain, self.endpoint.wait_idle()).await;
-        self.endpoint.close(
-            quinn::VarInt::from(ErrorCode::ShuttingDown.as_u16()),
-            b"shutting down",
-        );
+        let go_away = Frame::GoAway(GoAway { reason: GoAwayReason::Shutdown, reconnect_after_ms: 1_000 });
+        let bytes = codec::encode_to_vec(&go_away).map(bytes::Bytes::from).unwrap_or_default();
+        self.router.shutdown_all(bytes);
+        let threads = self.shard_threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         if let Err(e) = self.storage.close().await {
             tracing::error!(error = %e, "flushing storage at shutdown failed");
         }

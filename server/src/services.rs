@@ -11,7 +11,7 @@ use tern_protocol::{ErrorBody, ErrorCode, Request, Response, SessionInfo};
 
 use crate::auth::AuthService;
 use crate::chat::ChatService;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::{Metrics, RequestLabels, RequestTimingLabels, ShardLabel};
 use crate::router::Router;
 
 /// Everything a connection may call, shared by all connections.
@@ -52,23 +52,21 @@ impl Services {
     /// authentication on unauthenticated sessions.
     pub async fn handle(
         &self,
+        shard: &ShardLabel,
         caller: Caller,
         request: Request,
     ) -> (Result<Response, ErrorBody>, SessionChange) {
         let name = request.name();
+        let started = Instant::now();
         let (result, change) = self.dispatch(caller, request).await;
         let outcome = match &result {
             Ok(_) => "ok".to_owned(),
             Err(e) => format!("{:?}", e.code),
         };
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                shard: "0".into(),
-                request: name.into(),
-                result: outcome,
-            })
-            .inc();
+        let labels = RequestLabels { shard: shard.shard.clone(), request: name.into(), result: outcome };
+        self.metrics.requests.get_or_create(&labels).inc();
+        let timing = RequestTimingLabels { shard: shard.shard.clone(), request: name.into() };
+        self.metrics.request_seconds.get_or_create(&timing).observe(started.elapsed().as_secs_f64());
         (result, change)
     }
 

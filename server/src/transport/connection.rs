@@ -5,6 +5,8 @@
 //! (backpressure on the client's own requests); pushed updates never wait (see [`crate::router`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,42 +15,73 @@ use tern_protocol::codec::{self, FrameDecoder};
 use tern_protocol::limits::{MAX_FRAME_LEN, MAX_IN_FLIGHT_REQUESTS, MAX_SYNC_PAGE};
 use tern_protocol::session::{HELLO_TIMEOUT, ServerSession, SessionInput};
 use tern_protocol::{
-    ErrorBody, ErrorCode, Event, Frame, Hello, PROTOCOL_VERSION, Request, ServerLimits,
+    ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, Hello, PROTOCOL_VERSION, Request, ServerLimits,
     SessionInfo, SyncCursor, Welcome,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::metrics::Metrics;
-use crate::router::ConnHandle;
+use super::admission::Admitted;
 use crate::services::{Caller, Services, SessionChange};
+use crate::shard::{ConnHandle, Shard};
 
 /// Frames queued for one connection before it counts as a slow consumer.
 pub const OUTBOUND_QUEUE: usize = 1024;
 /// How long a closing connection may take to flush what is queued.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Serves one accepted connection until it closes.
-pub async fn serve(conn: Connection, services: Services) {
+/// Serves one accepted connection until it closes. `admitted` is `None` when the connection is
+/// over a cap: it is then told to come back after `retry_after` and closed.
+pub async fn serve(
+    conn: Connection,
+    services: Services,
+    shard: Arc<Shard>,
+    admitted: Option<Admitted>,
+    retry_after: Duration,
+) {
     let remote = conn.remote_address();
-    let shard = Metrics::shard(0);
-    services.metrics.connections.get_or_create(&shard).inc();
     let result = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await;
+    let Some(_admitted) = admitted else {
+        if let Ok(Ok((send, _recv))) = result {
+            refuse_overloaded(&conn, send, retry_after).await;
+        } else {
+            close(&conn, ErrorCode::Overloaded, "overloaded");
+        }
+        return;
+    };
+    shard.open.fetch_add(1, Ordering::Relaxed);
+    services.metrics.connections.get_or_create(&shard.label).inc();
     match result {
         Ok(Ok((send, recv))) => {
-            let mut c = ConnTask::new(conn.clone(), remote, services.clone(), send);
+            let mut c = ConnTask::new(conn.clone(), remote, services.clone(), shard.clone(), send);
             c.run(recv).await;
         }
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "connection ended before its control stream")
         }
-        Err(_) => close(
-            &conn,
-            ErrorCode::HandshakeRequired,
-            "no control stream opened in time",
-        ),
+        Err(_) => close(&conn, ErrorCode::HandshakeRequired, "no control stream opened in time"),
     }
-    services.metrics.connections.get_or_create(&shard).dec();
+    services.metrics.connections.get_or_create(&shard.label).dec();
+    shard.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Tells an over-cap client when to come back, in protocol terms, and closes.
+async fn refuse_overloaded(conn: &Connection, mut send: SendStream, retry_after: Duration) {
+    let go_away = Frame::GoAway(GoAway {
+        reason: GoAwayReason::Overloaded,
+        reconnect_after_ms: u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX),
+    });
+    let error = Frame::Error(ErrorBody::new(ErrorCode::Overloaded, "server overloaded; retry later"));
+    let mut bytes = Vec::new();
+    if codec::encode(&go_away, &mut bytes).is_ok() && codec::encode(&error, &mut bytes).is_ok() {
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
+            let _ = send.write_all(&bytes).await;
+            let _ = send.finish();
+            let _ = send.stopped().await;
+        })
+        .await;
+    }
+    close(conn, ErrorCode::Overloaded, "overloaded");
 }
 
 fn close(conn: &Connection, code: ErrorCode, reason: &str) {
@@ -59,6 +92,7 @@ struct ConnTask {
     conn: Connection,
     remote: SocketAddr,
     services: Services,
+    shard: Arc<Shard>,
     session: ServerSession,
     conn_id: u64,
     outbound: Option<mpsc::Sender<Bytes>>,
@@ -70,16 +104,16 @@ struct ConnTask {
 }
 
 impl ConnTask {
-    fn new(conn: Connection, remote: SocketAddr, services: Services, send: SendStream) -> Self {
+    fn new(conn: Connection, remote: SocketAddr, services: Services, shard: Arc<Shard>, send: SendStream) -> Self {
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let metrics = services.metrics.clone();
-        let writer = tokio::spawn(write_loop(send, rx, metrics));
+        let writer = tokio::spawn(write_loop(send, rx));
         let (close_tx, close_rx) = watch::channel(None);
         let conn_id = services.router.next_conn_id();
         ConnTask {
             conn,
             remote,
             services,
+            shard,
             session: ServerSession::new(Instant::now()),
             conn_id,
             outbound: Some(tx),
@@ -125,7 +159,7 @@ impl ConnTask {
             }
         };
         if let Some(s) = self.registered.take() {
-            self.services.router.unregister(s.user_id, self.conn_id);
+            self.shard.unregister(s.user_id, self.conn_id);
         }
         match fatal {
             Some(error) => self.shutdown(error).await,
@@ -167,7 +201,7 @@ impl ConnTask {
             self.services
                 .metrics
                 .frames_in
-                .get_or_create(&Metrics::shard(0))
+                .get_or_create(&self.shard.label)
                 .inc();
             match self.session.handle_frame(frame) {
                 Err(violation) => return Some(violation.0),
@@ -199,7 +233,7 @@ impl ConnTask {
         self.services
             .metrics
             .handshakes
-            .get_or_create(&Metrics::shard(0))
+            .get_or_create(&self.shard.label)
             .inc();
         let welcome = Welcome {
             protocol_version: PROTOCOL_VERSION,
@@ -237,7 +271,7 @@ impl ConnTask {
         let Some(outbound) = self.outbound.clone() else {
             return;
         };
-        self.services.router.register(
+        self.shard.register(
             session.user_id,
             ConnHandle {
                 conn_id: self.conn_id,
@@ -256,7 +290,7 @@ impl ConnTask {
         };
         // Requests that change the session run inline so later frames see the new state.
         if caller.session.is_none() {
-            let (result, change) = self.services.handle(caller, body).await;
+            let (result, change) = self.services.handle(&self.shard.label, caller, body).await;
             if let SessionChange::Authenticated(s) = change {
                 self.authenticated(s);
             }
@@ -269,18 +303,15 @@ impl ConnTask {
             return;
         }
         let services = self.services.clone();
+        let label = self.shard.label.clone();
         let Some(outbound) = self.outbound.clone() else {
             return;
         };
         self.in_flight.spawn(async move {
-            let (result, _) = services.handle(caller, body).await;
+            let (result, _) = services.handle(&label, caller, body).await;
             let frame = Frame::Response { req_id, result };
             if let Some(bytes) = encode(&frame) {
-                services
-                    .metrics
-                    .frames_out
-                    .get_or_create(&Metrics::shard(0))
-                    .inc();
+                services.metrics.frames_out.get_or_create(&label).inc();
                 let _ = outbound.send(bytes).await;
             }
         });
@@ -297,7 +328,7 @@ impl ConnTask {
         self.services
             .metrics
             .frames_out
-            .get_or_create(&Metrics::shard(0))
+            .get_or_create(&self.shard.label)
             .inc();
         let _ = tx.send(bytes).await;
     }
@@ -325,7 +356,7 @@ fn encode(frame: &Frame) -> Option<Bytes> {
     }
 }
 
-async fn write_loop(mut send: SendStream, mut rx: mpsc::Receiver<Bytes>, _metrics: Metrics) {
+async fn write_loop(mut send: SendStream, mut rx: mpsc::Receiver<Bytes>) {
     let mut batch = Vec::with_capacity(32);
     while rx.recv_many(&mut batch, 32).await > 0 {
         for bytes in batch.drain(..) {

@@ -4,6 +4,7 @@
 //! streams per connection, an idle timeout, a persisted stateless-reset key, and address
 //! validation (Retry) for clients whose handshake rate suggests spoofing.
 
+pub mod admission;
 pub mod connection;
 pub mod tls;
 
@@ -13,17 +14,17 @@ use std::time::Duration;
 
 use quinn::{Endpoint, EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
 
+use self::admission::{Admission, HandshakeGate};
 use crate::services::Services;
+use crate::shard::Shard;
 
-/// Settings of the QUIC endpoint.
+/// Settings of the QUIC endpoints.
 #[derive(Debug, Clone)]
 pub struct TransportSettings {
-    /// UDP address to bind.
+    /// UDP address every shard binds (with `SO_REUSEPORT`).
     pub listen: SocketAddr,
     /// Close connections idle this long.
     pub idle_timeout: Duration,
-    /// Most open connections; further handshakes are refused.
-    pub max_connections: usize,
 }
 
 /// Building the endpoint failed.
@@ -46,13 +47,13 @@ pub enum TransportError {
     Config(String),
 }
 
-/// Binds the endpoint.
+/// Binds one shard's endpoint to `settings.listen` with `SO_REUSEPORT`, so every shard can bind
+/// the same port and the kernel spreads clients over them.
 pub fn bind(
     settings: &TransportSettings,
-    identity: tls::ServerIdentity,
+    tls: Arc<rustls::ServerConfig>,
     reset_key: &[u8],
 ) -> Result<Endpoint, TransportError> {
-    let tls = tls::server_config(identity)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TransportError::Config(e.to_string()))?;
     let mut server = ServerConfig::with_crypto(Arc::new(crypto));
@@ -61,64 +62,57 @@ pub fn bind(
         .max_concurrent_bidi_streams(VarInt::from_u32(4))
         .max_concurrent_uni_streams(VarInt::from_u32(4))
         .max_idle_timeout(Some(
-            IdleTimeout::try_from(settings.idle_timeout)
-                .map_err(|e| TransportError::Config(e.to_string()))?,
+            IdleTimeout::try_from(settings.idle_timeout).map_err(|e| TransportError::Config(e.to_string()))?,
         ))
         .datagram_receive_buffer_size(Some(64 * 1024));
     server.transport_config(Arc::new(transport));
-    server.max_incoming(settings.max_connections.max(1));
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
     // Connection IDs carry a keyed check; keying it from the persisted secret (not a random key
-    // per process) lets a restarted server recognise its predecessor's CIDs and answer them with
-    // a stateless reset, so clients learn of the restart at once instead of at their idle timeout.
+    // per process) lets a restarted server, and every sibling shard, recognise our CIDs and answer
+    // them with a stateless reset, so clients learn at once instead of at their idle timeout.
     let cid_tag = ring::hmac::sign(&key, b"tern quic cid key v1");
     let mut cid_key = [0u8; 8];
     cid_key.copy_from_slice(&cid_tag.as_ref()[..8]);
     let cid_key = u64::from_le_bytes(cid_key);
     let mut endpoint_config = EndpointConfig::new(Arc::new(key));
-    endpoint_config.cid_generator(move || {
-        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-    });
-    let socket =
-        std::net::UdpSocket::bind(settings.listen).map_err(|source| TransportError::Bind {
-            addr: settings.listen,
-            source,
-        })?;
-    Endpoint::new(
-        endpoint_config,
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|source| TransportError::Bind {
-        addr: settings.listen,
-        source,
-    })
+    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    let socket = reuseport_socket(settings.listen)
+        .map_err(|source| TransportError::Bind { addr: settings.listen, source })?;
+    Endpoint::new(endpoint_config, Some(server), socket, Arc::new(quinn::TokioRuntime))
+        .map_err(|source| TransportError::Bind { addr: settings.listen, source })
 }
 
-/// Accepts connections until the endpoint is closed, serving each on its own task.
-pub async fn accept_loop(endpoint: Endpoint, services: Services, max_connections: usize) {
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Accepts connections for one shard until its endpoint is closed, serving each on its own task.
+pub async fn accept_loop(endpoint: Endpoint, services: Services, shard: Arc<Shard>, admission: Arc<Admission>) {
+    let mut gate = HandshakeGate::new(admission.limits().handshakes_before_retry_per_s);
     while let Some(incoming) = endpoint.accept().await {
-        if services
-            .metrics
-            .connections
-            .get_or_create(&crate::metrics::Metrics::shard(0))
-            .get()
-            >= max_connections as i64
-        {
-            incoming.refuse();
-            continue;
+        if !incoming.remote_address_validated() && gate.demand_retry(std::time::Instant::now()) {
+            // Under a handshake storm, make clients prove their address before we spend a handshake.
+            if incoming.may_retry() {
+                let _ = incoming.retry();
+                continue;
+            }
         }
-        if !incoming.remote_address_validated() && endpoint.open_connections() > max_connections / 2
-        {
-            // Under load, make unvalidated clients prove their address before we spend a handshake.
-            let _ = incoming.retry();
-            continue;
-        }
+        let admitted = admission.admit(incoming.remote_address().ip(), shard.open_connections());
         let services = services.clone();
+        let shard = shard.clone();
+        let retry_after = admission.limits().overloaded_retry_after;
         tokio::spawn(async move {
             match incoming.await {
-                Ok(conn) => connection::serve(conn, services).await,
+                Ok(conn) => connection::serve(conn, services, shard, admitted, retry_after).await,
                 Err(e) => tracing::debug!(error = %e, "handshake failed"),
             }
         });

@@ -1,0 +1,170 @@
+//! Shards: one thread per core, each with a single-threaded tokio runtime and its own QUIC
+//! endpoint bound with `SO_REUSEPORT` to the shared UDP port. A shard owns the connections the
+//! kernel hands its socket; nothing outside the shard touches them. Other threads reach them only
+//! through the shard's mailboxes (see [`crate::router`]).
+//!
+//! Address changes: the kernel spreads datagrams over the shard sockets by 4-tuple, so a client
+//! whose address changes (NAT rebinding, migration) may land on another shard. That shard does not
+//! know the connection, recognises the connection id as ours (the CID key is shared and persisted)
+//! and answers with a stateless reset; the client notices at once, reconnects and syncs. The loss
+//! is fast and harmless rather than steered (steering by CID would need eBPF).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tern_protocol::{DeviceId, ErrorCode, UserId};
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::{Metrics, ShardLabel};
+use crate::router::{Control, Router, ShardInbox};
+
+/// A live connection as its shard sees it.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    /// Unique per process.
+    pub conn_id: u64,
+    /// The authenticated device.
+    pub device_id: DeviceId,
+    /// Encoded frames for the connection's writer.
+    pub outbound: mpsc::Sender<Bytes>,
+    /// Set to ask the connection to close with a code.
+    pub close: watch::Sender<Option<ErrorCode>>,
+}
+
+/// One shard's state, shared by its accept loop, its connections and its mailbox loop (all on the
+/// shard's own thread).
+#[derive(Debug)]
+pub struct Shard {
+    /// Index, 0-based.
+    pub index: usize,
+    /// Its metrics label.
+    pub label: ShardLabel,
+    /// Open connections on this shard.
+    pub open: AtomicUsize,
+    /// The router, to attach and detach users.
+    pub router: Arc<Router>,
+    metrics: Metrics,
+    conns: Mutex<HashMap<UserId, Vec<ConnHandle>>>,
+}
+
+impl Shard {
+    /// A shard with no connections.
+    pub fn new(index: usize, router: Arc<Router>, metrics: Metrics) -> Self {
+        Shard {
+            index,
+            label: Metrics::shard(index),
+            open: AtomicUsize::new(0),
+            router,
+            metrics,
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts routing `user`'s updates to `handle`.
+    pub fn register(&self, user: UserId, handle: ConnHandle) {
+        if let Ok(mut map) = self.conns.lock() {
+            map.entry(user).or_default().push(handle);
+            self.router.attach(user, self.index);
+        }
+    }
+
+    /// Stops routing to connection `conn_id`.
+    pub fn unregister(&self, user: UserId, conn_id: u64) {
+        if let Ok(mut map) = self.conns.lock()
+            && let Some(list) = map.get_mut(&user)
+        {
+            let before = list.len();
+            list.retain(|h| h.conn_id != conn_id);
+            if list.len() < before {
+                self.router.detach(user, self.index);
+            }
+            if list.is_empty() {
+                map.remove(&user);
+            }
+        }
+    }
+
+    fn each(&self, user: Option<UserId>, mut f: impl FnMut(&ConnHandle)) {
+        let Ok(map) = self.conns.lock() else { return };
+        match user {
+            Some(u) => map.get(&u).into_iter().flatten().for_each(&mut f),
+            None => map.values().flatten().for_each(&mut f),
+        }
+    }
+
+    fn push(&self, user: UserId, frame: &Bytes) {
+        self.each(Some(user), |h| match h.outbound.try_send(frame.clone()) {
+            Ok(()) => {
+                self.metrics.deliveries.get_or_create(&self.label).inc();
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.slow_consumers.get_or_create(&self.label).inc();
+                let _ = h.close.send(Some(ErrorCode::SlowConsumer));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        });
+    }
+
+    /// Handles the shard's mailboxes until it is told to shut down; then sends `GoAway`, closes
+    /// every connection and returns.
+    pub async fn run_mailbox(self: Arc<Self>, mut inbox: ShardInbox, stop_accepting: impl FnOnce()) {
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            tokio::select! {
+                biased;
+                control = inbox.control.recv() => match control {
+                    Some(Control::CloseDevice { user, device, code }) => self.each(Some(user), |h| {
+                        if h.device_id == device {
+                            let _ = h.close.send(Some(code));
+                        }
+                    }),
+                    Some(Control::Overflow) => {
+                        for user in self.router.take_overflow(self.index) {
+                            self.each(Some(user), |h| {
+                                let _ = h.close.send(Some(ErrorCode::SlowConsumer));
+                            });
+                        }
+                    }
+                    Some(Control::Shutdown { go_away }) => {
+                        stop_accepting();
+                        // Drain what is already queued, then tell everyone to go.
+                        while let Ok(d) = inbox.deliveries.try_recv() {
+                            self.push(d.user, &d.frame);
+                        }
+                        self.each(None, |h| {
+                            let _ = h.outbound.try_send(go_away.clone());
+                            let _ = h.close.send(Some(ErrorCode::ShuttingDown));
+                        });
+                        return;
+                    }
+                    None => return,
+                },
+                n = inbox.deliveries.recv_many(&mut batch, 64) => {
+                    if n == 0 {
+                        return;
+                    }
+                    let now = Instant::now();
+                    for d in batch.drain(..) {
+                        self.metrics
+                            .delivery_seconds
+                            .get_or_create(&self.label)
+                            .observe(now.saturating_duration_since(d.committed_at).as_secs_f64());
+                        self.push(d.user, &d.frame);
+                    }
+                    self.metrics.mailbox_depth.get_or_create(&self.label).set(inbox.deliveries.len() as i64);
+                }
+            }
+        }
+    }
+
+    /// Open connections on this shard.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// How long a shard waits for its connections to close at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
