@@ -215,7 +215,9 @@ impl Driver {
                         self.emit(ClientEvent::Disconnected { reason });
                     }
                     // A server hint (GoAway, Overloaded) is honoured with jitter so clients spread out.
-                    let hinted = retry_after.unwrap_or_default().mul_f64(1.0 + rand::random::<f64>() / 2.0);
+                    let hinted = retry_after
+                        .unwrap_or_default()
+                        .mul_f64(1.0 + rand::random::<f64>() / 2.0);
                     let delay = self.backoff(attempt).max(hinted);
                     attempt = attempt.saturating_add(1);
                     if let Some(reply) = self.idle(delay).await {
@@ -344,7 +346,11 @@ impl Driver {
     async fn open_link(&mut self) -> Result<Link, String> {
         let connecting = self
             .endpoint
-            .connect_with(self.client_cfg.clone(), self.cfg.server, &self.cfg.server_name)
+            .connect_with(
+                self.client_cfg.clone(),
+                self.cfg.server,
+                &self.cfg.server_name,
+            )
             .map_err(|e| format!("connect: {e}"))?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
@@ -403,7 +409,11 @@ impl Driver {
         let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
         let mut hint = None;
         let welcome = loop {
-            let lost = |reason: String, retry_after| LinkEnd::Lost { reason, retry_after, was_up: false };
+            let lost = |reason: String, retry_after| LinkEnd::Lost {
+                reason,
+                retry_after,
+                was_up: false,
+            };
             match tokio::time::timeout_at(deadline, link.inbound.recv()).await {
                 Ok(Some(Inbound::Frame(Frame::Welcome(w)))) => break w,
                 // An overloaded server says when to come back before it refuses us.
@@ -412,9 +422,15 @@ impl Driver {
                 }
                 Ok(Some(Inbound::Frame(Frame::Error(e)))) => {
                     return match self.on_error(e, sent_auth, false) {
-                        LinkEnd::Lost { reason, retry_after, was_up } => {
-                            LinkEnd::Lost { reason, retry_after: retry_after.or(hint), was_up }
-                        }
+                        LinkEnd::Lost {
+                            reason,
+                            retry_after,
+                            was_up,
+                        } => LinkEnd::Lost {
+                            reason,
+                            retry_after: retry_after.or(hint),
+                            was_up,
+                        },
                         other => other,
                     };
                 }
@@ -424,7 +440,9 @@ impl Driver {
                         other => other,
                     };
                 }
-                Ok(Some(Inbound::Frame(other))) => return lost(format!("expected Welcome, got {other:?}"), hint),
+                Ok(Some(Inbound::Frame(other))) => {
+                    return lost(format!("expected Welcome, got {other:?}"), hint);
+                }
                 Ok(None) => return lost("connection closed".into(), hint),
                 Err(_) => return lost("no Welcome in time".into(), hint),
             }

@@ -102,7 +102,8 @@ pub enum ConfigError {
 impl Config {
     /// The number of shards to run: the configured one, or one per available core.
     pub fn shard_count(&self) -> usize {
-        self.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        self.shards
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     /// Reads a TOML file over the defaults.

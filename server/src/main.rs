@@ -45,6 +45,12 @@ struct Cli {
     /// OTP requests per source address per minute, after the burst.
     #[arg(long, env = "TERN_OTP_ADDRESS_PER_MINUTE")]
     otp_address_per_minute: Option<u32>,
+    /// OTP requests allowed per number prefix or email domain at once.
+    #[arg(long, env = "TERN_OTP_PREFIX_BURST")]
+    otp_prefix_burst: Option<u32>,
+    /// OTP requests per number prefix or email domain per minute, after the burst.
+    #[arg(long, env = "TERN_OTP_PREFIX_PER_MINUTE")]
+    otp_prefix_per_minute: Option<u32>,
     /// Idle connection timeout in seconds [default: 30].
     #[arg(long, env = "TERN_IDLE_TIMEOUT_S")]
     idle_timeout_s: Option<u64>,
@@ -107,6 +113,12 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.otp_address_per_minute {
         c.auth.otp_per_address.per_minute = v;
+    }
+    if let Some(v) = cli.otp_prefix_burst {
+        c.auth.otp_per_prefix.burst = v;
+    }
+    if let Some(v) = cli.otp_prefix_per_minute {
+        c.auth.otp_per_prefix.per_minute = v;
     }
     if let Some(v) = cli.idle_timeout_s {
         c.idle_timeout_s = v;

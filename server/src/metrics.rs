@@ -141,17 +141,31 @@ impl Metrics {
             slow_consumers.clone(),
         );
         let mailbox_overflows = Family::<ShardLabel, Counter>::default();
-        r.register("mailbox_overflows", "Deliveries dropped for a full shard mailbox", mailbox_overflows.clone());
+        r.register(
+            "mailbox_overflows",
+            "Deliveries dropped for a full shard mailbox",
+            mailbox_overflows.clone(),
+        );
         let mailbox_depth = Family::<ShardLabel, Gauge>::default();
-        r.register("mailbox_depth", "Deliveries waiting in the shard mailbox", mailbox_depth.clone());
-        let delivery_seconds: HistogramFamily<ShardLabel> = Family::new_with_constructor(latency_histogram);
+        r.register(
+            "mailbox_depth",
+            "Deliveries waiting in the shard mailbox",
+            mailbox_depth.clone(),
+        );
+        let delivery_seconds: HistogramFamily<ShardLabel> =
+            Family::new_with_constructor(latency_histogram);
         r.register(
             "delivery_seconds",
             "Time from storage commit to the update queued on the connection",
             delivery_seconds.clone(),
         );
-        let request_seconds: HistogramFamily<RequestTimingLabels> = Family::new_with_constructor(latency_histogram);
-        r.register("request_seconds", "Time to answer a request", request_seconds.clone());
+        let request_seconds: HistogramFamily<RequestTimingLabels> =
+            Family::new_with_constructor(latency_histogram);
+        r.register(
+            "request_seconds",
+            "Time to answer a request",
+            request_seconds.clone(),
+        );
         let storage_commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         r.register(
             "storage_commit_seconds",

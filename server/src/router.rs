@@ -88,10 +88,22 @@ impl Router {
         for _ in 0..shards.max(1) {
             let (dtx, drx) = mpsc::channel(mailbox.max(1));
             let (ctx, crx) = mpsc::unbounded_channel();
-            links.push(ShardLink { deliveries: dtx, control: ctx, overflow: Mutex::new(HashSet::new()) });
-            inboxes.push(ShardInbox { deliveries: drx, control: crx });
+            links.push(ShardLink {
+                deliveries: dtx,
+                control: ctx,
+                overflow: Mutex::new(HashSet::new()),
+            });
+            inboxes.push(ShardInbox {
+                deliveries: drx,
+                control: crx,
+            });
         }
-        let router = Router { directory: DashMap::new(), shards: links, next_conn_id: AtomicU64::new(1), metrics };
+        let router = Router {
+            directory: DashMap::new(),
+            shards: links,
+            next_conn_id: AtomicU64::new(1),
+            metrics,
+        };
         (router, inboxes)
     }
 
@@ -134,14 +146,19 @@ impl Router {
     }
 
     fn hosting(&self, user: UserId) -> Vec<usize> {
-        self.directory.get(&user).map(|e| e.iter().map(|(s, _)| *s).collect()).unwrap_or_default()
+        self.directory
+            .get(&user)
+            .map(|e| e.iter().map(|(s, _)| *s).collect())
+            .unwrap_or_default()
     }
 
     /// Asks every live connection of a device to close with `code`.
     pub fn close_device(&self, user: UserId, device: DeviceId, code: ErrorCode) {
         for shard in self.hosting(user) {
             if let Some(link) = self.shards.get(shard) {
-                let _ = link.control.send(Control::CloseDevice { user, device, code });
+                let _ = link
+                    .control
+                    .send(Control::CloseDevice { user, device, code });
             }
         }
     }
@@ -149,7 +166,9 @@ impl Router {
     /// Tells every shard to shut down with `go_away`.
     pub fn shutdown_all(&self, go_away: Bytes) {
         for link in &self.shards {
-            let _ = link.control.send(Control::Shutdown { go_away: go_away.clone() });
+            let _ = link.control.send(Control::Shutdown {
+                go_away: go_away.clone(),
+            });
         }
     }
 
@@ -163,10 +182,19 @@ impl Router {
 
     fn post(&self, user: UserId, frame: &Bytes, committed_at: Instant) {
         for shard in self.hosting(user) {
-            let Some(link) = self.shards.get(shard) else { continue };
-            let delivery = Delivery { user, frame: frame.clone(), committed_at };
+            let Some(link) = self.shards.get(shard) else {
+                continue;
+            };
+            let delivery = Delivery {
+                user,
+                frame: frame.clone(),
+                committed_at,
+            };
             if let Err(mpsc::error::TrySendError::Full(_)) = link.deliveries.try_send(delivery) {
-                self.metrics.mailbox_overflows.get_or_create(&Metrics::shard(shard)).inc();
+                self.metrics
+                    .mailbox_overflows
+                    .get_or_create(&Metrics::shard(shard))
+                    .inc();
                 let first = link.overflow.lock().map(|mut g| {
                     let was_empty = g.is_empty();
                     g.insert(user);
@@ -190,7 +218,9 @@ impl UpdateSink for Router {
             let frame = Frame::Event(Event::Update(update.clone()));
             match codec::encode_to_vec(&frame) {
                 Ok(bytes) => self.post(*user, &Bytes::from(bytes), now),
-                Err(e) => tracing::error!(error = %e, "an update did not encode; the device will sync it"),
+                Err(e) => {
+                    tracing::error!(error = %e, "an update did not encode; the device will sync it")
+                }
             }
         }
     }

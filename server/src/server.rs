@@ -70,33 +70,47 @@ struct ShardSetup {
 fn spawn_shard(setup: ShardSetup) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let index = setup.index;
-    let handle = std::thread::Builder::new().name(format!("tern-shard-{index}")).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = tx.send(Err(anyhow::anyhow!("shard {index} runtime: {e}")));
-                return;
-            }
-        };
-        rt.block_on(async move {
-            let endpoint = match transport::bind(&setup.settings, setup.tls, &setup.reset_key) {
-                Ok(e) => e,
+    let handle = std::thread::Builder::new()
+        .name(format!("tern-shard-{index}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
                 Err(e) => {
-                    let _ = tx.send(Err(e.into()));
+                    let _ = tx.send(Err(anyhow::anyhow!("shard {index} runtime: {e}")));
                     return;
                 }
             };
-            let _ = tx.send(endpoint.local_addr().map_err(Into::into));
-            let shard = Arc::new(Shard::new(setup.index, setup.router, setup.metrics));
-            let accept =
-                tokio::spawn(transport::accept_loop(endpoint.clone(), setup.services, shard.clone(), setup.admission));
-            let stopper = endpoint.clone();
-            shard.run_mailbox(setup.inbox, move || stopper.set_server_config(None)).await;
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, endpoint.wait_idle()).await;
-            endpoint.close(quinn::VarInt::from(ErrorCode::ShuttingDown.as_u16()), b"shutting down");
-            accept.abort();
-        });
-    })?;
+            rt.block_on(async move {
+                let endpoint = match transport::bind(&setup.settings, setup.tls, &setup.reset_key) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let _ = tx.send(endpoint.local_addr().map_err(Into::into));
+                let shard = Arc::new(Shard::new(setup.index, setup.router, setup.metrics));
+                let accept = tokio::spawn(transport::accept_loop(
+                    endpoint.clone(),
+                    setup.services,
+                    shard.clone(),
+                    setup.admission,
+                ));
+                let stopper = endpoint.clone();
+                shard
+                    .run_mailbox(setup.inbox, move || stopper.set_server_config(None))
+                    .await;
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, endpoint.wait_idle()).await;
+                endpoint.close(
+                    quinn::VarInt::from(ErrorCode::ShuttingDown.as_u16()),
+                    b"shutting down",
+                );
+                accept.abort();
+            });
+        })?;
     let addr = rx.recv().context("shard thread ended before binding")??;
     Ok((addr, handle))
 }
@@ -121,7 +135,10 @@ impl RunningServer {
         )?);
         let keys = ServerKeys::load(&config.data_dir)?;
         let issuer = TokenIssuer::new(
-            vec![SigningKey { kid: "k1".into(), secret: keys.jwt.clone() }],
+            vec![SigningKey {
+                kid: "k1".into(),
+                secret: keys.jwt.clone(),
+            }],
             config.auth.access_ttl_s,
         )
         .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
@@ -135,7 +152,10 @@ impl RunningServer {
             otp_secret: keys.otp.clone(),
             config: config.auth.clone(),
         }));
-        let chat = Arc::new(ChatService::new(ChatDeps { storage: storage.clone(), metrics: metrics.clone() }));
+        let chat = Arc::new(ChatService::new(ChatDeps {
+            storage: storage.clone(),
+            metrics: metrics.clone(),
+        }));
         let idle_timeout = Duration::from_secs(config.idle_timeout_s);
         let services = Services {
             auth,
@@ -155,9 +175,14 @@ impl RunningServer {
             max_per_shard: (config.max_connections / shards).max(1),
             max_per_ip: config.max_connections_per_ip,
             handshakes_before_retry_per_s: config.handshakes_before_retry_per_s,
-            overloaded_retry_after: Duration::from_millis(u64::from(config.overloaded_retry_after_ms)),
+            overloaded_retry_after: Duration::from_millis(u64::from(
+                config.overloaded_retry_after_ms,
+            )),
         });
-        let mut settings = TransportSettings { listen: config.listen, idle_timeout };
+        let mut settings = TransportSettings {
+            listen: config.listen,
+            idle_timeout,
+        };
         let mut shard_threads = Vec::with_capacity(shards);
         let mut quic_addr = config.listen;
         for (index, inbox) in inboxes.into_iter().enumerate() {
@@ -181,7 +206,10 @@ impl RunningServer {
         let ready = Arc::new(AtomicBool::new(true));
         let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
         let admin_addr = listener.local_addr()?;
-        let app = admin::routes(AdminState { metrics, ready: ready.clone() });
+        let app = admin::routes(AdminState {
+            metrics,
+            ready: ready.clone(),
+        });
         let admin_task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "admin listener failed");
@@ -205,8 +233,13 @@ impl RunningServer {
     /// closes its connections (waiting up to the drain timeout); then storage is flushed.
     pub async fn shutdown(self) {
         self.ready.store(false, Ordering::Relaxed);
-        let go_away = Frame::GoAway(GoAway { reason: GoAwayReason::Shutdown, reconnect_after_ms: 1_000 });
-        let bytes = codec::encode_to_vec(&go_away).map(bytes::Bytes::from).unwrap_or_default();
+        let go_away = Frame::GoAway(GoAway {
+            reason: GoAwayReason::Shutdown,
+            reconnect_after_ms: 1_000,
+        });
+        let bytes = codec::encode_to_vec(&go_away)
+            .map(bytes::Bytes::from)
+            .unwrap_or_default();
         self.router.shutdown_all(bytes);
         let threads = self.shard_threads;
         let _ = tokio::task::spawn_blocking(move || {

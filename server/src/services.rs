@@ -63,10 +63,20 @@ impl Services {
             Ok(_) => "ok".to_owned(),
             Err(e) => format!("{:?}", e.code),
         };
-        let labels = RequestLabels { shard: shard.shard.clone(), request: name.into(), result: outcome };
+        let labels = RequestLabels {
+            shard: shard.shard.clone(),
+            request: name.into(),
+            result: outcome,
+        };
         self.metrics.requests.get_or_create(&labels).inc();
-        let timing = RequestTimingLabels { shard: shard.shard.clone(), request: name.into() };
-        self.metrics.request_seconds.get_or_create(&timing).observe(started.elapsed().as_secs_f64());
+        let timing = RequestTimingLabels {
+            shard: shard.shard.clone(),
+            request: name.into(),
+        };
+        self.metrics
+            .request_seconds
+            .get_or_create(&timing)
+            .observe(started.elapsed().as_secs_f64());
         (result, change)
     }
 

@@ -110,7 +110,11 @@ impl Shard {
 
     /// Handles the shard's mailboxes until it is told to shut down; then sends `GoAway`, closes
     /// every connection and returns.
-    pub async fn run_mailbox(self: Arc<Self>, mut inbox: ShardInbox, stop_accepting: impl FnOnce()) {
+    pub async fn run_mailbox(
+        self: Arc<Self>,
+        mut inbox: ShardInbox,
+        stop_accepting: impl FnOnce(),
+    ) {
         let mut batch = Vec::with_capacity(64);
         loop {
             tokio::select! {

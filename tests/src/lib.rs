@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod child;
 pub mod history;
 pub mod raw;
 

@@ -2,105 +2,28 @@
 //! data directory, and check with the history checker that every message whose `Sent` arrived is
 //! stored and delivered exactly once, in order, and that retries created no duplicates.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tern_sdk::protocol::MessageBody;
+use tern_tests::child::ChildServer;
 use tern_tests::history::{self, Acked};
-use tern_tests::{Device, client_config, collect_messages, drain_messages, login, server_binary};
+use tern_tests::{Device, client_config, collect_messages, drain_messages, login};
 
 const SENDERS: usize = 3;
 const PER_SENDER: usize = 150;
 const IN_FLIGHT: usize = 8;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn ensure_binary() -> std::path::PathBuf {
-    let bin = server_binary();
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "tern-server", "--bin", "tern-server"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building tern-server failed");
-    }
-    assert!(
-        bin.exists(),
-        "tern-server binary not found at {}",
-        bin.display()
-    );
-    bin
-}
-
-fn spawn_server(bin: &Path, dir: &Path, quic: SocketAddr, admin: SocketAddr) -> Child {
-    Command::new(bin)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--listen")
-        .arg(quic.to_string())
-        .arg("--admin-listen")
-        .arg(admin.to_string())
-        .arg("--otp-sender")
-        .arg(format!("file:{}", dir.join("otp.txt").display()))
-        .arg("--otp-address-burst")
-        .arg("100000")
-        .env(
-            "TERN_LOG",
-            std::env::var("CHILD_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(if std::env::var("CHILD_LOG").is_ok() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_ready(admin: SocketAddr) {
-    for _ in 0..500 {
-        if tokio::net::TcpStream::connect(admin).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("server did not come up");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_sends_loses_nothing_acknowledged() {
     tern_tests::init();
-    let bin = ensure_binary();
     let dir = tempfile::tempdir().unwrap();
-    let quic: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-    let mut child = spawn_server(&bin, dir.path(), quic, admin);
-    wait_ready(admin).await;
-    let fingerprint = std::fs::read_to_string(dir.path().join("data/dev-cert.sha256")).unwrap();
-    let otp = dir.path().join("otp.txt");
-    let cfg = || client_config(quic, fingerprint.trim());
+    let mut server = ChildServer::start(dir.path(), &["--shards", "2"]).await;
+    let fingerprint = server.fingerprint();
+    let otp = server.otp_file();
+    let quic = server.quic;
+    let cfg = || client_config(quic, &fingerprint);
 
     let mut r1 = login(cfg(), &otp, "+15550003000").await.unwrap();
     let mut r2 = login(cfg(), &otp, "+15550003000").await.unwrap();
@@ -142,25 +65,17 @@ async fn kill_9_during_sends_loses_nothing_acknowledged() {
     }
 
     // Kill the server once sends are well under way.
-    loop {
-        let n = acked.lock().unwrap().len();
-        if n >= SENDERS * PER_SENDER / 3 {
-            break;
-        }
+    while acked.lock().unwrap().len() < SENDERS * PER_SENDER / 3 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    server.kill();
     let acked_before_crash = acked.lock().unwrap().len();
     assert!(
         acked_before_crash < SENDERS * PER_SENDER,
         "the crash must interrupt the sends"
     );
+    server.restart().await;
 
-    let mut child = spawn_server(&bin, dir.path(), quic, admin);
-    wait_ready(admin).await;
-
-    eprintln!("restarted at {:?}", std::time::Instant::now());
     let all_done = tokio::time::timeout(Duration::from_secs(60), async {
         for t in tasks {
             t.await.unwrap();
@@ -178,14 +93,12 @@ async fn kill_9_during_sends_loses_nothing_acknowledged() {
         "every send was eventually acknowledged"
     );
 
-    eprintln!("all acked at {:?}", std::time::Instant::now());
     let mut received = Vec::new();
     for (name, dev) in [("r1", &mut r1), ("r2", &mut r2)] {
         let mut got = collect_messages(&mut dev.events, acked.len(), Duration::from_secs(30)).await;
         got.extend(drain_messages(&mut dev.events, Duration::from_millis(500)).await);
         received.push((name.to_owned(), got));
     }
-    eprintln!("received at {:?}", std::time::Instant::now());
     let problems = history::check(&acked, &received);
     assert!(
         problems.is_empty(),
@@ -224,6 +137,4 @@ async fn kill_9_during_sends_loses_nothing_acknowledged() {
             "chat {chat} is dense with no extra rows"
         );
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
 }

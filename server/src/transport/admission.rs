@@ -59,7 +59,10 @@ impl Drop for Admitted {
 impl Admission {
     /// Admission with `limits`.
     pub fn new(limits: AdmissionLimits) -> Arc<Self> {
-        Arc::new(Admission { limits, per_ip: DashMap::new() })
+        Arc::new(Admission {
+            limits,
+            per_ip: DashMap::new(),
+        })
     }
 
     /// The settings.
@@ -79,7 +82,10 @@ impl Admission {
         }
         *n += 1;
         drop(n);
-        Some(Admitted { admission: self.clone(), ip })
+        Some(Admitted {
+            admission: self.clone(),
+            ip,
+        })
     }
 }
 
@@ -92,8 +98,13 @@ pub struct HandshakeGate {
 impl HandshakeGate {
     /// A gate letting `per_s` unvalidated handshakes a second through without Retry.
     pub fn new(per_s: u32) -> Self {
-        let quota = Quota { burst: per_s.max(1), per_minute: per_s.saturating_mul(60).max(1) };
-        HandshakeGate { limiter: RateLimiter::new(quota, 1) }
+        let quota = Quota {
+            burst: per_s.max(1),
+            per_minute: per_s.saturating_mul(60).max(1),
+        };
+        HandshakeGate {
+            limiter: RateLimiter::new(quota, 1),
+        }
     }
 
     /// Whether an unvalidated handshake arriving at `now` must be sent a Retry.
@@ -125,7 +136,10 @@ mod tests {
         assert!(a.admit(ip, 2).is_none(), "per-address cap");
         assert!(a.admit(other, 3).is_none(), "per-shard cap");
         drop(g1);
-        assert!(a.admit(ip, 2).is_some(), "a closed connection frees its place");
+        assert!(
+            a.admit(ip, 2).is_some(),
+            "a closed connection frees its place"
+        );
     }
 
     #[test]

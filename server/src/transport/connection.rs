@@ -15,8 +15,8 @@ use tern_protocol::codec::{self, FrameDecoder};
 use tern_protocol::limits::{MAX_FRAME_LEN, MAX_IN_FLIGHT_REQUESTS, MAX_SYNC_PAGE};
 use tern_protocol::session::{HELLO_TIMEOUT, ServerSession, SessionInput};
 use tern_protocol::{
-    ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, Hello, PROTOCOL_VERSION, Request, ServerLimits,
-    SessionInfo, SyncCursor, Welcome,
+    ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, Hello, PROTOCOL_VERSION, Request,
+    ServerLimits, SessionInfo, SyncCursor, Welcome,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -50,7 +50,11 @@ pub async fn serve(
         return;
     };
     shard.open.fetch_add(1, Ordering::Relaxed);
-    services.metrics.connections.get_or_create(&shard.label).inc();
+    services
+        .metrics
+        .connections
+        .get_or_create(&shard.label)
+        .inc();
     match result {
         Ok(Ok((send, recv))) => {
             let mut c = ConnTask::new(conn.clone(), remote, services.clone(), shard.clone(), send);
@@ -59,9 +63,17 @@ pub async fn serve(
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "connection ended before its control stream")
         }
-        Err(_) => close(&conn, ErrorCode::HandshakeRequired, "no control stream opened in time"),
+        Err(_) => close(
+            &conn,
+            ErrorCode::HandshakeRequired,
+            "no control stream opened in time",
+        ),
     }
-    services.metrics.connections.get_or_create(&shard.label).dec();
+    services
+        .metrics
+        .connections
+        .get_or_create(&shard.label)
+        .dec();
     shard.open.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -71,7 +83,10 @@ async fn refuse_overloaded(conn: &Connection, mut send: SendStream, retry_after:
         reason: GoAwayReason::Overloaded,
         reconnect_after_ms: u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX),
     });
-    let error = Frame::Error(ErrorBody::new(ErrorCode::Overloaded, "server overloaded; retry later"));
+    let error = Frame::Error(ErrorBody::new(
+        ErrorCode::Overloaded,
+        "server overloaded; retry later",
+    ));
     let mut bytes = Vec::new();
     if codec::encode(&go_away, &mut bytes).is_ok() && codec::encode(&error, &mut bytes).is_ok() {
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
@@ -104,7 +119,13 @@ struct ConnTask {
 }
 
 impl ConnTask {
-    fn new(conn: Connection, remote: SocketAddr, services: Services, shard: Arc<Shard>, send: SendStream) -> Self {
+    fn new(
+        conn: Connection,
+        remote: SocketAddr,
+        services: Services,
+        shard: Arc<Shard>,
+        send: SendStream,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let writer = tokio::spawn(write_loop(send, rx));
         let (close_tx, close_rx) = watch::channel(None);

@@ -62,7 +62,8 @@ pub fn bind(
         .max_concurrent_bidi_streams(VarInt::from_u32(4))
         .max_concurrent_uni_streams(VarInt::from_u32(4))
         .max_idle_timeout(Some(
-            IdleTimeout::try_from(settings.idle_timeout).map_err(|e| TransportError::Config(e.to_string()))?,
+            IdleTimeout::try_from(settings.idle_timeout)
+                .map_err(|e| TransportError::Config(e.to_string()))?,
         ))
         .datagram_receive_buffer_size(Some(64 * 1024));
     server.transport_config(Arc::new(transport));
@@ -75,11 +76,23 @@ pub fn bind(
     cid_key.copy_from_slice(&cid_tag.as_ref()[..8]);
     let cid_key = u64::from_le_bytes(cid_key);
     let mut endpoint_config = EndpointConfig::new(Arc::new(key));
-    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
-    let socket = reuseport_socket(settings.listen)
-        .map_err(|source| TransportError::Bind { addr: settings.listen, source })?;
-    Endpoint::new(endpoint_config, Some(server), socket, Arc::new(quinn::TokioRuntime))
-        .map_err(|source| TransportError::Bind { addr: settings.listen, source })
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    let socket = reuseport_socket(settings.listen).map_err(|source| TransportError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    Endpoint::new(
+        endpoint_config,
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| TransportError::Bind {
+        addr: settings.listen,
+        source,
+    })
 }
 
 fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
@@ -96,7 +109,12 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 }
 
 /// Accepts connections for one shard until its endpoint is closed, serving each on its own task.
-pub async fn accept_loop(endpoint: Endpoint, services: Services, shard: Arc<Shard>, admission: Arc<Admission>) {
+pub async fn accept_loop(
+    endpoint: Endpoint,
+    services: Services,
+    shard: Arc<Shard>,
+    admission: Arc<Admission>,
+) {
     let mut gate = HandshakeGate::new(admission.limits().handshakes_before_retry_per_s);
     while let Some(incoming) = endpoint.accept().await {
         if !incoming.remote_address_validated() && gate.demand_retry(std::time::Instant::now()) {

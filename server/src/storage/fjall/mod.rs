@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use self::tables::{
     Counter, ReceiptRow, StoredUpdate, Table, Tables, backend, decode, key2, split_key2,
 };
-pub use self::writer::{CommitObserver, Durability};
 use self::writer::{Command, Completion, Txn};
+pub use self::writer::{CommitObserver, Durability};
 use super::{
     Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, Storage,
     StorageError, StorageResult, UpdateSink,
