@@ -43,6 +43,9 @@ struct Args {
     /// Message body size in bytes.
     #[arg(long, default_value_t = 200)]
     payload: usize,
+    /// Server shards (`--shards` of tern-server).
+    #[arg(long)]
+    shards: Option<usize>,
 }
 
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
@@ -103,7 +106,8 @@ async fn main() -> anyhow::Result<()> {
         .arg(dir.path().join("data"))
         .arg("--otp-sender")
         .arg(format!("file:{}", otp.display()))
-        .args(["--otp-address-burst", "1000000"])
+        .args(["--otp-address-burst", "1000000", "--otp-prefix-burst", "1000000"])
+        .args(args.shards.map(|n| vec!["--shards".to_owned(), n.to_string()]).unwrap_or_default())
         .env("TERN_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
