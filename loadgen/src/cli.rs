@@ -1,0 +1,217 @@
+//! Command-line interface: one subcommand per scenario, sharing the options that say where the
+//! server is, how users log in, how long to run and where to write the report.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code when the run itself failed (could not start, log in, ...).
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code when the run completed but a message was lost, duplicated or reordered.
+pub const EXIT_VIOLATION: i32 = 2;
+
+/// Load generator for Tern. Speaks the production protocol through tern-sdk.
+///
+/// Exit code 0 when the run completed and every acknowledged message was delivered exactly once
+/// and in order; 2 when anything was lost, duplicated or reordered; 1 when the run failed.
+#[derive(Debug, Parser)]
+#[command(name = "tern-loadgen", version)]
+pub struct Cli {
+    /// The scenario to run.
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// Scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Pairs of users exchange 1:1 messages at a fixed total rate (open loop); every acknowledged
+    /// message is matched against what its recipient received.
+    Chat(ChatArgs),
+    /// Log N users in and hold their authenticated connections; reports server memory per
+    /// connection.
+    Idle(IdleArgs),
+    /// Each worker connects with its tokens, syncs and closes, again and again (closed loop);
+    /// reports full handshakes per server CPU-second.
+    Churn(ChurnArgs),
+}
+
+impl Scenario {
+    /// The options every scenario shares.
+    pub fn common(&self) -> &CommonArgs {
+        match self {
+            Scenario::Chat(a) => &a.common,
+            Scenario::Idle(a) => &a.common,
+            Scenario::Churn(a) => &a.common,
+        }
+    }
+
+    /// The scenario's name, as written to the report.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::Chat(_) => "chat",
+            Scenario::Idle(_) => "idle",
+            Scenario::Churn(_) => "churn",
+        }
+    }
+}
+
+/// Options shared by every scenario.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Server QUIC address (ignored with --spawn-server).
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    pub server: SocketAddr,
+    /// The server certificate's SHA-256 fingerprint (hex). Alternatively --data-dir.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub cert_fingerprint: Option<String>,
+    /// The server's data directory, to read the dev certificate fingerprint from
+    /// `dev-cert.sha256`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The file the server's `file:` OTP sender writes codes to (one `identifier code` per line).
+    #[arg(long)]
+    pub otp_file: Option<PathBuf>,
+    /// Users (each one device, one connection). Chat rounds up to an even number.
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// Measured run time after the warm-up (e.g. `10s`, `500ms`, `2m`). Idle: hold time.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Warm-up before measuring; its work is checked for correctness but not measured.
+    #[arg(long, value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    /// QUIC connections sharing one client UDP socket (endpoint).
+    #[arg(long, default_value_t = 1000)]
+    pub connections_per_endpoint: usize,
+    /// Logins in flight at once.
+    #[arg(long, default_value_t = 128)]
+    pub login_concurrency: usize,
+    /// Tag that makes this run's login identifiers unique (default: derived from the clock).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Start a tern-server child on a temporary data dir and free loopback ports (file OTP sender,
+    /// raised limits), and stop it at the end.
+    #[arg(long)]
+    pub spawn_server: bool,
+    /// The tern-server binary for --spawn-server (default: next to this executable).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Pin the spawned server to this CPU (taskset).
+    #[arg(long)]
+    pub server_cpu: Option<usize>,
+    /// Extra argument for the spawned server (repeatable), e.g. `--server-arg=--idle-timeout-s=60`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
+    /// Read the server's CPU time and RSS from /proc/PID (when not spawning it).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// After the run, wait at most this long for in-flight sends and deliveries before counting
+    /// what is missing as lost.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub grace: Duration,
+    /// QUIC keep-alive interval of the clients (default: the SDK's).
+    #[arg(long, value_parser = parse_duration)]
+    pub keep_alive: Option<Duration>,
+    /// Write a latency-over-time chart (SVG): p50/p99 per second of ack and deliver latency.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `chat` options.
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Messages per second, total over all senders. Sends are scheduled at their intended times
+    /// (open loop) and latency counts from the intended time.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Message text size in bytes (at least 24: the text carries its intended send time).
+    #[arg(long, default_value_t = 200)]
+    pub payload_bytes: usize,
+}
+
+/// `idle` options.
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `churn` options.
+#[derive(Debug, Clone, Args)]
+pub struct ChurnArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Parses `10s`, `250ms`, `2m`, `1h`, `1.5s`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 10s, 500ms or 2m"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => value,
+        "ms" => value / 1000.0,
+        "us" | "µs" => value / 1_000_000.0,
+        "m" | "min" | "mins" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn the_cli_parses_the_documented_command() {
+        let cli = Cli::try_parse_from([
+            "tern-loadgen",
+            "chat",
+            "--spawn-server",
+            "--users",
+            "100",
+            "--duration",
+            "10s",
+            "--json",
+            "out.json",
+        ])
+        .unwrap();
+        let Scenario::Chat(a) = cli.scenario else {
+            panic!("not chat")
+        };
+        assert!(a.common.spawn_server);
+        assert_eq!(a.common.users, Some(100));
+        assert_eq!(a.rate, 1000.0);
+    }
+}

@@ -1,0 +1,225 @@
+//! The run report: JSON for tools, a short summary for people.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::ledger::Verdict;
+use crate::stats::{Point, Summary};
+
+/// Everything a run measured. Counts cover the whole run (warm-up included: every acknowledged
+/// message is checked); rates and latency percentiles cover the measured window only.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// `chat`, `idle` or `churn`.
+    pub scenario: String,
+    /// True when nothing was lost, duplicated or reordered.
+    pub ok: bool,
+    /// Authenticated connections held during the run (peak).
+    pub connections: u64,
+    /// Users logged in.
+    pub users: u64,
+    /// Client UDP sockets the connections shared.
+    pub endpoints: u64,
+    /// Target rate (chat: messages per second, total).
+    pub rate_target_per_s: Option<f64>,
+    /// Message text size.
+    pub payload_bytes: Option<usize>,
+    /// Measured window, seconds (after the warm-up).
+    pub duration_s: f64,
+    /// Warm-up, seconds.
+    pub warmup_s: f64,
+    /// Sends issued.
+    pub sent: u64,
+    /// Sends the server acknowledged (durable).
+    pub acked: u64,
+    /// Messages received by their recipients (all receptions, duplicates included).
+    pub delivered: u64,
+    /// Acknowledged messages their recipient never received.
+    pub lost: u64,
+    /// Receptions beyond the first of a message.
+    pub duplicates: u64,
+    /// Receptions that arrived after a later message of the same chat.
+    pub out_of_order: u64,
+    /// Failed sends, failed logins, misrouted or foreign messages, ended sessions.
+    pub errors: u64,
+    /// Sends neither acknowledged nor failed when the run ended.
+    pub unacked: u64,
+    /// Connections that dropped and were re-established by the SDK.
+    pub disconnects: u64,
+    /// What `throughput_per_s` counts.
+    pub throughput_unit: String,
+    /// Work per wall second in the measured window (chat: acks; idle: logins; churn: cycles).
+    pub throughput_per_s: f64,
+    /// Chat: receptions per wall second in the measured window.
+    pub delivered_per_s: f64,
+    /// Latency percentiles in microseconds: `ack` (intended send -> Sent) and `deliver` (intended
+    /// send -> arrival at the recipient); `dispatch_lag` (intended -> actually issued, the load
+    /// generator's own lateness); `login`, `connect`, `sync`, `cycle` where they apply.
+    pub latency_us: BTreeMap<String, Summary>,
+    /// Server CPU seconds (user + system) over the measured window.
+    pub server_cpu_s: Option<f64>,
+    /// Server resident memory at the end of the measured window.
+    pub server_rss_bytes: Option<u64>,
+    /// Server resident memory before the first connection (idle).
+    pub server_rss_baseline_bytes: Option<u64>,
+    /// (server_rss_bytes - server_rss_baseline_bytes) / connections (idle).
+    pub server_rss_per_connection_bytes: Option<f64>,
+    /// Acks in the window per server CPU-second.
+    pub acked_per_server_cpu_s: Option<f64>,
+    /// Receptions in the window per server CPU-second.
+    pub delivered_per_server_cpu_s: Option<f64>,
+    /// Churn: full handshakes (connect + token auth + sync + close cycles) in the window.
+    pub handshakes: Option<u64>,
+    /// Churn: handshakes per server CPU-second.
+    pub handshakes_per_server_cpu_s: Option<f64>,
+    /// This process's CPU seconds over the window (near `duration_s` x cores means the load
+    /// generator, not the server, was the bottleneck).
+    pub loadgen_cpu_s: Option<f64>,
+    /// This process's resident memory at the end.
+    pub loadgen_rss_bytes: Option<u64>,
+    /// Errors by kind.
+    pub error_kinds: BTreeMap<String, u64>,
+    /// The full delivery check.
+    pub delivery_check: Option<Verdict>,
+    /// Per second of intended send time: p50/p99 per latency kind.
+    pub latency_per_second_us: BTreeMap<String, Vec<Point>>,
+    /// The command line.
+    pub command: Vec<String>,
+}
+
+fn per(n: f64, d: Option<f64>) -> Option<f64> {
+    d.filter(|d| *d > 0.0)
+        .map(|d| (n / d * 10.0).round() / 10.0)
+}
+
+impl Report {
+    /// Fills the derived per-CPU rates.
+    pub fn derive(&mut self, acked_in_window: u64, delivered_in_window: u64) {
+        self.acked_per_server_cpu_s = per(acked_in_window as f64, self.server_cpu_s);
+        self.delivered_per_server_cpu_s = per(delivered_in_window as f64, self.server_cpu_s);
+        if let Some(h) = self.handshakes {
+            self.handshakes_per_server_cpu_s = per(h as f64, self.server_cpu_s);
+        }
+        self.ok = self.lost == 0 && self.duplicates == 0 && self.out_of_order == 0;
+    }
+
+    /// Writes the JSON report.
+    pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, text + "\n")
+    }
+
+    /// A few lines for a person.
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let _ = writeln!(
+            s,
+            "== tern-loadgen {}: {} connections ({} users, {} endpoints), {:.1}s measured after {:.1}s warm-up",
+            self.scenario,
+            self.connections,
+            self.users,
+            self.endpoints,
+            self.duration_s,
+            self.warmup_s
+        );
+        if self.scenario == "chat" {
+            let _ = writeln!(
+                s,
+                "messages   sent {}  acked {}  delivered {}  unacked {}  (target {:.0}/s, {} B)",
+                self.sent,
+                self.acked,
+                self.delivered,
+                self.unacked,
+                self.rate_target_per_s.unwrap_or(0.0),
+                self.payload_bytes.unwrap_or(0)
+            );
+            let _ = writeln!(
+                s,
+                "check      lost {}  duplicates {}  out of order {}  -> {}",
+                self.lost,
+                self.duplicates,
+                self.out_of_order,
+                if self.ok { "OK" } else { "FAILED" }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "throughput {:.0} {}/s{}",
+            self.throughput_per_s,
+            self.throughput_unit,
+            if self.scenario == "chat" {
+                format!("  (deliveries {:.0}/s)", self.delivered_per_s)
+            } else {
+                String::new()
+            }
+        );
+        for (name, l) in &self.latency_us {
+            if l.count > 0 {
+                let _ = writeln!(
+                    s,
+                    "latency    {name:<12} p50 {:>7} us  p99 {:>7} us  p99.9 {:>7} us  max {:>8} us  (n={})",
+                    l.p50, l.p99, l.p999, l.max, l.count
+                );
+            }
+        }
+        match self.server_cpu_s {
+            Some(cpu) => {
+                let mut line = format!("server     cpu {cpu:.2} s");
+                if let Some(r) = self
+                    .acked_per_server_cpu_s
+                    .filter(|_| self.scenario == "chat")
+                {
+                    let _ = write!(line, "  acked/cpu-s {r:.0}");
+                }
+                if let Some(r) = self
+                    .delivered_per_server_cpu_s
+                    .filter(|_| self.scenario == "chat")
+                {
+                    let _ = write!(line, "  delivered/cpu-s {r:.0}");
+                }
+                if let Some(r) = self.handshakes_per_server_cpu_s {
+                    let _ = write!(line, "  handshakes/cpu-s {r:.0}");
+                }
+                if let Some(rss) = self.server_rss_bytes {
+                    let _ = write!(line, "  rss {:.1} MiB", mb(rss));
+                }
+                if let Some(p) = self.server_rss_per_connection_bytes {
+                    let _ = write!(line, "  ({:.1} KiB per connection)", p / 1024.0);
+                }
+                let _ = writeln!(s, "{line}");
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "server     cpu/rss unknown (pass --server-pid or --spawn-server)"
+                );
+            }
+        }
+        if let Some(cpu) = self.loadgen_cpu_s {
+            let _ = writeln!(
+                s,
+                "loadgen    cpu {cpu:.2} s  rss {:.1} MiB",
+                mb(self.loadgen_rss_bytes.unwrap_or(0))
+            );
+        }
+        if self.errors > 0 || self.disconnects > 0 {
+            let kinds: Vec<String> = self
+                .error_kinds
+                .iter()
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "errors     {}  disconnects {}  [{}]",
+                self.errors,
+                self.disconnects,
+                kinds.join(", ")
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,297 @@
+//! What every scenario needs: the target server (given or spawned), a progress bar, a stop flag
+//! for Ctrl-C, counters, and CPU/memory samples at the edges of the measured window.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::CommonArgs;
+use crate::otp::OtpFile;
+use crate::procstat::{self, Pid, Sample};
+use crate::spawn::{self, SpawnedServer};
+use crate::users::{self, Fleet, User};
+
+/// The server under load.
+#[derive(Debug)]
+pub struct Target {
+    /// QUIC address.
+    pub addr: SocketAddr,
+    /// Certificate fingerprint (hex).
+    pub fingerprint: String,
+    /// Where login codes appear.
+    pub otp: Arc<OtpFile>,
+    /// Whose CPU and memory to read.
+    pub server_pid: Option<u32>,
+    /// The child, when spawned; stopped when dropped.
+    pub spawned: Option<SpawnedServer>,
+    /// Makes this run's identifiers unique.
+    pub run_id: String,
+}
+
+impl Target {
+    /// Spawns a server or reads where the given one is.
+    pub async fn resolve(c: &CommonArgs) -> anyhow::Result<Target> {
+        let run_id = c.run_id.clone().unwrap_or_else(|| {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!(
+                "r{:x}",
+                (nanos as u64) ^ u64::from(std::process::id()) << 40
+            )
+        });
+        if c.spawn_server {
+            let bin = spawn::find_server_binary(c.server_bin.as_deref())?;
+            let server = SpawnedServer::start(&bin, c.server_cpu, &c.server_arg).await?;
+            eprintln!(
+                "spawned {} (pid {}) on {}{}, data in {}",
+                bin.display(),
+                server.pid,
+                server.addr,
+                c.server_cpu
+                    .map(|cpu| format!(", pinned to CPU {cpu}"))
+                    .unwrap_or_default(),
+                server.dir().display()
+            );
+            return Ok(Target {
+                addr: server.addr,
+                fingerprint: server.fingerprint.clone(),
+                otp: Arc::new(OtpFile::new(&server.otp_file)),
+                server_pid: Some(server.pid),
+                spawned: Some(server),
+                run_id,
+            });
+        }
+        let fingerprint = match (&c.cert_fingerprint, &c.data_dir) {
+            (Some(fp), _) => fp.trim().to_owned(),
+            (None, Some(dir)) => {
+                let p = dir.join("dev-cert.sha256");
+                std::fs::read_to_string(&p)
+                    .with_context(|| {
+                        format!("reading the certificate fingerprint {}", p.display())
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+            (None, None) => bail!("pass --cert-fingerprint, --data-dir or --spawn-server"),
+        };
+        let Some(otp) = &c.otp_file else {
+            bail!(
+                "pass --otp-file (the server's `--otp-sender file:PATH`) or --spawn-server: users log in through the OTP flow"
+            );
+        };
+        Ok(Target {
+            addr: c.server,
+            fingerprint,
+            otp: Arc::new(OtpFile::new(otp)),
+            server_pid: c.server_pid,
+            spawned: None,
+            run_id,
+        })
+    }
+
+    /// Samples the server's CPU and memory, when known.
+    pub fn sample(&self) -> Option<Sample> {
+        self.server_pid
+            .and_then(|p| procstat::sample(Pid::Other(p)))
+    }
+}
+
+/// Progress bars (hidden with --no-progress or when stderr is not a terminal).
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    hidden: bool,
+}
+
+impl Ui {
+    /// Bars unless `hidden`.
+    pub fn new(hidden: bool) -> Ui {
+        Ui { hidden }
+    }
+
+    /// A bar of `len` steps.
+    pub fn bar(&self, len: u64, label: &str) -> ProgressBar {
+        if self.hidden {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix:>8} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_prefix(label.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+}
+
+/// Counts errors by kind.
+#[derive(Debug, Default)]
+pub struct Errors {
+    total: AtomicU64,
+    kinds: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Errors {
+    /// Counts one error of `kind`.
+    pub fn add(&self, kind: impl Into<String>) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut k) = self.kinds.lock() {
+            *k.entry(kind.into()).or_insert(0) += 1;
+        }
+    }
+
+    /// All errors so far.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Errors by kind.
+    pub fn kinds(&self) -> BTreeMap<String, u64> {
+        self.kinds.lock().map(|k| k.clone()).unwrap_or_default()
+    }
+}
+
+/// The kind of an SDK error, for the report (no identifiers, no bodies).
+pub fn sdk_error_kind(what: &str, e: &tern_sdk::Error) -> String {
+    match e {
+        tern_sdk::Error::Server(b) => format!("{what}: server {:?}", b.code),
+        tern_sdk::Error::Disconnected => format!("{what}: disconnected"),
+        tern_sdk::Error::Timeout => format!("{what}: timeout"),
+        tern_sdk::Error::Closed(_) => format!("{what}: closed"),
+        tern_sdk::Error::Config(_) => format!("{what}: config"),
+        tern_sdk::Error::Protocol(_) => format!("{what}: protocol"),
+        _ => format!("{what}: other"),
+    }
+}
+
+/// Set on Ctrl-C: scenarios stop early and still report.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping (Ctrl-C); the report follows");
+            s.store(true, Ordering::Relaxed);
+        }
+    });
+    stop
+}
+
+/// CPU and memory of the server and of this process at the start and end of the window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    /// Server at the start.
+    pub server_start: Option<Sample>,
+    /// Server at the end.
+    pub server_end: Option<Sample>,
+    /// This process at the start.
+    pub own_start: Option<Sample>,
+    /// This process at the end.
+    pub own_end: Option<Sample>,
+    /// When the window really ended (earlier than planned after Ctrl-C).
+    pub ended: Option<Instant>,
+}
+
+impl Window {
+    /// Server CPU seconds in the window.
+    pub fn server_cpu(&self) -> Option<f64> {
+        Some(self.server_end?.cpu_s - self.server_start?.cpu_s)
+    }
+
+    /// This process's CPU seconds in the window.
+    pub fn own_cpu(&self) -> Option<f64> {
+        Some(self.own_end?.cpu_s - self.own_start?.cpu_s)
+    }
+}
+
+fn sleep_until(t: Instant, stop: &AtomicBool) -> bool {
+    loop {
+        let now = Instant::now();
+        if now >= t {
+            return true;
+        }
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep((t - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// Samples at `from` and `to` on a thread of its own (precise even when the runtime is busy).
+pub fn sample_window(
+    server: Option<u32>,
+    from: Instant,
+    to: Instant,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Window> {
+    tokio::task::spawn_blocking(move || {
+        let take = |w: &mut Window, start: bool| {
+            let s = server.and_then(|p| procstat::sample(Pid::Other(p)));
+            let own = procstat::sample(Pid::SelfProcess);
+            if start {
+                w.server_start = s;
+                w.own_start = own;
+            } else {
+                w.server_end = s;
+                w.own_end = own;
+            }
+        };
+        let mut w = Window::default();
+        sleep_until(from, &stop);
+        take(&mut w, true);
+        sleep_until(to, &stop);
+        take(&mut w, false);
+        w.ended = Some(Instant::now());
+        w
+    })
+}
+
+/// Logs `n` users in with a progress bar; fails if any login fails.
+pub async fn login_users(
+    c: &CommonArgs,
+    target: &Target,
+    fleet: &Fleet,
+    n: usize,
+    ui: Ui,
+) -> anyhow::Result<Vec<User>> {
+    let bar = ui.bar(n as u64, "login");
+    let t0 = Instant::now();
+    let (users, errors) = users::login_all(
+        fleet,
+        target.otp.clone(),
+        &target.run_id,
+        n,
+        c.login_concurrency,
+        |_| bar.inc(1),
+    )
+    .await;
+    bar.finish_and_clear();
+    if let Some(first) = errors.first() {
+        bail!("{} of {n} logins failed; the first: {first}", errors.len());
+    }
+    eprintln!(
+        "logged in {} users in {:.1}s ({} endpoints)",
+        users.len(),
+        t0.elapsed().as_secs_f64(),
+        fleet.endpoints()
+    );
+    Ok(users)
+}
+
+/// Closes every client (concurrently).
+pub async fn close_all(clients: impl IntoIterator<Item = tern_sdk::Client>) {
+    let mut set = tokio::task::JoinSet::new();
+    for c in clients {
+        set.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.close()).await;
+        });
+    }
+    while set.join_next().await.is_some() {}
+}

@@ -1,0 +1,239 @@
+//! Users: client configurations on shared endpoints, and logins through the real OTP flow
+//! (request a code, read it from the OTP file, verify), run concurrently in bounded batches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tern_sdk::protocol::SessionInfo;
+use tern_sdk::{Client, ClientConfig, Events, Trust};
+use tokio::task::JoinSet;
+
+use crate::otp::{OtpError, OtpFile};
+
+/// A login failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The SDK refused or the server answered with an error.
+    #[error("{step} for {identifier}: {source}")]
+    Sdk {
+        /// Which step.
+        step: &'static str,
+        /// Who.
+        identifier: String,
+        /// The error.
+        source: tern_sdk::Error,
+    },
+    /// The code did not show up.
+    #[error(transparent)]
+    Otp(#[from] OtpError),
+}
+
+/// Client configurations, one per shared endpoint (UDP socket).
+#[derive(Debug)]
+pub struct Fleet {
+    base: ClientConfig,
+    configs: Vec<ClientConfig>,
+    per_endpoint: usize,
+}
+
+impl Fleet {
+    /// Endpoints enough for `connections` at `per_endpoint` each, all using `base`.
+    pub fn new(
+        base: &ClientConfig,
+        connections: usize,
+        per_endpoint: usize,
+    ) -> Result<Fleet, tern_sdk::Error> {
+        let per_endpoint = per_endpoint.max(1);
+        let endpoints = connections.div_ceil(per_endpoint).max(1);
+        let mut configs = Vec::with_capacity(endpoints);
+        for _ in 0..endpoints {
+            let mut c = base.clone();
+            c.endpoint = Some(tern_sdk::shared_endpoint(base.server)?);
+            configs.push(c);
+        }
+        Ok(Fleet {
+            base: base.clone(),
+            configs,
+            per_endpoint,
+        })
+    }
+
+    /// The configuration for connection `i` (its endpoint is shared with its neighbours).
+    pub fn config(&self, i: usize) -> ClientConfig {
+        let idx = (i / self.per_endpoint) % self.configs.len().max(1);
+        // `new` makes at least one endpoint; without one a client would bind its own socket.
+        self.configs.get(idx).unwrap_or(&self.base).clone()
+    }
+
+    /// How many UDP sockets the fleet uses.
+    pub fn endpoints(&self) -> usize {
+        self.configs.len()
+    }
+}
+
+/// The base client configuration for a server.
+pub fn base_config(
+    server: std::net::SocketAddr,
+    fingerprint: &str,
+    keep_alive: Option<Duration>,
+) -> Result<ClientConfig, tern_sdk::Error> {
+    let mut c = ClientConfig::new(server, Trust::pinned_hex(fingerprint)?);
+    c.device_name = "tern-loadgen".into();
+    c.app = format!("tern-loadgen/{}", env!("CARGO_PKG_VERSION"));
+    c.reconnect_min = Duration::from_millis(50);
+    c.reconnect_max = Duration::from_secs(2);
+    if let Some(k) = keep_alive {
+        c.keep_alive = k;
+    }
+    Ok(c)
+}
+
+/// The login identifier of user `i` in run `run`. Email addresses, 100 per domain: the server
+/// rate-limits OTP requests per domain (and per number prefix), so users are spread out.
+pub fn identifier(run: &str, i: usize) -> String {
+    format!("u{i}@{run}-{}.loadgen.test", i / 100)
+}
+
+/// A logged-in user.
+#[derive(Debug)]
+pub struct User {
+    /// Position in the run.
+    pub index: usize,
+    /// The handle.
+    pub client: Client,
+    /// Its events; drain them.
+    pub events: Events,
+    /// Who it is.
+    pub session: SessionInfo,
+    /// How long the login took (connect, request, read code, verify).
+    pub login_time: Duration,
+}
+
+fn retryable(e: &tern_sdk::Error) -> bool {
+    match e {
+        tern_sdk::Error::Disconnected | tern_sdk::Error::Timeout => true,
+        other => other.code().is_some_and(|c| c.is_retryable()),
+    }
+}
+
+/// Calls `f` until it succeeds or fails for good (a few tries with backoff on retryable errors).
+async fn with_retries<T, F, Fut>(
+    step: &'static str,
+    identifier: &str,
+    mut f: F,
+) -> Result<T, LoginError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tern_sdk::Error>>,
+{
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if retryable(&e) && attempt < 6 => {
+                attempt += 1;
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(source) => {
+                return Err(LoginError::Sdk {
+                    step,
+                    identifier: identifier.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Starts a client and logs it in as a new device of `identifier`.
+pub async fn login(
+    config: ClientConfig,
+    otp: &OtpFile,
+    identifier: &str,
+    index: usize,
+) -> Result<User, LoginError> {
+    let t0 = Instant::now();
+    let (client, events) = Client::start(config).map_err(|source| LoginError::Sdk {
+        step: "start",
+        identifier: identifier.to_owned(),
+        source,
+    })?;
+    let mut tries = 0;
+    let session = loop {
+        let mark = otp.mark()?;
+        with_retries("request_otp", identifier, || client.request_otp(identifier)).await?;
+        let code = otp
+            .wait_code(identifier, mark, Duration::from_secs(10))
+            .await?;
+        match client.verify_otp(identifier, &code).await {
+            Ok(s) => break s,
+            // A rate limit, overload or dropped connection: ask for a new code and try again.
+            Err(e) if retryable(&e) && tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100 << tries)).await;
+            }
+            Err(source) => {
+                return Err(LoginError::Sdk {
+                    step: "verify_otp",
+                    identifier: identifier.to_owned(),
+                    source,
+                });
+            }
+        }
+    };
+    Ok(User {
+        index,
+        client,
+        events,
+        session,
+        login_time: t0.elapsed(),
+    })
+}
+
+/// Logs in users `0..n` with at most `concurrency` logins in flight; `on_done` is called after
+/// each (for progress). Returns the users in index order and the failures.
+pub async fn login_all(
+    fleet: &Fleet,
+    otp: Arc<OtpFile>,
+    run: &str,
+    n: usize,
+    concurrency: usize,
+    on_done: impl Fn(&Result<User, LoginError>),
+) -> (Vec<User>, Vec<LoginError>) {
+    let mut set = JoinSet::new();
+    let mut users: Vec<User> = Vec::with_capacity(n);
+    let mut errors = Vec::new();
+    let mut next = 0;
+    let concurrency = concurrency.max(1);
+    loop {
+        while next < n && set.len() < concurrency {
+            let cfg = fleet.config(next);
+            let otp = otp.clone();
+            let id = identifier(run, next);
+            let index = next;
+            set.spawn(async move { login(cfg, &otp, &id, index).await });
+            next += 1;
+        }
+        let Some(done) = set.join_next().await else {
+            break;
+        };
+        match done {
+            Ok(result) => {
+                on_done(&result);
+                match result {
+                    Ok(u) => users.push(u),
+                    Err(e) => errors.push(e),
+                }
+            }
+            Err(join) => errors.push(LoginError::Sdk {
+                step: "login task",
+                identifier: join.to_string(),
+                source: tern_sdk::Error::Closed("the login task panicked".into()),
+            }),
+        }
+    }
+    users.sort_by_key(|u| u.index);
+    (users, errors)
+}
