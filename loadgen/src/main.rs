@@ -78,7 +78,7 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
             _ => &["connect", "sync"],
         };
         let title = format!(
-            "tern-loadgen {}: latency per second (p50 solid, p99 faint)",
+            "tern-loadgen {}: latency per second (p50 solid, p99 dashed)",
             cli.scenario.name()
         );
         plot::latency_chart(

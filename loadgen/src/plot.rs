@@ -57,7 +57,8 @@ pub fn latency_chart(
         .max(1);
     let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let y_lo = (min_us as f64 / 1.5).max(1.0);
+    // Start at a power of ten so the log axis gets labels (they are placed from one upwards).
+    let y_lo = 10f64.powf((min_us as f64 / 1.5).max(1.0).log10().floor());
     let y_hi = max_us as f64 * 1.5;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
@@ -75,17 +76,19 @@ pub fn latency_chart(
         .map_err(|e| err(&e))?;
     if warmup_s > 0.0 {
         chart
-            .draw_series(LineSeries::new(
+            .draw_series(DashedLineSeries::new(
                 [(warmup_s, y_lo), (warmup_s, y_hi)],
-                ShapeStyle::from(&BLACK.mix(0.3)).stroke_width(1),
+                6,
+                4,
+                ShapeStyle::from(&BLACK.mix(0.5)).stroke_width(2),
             ))
             .map_err(|e| err(&e))?
             .label("end of warm-up")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.3)));
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.5)));
     }
     for (i, (kind, points)) in lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        for (quantile, width, dashed) in [("p50", 2, false), ("p99", 1, true)] {
+        for (quantile, dashed) in [("p50", false), ("p99", true)] {
             let data: Vec<(f64, f64)> = points
                 .iter()
                 .enumerate()
@@ -95,10 +98,13 @@ pub fn latency_chart(
                     (s as f64 + 0.5, (v.max(1)) as f64)
                 })
                 .collect();
-            let style =
-                ShapeStyle::from(&color.mix(if dashed { 0.6 } else { 1.0 })).stroke_width(width);
-            chart
-                .draw_series(LineSeries::new(data, style))
+            let style = ShapeStyle::from(&color).stroke_width(2);
+            let drawn = if dashed {
+                chart.draw_series(DashedLineSeries::new(data, 8, 5, style))
+            } else {
+                chart.draw_series(LineSeries::new(data, style))
+            };
+            drawn
                 .map_err(|e| err(&e))?
                 .label(format!("{kind} {quantile}"))
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));

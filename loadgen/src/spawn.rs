@@ -41,14 +41,15 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SpawnError {
     move |source| SpawnError::Io { what, source }
 }
 
-/// Flags the server may or may not know yet (the server evolves); each is passed only when the
-/// binary's `--help` lists it. The values lift per-address and per-server caps that would
-/// otherwise stop one loopback client from opening many connections.
+/// Flags a given server binary may or may not have (older builds lack some); each is passed
+/// only when the binary's `--help` lists it, and not when `--server-arg` sets it. The values lift
+/// the per-address, per-domain and per-server caps that would otherwise stop one loopback load
+/// generator with thousands of users.
 const OPTIONAL_FLAGS: &[(&str, &str)] = &[
-    ("--max-connections", "1000000"),
-    ("--max-connections-per-ip", "1000000"),
-    ("--max-connections-per-shard", "1000000"),
-    ("--handshakes-before-retry-per-s", "1000000"),
+    ("--otp-prefix-burst", "1000000000"),
+    ("--otp-prefix-per-minute", "1000000000"),
+    ("--max-connections-per-ip", "10000000"),
+    ("--max-connections", "10000000"),
 ];
 
 /// A running `tern-server` child.
