@@ -1,14 +1,25 @@
 //! Storage append latency and group-commit throughput of the embedded (fjall) backend, with a
-//! real fsync per commit.
+//! real fsync per commit (`storage/append_fsync`), and the same cases without the sync
+//! (`storage/append_buffered`, `Durability::Buffered`: writes reach the OS page cache only) to show
+//! what the fsync costs. The server always uses the fsync variant.
 
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tern_protocol::{DeviceId, MessageBody};
-use tern_server::storage::fjall::FjallStorage;
+use tern_server::storage::fjall::{Durability, FjallStorage};
 use tern_server::storage::{NewMessage, NoSink, Storage};
 
 fn storage(c: &mut Criterion) {
+    appends(c, "storage/append_fsync", Durability::Fsync);
+}
+
+fn storage_buffered(c: &mut Criterion) {
+    appends(c, "storage/append_buffered", Durability::Buffered);
+}
+
+/// One append at a time, then 16 and 128 concurrent appends (group commit), on a fresh store.
+fn appends(c: &mut Criterion, group: &str, durability: Durability) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -16,7 +27,8 @@ fn storage(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let store: Arc<dyn Storage> = Arc::new(
-        FjallStorage::open(dir.path(), Arc::new(NoSink), None).unwrap_or_else(|e| panic!("{e}")),
+        FjallStorage::open_with(dir.path(), Arc::new(NoSink), None, durability)
+            .unwrap_or_else(|e| panic!("{e}")),
     );
     let (a, chat) = rt.block_on(async {
         let a = store
@@ -47,7 +59,7 @@ fn storage(c: &mut Criterion) {
         }
     };
 
-    let mut g = c.benchmark_group("storage/append_fsync");
+    let mut g = c.benchmark_group(group);
     g.sample_size(30);
     g.throughput(Throughput::Elements(1));
     g.bench_function("one_at_a_time", |b| {
@@ -81,5 +93,5 @@ fn storage(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, storage);
+criterion_group!(benches, storage, storage_buffered);
 criterion_main!(benches);
