@@ -15,6 +15,7 @@
 //!
 //! `cargo bench -p tern-benches --bench quinn_relay`
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -98,9 +99,32 @@ async fn relay(mut from: RecvStream, mut to: SendStream) {
     }
 }
 
-/// The server thread: accepts a source and a destination connection (each opens one
-/// bidirectional stream and announces its role with one byte) and relays between them.
-fn server_thread(ready: std_mpsc::Sender<(SocketAddr, CertificateDer<'static>, Option<u32>)>) {
+/// One server connection's first stream: its role (`S`ource or `D`estination) and pair number.
+async fn accept_one(
+    incoming: quinn::Incoming,
+) -> (u8, u16, quinn::Connection, SendStream, RecvStream) {
+    let conn = incoming.await.unwrap_or_else(|e| fail("handshake", e));
+    let (send, mut recv) = conn.accept_bi().await.unwrap_or_else(|e| fail("stream", e));
+    let mut hello = [0u8; 3];
+    recv.read_exact(&mut hello)
+        .await
+        .unwrap_or_else(|e| fail("role", e));
+    (
+        hello[0],
+        u16::from_be_bytes([hello[1], hello[2]]),
+        conn,
+        send,
+        recv,
+    )
+}
+
+/// The server thread: accepts `pairs` source and destination connections (each opens one
+/// bidirectional stream and announces its role and pair) and relays each source to its
+/// destination, all on this one thread.
+fn server_thread(
+    pairs: usize,
+    ready: std_mpsc::Sender<(SocketAddr, CertificateDer<'static>, Option<u32>)>,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -118,48 +142,54 @@ fn server_thread(ready: std_mpsc::Sender<(SocketAddr, CertificateDer<'static>, O
             .local_addr()
             .unwrap_or_else(|e| fail("server address", e));
         let _ = ready.send((addr, der, current_tid()));
-        let (mut source, mut dest) = (None, None);
-        while source.is_none() || dest.is_none() {
+        let mut sources = HashMap::new();
+        let mut dests = HashMap::new();
+        let mut relays = Vec::new();
+        for _ in 0..2 * pairs {
             let Some(incoming) = endpoint.accept().await else {
                 return;
             };
-            let conn = incoming.await.unwrap_or_else(|e| fail("handshake", e));
-            let (send, mut recv) = conn.accept_bi().await.unwrap_or_else(|e| fail("stream", e));
-            let mut role = [0u8; 1];
-            recv.read_exact(&mut role)
-                .await
-                .unwrap_or_else(|e| fail("role", e));
-            if role[0] == b'S' {
-                source = Some((conn, recv));
+            let (role, pair, conn, send, recv) = accept_one(incoming).await;
+            if role == b'S' {
+                sources.insert(pair, (conn, recv));
             } else {
-                dest = Some((conn, send));
+                dests.insert(pair, (conn, send));
+            }
+            if let (Some(_), Some(_)) = (sources.get(&pair), dests.get(&pair))
+                && let (Some((c1, from)), Some((c2, to))) =
+                    (sources.remove(&pair), dests.remove(&pair))
+            {
+                relays.push(tokio::spawn(async move {
+                    relay(from, to).await;
+                    drop((c1, c2));
+                }));
             }
         }
-        if let (Some((_c1, from)), Some((_c2, to))) = (source, dest) {
-            relay(from, to).await;
+        for r in relays {
+            let _ = r.await;
         }
         endpoint.close(0u32.into(), b"done");
     });
 }
 
-/// A relay server plus the two client connections' streams.
+/// A relay server plus, per pair, the source connection's send stream and the destination
+/// connection's receive stream.
 struct Relay {
     rt: tokio::runtime::Runtime,
     client: Endpoint,
-    src: SendStream,
-    dst: RecvStream,
+    pairs: Vec<(SendStream, RecvStream)>,
     server_tid: Option<u32>,
-    frame: Vec<u8>,
+    frame: Arc<Vec<u8>>,
 }
 
 impl Relay {
-    fn start() -> Relay {
+    fn start(pairs: usize) -> Relay {
         let pinned = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
             && std::env::var_os("QUINN_RELAY_NO_PIN").is_none();
         let (tx, rx) = std_mpsc::channel();
         std::thread::Builder::new()
             .name("relay-server".into())
-            .spawn(move || server_thread(tx))
+            .spawn(move || server_thread(pairs, tx))
             .unwrap_or_else(|e| fail("server thread", e));
         let (addr, cert, server_tid) = rx.recv().unwrap_or_else(|e| fail("server start", e));
         if pinned {
@@ -169,13 +199,13 @@ impl Relay {
             if let Some(t) = current_tid() {
                 pin(t, 1);
             }
-            eprintln!("quinn_relay: server thread on CPU 0, client on CPU 1");
+            eprintln!("quinn_relay: {pairs} pair(s), server thread on CPU 0, client on CPU 1");
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap_or_else(|e| fail("client runtime", e));
-        let (client, src, dst) = rt.block_on(async {
+        let (client, streams) = rt.block_on(async {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(cert).unwrap_or_else(|e| fail("root", e));
             let config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))
@@ -183,7 +213,7 @@ impl Relay {
             let mut client = Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
                 .unwrap_or_else(|e| fail("client endpoint", e));
             client.set_default_client_config(config);
-            let open = |role: u8| {
+            let open = |role: u8, pair: u16| {
                 let client = client.clone();
                 async move {
                     let conn = client
@@ -192,67 +222,101 @@ impl Relay {
                         .await
                         .unwrap_or_else(|e| fail("client handshake", e));
                     let (mut send, recv) = conn.open_bi().await.unwrap_or_else(|e| fail("open", e));
-                    send.write_all(&[role])
+                    let [hi, lo] = pair.to_be_bytes();
+                    send.write_all(&[role, hi, lo])
                         .await
                         .unwrap_or_else(|e| fail("role", e));
                     (send, recv)
                 }
             };
-            let (src, _) = open(b'S').await;
-            let (_, dst) = open(b'D').await;
-            (client, src, dst)
+            let mut streams = Vec::with_capacity(pairs);
+            for pair in 0..pairs as u16 {
+                let (src, _) = open(b'S', pair).await;
+                let (_, dst) = open(b'D', pair).await;
+                streams.push((src, dst));
+            }
+            (client, streams)
         });
         let mut frame = vec![0x5a; FRAME];
         frame[..2].copy_from_slice(&((FRAME - 2) as u16).to_be_bytes());
         Relay {
             rt,
             client,
-            src,
-            dst,
+            pairs: streams,
             server_tid,
-            frame,
+            frame: Arc::new(frame),
         }
     }
 
-    /// Relays `frames` frames with at most `window` in flight; returns (wall, server CPU).
+    /// Relays `frames` frames, spread over the pairs, with at most `window` in flight per pair;
+    /// returns (wall, server CPU).
     fn run(&mut self, frames: u64, window: usize) -> (Duration, Duration) {
         let cpu0 = self.server_tid.map(thread_cpu).unwrap_or_default();
         let t0 = Instant::now();
-        let (src, dst, frame) = (&mut self.src, &mut self.dst, &self.frame);
-        self.rt.block_on(async {
-            let permits = Semaphore::new(window);
-            let send = async {
-                for _ in 0..frames {
-                    permits
-                        .acquire()
-                        .await
-                        .unwrap_or_else(|e| fail("permit", e))
-                        .forget();
-                    src.write_all(frame)
-                        .await
-                        .unwrap_or_else(|e| fail("send", e));
-                }
-            };
-            let receive = async {
-                let total = frames * FRAME as u64;
-                let mut got = 0u64;
-                while got < total {
-                    let chunk = dst
-                        .read_chunk(64 * 1024, true)
-                        .await
-                        .unwrap_or_else(|e| fail("receive", e))
-                        .unwrap_or_else(|| fail("receive", "stream ended"));
-                    let before = got / FRAME as u64;
-                    got += chunk.bytes.len() as u64;
-                    permits.add_permits((got / FRAME as u64 - before) as usize);
-                }
-            };
-            tokio::join!(send, receive);
+        let n = self.pairs.len() as u64;
+        let streams = std::mem::take(&mut self.pairs);
+        let frame = self.frame.clone();
+        self.pairs = self.rt.block_on(async move {
+            let mut tasks = Vec::new();
+            for (i, (src, dst)) in streams.into_iter().enumerate() {
+                let share = frames / n + u64::from((i as u64) < frames % n);
+                tasks.push(tokio::spawn(relay_pair(
+                    src,
+                    dst,
+                    share,
+                    window,
+                    frame.clone(),
+                )));
+            }
+            let mut back = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                back.push(t.await.unwrap_or_else(|e| fail("pair", e)));
+            }
+            back
         });
         let wall = t0.elapsed();
         let cpu = self.server_tid.map(thread_cpu).unwrap_or_default() - cpu0;
         (wall, cpu)
     }
+}
+
+/// Sends `frames` frames on `src` with at most `window` not yet received on `dst`.
+async fn relay_pair(
+    mut src: SendStream,
+    mut dst: RecvStream,
+    frames: u64,
+    window: usize,
+    frame: Arc<Vec<u8>>,
+) -> (SendStream, RecvStream) {
+    let permits = Semaphore::new(window);
+    let send = async {
+        for _ in 0..frames {
+            permits
+                .acquire()
+                .await
+                .unwrap_or_else(|e| fail("permit", e))
+                .forget();
+            src.write_all(&frame)
+                .await
+                .unwrap_or_else(|e| fail("send", e));
+        }
+    };
+    let receive = async {
+        let total = frames * FRAME as u64;
+        let mut got = 0u64;
+        while got < total {
+            let chunk = dst
+                .read_chunk(64 * 1024, true)
+                .await
+                .unwrap_or_else(|e| fail("receive", e))
+                .unwrap_or_else(|| fail("receive", "stream ended"));
+            let before = got / FRAME as u64;
+            got += chunk.bytes.len() as u64;
+            permits.add_permits((got / FRAME as u64 - before) as usize);
+        }
+    };
+    tokio::join!(send, receive);
+    (src, dst)
 }
 
 impl Drop for Relay {
@@ -263,24 +327,26 @@ impl Drop for Relay {
 
 fn quinn_relay(c: &mut Criterion) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut relay = Relay::start();
-    // Settle the connections (congestion window, buffers) before measuring.
-    relay.run(20_000, 32);
     let mut g = c.benchmark_group("quinn_relay");
     g.sample_size(20);
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(5));
     g.throughput(Throughput::Elements(1));
-    for window in [1usize, 32] {
+    // (connection pairs, frames in flight per pair)
+    for (pairs, window) in [(1usize, 1usize), (1, 32), (32, 1)] {
+        let mut relay = Relay::start(pairs);
+        // Settle the connections (congestion windows, buffers) before measuring.
+        relay.run(20_000, window);
+        let case = format!("pairs_{pairs}_in_flight_{window}");
         let (mut frames, mut wall, mut cpu) = (0u64, Duration::ZERO, Duration::ZERO);
-        g.bench_function(format!("wall/in_flight_{window}"), |b| {
+        g.bench_function(format!("wall/{case}"), |b| {
             b.iter_custom(|iters| {
                 let (w, c) = relay.run(iters, window);
                 (frames, wall, cpu) = (frames + iters, wall + w, cpu + c);
                 w
             })
         });
-        g.bench_function(format!("server_cpu/in_flight_{window}"), |b| {
+        g.bench_function(format!("server_cpu/{case}"), |b| {
             b.iter_custom(|iters| {
                 let (w, c) = relay.run(iters, window);
                 (frames, wall, cpu) = (frames + iters, wall + w, cpu + c);
@@ -288,7 +354,7 @@ fn quinn_relay(c: &mut Criterion) {
             })
         });
         eprintln!(
-            "quinn_relay in_flight={window}: {frames} frames, {:.0} frames/s wall, {:.0} frames per server CPU-second (server busy {:.0}% of wall)",
+            "quinn_relay {case}: {frames} frames, {:.0} frames/s wall, {:.0} frames per server CPU-second (server busy {:.0}% of wall)",
             frames as f64 / wall.as_secs_f64().max(1e-9),
             frames as f64 / cpu.as_secs_f64().max(1e-9),
             100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9),
