@@ -718,6 +718,17 @@ impl Driver {
         }
     }
 
+    /// New tokens and an authenticated session after `VerifyOtp` or `Refresh`.
+    fn on_logged_in(&mut self, link: &mut Link, grant: &tern_protocol::LoginGrant) {
+        self.tokens = Some(grant.tokens.clone());
+        self.emit(ClientEvent::TokensUpdated(grant.tokens.clone()));
+        let session = SessionInfo {
+            user_id: grant.user_id,
+            device_id: grant.device_id,
+        };
+        self.on_authenticated(link, session, None);
+    }
+
     fn on_response(
         &mut self,
         link: &mut Link,
@@ -728,26 +739,12 @@ impl Driver {
         match pending {
             Pending::Request { reply, .. } => {
                 if let Ok(Response::LoggedIn(g)) = &result {
-                    self.tokens = Some(g.tokens.clone());
-                    self.emit(ClientEvent::TokensUpdated(g.tokens.clone()));
-                    let session = SessionInfo {
-                        user_id: g.user_id,
-                        device_id: g.device_id,
-                    };
-                    self.on_authenticated(link, session, None);
+                    self.on_logged_in(link, g);
                 }
                 let _ = reply.send(result.map_err(Error::Server));
             }
             Pending::Refresh => match result {
-                Ok(Response::LoggedIn(g)) => {
-                    self.tokens = Some(g.tokens.clone());
-                    self.emit(ClientEvent::TokensUpdated(g.tokens.clone()));
-                    let session = SessionInfo {
-                        user_id: g.user_id,
-                        device_id: g.device_id,
-                    };
-                    self.on_authenticated(link, session, None);
-                }
+                Ok(Response::LoggedIn(g)) => self.on_logged_in(link, &g),
                 Ok(other) => {
                     return Some(LinkEnd::Lost {
                         reason: format!("bad refresh answer {other:?}"),

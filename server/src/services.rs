@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tern_protocol::{ErrorBody, ErrorCode, Request, Response, SessionInfo};
+use tern_protocol::{ErrorBody, ErrorCode, LoginGrant, Request, Response, SessionInfo};
 
 use crate::auth::AuthService;
 use crate::chat::ChatService;
@@ -102,38 +102,14 @@ impl Services {
                     device_name,
                 },
             ) => {
-                return match self
+                let grant = self
                     .auth
                     .verify_otp(identifier, code, device_name, caller.addr, now)
-                    .await
-                {
-                    Ok(grant) => {
-                        let s = SessionInfo {
-                            user_id: grant.user_id,
-                            device_id: grant.device_id,
-                        };
-                        (
-                            Ok(Response::LoggedIn(grant)),
-                            SessionChange::Authenticated(s),
-                        )
-                    }
-                    Err(e) => (Err(e), SessionChange::None),
-                };
+                    .await;
+                return logged_in(grant);
             }
             (None, Request::Refresh { refresh_token }) => {
-                return match self.auth.refresh(refresh_token).await {
-                    Ok(grant) => {
-                        let s = SessionInfo {
-                            user_id: grant.user_id,
-                            device_id: grant.device_id,
-                        };
-                        (
-                            Ok(Response::LoggedIn(grant)),
-                            SessionChange::Authenticated(s),
-                        )
-                    }
-                    Err(e) => (Err(e), SessionChange::None),
-                };
+                return logged_in(self.auth.refresh(refresh_token).await);
             }
             (_, Request::Ping) => return (Ok(Response::Pong), SessionChange::None),
             (
@@ -217,5 +193,22 @@ impl Services {
             )),
         };
         (result, SessionChange::None)
+    }
+}
+
+/// A login or refresh answer, and the session it authenticates.
+fn logged_in(grant: Result<LoginGrant, ErrorBody>) -> (Result<Response, ErrorBody>, SessionChange) {
+    match grant {
+        Ok(grant) => {
+            let s = SessionInfo {
+                user_id: grant.user_id,
+                device_id: grant.device_id,
+            };
+            (
+                Ok(Response::LoggedIn(grant)),
+                SessionChange::Authenticated(s),
+            )
+        }
+        Err(e) => (Err(e), SessionChange::None),
     }
 }

@@ -135,21 +135,32 @@ pub struct Device {
     pub session: SessionInfo,
 }
 
-fn otp_lines(otp_file: &Path) -> Vec<String> {
-    std::fs::read_to_string(otp_file)
-        .map(|t| t.lines().map(str::to_owned).collect())
-        .unwrap_or_default()
+/// Bytes in the OTP file so far (0 if it does not exist yet).
+fn otp_len(otp_file: &Path) -> u64 {
+    std::fs::metadata(otp_file).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Waits for a code for `identifier` written after the first `skip` lines of the OTP file.
-pub async fn read_code(otp_file: &Path, identifier: &str, skip: usize) -> anyhow::Result<String> {
-    for _ in 0..500 {
-        let lines = otp_lines(otp_file);
-        let code = lines.iter().skip(skip).rev().find_map(|l| {
-            l.strip_prefix(identifier)
-                .and_then(|r| r.strip_prefix(' '))
-                .map(str::to_owned)
-        });
+/// The OTP file's text from byte `from` on.
+fn otp_tail(otp_file: &Path, from: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = String::new();
+    if let Ok(mut f) = std::fs::File::open(otp_file)
+        && f.seek(SeekFrom::Start(from)).is_ok()
+    {
+        let _ = f.read_to_string(&mut out);
+    }
+    out
+}
+
+/// Waits for a code for `identifier` written after byte `from` of the OTP file.
+pub async fn read_code(otp_file: &Path, identifier: &str, from: u64) -> anyhow::Result<String> {
+    for _ in 0..1000 {
+        let tail = otp_tail(otp_file, from);
+        let code = tail
+            .lines()
+            .filter_map(|l| l.strip_prefix(identifier).and_then(|r| r.strip_prefix(' ')))
+            .next_back()
+            .map(str::to_owned);
         if let Some(code) = code {
             return Ok(code);
         }
@@ -164,12 +175,12 @@ pub async fn request_code(
     otp_file: &Path,
     identifier: &str,
 ) -> anyhow::Result<String> {
-    let skip = otp_lines(otp_file).len();
+    let from = otp_len(otp_file);
     client
         .request_otp(identifier)
         .await
         .context("request_otp")?;
-    read_code(otp_file, identifier, skip).await
+    read_code(otp_file, identifier, from).await
 }
 
 /// Starts a client and logs it in as a new device of `identifier`.
@@ -227,4 +238,43 @@ pub fn server_binary() -> PathBuf {
         dir.pop();
     }
     dir.join("tern-server")
+}
+
+/// Sends one message per id in `ids` on `chat` from `lanes` concurrent tasks (the id is the
+/// idempotency key, `body(id)` the content) and returns what the server acknowledged.
+pub async fn send_lanes(
+    client: &Client,
+    chat: tern_sdk::protocol::ChatId,
+    ids: std::ops::Range<u64>,
+    lanes: u64,
+    body: impl Fn(u64) -> tern_sdk::protocol::MessageBody + Send + Sync + Clone + 'static,
+) -> Vec<history::Acked> {
+    let mut tasks = Vec::new();
+    for lane in 0..lanes.max(1) {
+        let client = client.clone();
+        let body = body.clone();
+        let ids = ids.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for id in ids.skip(lane as usize).step_by(lanes.max(1) as usize) {
+                let b = body(id);
+                let sent = client.send(chat, b.clone(), id).await.unwrap();
+                out.push(history::Acked { sent, body: b });
+            }
+            out
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    acked
+}
+
+/// Collects `n` messages, then whatever else arrives within a short quiet period (so a
+/// duplicate arriving late is seen too).
+pub async fn receive_all(events: &mut Events, n: usize, timeout: Duration) -> Vec<Message> {
+    let mut got = collect_messages(events, n, timeout).await;
+    got.extend(drain_messages(events, Duration::from_millis(300)).await);
+    got
 }

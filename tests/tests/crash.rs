@@ -9,7 +9,7 @@ use std::time::Duration;
 use tern_sdk::protocol::MessageBody;
 use tern_tests::child::ChildServer;
 use tern_tests::history::{self, Acked};
-use tern_tests::{Device, client_config, collect_messages, drain_messages, login};
+use tern_tests::{Device, client_config, login, receive_all};
 
 const SENDERS: usize = 3;
 const PER_SENDER: usize = 150;
@@ -95,9 +95,10 @@ async fn kill_9_during_sends_loses_nothing_acknowledged() {
 
     let mut received = Vec::new();
     for (name, dev) in [("r1", &mut r1), ("r2", &mut r2)] {
-        let mut got = collect_messages(&mut dev.events, acked.len(), Duration::from_secs(30)).await;
-        got.extend(drain_messages(&mut dev.events, Duration::from_millis(500)).await);
-        received.push((name.to_owned(), got));
+        received.push((
+            name.to_owned(),
+            receive_all(&mut dev.events, acked.len(), Duration::from_secs(30)).await,
+        ));
     }
     let problems = history::check(&acked, &received);
     assert!(

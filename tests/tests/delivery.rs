@@ -7,7 +7,7 @@ use std::time::Duration;
 use tern_sdk::ClientEvent;
 use tern_sdk::protocol::{MessageBody, Receipt};
 use tern_tests::history::{self, Acked};
-use tern_tests::{TestServer, collect_messages, drain_messages};
+use tern_tests::{TestServer, collect_messages, drain_messages, receive_all};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -67,9 +67,10 @@ async fn two_users_with_two_devices_each_see_every_message_once_in_order() {
         ("b1", &mut b1),
         ("b2", &mut b2),
     ] {
-        let mut got = collect_messages(&mut dev.events, 100, WAIT).await;
-        got.extend(drain_messages(&mut dev.events, Duration::from_millis(300)).await);
-        received.push((name.to_owned(), got));
+        received.push((
+            name.to_owned(),
+            receive_all(&mut dev.events, 100, WAIT).await,
+        ));
     }
     let problems = history::check(&acked, &received);
     assert!(problems.is_empty(), "history violations: {problems:#?}");

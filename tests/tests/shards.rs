@@ -10,7 +10,9 @@ use tern_sdk::{Client, ClientEvent};
 use tern_tests::child::{ChildServer, admin_get, metric};
 use tern_tests::history::{self, Acked};
 use tern_tests::raw::{Outcome, RawConn};
-use tern_tests::{Device, TestServer, client_config, collect_messages, drain_messages, login};
+use tern_tests::{
+    Device, TestServer, client_config, collect_messages, login, receive_all, send_lanes,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -48,8 +50,7 @@ async fn devices_on_different_shards_exchange_messages_and_every_shard_reports()
     }
     // Every device is in two chats (as sender and as receiver): 10 messages each.
     for (i, d) in devices.iter_mut().enumerate() {
-        let mut got = collect_messages(&mut d.events, 10, WAIT).await;
-        got.extend(drain_messages(&mut d.events, Duration::from_millis(100)).await);
+        let got = receive_all(&mut d.events, 10, WAIT).await;
         let mine: Vec<Acked> = acked
             .iter()
             .filter(|a| got.iter().any(|m| m.chat_id == a.sent.chat_id))
@@ -121,24 +122,10 @@ async fn a_consumer_that_stops_reading_is_cut_off_and_resyncs_without_loss() {
         .unwrap();
 
     let big = "y".repeat(4_000);
-    let mut acked = Vec::new();
-    let mut tasks = Vec::new();
-    for lane in 0..16u64 {
-        let client = a.client.clone();
-        let big = big.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut out = Vec::new();
-            for k in (lane..2_000).step_by(16) {
-                let body = MessageBody::Text(format!("{k}:{big}"));
-                let sent = client.send(chat, body.clone(), k).await.unwrap();
-                out.push(Acked { sent, body });
-            }
-            out
-        }));
-    }
-    for t in tasks {
-        acked.extend(t.await.unwrap());
-    }
+    let acked = send_lanes(&a.client, chat, 0..2_000, 16, move |k| {
+        MessageBody::Text(format!("{k}:{big}"))
+    })
+    .await;
     // The shard kept serving everyone else meanwhile.
     a.client.send_text(other, "still served").await.unwrap();
     assert_eq!(collect_messages(&mut c.events, 1, WAIT).await.len(), 1);
@@ -203,31 +190,20 @@ async fn a_full_shard_mailbox_drops_to_resync_and_loses_nothing() {
                 .chat_id,
         );
     }
-    let mut acked = Vec::new();
     let mut tasks = Vec::new();
     for &chat in &chats {
-        for lane in 0..8u64 {
-            let client = sender.client.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut out = Vec::new();
-                for k in (lane..200).step_by(8) {
-                    let body = MessageBody::Text(format!("{chat}:{k}"));
-                    let sent = client
-                        .send(chat, body.clone(), chat.0 * 100_000 + k)
-                        .await
-                        .unwrap();
-                    out.push(Acked { sent, body });
-                }
-                out
-            }));
-        }
+        let client = sender.client.clone();
+        let ids = chat.0 * 100_000..chat.0 * 100_000 + 200;
+        tasks.push(tokio::spawn(async move {
+            send_lanes(&client, chat, ids, 8, |k| MessageBody::Text(k.to_string())).await
+        }));
     }
+    let mut acked = Vec::new();
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
     for (i, r) in receivers.iter_mut().enumerate() {
-        let mut got = collect_messages(&mut r.events, 200, WAIT).await;
-        got.extend(drain_messages(&mut r.events, Duration::from_millis(200)).await);
+        let got = receive_all(&mut r.events, 200, WAIT).await;
         let chat = got.first().map(|m| m.chat_id);
         let mine: Vec<Acked> = acked
             .iter()
@@ -313,8 +289,7 @@ async fn sigterm_during_sends_drains_exits_zero_and_loses_nothing() {
     }
     let acked = acked.lock().unwrap().clone();
     assert_eq!(acked.len(), 400);
-    let mut got = collect_messages(&mut b.events, 400, WAIT).await;
-    got.extend(drain_messages(&mut b.events, Duration::from_millis(300)).await);
+    let got = receive_all(&mut b.events, 400, WAIT).await;
     let problems = history::check(&acked, &[("b".into(), got)]);
     assert!(problems.is_empty(), "{problems:#?}");
 }
@@ -344,8 +319,7 @@ async fn an_address_change_is_harmless() {
             .unwrap();
         acked.push(Acked { sent, body });
     }
-    let mut got = collect_messages(&mut b.events, 60, WAIT).await;
-    got.extend(drain_messages(&mut b.events, Duration::from_millis(300)).await);
+    let got = receive_all(&mut b.events, 60, WAIT).await;
     let problems = history::check(&acked, &[("b".into(), got)]);
     assert!(problems.is_empty(), "{problems:#?}");
 }
@@ -366,7 +340,7 @@ async fn a_reconnect_storm_of_2000_clients_ends_connected_and_synced() {
 
     // Log everyone in (bounded concurrency), each through the real OTP flow.
     let mut devices: Vec<Device> = Vec::with_capacity(CLIENTS);
-    for batch in (0..CLIENTS).collect::<Vec<_>>().chunks(100) {
+    for batch in (0..CLIENTS).collect::<Vec<_>>().chunks(250) {
         let mut tasks = Vec::new();
         for &i in batch {
             let mut cfg = client_config(quic, &fp);
@@ -385,18 +359,23 @@ async fn a_reconnect_storm_of_2000_clients_ends_connected_and_synced() {
     let broadcaster = login(client_config(quic, &fp), &otp, "+15559999999")
         .await
         .unwrap();
-    let mut chats = Vec::with_capacity(CLIENTS);
-    for d in &devices {
-        chats.push(
-            broadcaster
-                .client
-                .open_direct_chat(d.session.user_id)
-                .await
-                .unwrap()
-                .chat_id,
-        );
+    let peers: Vec<_> = devices.iter().map(|d| d.session.user_id).collect();
+    let mut tasks = Vec::new();
+    for part in peers.chunks(CLIENTS / 20) {
+        let client = broadcaster.client.clone();
+        let part = part.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for peer in part {
+                out.push(client.open_direct_chat(peer).await.unwrap().chat_id);
+            }
+            out
+        }));
     }
-
+    let mut chats = Vec::with_capacity(CLIENTS);
+    for t in tasks {
+        chats.extend(t.await.unwrap());
+    }
     // Crash and restart: every client reconnects at once (stateless resets tell them).
     server.kill();
     server.restart().await;

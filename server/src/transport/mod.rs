@@ -76,6 +76,10 @@ pub fn bind(
     cid_key.copy_from_slice(&cid_tag.as_ref()[..8]);
     let cid_key = u64::from_le_bytes(cid_key);
     let mut endpoint_config = EndpointConfig::new(Arc::new(key));
+    // quinn sends at most one stateless reset per 20 ms by default, so after a restart 2,000
+    // clients would learn of it over 40 s. Resets are smaller than the packet that triggers them
+    // and our keyed CIDs reject foreign traffic, so a much higher rate is safe.
+    endpoint_config.min_reset_interval(Duration::from_micros(200));
     endpoint_config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
