@@ -144,6 +144,19 @@ impl Hello {
 }
 
 impl Frame {
+    /// A short stable name of the frame type, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "hello",
+            Frame::Welcome(_) => "welcome",
+            Frame::Request { .. } => "request",
+            Frame::Response { .. } => "response",
+            Frame::Event(_) => "event",
+            Frame::Error(_) => "error",
+            Frame::GoAway(_) => "go_away",
+        }
+    }
+
     /// Checks every field against the protocol limits. Decoding already bounds allocation by the
     /// frame size; this enforces the finer per-field limits and is run by [`crate::codec`].
     pub fn within_limits(&self) -> bool {

@@ -33,6 +33,24 @@ pub struct RequestLabels {
     pub result: String,
 }
 
+/// Labels of per-frame-type series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrameLabels {
+    /// Shard index.
+    pub shard: String,
+    /// Frame type (`request`, `response`, `event`, ...).
+    pub kind: String,
+}
+
+/// Labels of connection-close series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    /// Shard index.
+    pub shard: String,
+    /// The error code the server closed with.
+    pub code: String,
+}
+
 /// Labels of per-request timing series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestTimingLabels {
@@ -57,9 +75,11 @@ pub struct Metrics {
     /// Completed handshakes (Hello accepted).
     pub handshakes: Family<ShardLabel, Counter>,
     /// Frames received.
-    pub frames_in: Family<ShardLabel, Counter>,
+    pub frames_in: Family<FrameLabels, Counter>,
     /// Frames sent.
-    pub frames_out: Family<ShardLabel, Counter>,
+    pub frames_out: Family<FrameLabels, Counter>,
+    /// Connections the server closed with an error code, by code.
+    pub closes: Family<CloseLabels, Counter>,
     /// Requests by name and result.
     pub requests: Family<RequestLabels, Counter>,
     /// Messages made durable.
@@ -112,14 +132,20 @@ impl Metrics {
             "Accepted Hello handshakes",
             handshakes.clone(),
         );
-        let frames_in = Family::<ShardLabel, Counter>::default();
+        let frames_in = Family::<FrameLabels, Counter>::default();
         r.register(
             "frames_in",
             "Frames received from clients",
             frames_in.clone(),
         );
-        let frames_out = Family::<ShardLabel, Counter>::default();
+        let frames_out = Family::<FrameLabels, Counter>::default();
         r.register("frames_out", "Frames sent to clients", frames_out.clone());
+        let closes = Family::<CloseLabels, Counter>::default();
+        r.register(
+            "connection_closes",
+            "Connections closed by the server with an error code",
+            closes.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         r.register("requests", "Requests by name and result", requests.clone());
         let messages_stored = Counter::default();
@@ -189,8 +215,18 @@ impl Metrics {
             let s = Self::shard(n);
             let _ = connections.get_or_create(&s);
             let _ = handshakes.get_or_create(&s);
-            let _ = frames_in.get_or_create(&s);
-            let _ = frames_out.get_or_create(&s);
+            for kind in ["hello", "request"] {
+                let _ = frames_in.get_or_create(&FrameLabels {
+                    shard: s.shard.clone(),
+                    kind: kind.into(),
+                });
+            }
+            for kind in ["welcome", "response", "event", "error", "go_away"] {
+                let _ = frames_out.get_or_create(&FrameLabels {
+                    shard: s.shard.clone(),
+                    kind: kind.into(),
+                });
+            }
             let _ = deliveries.get_or_create(&s);
             let _ = slow_consumers.get_or_create(&s);
             let _ = mailbox_overflows.get_or_create(&s);
@@ -203,6 +239,7 @@ impl Metrics {
             handshakes,
             frames_in,
             frames_out,
+            closes,
             requests,
             messages_stored,
             deliveries,
@@ -222,6 +259,26 @@ impl Metrics {
         ShardLabel {
             shard: n.to_string(),
         }
+    }
+
+    /// Counts a frame received on `shard`.
+    pub fn frame_in(&self, shard: &ShardLabel, kind: &'static str) {
+        self.frames_in
+            .get_or_create(&FrameLabels {
+                shard: shard.shard.clone(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a frame sent on `shard`.
+    pub fn frame_out(&self, shard: &ShardLabel, kind: &'static str) {
+        self.frames_out
+            .get_or_create(&FrameLabels {
+                shard: shard.shard.clone(),
+                kind: kind.into(),
+            })
+            .inc();
     }
 
     /// Prometheus text exposition of every series.

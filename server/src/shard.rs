@@ -99,6 +99,7 @@ impl Shard {
         self.each(Some(user), |h| match h.outbound.try_send(frame.clone()) {
             Ok(()) => {
                 self.metrics.deliveries.get_or_create(&self.label).inc();
+                self.metrics.frame_out(&self.label, "event");
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.slow_consumers.get_or_create(&self.label).inc();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tern_sdk::protocol::{ErrorCode, Frame, Request, Response, SessionInfo};
 use tern_sdk::{Client, ClientEvent, Events};
 use tern_server::auth::token::{SigningKey, TokenIssuer};
+use tern_server::config::OtpSenderConfig;
 use tern_server::keys::ServerKeys;
 use tern_tests::raw::{Outcome, RawConn};
 use tern_tests::{TestServer, request_code};
@@ -234,4 +235,83 @@ async fn revoking_a_device_closes_its_connection_and_lists_it_revoked() {
         matches!(err, tern_sdk::Error::Closed(_)),
         "a revoked client refuses calls: {err:?}"
     );
+}
+
+/// A one-request-at-a-time HTTP endpoint on loopback that records POST bodies.
+async fn gateway(
+    status: u16,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for _ in 0..16 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body = loop {
+                let Ok(n) = s.read(&mut chunk).await else {
+                    break String::new();
+                };
+                if n == 0 {
+                    break String::new();
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break body.to_owned();
+                    }
+                }
+            };
+            let _ = tx.send(body);
+            let reply =
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = s.write_all(reply.as_bytes()).await;
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_sender_posts_codes_to_the_gateway() {
+    let (addr, mut bodies) = gateway(200).await;
+    let url = format!("http://{addr}/otp");
+    let server = TestServer::start_with(|c| c.otp_sender = OtpSenderConfig::Webhook { url }).await;
+    let (client, _events) = Client::start(server.client_config()).unwrap();
+    client.request_otp("+15550001010").await.unwrap();
+    let body = tokio::time::timeout(WAIT, bodies.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["identifier"], "+15550001010");
+    let code = json["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 6);
+    client.verify_otp("+15550001010", &code).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_gateway_is_reported_not_hidden() {
+    let (addr, _bodies) = gateway(500).await;
+    let url = format!("http://{addr}/otp");
+    let server = TestServer::start_with(|c| c.otp_sender = OtpSenderConfig::Webhook { url }).await;
+    let (client, _events) = Client::start(server.client_config()).unwrap();
+    let err = client.request_otp("+15550001011").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Internal));
 }

@@ -72,7 +72,17 @@ async fn devices_on_different_shards_exchange_messages_and_every_shard_reports()
         if conns.unwrap_or(0.0) > 0.0 {
             busy += 1;
         }
-        assert!(metric(&text, &format!("tern_frames_in_total{{shard=\"{s}\"}}")).is_some());
+        let requests = metric(
+            &text,
+            &format!("tern_frames_in_total{{shard=\"{s}\",kind=\"request\"}}"),
+        );
+        assert!(requests.is_some(), "shard {s} counts request frames");
+        if conns.unwrap_or(0.0) > 0.0 {
+            assert!(
+                requests.unwrap_or(0.0) > 0.0,
+                "a busy shard {s} has received requests"
+            );
+        }
         assert!(metric(&text, &format!("tern_mailbox_depth{{shard=\"{s}\"}}")).is_some());
     }
     assert!(
@@ -432,4 +442,48 @@ async fn a_reconnect_storm_of_2000_clients_ends_connected_and_synced() {
         let snap = d.client.snapshot().await.unwrap();
         assert!(snap.connected, "client {i} is connected");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_per_address_cap_clients_are_told_when_to_come_back() {
+    let server = TestServer::start_with(|c| {
+        c.max_connections_per_ip = 2;
+        c.overloaded_retry_after_ms = 300;
+    })
+    .await;
+    let _a = server.login("+15550060001").await;
+    let b = server.login("+15550060002").await;
+
+    // A third connection from the same address is refused in protocol terms.
+    let mut raw = RawConn::connect(server.addr, &server.fingerprint)
+        .await
+        .unwrap();
+    raw.send_frame(&RawConn::hello(None)).await.unwrap();
+    match raw.next(WAIT).await.unwrap() {
+        Outcome::Frame(Frame::GoAway(g)) => {
+            assert_eq!(g.reason, tern_sdk::protocol::GoAwayReason::Overloaded);
+            assert_eq!(g.reconnect_after_ms, 300);
+        }
+        other => panic!("expected GoAway(Overloaded), got {other:?}"),
+    }
+    assert_eq!(
+        raw.until_closed(WAIT).await.unwrap(),
+        (Some(ErrorCode::Overloaded), Some(ErrorCode::Overloaded))
+    );
+
+    // An SDK client keeps honouring the hint and gets in once a place frees up.
+    let (c, mut events) = Client::start(server.client_config()).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!c.snapshot().await.unwrap().connected, "no place yet");
+    b.client.close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(ClientEvent::Connected { .. })) => break,
+            Ok(Some(_)) => {}
+            _ => panic!("the waiting client never got in"),
+        }
+    }
+    let text = admin_get(server.admin_addr(), "/metrics").await;
+    assert!(text.contains("tern_frames_out_total{shard="), "{text}");
 }

@@ -106,8 +106,17 @@ async fn main() -> anyhow::Result<()> {
         .arg(dir.path().join("data"))
         .arg("--otp-sender")
         .arg(format!("file:{}", otp.display()))
-        .args(["--otp-address-burst", "1000000", "--otp-prefix-burst", "1000000"])
-        .args(args.shards.map(|n| vec!["--shards".to_owned(), n.to_string()]).unwrap_or_default())
+        .args([
+            "--otp-address-burst",
+            "1000000",
+            "--otp-prefix-burst",
+            "1000000",
+        ])
+        .args(
+            args.shards
+                .map(|n| vec!["--shards".to_owned(), n.to_string()])
+                .unwrap_or_default(),
+        )
         .env("TERN_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

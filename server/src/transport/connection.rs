@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::admission::Admitted;
+use crate::metrics::CloseLabels;
 use crate::services::{Caller, Services, SessionChange};
 use crate::shard::{ConnHandle, Shard};
 
@@ -196,6 +197,11 @@ impl ConnTask {
     async fn shutdown(&mut self, error: ErrorBody) {
         let code = error.code;
         tracing::debug!(remote = %self.remote, %error, "closing connection");
+        let labels = CloseLabels {
+            shard: self.shard.label.shard.clone(),
+            code: format!("{code:?}"),
+        };
+        self.services.metrics.closes.get_or_create(&labels).inc();
         if let Ok(bytes) = codec::encode_to_vec(&Frame::Error(error.clone()))
             && let Some(tx) = &self.outbound
         {
@@ -221,9 +227,7 @@ impl ConnTask {
             };
             self.services
                 .metrics
-                .frames_in
-                .get_or_create(&self.shard.label)
-                .inc();
+                .frame_in(&self.shard.label, frame.kind());
             match self.session.handle_frame(frame) {
                 Err(violation) => return Some(violation.0),
                 Ok(SessionInput::Hello(hello)) => {
@@ -332,7 +336,7 @@ impl ConnTask {
             let (result, _) = services.handle(&label, caller, body).await;
             let frame = Frame::Response { req_id, result };
             if let Some(bytes) = encode(&frame) {
-                services.metrics.frames_out.get_or_create(&label).inc();
+                services.metrics.frame_out(&label, "response");
                 let _ = outbound.send(bytes).await;
             }
         });
@@ -348,9 +352,7 @@ impl ConnTask {
         };
         self.services
             .metrics
-            .frames_out
-            .get_or_create(&self.shard.label)
-            .inc();
+            .frame_out(&self.shard.label, frame.kind());
         let _ = tx.send(bytes).await;
     }
 }
