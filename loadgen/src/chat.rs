@@ -287,7 +287,7 @@ pub async fn run(args: &ChatArgs, target: &Target, ui: Ui) -> anyhow::Result<Rep
     }
 
     let total = (args.rate * (warmup + c.duration).as_secs_f64()).round() as u64;
-    let window = run::sample_window(target.server_pid, warm_end, end, stop.clone());
+    let window = run::sample_window(target, warm_end, end, stop.clone());
     let scheduler = {
         let shared = shared.clone();
         let rt = tokio::runtime::Handle::current();
@@ -378,6 +378,7 @@ pub async fn run(args: &ChatArgs, target: &Target, ui: Ui) -> anyhow::Result<Rep
         delivered_per_s: delivered_in_window as f64 / measured_s.max(1e-9),
         latency_us: shared.recorder.summaries(),
         server_cpu_s: window.server_cpu(),
+        server_view: window.server_view(),
         server_rss_bytes: window.server_end.map(|s| s.rss),
         loadgen_cpu_s: window.own_cpu(),
         loadgen_rss_bytes: own_rss,

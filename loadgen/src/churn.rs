@@ -158,7 +158,7 @@ pub async fn run(args: &ChurnArgs, target: &Target, ui: Ui) -> anyhow::Result<Re
     for kind in ["connect", "sync", "cycle"] {
         shared.recorder.declare(kind);
     }
-    let window = run::sample_window(target.server_pid, shared.warm_end, shared.end, stop.clone());
+    let window = run::sample_window(target, shared.warm_end, shared.end, stop.clone());
     let mut workers = JoinSet::new();
     for (i, cr) in creds.into_iter().enumerate() {
         workers.spawn(worker(shared.clone(), fleet.config(i), cr, stop.clone()));
@@ -195,6 +195,7 @@ pub async fn run(args: &ChurnArgs, target: &Target, ui: Ui) -> anyhow::Result<Re
         throughput_per_s: in_window as f64 / measured_s.max(1e-9),
         latency_us: shared.recorder.summaries(),
         server_cpu_s: window.server_cpu(),
+        server_view: window.server_view(),
         server_rss_bytes: window.server_end.map(|s| s.rss),
         handshakes: Some(in_window),
         loadgen_cpu_s: window.own_cpu(),

@@ -111,6 +111,10 @@ pub struct CommonArgs {
     /// Read the server's CPU time and RSS from /proc/PID (when not spawning it).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The server's admin HTTP address, to report its own metrics over the window (when not
+    /// spawning it).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
     /// After the run, wait at most this long for in-flight sends and deliveries before counting
     /// what is missing as lost.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]

@@ -60,7 +60,7 @@ pub async fn run(args: &IdleArgs, target: &Target, ui: Ui) -> anyhow::Result<Rep
     let warmup = c.warmup.unwrap_or(Duration::from_secs(2));
     let from = Instant::now() + warmup;
     let to = from + c.duration;
-    let window = run::sample_window(target.server_pid, from, to, stop.clone());
+    let window = run::sample_window(target, from, to, stop.clone());
     let bar = ui.bar((warmup + c.duration).as_secs(), "hold");
     let started = Instant::now();
     while !window.is_finished() {
@@ -100,6 +100,7 @@ pub async fn run(args: &IdleArgs, target: &Target, ui: Ui) -> anyhow::Result<Rep
         throughput_per_s: connections as f64 / login_s.max(1e-9),
         latency_us: recorder.summaries(),
         server_cpu_s: window.server_cpu(),
+        server_view: window.server_view(),
         server_rss_bytes: rss,
         server_rss_baseline_bytes: baseline.map(|b| b.rss),
         server_rss_per_connection_bytes: per_connection.map(|p| p.round()),

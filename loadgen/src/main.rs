@@ -11,6 +11,7 @@ mod churn;
 mod cli;
 mod idle;
 mod ledger;
+mod metrics;
 mod otp;
 mod plot;
 mod procstat;

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::ledger::Verdict;
+use crate::metrics::ServerView;
 use crate::stats::{Point, Summary};
 
 /// Everything a run measured. Counts cover the whole run (warm-up included: every acknowledged
@@ -75,6 +76,8 @@ pub struct Report {
     pub handshakes: Option<u64>,
     /// Churn: handshakes per server CPU-second.
     pub handshakes_per_server_cpu_s: Option<f64>,
+    /// The server's own metrics over the window (with `--spawn-server` or `--admin`).
+    pub server_view: Option<ServerView>,
     /// This process's CPU seconds over the window (near `duration_s` x cores means the load
     /// generator, not the server, was the bottleneck).
     pub loadgen_cpu_s: Option<f64>,
@@ -198,6 +201,20 @@ impl Report {
                     "server     cpu/rss unknown (pass --server-pid or --spawn-server)"
                 );
             }
+        }
+        if let Some(v) = &self.server_view {
+            let f = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.0}"));
+            let g = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.2}"));
+            let _ = writeln!(
+                s,
+                "server saw send {} us, ack {} us (mean); commit {} us x {} jobs; per message {} updates pushed, {} requests",
+                f(v.send_mean_us),
+                f(v.ack_mean_us),
+                f(v.commit_mean_us),
+                g(v.jobs_per_commit),
+                g(v.deliveries_per_message),
+                g(v.requests_per_message)
+            );
         }
         if let Some(cpu) = self.loadgen_cpu_s {
             let _ = writeln!(

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::CommonArgs;
+use crate::metrics::{self, Samples, ServerView};
 use crate::otp::OtpFile;
 use crate::procstat::{self, Pid, Sample};
 use crate::spawn::{self, SpawnedServer};
@@ -27,6 +28,8 @@ pub struct Target {
     pub otp: Arc<OtpFile>,
     /// Whose CPU and memory to read.
     pub server_pid: Option<u32>,
+    /// Admin listener, for `/metrics`.
+    pub admin: Option<SocketAddr>,
     /// The child, when spawned; stopped when dropped.
     pub spawned: Option<SpawnedServer>,
     /// Makes this run's identifiers unique.
@@ -63,6 +66,7 @@ impl Target {
                 fingerprint: server.fingerprint.clone(),
                 otp: Arc::new(OtpFile::new(&server.otp_file)),
                 server_pid: Some(server.pid),
+                admin: Some(server.admin),
                 spawned: Some(server),
                 run_id,
             });
@@ -90,6 +94,7 @@ impl Target {
             fingerprint,
             otp: Arc::new(OtpFile::new(otp)),
             server_pid: c.server_pid,
+            admin: c.admin,
             spawned: None,
             run_id,
         })
@@ -185,7 +190,7 @@ pub fn stop_flag() -> Arc<AtomicBool> {
 }
 
 /// CPU and memory of the server and of this process at the start and end of the window.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Window {
     /// Server at the start.
     pub server_start: Option<Sample>,
@@ -197,6 +202,10 @@ pub struct Window {
     pub own_end: Option<Sample>,
     /// When the window really ended (earlier than planned after Ctrl-C).
     pub ended: Option<Instant>,
+    /// The server's metrics at the start.
+    pub metrics_start: Option<Samples>,
+    /// The server's metrics at the end.
+    pub metrics_end: Option<Samples>,
 }
 
 impl Window {
@@ -208,6 +217,14 @@ impl Window {
     /// This process's CPU seconds in the window.
     pub fn own_cpu(&self) -> Option<f64> {
         Some(self.own_end?.cpu_s - self.own_start?.cpu_s)
+    }
+
+    /// What the server's metrics say about the window.
+    pub fn server_view(&self) -> Option<ServerView> {
+        Some(ServerView::between(
+            self.metrics_start.as_ref()?,
+            self.metrics_end.as_ref()?,
+        ))
     }
 }
 
@@ -226,21 +243,25 @@ fn sleep_until(t: Instant, stop: &AtomicBool) -> bool {
 
 /// Samples at `from` and `to` on a thread of its own (precise even when the runtime is busy).
 pub fn sample_window(
-    server: Option<u32>,
+    target: &Target,
     from: Instant,
     to: Instant,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Window> {
+    let (server, admin) = (target.server_pid, target.admin);
     tokio::task::spawn_blocking(move || {
         let take = |w: &mut Window, start: bool| {
             let s = server.and_then(|p| procstat::sample(Pid::Other(p)));
             let own = procstat::sample(Pid::SelfProcess);
+            let m = admin.and_then(metrics::scrape);
             if start {
                 w.server_start = s;
                 w.own_start = own;
+                w.metrics_start = m;
             } else {
                 w.server_end = s;
                 w.own_end = own;
+                w.metrics_end = m;
             }
         };
         let mut w = Window::default();
