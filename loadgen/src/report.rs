@@ -202,7 +202,11 @@ impl Report {
                 );
             }
         }
-        if let Some(v) = &self.server_view {
+        if let Some(v) = self
+            .server_view
+            .as_ref()
+            .filter(|v| v.send_mean_us.is_some() || v.commit_mean_us.is_some())
+        {
             let f = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.0}"));
             let g = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.2}"));
             let _ = writeln!(
