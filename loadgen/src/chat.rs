@@ -401,7 +401,7 @@ pub async fn run(args: &ChatArgs, target: &Target, ui: Ui) -> anyhow::Result<Rep
         latency_per_second_us: shared.recorder.series(),
         ..Report::default()
     };
-    report.derive(acked_in_window, delivered_in_window);
+    report.derive(&window, acked_in_window, delivered_in_window);
     Ok(report)
 }
 

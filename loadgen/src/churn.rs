@@ -204,6 +204,6 @@ pub async fn run(args: &ChurnArgs, target: &Target, ui: Ui) -> anyhow::Result<Re
         latency_per_second_us: shared.recorder.series(),
         ..Report::default()
     };
-    report.derive(0, 0);
+    report.derive(&window, 0, 0);
     Ok(report)
 }

@@ -109,6 +109,6 @@ pub async fn run(args: &IdleArgs, target: &Target, ui: Ui) -> anyhow::Result<Rep
         error_kinds: errors.kinds(),
         ..Report::default()
     };
-    report.derive(0, 0);
+    report.derive(&window, 0, 0);
     Ok(report)
 }

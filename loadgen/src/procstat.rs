@@ -87,6 +87,24 @@ pub fn rss_bytes(pid: Pid) -> Result<u64, ProcError> {
         .ok_or(ProcError::Format(path))
 }
 
+/// Busy and stolen CPU seconds of the whole machine (all CPUs) since boot, from /proc/stat.
+pub fn machine_cpu() -> Result<(f64, f64), ProcError> {
+    let path = "/proc/stat".to_owned();
+    let stat = read(path.clone())?;
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .ok_or_else(|| ProcError::Format(path.clone()))?
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let f = |i: usize| fields.get(i).copied().unwrap_or(0.0);
+    let busy = f(0) + f(1) + f(2) + f(5) + f(6);
+    Ok((busy / clock_ticks(), f(7) / clock_ticks()))
+}
+
 /// CPU and memory of a process at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Sample {

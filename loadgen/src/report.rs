@@ -81,6 +81,11 @@ pub struct Report {
     /// This process's CPU seconds over the window (near `duration_s` x cores means the load
     /// generator, not the server, was the bottleneck).
     pub loadgen_cpu_s: Option<f64>,
+    /// CPU seconds the rest of the machine (other processes) used in the window: on a shared
+    /// machine, a large value means the figures are disturbed.
+    pub other_cpu_s: Option<f64>,
+    /// CPU seconds the hypervisor stole in the window.
+    pub steal_cpu_s: Option<f64>,
     /// This process's resident memory at the end.
     pub loadgen_rss_bytes: Option<u64>,
     /// Errors by kind.
@@ -99,8 +104,14 @@ fn per(n: f64, d: Option<f64>) -> Option<f64> {
 }
 
 impl Report {
-    /// Fills the derived per-CPU rates.
-    pub fn derive(&mut self, acked_in_window: u64, delivered_in_window: u64) {
+    /// Fills the derived per-CPU rates and the machine's other load.
+    pub fn derive(
+        &mut self,
+        window: &crate::run::Window,
+        acked_in_window: u64,
+        delivered_in_window: u64,
+    ) {
+        (self.other_cpu_s, self.steal_cpu_s) = window.other_cpu();
         self.acked_per_server_cpu_s = per(acked_in_window as f64, self.server_cpu_s);
         self.delivered_per_server_cpu_s = per(delivered_in_window as f64, self.server_cpu_s);
         if let Some(h) = self.handshakes {
@@ -225,6 +236,13 @@ impl Report {
                 s,
                 "loadgen    cpu {cpu:.2} s  rss {:.1} MiB",
                 mb(self.loadgen_rss_bytes.unwrap_or(0))
+            );
+        }
+        if let Some(other) = self.other_cpu_s.filter(|o| *o >= 0.05 * self.duration_s) {
+            let _ = writeln!(
+                s,
+                "WARNING    other processes used {other:.2} CPU-s during the window (steal {:.2} s): figures may be disturbed",
+                self.steal_cpu_s.unwrap_or(0.0)
             );
         }
         if self.errors > 0 || self.disconnects > 0 {

@@ -202,6 +202,8 @@ pub struct Window {
     pub own_end: Option<Sample>,
     /// When the window really ended (earlier than planned after Ctrl-C).
     pub ended: Option<Instant>,
+    /// Machine busy and steal CPU seconds at the start and end.
+    pub machine: [Option<(f64, f64)>; 2],
     /// The server's metrics at the start.
     pub metrics_start: Option<Samples>,
     /// The server's metrics at the end.
@@ -217,6 +219,17 @@ impl Window {
     /// This process's CPU seconds in the window.
     pub fn own_cpu(&self) -> Option<f64> {
         Some(self.own_end?.cpu_s - self.own_start?.cpu_s)
+    }
+
+    /// CPU seconds the rest of the machine used in the window (busy CPU time of all processes
+    /// minus the server's and this process's), and the time the hypervisor stole.
+    pub fn other_cpu(&self) -> (Option<f64>, Option<f64>) {
+        let [Some(a), Some(b)] = self.machine else {
+            return (None, None);
+        };
+        let busy = b.0 - a.0;
+        let ours = self.server_cpu().unwrap_or(0.0) + self.own_cpu().unwrap_or(0.0);
+        (Some((busy - ours).max(0.0)), Some(b.1 - a.1))
     }
 
     /// What the server's metrics say about the window.
@@ -254,6 +267,7 @@ pub fn sample_window(
             let s = server.and_then(|p| procstat::sample(Pid::Other(p)));
             let own = procstat::sample(Pid::SelfProcess);
             let m = admin.and_then(metrics::scrape);
+            w.machine[usize::from(!start)] = procstat::machine_cpu().ok();
             if start {
                 w.server_start = s;
                 w.own_start = own;
