@@ -93,8 +93,9 @@ pub struct ReceiptChange {
     pub changed: bool,
 }
 
-/// Receives updates once they are durable, in commit order. Called on the backend's commit
-/// path: implementations must not block (push into bounded queues and return).
+/// Receives updates once they are durable, in commit order, before the writes that produced them
+/// return to their callers. Called on the backend's commit path: implementations must not block
+/// (push into bounded queues and return).
 pub trait UpdateSink: Send + Sync + 'static {
     /// `updates` are `(recipient, update)` pairs in commit order.
     fn committed(&self, updates: &[(UserId, Update)]);

@@ -85,14 +85,11 @@ impl FjallStorage {
 
     fn chat_info(&self, chat: ChatId) -> StorageResult<ChatInfo> {
         let record = self.chat_record(chat)?.ok_or(StorageError::ChatNotFound)?;
-        Ok(record.info(self.tables.counter(&Counter::ChatSeq(chat).key())?))
+        Ok(record.info(self.tables.counter(Counter::ChatSeq(chat))?))
     }
 
     fn chat_record(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
-        self.tables
-            .get(Table::Chats, &chat.0.to_be_bytes())?
-            .map(|b| decode("chats", &b))
-            .transpose()
+        self.tables.chat(chat)
     }
 
     fn message(&self, chat: ChatId, seq: Seq) -> StorageResult<Message> {
@@ -116,7 +113,7 @@ impl Storage for FjallStorage {
     }
 
     async fn user_exists(&self, user: UserId) -> StorageResult<bool> {
-        Ok(user.0 >= 1 && user.0 <= self.tables.counter(&Counter::NextUser.key())?)
+        Ok(user.0 >= 1 && user.0 <= self.tables.counter(Counter::NextUser)?)
     }
 
     async fn create_device(
@@ -187,7 +184,7 @@ impl Storage for FjallStorage {
     }
 
     async fn last_seq(&self, chat: ChatId) -> StorageResult<Seq> {
-        self.tables.counter(&Counter::ChatSeq(chat).key())
+        self.tables.counter(Counter::ChatSeq(chat))
     }
 
     async fn append_message(&self, message: NewMessage) -> StorageResult<Appended> {
@@ -232,7 +229,7 @@ impl Storage for FjallStorage {
     }
 
     async fn latest_pts(&self, user: UserId) -> StorageResult<Pts> {
-        self.tables.counter(&Counter::UserPts(user.0).key())
+        self.tables.counter(Counter::UserPts(user.0))
     }
 
     async fn ack(&self, chat: ChatId, user: UserId, upto: Seq) -> StorageResult<ReceiptChange> {

@@ -3,11 +3,14 @@
 //! Keys are big-endian so byte order is numeric order: `chat ++ seq` scans a chat in seq order,
 //! `user ++ pts` scans a user's update log in pts order. Rows are postcard-encoded.
 
+use std::sync::Arc;
+
+use dashmap::DashMap;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tern_protocol::{ChatId, Receipt, Seq};
 
-use crate::storage::{StorageError, StorageResult};
+use crate::storage::{ChatRecord, StorageError, StorageResult};
 
 /// Every keyspace, opened once.
 #[derive(Clone)]
@@ -33,9 +36,15 @@ pub(crate) struct Tables {
     pub updates: Keyspace,
     /// chat ++ user -> ReceiptRow
     pub receipts: Keyspace,
-    /// tag ++ id -> u64 counter (chat last seq, user pts, id allocators)
+    /// tag ++ id -> u64 id allocators (users, devices, chats, messages)
     pub counters: Keyspace,
+    /// Committed chat rows, read on every send. Chat rows never change today (direct chats);
+    /// a write that changes one must refresh this cache after its commit.
+    chat_cache: Arc<DashMap<ChatId, ChatRecord>>,
 }
+
+/// Most chat rows cached before the cache is cleared.
+const MAX_CACHED_CHATS: usize = 200_000;
 
 impl std::fmt::Debug for Tables {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,6 +86,7 @@ impl Tables {
             updates: ks("updates")?,
             receipts: ks("receipts")?,
             counters: ks("counters")?,
+            chat_cache: Arc::new(DashMap::new()),
             db,
         })
     }
@@ -105,13 +115,36 @@ impl Tables {
             .map(|v| v.to_vec()))
     }
 
-    /// Reads a counter row (0 when absent).
-    pub fn counter(&self, key: &[u8]) -> StorageResult<u64> {
-        Ok(self
-            .get(Table::Counters, key)?
-            .map(|v| decode_u64(&v))
-            .transpose()?
-            .unwrap_or(0))
+    /// A committed chat row, through the chat cache.
+    pub fn chat(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
+        if let Some(r) = self.chat_cache.get(&chat) {
+            return Ok(Some(r.clone()));
+        }
+        let Some(bytes) = self.get(Table::Chats, &chat.0.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let record: ChatRecord = decode("chats", &bytes)?;
+        if self.chat_cache.len() >= MAX_CACHED_CHATS {
+            self.chat_cache.clear();
+        }
+        self.chat_cache.insert(chat, record.clone());
+        Ok(Some(record))
+    }
+
+    /// A counter's committed value (0 when absent).
+    pub fn counter(&self, counter: Counter) -> StorageResult<u64> {
+        match counter.derived_from() {
+            // Dense sequences are read off their own rows: the last key of the partition.
+            Some((table, id)) => match self.keyspace(table).prefix(id.to_be_bytes()).next_back() {
+                Some(guard) => Ok(split_key2(&guard.key().map_err(backend)?)?.1),
+                None => Ok(0),
+            },
+            None => Ok(self
+                .get(Table::Counters, &counter.key())?
+                .map(|v| decode_u64(&v))
+                .transpose()?
+                .unwrap_or(0)),
+        }
     }
 
     /// Key-value pairs with keys in `[from, to]`, at most `limit`.
@@ -134,9 +167,9 @@ impl Tables {
 /// Counter row kinds.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Counter {
-    /// Last seq of a chat.
+    /// Last seq of a chat (derived from the messages partition, never stored).
     ChatSeq(ChatId),
-    /// Latest pts of a user.
+    /// Latest pts of a user (derived from the update-log partition, never stored).
     UserPts(u64),
     /// Last allocated user id.
     NextUser,
@@ -149,6 +182,17 @@ pub(crate) enum Counter {
 }
 
 impl Counter {
+    /// Counters that are not stored as rows but read off the dense rows they number: a chat's
+    /// last seq is its last message key, a user's pts the last update-log key. Saves a write per
+    /// message and per recipient.
+    pub fn derived_from(self) -> Option<(Table, u64)> {
+        match self {
+            Counter::ChatSeq(c) => Some((Table::Messages, c.0)),
+            Counter::UserPts(u) => Some((Table::Updates, u)),
+            _ => None,
+        }
+    }
+
     pub fn key(self) -> [u8; 9] {
         let (tag, id) = match self {
             Counter::ChatSeq(c) => (b'S', c.0),

@@ -12,7 +12,7 @@ use fjall::{OwnedWriteBatch as WriteBatch, PersistMode};
 use tern_protocol::{Update, UserId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::tables::{Counter, Table, Tables, backend, decode_u64};
+use super::tables::{Counter, Table, Tables, backend};
 use crate::storage::{StorageError, StorageResult, UpdateSink};
 
 /// Most jobs in one group commit.
@@ -34,11 +34,24 @@ pub trait CommitObserver: Send + Sync + 'static {
     fn commit(&self, jobs: usize, elapsed: std::time::Duration, ok: bool);
 }
 
+/// Committed counter values (chat seqs, user pts, id allocators), kept by the writer so hot
+/// counters are not read back from the LSM on every job. Only committed values enter it, so a
+/// failed commit leaves it right; it is bounded by clearing (values are re-read on demand).
+#[derive(Debug, Default)]
+pub(crate) struct CounterCache {
+    values: HashMap<[u8; 9], u64>,
+}
+
+/// Most counters kept before the cache is cleared.
+const MAX_CACHED_COUNTERS: usize = 1_000_000;
+
 /// One batch being built.
 pub(crate) struct Txn<'a> {
     tables: &'a Tables,
+    counters: &'a CounterCache,
     batch: WriteBatch,
-    overlay: HashMap<(Table, Vec<u8>), Vec<u8>>,
+    overlay: HashMap<Table, HashMap<Vec<u8>, Vec<u8>>>,
+    pending_counters: HashMap<[u8; 9], u64>,
     /// Updates produced by this batch, in order, for the sink.
     pub updates: Vec<(UserId, Update)>,
 }
@@ -46,7 +59,7 @@ pub(crate) struct Txn<'a> {
 impl Txn<'_> {
     /// Reads through the batch overlay.
     pub fn get(&self, table: Table, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
-        if let Some(v) = self.overlay.get(&(table, key.to_vec())) {
+        if let Some(v) = self.overlay.get(&table).and_then(|m| m.get(key)) {
             return Ok(Some(v.clone()));
         }
         self.tables.get(table, key)
@@ -55,23 +68,51 @@ impl Txn<'_> {
     pub fn put(&mut self, table: Table, key: &[u8], value: Vec<u8>) {
         self.batch
             .insert(self.tables.keyspace(table), key.to_vec(), value.clone());
-        self.overlay.insert((table, key.to_vec()), value);
+        self.overlay
+            .entry(table)
+            .or_default()
+            .insert(key.to_vec(), value);
+    }
+
+    /// A chat row: from this batch, else from the shared (committed) chat cache or disk.
+    pub fn chat(
+        &self,
+        chat: tern_protocol::ChatId,
+    ) -> StorageResult<Option<crate::storage::ChatRecord>> {
+        match self
+            .overlay
+            .get(&Table::Chats)
+            .and_then(|m| m.get(&chat.0.to_be_bytes()[..]))
+        {
+            Some(bytes) => super::tables::decode("chats", bytes).map(Some),
+            None => self.tables.chat(chat),
+        }
     }
 
     pub fn counter(&self, counter: Counter) -> StorageResult<u64> {
-        Ok(self
-            .get(Table::Counters, &counter.key())?
-            .map(|v| decode_u64(&v))
-            .transpose()?
-            .unwrap_or(0))
+        let key = counter.key();
+        if let Some(v) = self
+            .pending_counters
+            .get(&key)
+            .or_else(|| self.counters.values.get(&key))
+        {
+            return Ok(*v);
+        }
+        self.tables.counter(counter)
     }
 
+    /// Sets a counter for the rest of the batch; allocators are also written as rows, derived
+    /// counters only live in the cache (their rows are the data they number).
     pub fn set_counter(&mut self, counter: Counter, value: u64) {
-        self.put(
-            Table::Counters,
-            &counter.key(),
-            value.to_be_bytes().to_vec(),
-        );
+        let key = counter.key();
+        if counter.derived_from().is_none() {
+            self.batch.insert(
+                self.tables.keyspace(Table::Counters),
+                key.to_vec(),
+                value.to_be_bytes().to_vec(),
+            );
+        }
+        self.pending_counters.insert(key, value);
     }
 
     /// Increments a counter and returns the new value.
@@ -120,6 +161,7 @@ fn run(
     mode: Option<PersistMode>,
 ) {
     let mut pending_close = None;
+    let mut counters = CounterCache::default();
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = Vec::with_capacity(16);
         match first {
@@ -134,7 +176,14 @@ fn run(
             }
         }
         if !jobs.is_empty() {
-            commit_batch(&tables, jobs, sink.as_ref(), observer.as_deref(), mode);
+            commit_batch(
+                &tables,
+                jobs,
+                sink.as_ref(),
+                observer.as_deref(),
+                mode,
+                &mut counters,
+            );
         }
         if let Some(reply) = pending_close.take() {
             let result = tables.db.persist(PersistMode::SyncAll).map_err(backend);
@@ -142,7 +191,7 @@ fn run(
             // Answer jobs queued behind the close: they were never applied.
             while let Ok(cmd) = rx.try_recv() {
                 if let Command::Job(job) = cmd {
-                    let mut txn = new_txn(&tables, mode);
+                    let mut txn = new_txn(&tables, &counters, mode);
                     job(&mut txn)(Err(&StorageError::Closed));
                 }
             }
@@ -152,9 +201,15 @@ fn run(
     }
 }
 
-fn new_txn(tables: &Tables, mode: Option<PersistMode>) -> Txn<'_> {
+fn new_txn<'a>(
+    tables: &'a Tables,
+    counters: &'a CounterCache,
+    mode: Option<PersistMode>,
+) -> Txn<'a> {
     Txn {
         tables,
+        counters,
+        pending_counters: HashMap::new(),
         batch: tables.db.batch().durability(mode),
         overlay: HashMap::new(),
         updates: Vec::new(),
@@ -167,11 +222,17 @@ fn commit_batch(
     sink: &dyn UpdateSink,
     observer: Option<&dyn CommitObserver>,
     mode: Option<PersistMode>,
+    counters: &mut CounterCache,
 ) {
-    let mut txn = new_txn(tables, mode);
+    let mut txn = new_txn(tables, counters, mode);
     let count = jobs.len();
     let completions: Vec<Completion> = jobs.into_iter().map(|job| job(&mut txn)).collect();
-    let Txn { batch, updates, .. } = txn;
+    let Txn {
+        batch,
+        updates,
+        pending_counters,
+        ..
+    } = txn;
     let started = Instant::now();
     let outcome = batch.commit().map_err(backend);
     if let Some(obs) = observer {
@@ -179,11 +240,16 @@ fn commit_batch(
     }
     match &outcome {
         Ok(()) => {
-            for complete in completions {
-                complete(Ok(()));
+            if counters.values.len() + pending_counters.len() > MAX_CACHED_COUNTERS {
+                counters.values.clear();
             }
+            counters.values.extend(pending_counters);
+            // The sink first: when a write call returns, its updates are already on their way.
             if !updates.is_empty() {
                 sink.committed(&updates);
+            }
+            for complete in completions {
+                complete(Ok(()));
             }
         }
         Err(e) => {

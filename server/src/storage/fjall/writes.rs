@@ -89,9 +89,7 @@ pub(crate) fn take_refresh(
 }
 
 fn chat_record(txn: &Txn<'_>, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
-    txn.get(Table::Chats, &chat.0.to_be_bytes())?
-        .map(|b| decode("chats", &b))
-        .transpose()
+    txn.chat(chat)
 }
 
 /// Appends an update to `user`'s log and queues it for the sink.
