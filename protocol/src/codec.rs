@@ -5,6 +5,7 @@
 //! a peer cannot make the decoder allocate more than one maximum frame plus one read chunk.
 
 use crate::error::ErrorCode;
+use crate::event::Update;
 use crate::frame::Frame;
 use crate::limits::MAX_FRAME_LEN;
 
@@ -62,6 +63,27 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), CodecError> {
 pub fn encode_to_vec(frame: &Frame) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::new();
     encode(frame, &mut out)?;
+    Ok(out)
+}
+
+/// Encodes `Frame::Event(Event::Update(update))` without building (cloning into) the frame: the
+/// server pushes every committed update this way. Byte-for-byte equal to [`encode_to_vec`] of the
+/// full frame (postcard writes an enum as its variant index followed by the variant's fields).
+pub fn encode_update_event(update: &Update) -> Result<Vec<u8>, CodecError> {
+    // Variant indices: `Frame::Event` is 4, `Event::Update` is 0.
+    const PREFIX: [u8; 2] = [4, 0];
+    let body = postcard::to_stdvec(update).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let len = PREFIX.len() + body.len();
+    if len > MAX_FRAME_LEN as usize {
+        return Err(CodecError::TooLarge {
+            len: len as u64,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let mut out = Vec::with_capacity(len + MAX_LEN_PREFIX);
+    put_varint(len as u32, &mut out);
+    out.extend_from_slice(&PREFIX);
+    out.extend_from_slice(&body);
     Ok(out)
 }
 
@@ -156,5 +178,44 @@ impl FrameDecoder {
         let frame = decode_payload(&self.buf[prefix..end]);
         self.buf.drain(..end);
         frame.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Message, MessageBody, Receipt, UpdateKind};
+    use crate::ids::{ChatId, DeviceId, MessageId, UserId};
+
+    #[test]
+    fn the_update_shortcut_encodes_exactly_the_full_frame() {
+        let updates = [
+            Update {
+                pts: 300,
+                kind: UpdateKind::Message(Message {
+                    chat_id: ChatId(7),
+                    seq: 9,
+                    msg_id: MessageId(11),
+                    sender: UserId(1),
+                    sender_device: DeviceId(2),
+                    client_msg_id: 99,
+                    ts_ms: 1_700_000_000_000,
+                    body: MessageBody::Text("x".repeat(200)),
+                }),
+            },
+            Update {
+                pts: 1,
+                kind: UpdateKind::Receipt(Receipt {
+                    chat_id: ChatId(7),
+                    user_id: UserId(2),
+                    delivered_seq: 9,
+                    read_seq: 3,
+                }),
+            },
+        ];
+        for u in updates {
+            let full = encode_to_vec(&Frame::Event(Event::Update(u.clone()))).unwrap();
+            assert_eq!(encode_update_event(&u).unwrap(), full);
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tern_protocol::{DeviceId, ErrorCode, Event, Frame, Update, UserId, codec};
+use tern_protocol::{DeviceId, ErrorCode, Update, UserId, codec};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
@@ -215,8 +215,7 @@ impl UpdateSink for Router {
             if !self.directory.contains_key(user) {
                 continue;
             }
-            let frame = Frame::Event(Event::Update(update.clone()));
-            match codec::encode_to_vec(&frame) {
+            match codec::encode_update_event(update) {
                 Ok(bytes) => self.post(*user, &Bytes::from(bytes), now),
                 Err(e) => {
                     tracing::error!(error = %e, "an update did not encode; the device will sync it")
