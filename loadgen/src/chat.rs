@@ -226,7 +226,12 @@ fn schedule(
 }
 
 /// Runs the scenario.
-pub async fn run(args: &ChatArgs, target: &Target, ui: Ui) -> anyhow::Result<Report> {
+pub async fn run(
+    args: &ChatArgs,
+    target: &Target,
+    ui: Ui,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Report> {
     let c = &args.common;
     if !(args.rate.is_finite() && args.rate > 0.0) {
         bail!("--rate must be a positive number of messages per second");
@@ -243,7 +248,7 @@ pub async fn run(args: &ChatArgs, target: &Target, ui: Ui) -> anyhow::Result<Rep
     let warmup = c.warmup.unwrap_or(Duration::from_secs(1));
     let base = users::base_config(target.addr, &target.fingerprint, c.keep_alive)?;
     let fleet = Fleet::new(&base, n, c.connections_per_endpoint)?;
-    let users = run::login_users(c, target, &fleet, n, ui).await?;
+    let users = run::login_users(c, target, &fleet, n, ui, &stop).await?;
 
     // Pair 2i with 2i+1: one direct chat per pair, both users send in it.
     let mut chats: Vec<Option<ChatId>> = vec![None; n];
@@ -268,7 +273,6 @@ pub async fn run(args: &ChatArgs, target: &Target, ui: Ui) -> anyhow::Result<Rep
         senders.push((u.client.clone(), *chat));
     }
 
-    let stop = run::stop_flag();
     let start = Instant::now() + Duration::from_millis(200);
     let warm_end = start + warmup;
     let end = warm_end + c.duration;

@@ -122,12 +122,17 @@ async fn worker(shared: Arc<Shared>, cfg: ClientConfig, mut creds: Creds, stop: 
 }
 
 /// Runs the scenario.
-pub async fn run(args: &ChurnArgs, target: &Target, ui: Ui) -> anyhow::Result<Report> {
+pub async fn run(
+    args: &ChurnArgs,
+    target: &Target,
+    ui: Ui,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Report> {
     let c = &args.common;
     let n = c.users.unwrap_or(50).max(1);
     let base = users::base_config(target.addr, &target.fingerprint, c.keep_alive)?;
     let fleet = Fleet::new(&base, n, c.connections_per_endpoint)?;
-    let users = run::login_users(c, target, &fleet, n, ui).await?;
+    let users = run::login_users(c, target, &fleet, n, ui, &stop).await?;
     let mut creds = Vec::with_capacity(n);
     for u in &users {
         let snap = u
@@ -143,7 +148,6 @@ pub async fn run(args: &ChurnArgs, target: &Target, ui: Ui) -> anyhow::Result<Re
     }
     run::close_all(users.into_iter().map(|u| u.client)).await;
 
-    let stop = run::stop_flag();
     let warmup = c.warmup.unwrap_or(Duration::from_secs(1));
     let start = Instant::now();
     let shared = Arc::new(Shared {

@@ -5,7 +5,7 @@
 //! the figure is an upper bound of the per-connection cost.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tern_sdk::ClientEvent;
@@ -18,7 +18,12 @@ use crate::stats::Recorder;
 use crate::users::{self, Fleet};
 
 /// Runs the scenario.
-pub async fn run(args: &IdleArgs, target: &Target, ui: Ui) -> anyhow::Result<Report> {
+pub async fn run(
+    args: &IdleArgs,
+    target: &Target,
+    ui: Ui,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Report> {
     let c = &args.common;
     let n = c.users.unwrap_or(1000).max(1);
     // Let the server settle before the baseline (it may still be opening storage).
@@ -27,7 +32,7 @@ pub async fn run(args: &IdleArgs, target: &Target, ui: Ui) -> anyhow::Result<Rep
     let base = users::base_config(target.addr, &target.fingerprint, c.keep_alive)?;
     let fleet = Fleet::new(&base, n, c.connections_per_endpoint)?;
     let t0 = Instant::now();
-    let users = run::login_users(c, target, &fleet, n, ui).await?;
+    let users = run::login_users(c, target, &fleet, n, ui, &stop).await?;
     let login_s = t0.elapsed().as_secs_f64();
     let recorder = Recorder::new();
     for u in &users {
@@ -56,7 +61,6 @@ pub async fn run(args: &IdleArgs, target: &Target, ui: Ui) -> anyhow::Result<Rep
     }
 
     // Hold; the window starts once every connection is up (plus any warm-up).
-    let stop = run::stop_flag();
     let warmup = c.warmup.unwrap_or(Duration::from_secs(2));
     let from = Instant::now() + warmup;
     let to = from + c.duration;

@@ -57,11 +57,12 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let common = cli.scenario.common();
     let ui = Ui::new(common.no_progress);
+    let stop = run::stop_flag();
     let mut target = Target::resolve(common).await?;
     let result = match &cli.scenario {
-        Scenario::Chat(a) => chat::run(a, &target, ui).await,
-        Scenario::Idle(a) => idle::run(a, &target, ui).await,
-        Scenario::Churn(a) => churn::run(a, &target, ui).await,
+        Scenario::Chat(a) => chat::run(a, &target, ui, stop).await,
+        Scenario::Idle(a) => idle::run(a, &target, ui, stop).await,
+        Scenario::Churn(a) => churn::run(a, &target, ui, stop).await,
     };
     if let Some(server) = target.spawned.as_mut() {
         server.stop();

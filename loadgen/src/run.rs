@@ -176,15 +176,26 @@ pub fn sdk_error_kind(what: &str, e: &tern_sdk::Error) -> String {
     }
 }
 
-/// Set on Ctrl-C: scenarios stop early and still report.
+/// Set on Ctrl-C or SIGTERM: scenarios stop early (a spawned server is stopped too) and still
+/// report what they measured.
 pub fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("stopping (Ctrl-C); the report follows");
-            s.store(true, Ordering::Relaxed);
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut t) => {
+                    t.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
         }
+        eprintln!("stopping (signal); the report follows");
+        s.store(true, Ordering::Relaxed);
     });
     stop
 }
@@ -295,6 +306,7 @@ pub async fn login_users(
     fleet: &Fleet,
     n: usize,
     ui: Ui,
+    stop: &AtomicBool,
 ) -> anyhow::Result<Vec<User>> {
     let bar = ui.bar(n as u64, "login");
     let t0 = Instant::now();
@@ -304,10 +316,20 @@ pub async fn login_users(
         &target.run_id,
         n,
         c.login_concurrency,
+        stop,
         |_| bar.inc(1),
     )
     .await;
     bar.finish_and_clear();
+    if errors
+        .iter()
+        .any(|e| matches!(e, users::LoginError::Stopped))
+    {
+        bail!(
+            "stopped while logging in ({} of {n} users logged in)",
+            users.len()
+        );
+    }
     if let Some(first) = errors.first() {
         bail!("{} of {n} logins failed; the first: {first}", errors.len());
     }

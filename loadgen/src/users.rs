@@ -2,6 +2,7 @@
 //! (request a code, read it from the OTP file, verify), run concurrently in bounded batches.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tern_sdk::protocol::SessionInfo;
@@ -26,6 +27,9 @@ pub enum LoginError {
     /// The code did not show up.
     #[error(transparent)]
     Otp(#[from] OtpError),
+    /// The run was stopped (Ctrl-C, SIGTERM) while users were logging in.
+    #[error("stopped while logging in")]
+    Stopped,
 }
 
 /// Client configurations, one per shared endpoint (UDP socket).
@@ -148,6 +152,11 @@ where
 }
 
 /// Starts a client and logs it in as a new device of `identifier`.
+///
+/// When verification fails in a way worth retrying (rate limit, overload, timeout, dropped
+/// connection), the attempt starts over on a fresh client: a `VerifyOtp` that timed out in the
+/// client may still have succeeded on the server, leaving that connection authenticated there
+/// while the client does not know it (and an authenticated session may not ask for codes).
 pub async fn login(
     config: ClientConfig,
     otp: &OtpFile,
@@ -155,23 +164,31 @@ pub async fn login(
     index: usize,
 ) -> Result<User, LoginError> {
     let t0 = Instant::now();
-    let (client, events) = Client::start(config).map_err(|source| LoginError::Sdk {
-        step: "start",
-        identifier: identifier.to_owned(),
-        source,
-    })?;
     let mut tries = 0;
-    let session = loop {
+    loop {
+        let (client, events) = Client::start(config.clone()).map_err(|source| LoginError::Sdk {
+            step: "start",
+            identifier: identifier.to_owned(),
+            source,
+        })?;
         let mark = otp.mark()?;
         with_retries("request_otp", identifier, || client.request_otp(identifier)).await?;
         let code = otp
             .wait_code(identifier, mark, Duration::from_secs(10))
             .await?;
         match client.verify_otp(identifier, &code).await {
-            Ok(s) => break s,
-            // A rate limit, overload or dropped connection: ask for a new code and try again.
+            Ok(session) => {
+                return Ok(User {
+                    index,
+                    client,
+                    events,
+                    session,
+                    login_time: t0.elapsed(),
+                });
+            }
             Err(e) if retryable(&e) && tries < 5 => {
                 tries += 1;
+                client.close().await;
                 tokio::time::sleep(Duration::from_millis(100 << tries)).await;
             }
             Err(source) => {
@@ -182,14 +199,7 @@ pub async fn login(
                 });
             }
         }
-    };
-    Ok(User {
-        index,
-        client,
-        events,
-        session,
-        login_time: t0.elapsed(),
-    })
+    }
 }
 
 /// Logs in users `0..n` with at most `concurrency` logins in flight; `on_done` is called after
@@ -200,6 +210,7 @@ pub async fn login_all(
     run: &str,
     n: usize,
     concurrency: usize,
+    stop: &AtomicBool,
     on_done: impl Fn(&Result<User, LoginError>),
 ) -> (Vec<User>, Vec<LoginError>) {
     let mut set = JoinSet::new();
@@ -208,6 +219,11 @@ pub async fn login_all(
     let mut next = 0;
     let concurrency = concurrency.max(1);
     loop {
+        if stop.load(Ordering::Relaxed) {
+            set.abort_all();
+            errors.push(LoginError::Stopped);
+            break;
+        }
         while next < n && set.len() < concurrency {
             let cfg = fleet.config(next);
             let otp = otp.clone();
@@ -216,8 +232,13 @@ pub async fn login_all(
             set.spawn(async move { login(cfg, &otp, &id, index).await });
             next += 1;
         }
-        let Some(done) = set.join_next().await else {
-            break;
+        let done = tokio::select! {
+            done = set.join_next() => match done {
+                Some(done) => done,
+                None => break,
+            },
+            // Look at the stop flag now and then even while logins hang.
+            _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
         };
         match done {
             Ok(result) => {
