@@ -108,7 +108,6 @@ async fn send_one(shared: Arc<Shared>, k: u64, sender: usize, intended: Instant,
     );
     let ns = u64::try_from((intended - shared.start).as_nanos()).unwrap_or(u64::MAX);
     let cmid = k + 1;
-    shared.sent.fetch_add(1, Ordering::Relaxed);
     match client
         .send(chat, MessageBody::Text(message_text(ns, payload)), cmid)
         .await
@@ -219,6 +218,8 @@ fn schedule(
                 break;
             }
             let sender = (k % n) as usize;
+            // Counted here, not in the task: the grace wait compares it with what resolved.
+            shared.sent.fetch_add(1, Ordering::Relaxed);
             rt.spawn(send_one(shared.clone(), k, sender, intended, payload));
             k += 1;
         }
