@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # The crash test runs the real binary as a child process: build it first so the test finds it.
-cargo build --locked -p tern-server --bin tern-server
+cargo build --locked -p tern-server -p tern-loadgen
 cargo test --locked --workspace "$@"

@@ -600,7 +600,15 @@ impl Driver {
                     }
                 },
                 _ = tick.tick() => {
-                    self.expire_requests(&mut link);
+                    if self.expire_requests(&mut link) {
+                        // An auth request timed out: the server may have logged us in anyway,
+                        // so this session's state is unknown. Start over on a fresh connection.
+                        break LinkEnd::Lost {
+                            reason: "an unauthenticated request timed out".into(),
+                            retry_after: None,
+                            was_up: true,
+                        };
+                    }
                     self.retry_outbox(&mut link);
                 }
             }
@@ -638,7 +646,9 @@ impl Driver {
         }
     }
 
-    fn expire_requests(&mut self, link: &mut Link) {
+    /// Fails requests past their deadline. True when one of them was made on an unauthenticated
+    /// session (login, refresh), whose outcome on the server is then unknown.
+    fn expire_requests(&mut self, link: &mut Link) -> bool {
         let now = Instant::now();
         let expired: Vec<u32> = link
             .pending
@@ -646,11 +656,13 @@ impl Driver {
             .filter(|(_, p)| matches!(p, Pending::Request { deadline, .. } if *deadline <= now))
             .map(|(id, _)| *id)
             .collect();
+        let any = !expired.is_empty();
         for id in expired {
             if let Some(Pending::Request { reply, .. }) = link.pending.remove(&id) {
                 let _ = reply.send(Err(Error::Timeout));
             }
         }
+        any && !link.authenticated
     }
 
     fn retry_outbox(&mut self, link: &mut Link) {
