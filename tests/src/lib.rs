@@ -110,6 +110,15 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Starts a client that resumes a device from a saved snapshot (tokens and sync cursor),
+    /// as an app restarting after being offline would.
+    pub fn resume(&self, saved: &tern_sdk::Snapshot) -> (Client, Events) {
+        let mut config = self.client_config();
+        config.tokens = saved.tokens.clone();
+        config.sync_state = saved.sync.clone();
+        Client::start(config).unwrap()
+    }
+
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.server.as_ref().map(|s| s.admin_addr).unwrap()

@@ -109,10 +109,7 @@ async fn an_offline_device_gets_everything_on_reconnect() {
     }
 
     // It comes back with its tokens and cursor: sync fills in all 600 (several pages).
-    let mut config = server.client_config();
-    config.tokens = saved.tokens.clone();
-    config.sync_state = saved.sync.clone();
-    let (client, mut events) = tern_sdk::Client::start(config).unwrap();
+    let (client, mut events) = server.resume(&saved);
     let got = collect_messages(&mut events, 600, WAIT).await;
     let problems = history::check(&acked, &[("b-phone".into(), got.clone())]);
     assert!(problems.is_empty(), "history violations: {problems:#?}");
@@ -259,10 +256,7 @@ async fn pages_of_large_messages_stay_within_the_frame_limit() {
         page.len()
     );
     // Sync of the offline device walks size-bounded pages and gets all of them.
-    let mut config = server.client_config();
-    config.tokens = saved.tokens;
-    config.sync_state = saved.sync;
-    let (_client, mut events) = tern_sdk::Client::start(config).unwrap();
+    let (_client, mut events) = server.resume(&saved);
     let got = collect_messages(&mut events, 12, WAIT).await;
     let problems = history::check(&acked, &[("b".into(), got)]);
     assert!(problems.is_empty(), "{problems:#?}");

@@ -156,10 +156,7 @@ async fn a_consumer_that_stops_reading_is_cut_off_and_resyncs_without_loss() {
     assert_eq!(code, Some(ErrorCode::SlowConsumer));
 
     // The device reconnects with its saved state and gets every message exactly once.
-    let mut config = server.client_config();
-    config.tokens = saved.tokens;
-    config.sync_state = saved.sync;
-    let (_client, mut events) = Client::start(config).unwrap();
+    let (_client, mut events) = server.resume(&saved);
     let got = collect_messages(&mut events, acked.len(), WAIT).await;
     let problems = history::check(&acked, &[("b".into(), got)]);
     assert!(problems.is_empty(), "{problems:#?}");
