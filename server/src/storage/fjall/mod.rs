@@ -67,7 +67,12 @@ impl FjallStorage {
     {
         let (tx, rx) = oneshot::channel();
         let job: writer::Job = Box::new(move |txn: &mut Txn<'_>| -> Completion {
+            // All or nothing: a job that fails half-way leaves no row, counter or update behind.
+            let start = txn.savepoint();
             let result = f(txn);
+            if result.is_err() {
+                txn.rollback(start);
+            }
             Box::new(move |commit: Result<(), &StorageError>| {
                 let answer = match commit {
                     Ok(()) => result,

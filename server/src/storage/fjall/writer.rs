@@ -45,15 +45,31 @@ pub(crate) struct CounterCache {
 /// Most counters kept before the cache is cleared.
 const MAX_CACHED_COUNTERS: usize = 1_000_000;
 
-/// One batch being built.
+/// One batch being built. Writes are staged, not yet in a fjall batch, so that a job that fails
+/// half-way can be rolled back to its [`Savepoint`]: a job's rows commit together or not at all,
+/// while the other jobs of the same group commit are unaffected.
 pub(crate) struct Txn<'a> {
     tables: &'a Tables,
     counters: &'a CounterCache,
-    batch: WriteBatch,
+    /// Staged writes in order; turned into one fjall batch at commit.
+    ops: Vec<(Table, Vec<u8>, Vec<u8>)>,
     overlay: HashMap<Table, HashMap<Vec<u8>, Vec<u8>>>,
+    /// Previous overlay values, to undo a failed job's writes.
+    overlay_undo: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
     pending_counters: HashMap<[u8; 9], u64>,
+    /// Previous pending counter values, to undo a failed job's allocations.
+    counter_undo: Vec<([u8; 9], Option<u64>)>,
     /// Updates produced by this batch, in order, for the sink.
     pub updates: Vec<(UserId, Update)>,
+}
+
+/// Where a job started in a [`Txn`]; [`Txn::rollback`] returns the batch to it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Savepoint {
+    ops: usize,
+    overlay_undo: usize,
+    counter_undo: usize,
+    updates: usize,
 }
 
 impl Txn<'_> {
@@ -66,12 +82,49 @@ impl Txn<'_> {
     }
 
     pub fn put(&mut self, table: Table, key: &[u8], value: Vec<u8>) {
-        self.batch
-            .insert(self.tables.keyspace(table), key.to_vec(), value.clone());
-        self.overlay
+        let previous = self
+            .overlay
             .entry(table)
             .or_default()
-            .insert(key.to_vec(), value);
+            .insert(key.to_vec(), value.clone());
+        self.overlay_undo.push((table, key.to_vec(), previous));
+        self.ops.push((table, key.to_vec(), value));
+    }
+
+    /// Marks the start of a job.
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            ops: self.ops.len(),
+            overlay_undo: self.overlay_undo.len(),
+            counter_undo: self.counter_undo.len(),
+            updates: self.updates.len(),
+        }
+    }
+
+    /// Undoes everything written since `sp`: staged rows, overlay entries, counter values and
+    /// updates, so nothing of a failed job reaches the disk, the caches or the sink.
+    pub fn rollback(&mut self, sp: Savepoint) {
+        self.ops.truncate(sp.ops);
+        self.updates.truncate(sp.updates);
+        while self.overlay_undo.len() > sp.overlay_undo {
+            let Some((table, key, previous)) = self.overlay_undo.pop() else {
+                break;
+            };
+            let map = self.overlay.entry(table).or_default();
+            match previous {
+                Some(v) => map.insert(key, v),
+                None => map.remove(&key),
+            };
+        }
+        while self.counter_undo.len() > sp.counter_undo {
+            let Some((key, previous)) = self.counter_undo.pop() else {
+                break;
+            };
+            match previous {
+                Some(v) => self.pending_counters.insert(key, v),
+                None => self.pending_counters.remove(&key),
+            };
+        }
     }
 
     /// A chat row: from this batch, else from the shared (committed) chat cache or disk.
@@ -106,13 +159,11 @@ impl Txn<'_> {
     pub fn set_counter(&mut self, counter: Counter, value: u64) {
         let key = counter.key();
         if counter.derived_from().is_none() {
-            self.batch.insert(
-                self.tables.keyspace(Table::Counters),
-                key.to_vec(),
-                value.to_be_bytes().to_vec(),
-            );
+            self.ops
+                .push((Table::Counters, key.to_vec(), value.to_be_bytes().to_vec()));
         }
-        self.pending_counters.insert(key, value);
+        let previous = self.pending_counters.insert(key, value);
+        self.counter_undo.push((key, previous));
     }
 
     /// Increments a counter and returns the new value.
@@ -191,7 +242,7 @@ fn run(
             // Answer jobs queued behind the close: they were never applied.
             while let Ok(cmd) = rx.try_recv() {
                 if let Command::Job(job) = cmd {
-                    let mut txn = new_txn(&tables, &counters, mode);
+                    let mut txn = new_txn(&tables, &counters);
                     job(&mut txn)(Err(&StorageError::Closed));
                 }
             }
@@ -201,17 +252,15 @@ fn run(
     }
 }
 
-fn new_txn<'a>(
-    tables: &'a Tables,
-    counters: &'a CounterCache,
-    mode: Option<PersistMode>,
-) -> Txn<'a> {
+fn new_txn<'a>(tables: &'a Tables, counters: &'a CounterCache) -> Txn<'a> {
     Txn {
         tables,
         counters,
-        pending_counters: HashMap::new(),
-        batch: tables.db.batch().durability(mode),
+        ops: Vec::new(),
         overlay: HashMap::new(),
+        overlay_undo: Vec::new(),
+        pending_counters: HashMap::new(),
+        counter_undo: Vec::new(),
         updates: Vec::new(),
     }
 }
@@ -224,15 +273,19 @@ fn commit_batch(
     mode: Option<PersistMode>,
     counters: &mut CounterCache,
 ) {
-    let mut txn = new_txn(tables, counters, mode);
+    let mut txn = new_txn(tables, counters);
     let count = jobs.len();
     let completions: Vec<Completion> = jobs.into_iter().map(|job| job(&mut txn)).collect();
     let Txn {
-        batch,
+        ops,
         updates,
         pending_counters,
         ..
     } = txn;
+    let mut batch: WriteBatch = tables.db.batch().durability(mode);
+    for (table, key, value) in ops {
+        batch.insert(tables.keyspace(table), key, value);
+    }
     let started = Instant::now();
     let outcome = batch.commit().map_err(backend);
     if let Some(obs) = observer {
