@@ -52,6 +52,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Too many requests in flight on this connection.
     TooManyRequests,
+    /// This device opened more connections than the server allows; its oldest was closed.
+    TooManyConnections,
     /// A code this version does not know.
     Other(u16),
 }
@@ -81,6 +83,7 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => 32,
             ErrorCode::ShuttingDown => 33,
             ErrorCode::TooManyRequests => 34,
+            ErrorCode::TooManyConnections => 35,
             ErrorCode::Other(n) => n,
         }
     }
@@ -122,6 +125,7 @@ impl From<u16> for ErrorCode {
             32 => ErrorCode::SlowConsumer,
             33 => ErrorCode::ShuttingDown,
             34 => ErrorCode::TooManyRequests,
+            35 => ErrorCode::TooManyConnections,
             n => ErrorCode::Other(n),
         }
     }

@@ -162,11 +162,13 @@ impl Frame {
     pub fn within_limits(&self) -> bool {
         match self {
             Frame::Hello(h) => h.within_limits(),
-            Frame::Welcome(_) | Frame::GoAway(_) | Frame::Error(_) => true,
+            Frame::Welcome(w) => w.server.len() <= limits::MAX_SERVER_NAME_LEN,
+            Frame::Error(e) => e.message.len() <= limits::MAX_ERROR_MESSAGE_LEN,
+            Frame::GoAway(_) => true,
             Frame::Request { body, .. } => body.within_limits(),
             Frame::Response { result, .. } => match result {
                 Ok(r) => r.within_limits(),
-                Err(_) => true,
+                Err(e) => e.message.len() <= limits::MAX_ERROR_MESSAGE_LEN,
             },
             Frame::Event(Event::Update(u)) => u.kind.within_limits(),
         }

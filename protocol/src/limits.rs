@@ -13,6 +13,10 @@ pub const MAX_DEVICE_NAME_LEN: usize = 64;
 pub const MAX_TOKEN_LEN: usize = 2048;
 /// Longest client name/version/platform string in `Hello`, in bytes.
 pub const MAX_CLIENT_INFO_LEN: usize = 64;
+/// Longest server software name in `Welcome.server`, in bytes.
+pub const MAX_SERVER_NAME_LEN: usize = 64;
+/// Longest QUIC datagram payload the server accepts (typing and presence pings are tiny).
+pub const MAX_DATAGRAM_LEN: usize = 512;
 /// Longest human-readable error message, in bytes.
 pub const MAX_ERROR_MESSAGE_LEN: usize = 512;
 /// Most updates in one sync page.

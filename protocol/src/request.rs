@@ -249,7 +249,13 @@ pub enum Response {
 impl Response {
     pub(crate) fn within_limits(&self) -> bool {
         match self {
-            Response::Devices(d) => d.len() <= MAX_LIST_LEN,
+            Response::Devices(d) => {
+                d.len() <= MAX_LIST_LEN && d.iter().all(|d| d.name.len() <= MAX_DEVICE_NAME_LEN)
+            }
+            Response::LoggedIn(g) => {
+                g.tokens.access_token.len() <= MAX_TOKEN_LEN
+                    && g.tokens.refresh_token.len() <= MAX_TOKEN_LEN
+            }
             Response::Chat(c) => c.within_limits(),
             Response::Chats(c) => c.len() <= MAX_LIST_LEN && c.iter().all(ChatInfo::within_limits),
             Response::SyncPage(p) => {
@@ -260,11 +266,9 @@ impl Response {
                 m.len() <= MAX_MESSAGES_PAGE as usize && m.iter().all(|m| m.body.within_limits())
             }
             Response::Receipts(r) => r.len() <= MAX_LIST_LEN,
-            Response::OtpRequested { .. }
-            | Response::LoggedIn(_)
-            | Response::Done
-            | Response::Sent(_)
-            | Response::Pong => true,
+            Response::OtpRequested { .. } | Response::Done | Response::Sent(_) | Response::Pong => {
+                true
+            }
         }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Call order: create with [`ServerSession::new`] when the control stream opens, feed every
 //! decoded frame to [`ServerSession::handle_frame`], and check [`ServerSession::poll_timeout`]:
-//! a client that has not said `Hello` by then is closed. Authentication itself (token checks)
-//! happens outside; the shell reports the outcome with [`ServerSession::authenticate`].
+//! a client that has not said `Hello` by then, or has not authenticated within the auth deadline
+//! after `Hello`, is closed ([`ServerSession::handle_timeout`]). An anonymous session costs the
+//! server memory and can only log in, so it must not live forever. Authentication itself (token
+//! checks) happens outside; the shell reports the outcome with [`ServerSession::authenticate`].
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,10 @@ use crate::request::Request;
 
 /// How long a client has, after opening the control stream, to send `Hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a session has, after `Hello`, to authenticate (token, OTP login or refresh).
+/// Long enough to read a code from an SMS and type it; the SDK reconnects by itself if a slow
+/// user misses it (the pending code lives in the server, not in the connection).
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the shell should do with a frame.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,47 +49,66 @@ pub struct Violation(pub ErrorBody);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    AwaitingHello { deadline: Instant },
-    Open { session: Option<SessionInfo> },
+    AwaitingHello {
+        deadline: Instant,
+    },
+    /// `Hello` seen, not authenticated: closed at `deadline`.
+    Anonymous {
+        deadline: Instant,
+    },
+    Authenticated {
+        session: SessionInfo,
+    },
 }
 
 /// Server-side session state: handshake first, then requests gated by authentication.
 #[derive(Debug)]
 pub struct ServerSession {
     state: State,
+    auth_timeout: Duration,
 }
 
 impl ServerSession {
-    /// A session whose control stream opened at `now`.
+    /// A session whose control stream opened at `now`, with the default auth deadline.
     pub fn new(now: Instant) -> Self {
+        Self::with_auth_timeout(now, AUTH_TIMEOUT)
+    }
+
+    /// A session that must authenticate within `auth_timeout` of its `Hello`.
+    pub fn with_auth_timeout(now: Instant, auth_timeout: Duration) -> Self {
         ServerSession {
             state: State::AwaitingHello {
                 deadline: now + HELLO_TIMEOUT,
             },
+            auth_timeout,
         }
     }
 
     /// When the shell must call [`ServerSession::handle_timeout`], if at all.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::AwaitingHello { deadline } => Some(deadline),
-            State::Open { .. } => None,
+            State::AwaitingHello { deadline } | State::Anonymous { deadline } => Some(deadline),
+            State::Authenticated { .. } => None,
         }
     }
 
-    /// Err if the handshake deadline has passed.
+    /// Err if the handshake or authentication deadline has passed.
     pub fn handle_timeout(&self, now: Instant) -> Result<(), Violation> {
         match self.state {
             State::AwaitingHello { deadline } if now >= deadline => Err(Violation(ErrorBody::new(
                 ErrorCode::HandshakeRequired,
                 "no Hello within the handshake timeout",
             ))),
+            State::Anonymous { deadline } if now >= deadline => Err(Violation(ErrorBody::new(
+                ErrorCode::Unauthenticated,
+                "not authenticated within the login deadline; reconnect to continue",
+            ))),
             _ => Ok(()),
         }
     }
 
-    /// Classifies an incoming frame.
-    pub fn handle_frame(&mut self, frame: Frame) -> Result<SessionInput, Violation> {
+    /// Classifies an incoming frame received at `now`.
+    pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<SessionInput, Violation> {
         match (self.state, frame) {
             (State::AwaitingHello { .. }, Frame::Hello(hello)) => {
                 if hello.protocol_version != PROTOCOL_VERSION {
@@ -95,15 +120,17 @@ impl ServerSession {
                         ),
                     )));
                 }
-                self.state = State::Open { session: None };
+                self.state = State::Anonymous {
+                    deadline: now + self.auth_timeout,
+                };
                 Ok(SessionInput::Hello(hello))
             }
             (State::AwaitingHello { .. }, _) => Err(Violation(ErrorBody::new(
                 ErrorCode::HandshakeRequired,
                 "the first frame must be Hello",
             ))),
-            (State::Open { session }, Frame::Request { req_id, body }) => {
-                if session.is_none() && !body.allowed_unauthenticated() {
+            (State::Anonymous { .. }, Frame::Request { req_id, body }) => {
+                if !body.allowed_unauthenticated() {
                     return Ok(SessionInput::Refused {
                         req_id,
                         error: ErrorBody::new(
@@ -114,29 +141,34 @@ impl ServerSession {
                 }
                 Ok(SessionInput::Request { req_id, body })
             }
-            (State::Open { .. }, Frame::Hello(_)) => Err(Violation(ErrorBody::new(
-                ErrorCode::HandshakeRequired,
-                "Hello was already received",
-            ))),
-            (State::Open { .. }, _) => Err(Violation(ErrorBody::new(
-                ErrorCode::BadFrame,
-                "clients may only send Hello and Request frames",
-            ))),
+            (State::Authenticated { .. }, Frame::Request { req_id, body }) => {
+                Ok(SessionInput::Request { req_id, body })
+            }
+            (State::Anonymous { .. } | State::Authenticated { .. }, Frame::Hello(_)) => {
+                Err(Violation(ErrorBody::new(
+                    ErrorCode::HandshakeRequired,
+                    "Hello was already received",
+                )))
+            }
+            (State::Anonymous { .. } | State::Authenticated { .. }, _) => {
+                Err(Violation(ErrorBody::new(
+                    ErrorCode::BadFrame,
+                    "clients may only send Hello and Request frames",
+                )))
+            }
         }
     }
 
     /// Records that the session is now authenticated as `info` (after a token check or login).
     pub fn authenticate(&mut self, info: SessionInfo) {
-        self.state = State::Open {
-            session: Some(info),
-        };
+        self.state = State::Authenticated { session: info };
     }
 
     /// The authenticated identity, if any.
     pub fn session(&self) -> Option<SessionInfo> {
         match self.state {
-            State::Open { session } => session,
-            State::AwaitingHello { .. } => None,
+            State::Authenticated { session } => Some(session),
+            State::AwaitingHello { .. } | State::Anonymous { .. } => None,
         }
     }
 }

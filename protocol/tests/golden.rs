@@ -106,6 +106,7 @@ const KNOWN_CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::SlowConsumer, "slow_consumer"),
     (ErrorCode::ShuttingDown, "shutting_down"),
     (ErrorCode::TooManyRequests, "too_many_requests"),
+    (ErrorCode::TooManyConnections, "too_many_connections"),
 ];
 
 /// The golden table: (name, value, framed encoding as lowercase hex).
@@ -495,6 +496,11 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             "error/too_many_requests",
             error(ErrorCode::TooManyRequests),
             "0405220165",
+        ),
+        (
+            "error/too_many_connections",
+            error(ErrorCode::TooManyConnections),
+            "0405230165",
         ),
         ("error/other_0", error(ErrorCode::Other(0)), "0405000165"),
         (

@@ -302,7 +302,7 @@ fn welcome() -> impl Strategy<Value = Welcome> {
         .prop_map(|(user_id, device_id)| SessionInfo { user_id, device_id });
     (
         any::<u16>(),
-        text(30),
+        text(16),
         proptest::option::of(session),
         limits,
         proptest::option::of(any::<u64>()),
@@ -858,6 +858,7 @@ const KNOWN_CODES: &[(ErrorCode, u16)] = &[
     (ErrorCode::SlowConsumer, 32),
     (ErrorCode::ShuttingDown, 33),
     (ErrorCode::TooManyRequests, 34),
+    (ErrorCode::TooManyConnections, 35),
 ];
 
 /// (e) Every known code has its fixed number and maps back to itself.

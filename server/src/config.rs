@@ -45,14 +45,23 @@ pub struct Config {
     pub otp_sender: OtpSenderConfig,
     /// Idle connections are closed after this many seconds.
     pub idle_timeout_s: u64,
+    /// A connection that has not logged in this many seconds after `Hello` is closed.
+    pub auth_timeout_s: u64,
     /// Most concurrent connections (split evenly over the shards).
     pub max_connections: usize,
     /// Shards (threads with their own runtime and endpoint); `None` means one per core.
     pub shards: Option<usize>,
     /// Deliveries a shard's mailbox holds before further ones are dropped and their users resync.
     pub shard_mailbox: usize,
-    /// Most concurrent connections from one IP address.
+    /// Bytes of deliveries a shard's mailbox holds, likewise.
+    pub shard_mailbox_bytes: usize,
+    /// Bytes queued for one authenticated connection before it is shed as a slow consumer.
+    pub outbound_queue_bytes: usize,
+    /// Most concurrent connections from one source: an IPv4 address or an IPv6 /64 (one
+    /// subscriber's allocation, so rotating addresses within it does not help).
     pub max_connections_per_ip: u32,
+    /// Most live connections per device; a newer one closes the oldest.
+    pub max_connections_per_device: usize,
     /// Unvalidated handshakes per second per shard before clients must do a QUIC Retry.
     pub handshakes_before_retry_per_s: u32,
     /// What over-cap clients are told to wait before reconnecting, milliseconds.
@@ -71,10 +80,14 @@ impl Default for Config {
             key: None,
             otp_sender: OtpSenderConfig::Log,
             idle_timeout_s: 30,
-            max_connections: 1_000_000,
+            auth_timeout_s: 120,
+            max_connections: 100_000,
             shards: None,
             shard_mailbox: 65_536,
-            max_connections_per_ip: 10_000,
+            shard_mailbox_bytes: 64 << 20,
+            outbound_queue_bytes: 256 << 10,
+            max_connections_per_ip: 256,
+            max_connections_per_device: 4,
             handshakes_before_retry_per_s: 2_000,
             overloaded_retry_after_ms: 2_000,
             auth: AuthConfig::default(),
@@ -138,6 +151,16 @@ impl Config {
         if self.idle_timeout_s == 0 {
             return Err(ConfigError::Invalid(
                 "idle_timeout_s must be positive".into(),
+            ));
+        }
+        if self.auth_timeout_s == 0 {
+            return Err(ConfigError::Invalid(
+                "auth_timeout_s must be positive".into(),
+            ));
+        }
+        if self.outbound_queue_bytes < tern_protocol::limits::MAX_FRAME_LEN as usize {
+            return Err(ConfigError::Invalid(
+                "outbound_queue_bytes must hold at least one frame (65536 bytes)".into(),
             ));
         }
         Ok(())

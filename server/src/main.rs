@@ -57,12 +57,21 @@ struct Cli {
     /// Shards: threads with their own runtime and QUIC endpoint on the shared port [default: one per core].
     #[arg(long, env = "TERN_SHARDS")]
     shards: Option<usize>,
-    /// Most concurrent connections from one IP address [default: 10000].
+    /// Most concurrent connections from one IPv4 address or IPv6 /64 [default: 256].
     #[arg(long, env = "TERN_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<u32>,
-    /// Most concurrent connections in all [default: 1000000].
+    /// Most concurrent connections in all [default: 100000].
     #[arg(long, env = "TERN_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Most live connections per device; a newer one closes the oldest [default: 4].
+    #[arg(long, env = "TERN_MAX_CONNECTIONS_PER_DEVICE")]
+    max_connections_per_device: Option<usize>,
+    /// Seconds a connection may stay without logging in after `Hello` [default: 120].
+    #[arg(long, env = "TERN_AUTH_TIMEOUT_S")]
+    auth_timeout_s: Option<u64>,
+    /// Bytes queued for one connection before it is shed as a slow consumer [default: 262144].
+    #[arg(long, env = "TERN_OUTBOUND_QUEUE_BYTES")]
+    outbound_queue_bytes: Option<usize>,
     /// Log as JSON lines.
     #[arg(long, env = "TERN_LOG_JSON")]
     log_json: bool,
@@ -131,6 +140,15 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.max_connections {
         c.max_connections = v;
+    }
+    if let Some(v) = cli.max_connections_per_device {
+        c.max_connections_per_device = v;
+    }
+    if let Some(v) = cli.auth_timeout_s {
+        c.auth_timeout_s = v;
+    }
+    if let Some(v) = cli.outbound_queue_bytes {
+        c.outbound_queue_bytes = v;
     }
     Ok(c)
 }

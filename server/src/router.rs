@@ -5,13 +5,18 @@
 //! It keeps a directory `user -> shards with at least one of the user's connections` and a
 //! bounded delivery mailbox per shard. Storage hands every committed update to the router (it is
 //! the [`UpdateSink`]); the router encodes it once and posts it to each hosting shard without
-//! waiting. A full mailbox never blocks the caller: the router remembers the users it could not
-//! serve and tells the shard, which closes their connections with `SlowConsumer`; those devices
-//! reconnect and sync what they missed (everything delivered is durable, so nothing is lost).
+//! waiting. Mailboxes are bounded in entries and in bytes (an entry may be a 60 KiB message). A
+//! full mailbox never blocks the caller: the router remembers the users it could not serve and
+//! tells the shard, which closes their connections with `SlowConsumer`; those devices reconnect
+//! and sync what they missed (everything delivered is durable, so nothing is lost).
+//!
+//! The router also counts each device's connections across shards and closes the oldest one
+//! when a device goes over its cap: a phone on a bad network reconnects before its old
+//! connection has timed out, so the newest connection is the one worth keeping.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -31,6 +36,21 @@ pub struct Delivery {
     pub frame: Bytes,
     /// When storage committed it, for the delivery latency histogram.
     pub committed_at: Instant,
+    /// Releases the delivery's bytes from its mailbox budget when dropped.
+    _bytes: MailboxBytes,
+}
+
+/// A delivery's share of its shard mailbox's byte budget, released on drop.
+#[derive(Debug)]
+struct MailboxBytes {
+    queued: Arc<AtomicUsize>,
+    len: usize,
+}
+
+impl Drop for MailboxBytes {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(self.len, Ordering::AcqRel);
+    }
 }
 
 /// Rare messages to a shard; unbounded so they are never lost to a full mailbox.
@@ -42,6 +62,15 @@ pub enum Control {
         user: UserId,
         /// Device.
         device: DeviceId,
+        /// Close code.
+        code: ErrorCode,
+    },
+    /// Close one connection (its device went over the per-device cap).
+    CloseConn {
+        /// Owner.
+        user: UserId,
+        /// The connection.
+        conn_id: u64,
         /// Close code.
         code: ErrorCode,
     },
@@ -66,30 +95,47 @@ pub struct ShardInbox {
 #[derive(Debug)]
 struct ShardLink {
     deliveries: mpsc::Sender<Delivery>,
+    /// Bytes of the deliveries in the mailbox now.
+    queued_bytes: Arc<AtomicUsize>,
     control: mpsc::UnboundedSender<Control>,
     overflow: Mutex<HashSet<UserId>>,
+}
+
+/// Router sizes.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterLimits {
+    /// Deliveries a shard mailbox holds.
+    pub mailbox: usize,
+    /// Bytes of deliveries a shard mailbox holds.
+    pub mailbox_bytes: usize,
+    /// Live connections per device; over it, the device's oldest connection is closed.
+    pub connections_per_device: usize,
 }
 
 /// Maps users to the shards hosting their connections.
 #[derive(Debug)]
 pub struct Router {
     directory: DashMap<UserId, Vec<(usize, u32)>>,
+    /// `(user, device) -> [(conn_id, shard)]`, oldest first.
+    devices: DashMap<(UserId, DeviceId), Vec<(u64, usize)>>,
     shards: Vec<ShardLink>,
+    limits: RouterLimits,
     next_conn_id: AtomicU64,
     metrics: Metrics,
 }
 
 impl Router {
-    /// A router for `shards` shards with delivery mailboxes of `mailbox` entries, and the
-    /// inboxes the shards will read.
-    pub fn new(shards: usize, mailbox: usize, metrics: Metrics) -> (Router, Vec<ShardInbox>) {
+    /// A router for `shards` shards with mailboxes sized by `limits`, and the inboxes the shards
+    /// will read.
+    pub fn new(shards: usize, limits: RouterLimits, metrics: Metrics) -> (Router, Vec<ShardInbox>) {
         let mut links = Vec::with_capacity(shards);
         let mut inboxes = Vec::with_capacity(shards);
         for _ in 0..shards.max(1) {
-            let (dtx, drx) = mpsc::channel(mailbox.max(1));
+            let (dtx, drx) = mpsc::channel(limits.mailbox.max(1));
             let (ctx, crx) = mpsc::unbounded_channel();
             links.push(ShardLink {
                 deliveries: dtx,
+                queued_bytes: Arc::new(AtomicUsize::new(0)),
                 control: ctx,
                 overflow: Mutex::new(HashSet::new()),
             });
@@ -100,7 +146,9 @@ impl Router {
         }
         let router = Router {
             directory: DashMap::new(),
+            devices: DashMap::new(),
             shards: links,
+            limits,
             next_conn_id: AtomicU64::new(1),
             metrics,
         };
@@ -145,6 +193,44 @@ impl Router {
         }
     }
 
+    /// Records connection `conn_id` of a device on `shard`. If the device is now over its cap,
+    /// asks the shard hosting its oldest connection to close that one.
+    pub fn attach_device(&self, user: UserId, device: DeviceId, conn_id: u64, shard: usize) {
+        let evicted = {
+            let mut conns = self.devices.entry((user, device)).or_default();
+            conns.push((conn_id, shard));
+            if conns.len() > self.limits.connections_per_device.max(1) {
+                Some(conns.remove(0))
+            } else {
+                None
+            }
+        };
+        if let Some((old, old_shard)) = evicted
+            && let Some(link) = self.shards.get(old_shard)
+        {
+            let _ = link.control.send(Control::CloseConn {
+                user,
+                conn_id: old,
+                code: ErrorCode::TooManyConnections,
+            });
+        }
+    }
+
+    /// Forgets connection `conn_id` of a device.
+    pub fn detach_device(&self, user: UserId, device: DeviceId, conn_id: u64) {
+        let key = (user, device);
+        let empty = match self.devices.get_mut(&key) {
+            Some(mut conns) => {
+                conns.retain(|(c, _)| *c != conn_id);
+                conns.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            self.devices.remove_if(&key, |_, v| v.is_empty());
+        }
+    }
+
     fn hosting(&self, user: UserId) -> Vec<usize> {
         self.directory
             .get(&user)
@@ -185,12 +271,26 @@ impl Router {
             let Some(link) = self.shards.get(shard) else {
                 continue;
             };
-            let delivery = Delivery {
-                user,
-                frame: frame.clone(),
-                committed_at,
+            let len = frame.len();
+            let before = link.queued_bytes.fetch_add(len, Ordering::AcqRel);
+            let bytes = MailboxBytes {
+                queued: link.queued_bytes.clone(),
+                len,
             };
-            if let Err(mpsc::error::TrySendError::Full(_)) = link.deliveries.try_send(delivery) {
+            let over_bytes = before > 0 && before + len > self.limits.mailbox_bytes;
+            let full = over_bytes || {
+                let delivery = Delivery {
+                    user,
+                    frame: frame.clone(),
+                    committed_at,
+                    _bytes: bytes,
+                };
+                matches!(
+                    link.deliveries.try_send(delivery),
+                    Err(mpsc::error::TrySendError::Full(_))
+                )
+            };
+            if full {
                 self.metrics
                     .mailbox_overflows
                     .get_or_create(&Metrics::shard(shard))

@@ -17,12 +17,13 @@ use crate::chat::{ChatDeps, ChatService};
 use crate::config::{Config, OtpSenderConfig};
 use crate::keys::{ServerKeys, load_or_create};
 use crate::metrics::Metrics;
-use crate::router::{Router, ShardInbox};
+use crate::router::{Router, RouterLimits, ShardInbox};
 use crate::services::Services;
-use crate::shard::{DRAIN_TIMEOUT, Shard};
+use crate::shard::{ConnectionLimits, DRAIN_TIMEOUT, Shard};
 use crate::storage::Storage;
 use crate::storage::fjall::FjallStorage;
 use crate::transport::admission::{Admission, AdmissionLimits};
+use crate::transport::limits::TransportLimits;
 use crate::transport::{self, TransportSettings, tls};
 
 /// A started server.
@@ -92,7 +93,12 @@ fn spawn_shard(setup: ShardSetup) -> anyhow::Result<(SocketAddr, std::thread::Jo
                     }
                 };
                 let _ = tx.send(endpoint.local_addr().map_err(Into::into));
-                let shard = Arc::new(Shard::new(setup.index, setup.router, setup.metrics));
+                let shard = Arc::new(Shard::new(
+                    setup.index,
+                    setup.router,
+                    setup.settings.connection,
+                    setup.metrics,
+                ));
                 let accept = tokio::spawn(transport::accept_loop(
                     endpoint.clone(),
                     setup.services,
@@ -126,7 +132,15 @@ impl RunningServer {
         std::fs::create_dir_all(&config.data_dir)?;
         let shards = config.shard_count();
         let metrics = Metrics::new(shards);
-        let (router, inboxes) = Router::new(shards, config.shard_mailbox, metrics.clone());
+        let (router, inboxes) = Router::new(
+            shards,
+            RouterLimits {
+                mailbox: config.shard_mailbox,
+                mailbox_bytes: config.shard_mailbox_bytes,
+                connections_per_device: config.max_connections_per_device,
+            },
+            metrics.clone(),
+        );
         let router = Arc::new(router);
         let storage: Arc<dyn Storage> = Arc::new(FjallStorage::open(
             &config.data_dir.join("db"),
@@ -179,9 +193,19 @@ impl RunningServer {
                 config.overloaded_retry_after_ms,
             )),
         });
+        let limits = TransportLimits {
+            outbound_queue: config.outbound_queue_bytes,
+            ..TransportLimits::default()
+        };
         let mut settings = TransportSettings {
             listen: config.listen,
             idle_timeout,
+            limits,
+            connection: ConnectionLimits {
+                auth_timeout: Duration::from_secs(config.auth_timeout_s),
+                outbound_queue: limits.outbound_queue,
+                anonymous_outbound_queue: limits.anonymous_outbound_queue,
+            },
         };
         let mut shard_threads = Vec::with_capacity(shards);
         let mut quic_addr = config.listen;

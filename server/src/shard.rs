@@ -16,22 +16,35 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tern_protocol::{DeviceId, ErrorCode, UserId};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::metrics::{Metrics, ShardLabel};
 use crate::router::{Control, Router, ShardInbox};
+use crate::transport::outbound::Outbound;
 
 /// A live connection as its shard sees it.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
     /// Unique per process.
     pub conn_id: u64,
-    /// The authenticated device.
+    /// The authenticated device (`DeviceId(0)` while anonymous).
     pub device_id: DeviceId,
-    /// Encoded frames for the connection's writer.
-    pub outbound: mpsc::Sender<Bytes>,
-    /// Set to ask the connection to close with a code.
+    /// Encoded frames for the connection's writer, bounded in bytes.
+    pub outbound: Outbound,
+    /// Set to ask the connection to close with a code. A channel of its own, so a close is
+    /// never queued behind data.
     pub close: watch::Sender<Option<ErrorCode>>,
+}
+
+/// Per-connection settings the shard's connections follow.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time after `Hello` to authenticate.
+    pub auth_timeout: Duration,
+    /// Outbound queue budget of an authenticated connection, bytes.
+    pub outbound_queue: usize,
+    /// Outbound queue budget before authentication, bytes.
+    pub anonymous_outbound_queue: usize,
 }
 
 /// One shard's state, shared by its accept loop, its connections and its mailbox loop (all on the
@@ -46,44 +59,78 @@ pub struct Shard {
     pub open: AtomicUsize,
     /// The router, to attach and detach users.
     pub router: Arc<Router>,
+    limits: ConnectionLimits,
     metrics: Metrics,
     conns: Mutex<HashMap<UserId, Vec<ConnHandle>>>,
+    /// Connections that have not logged in, so shutdown reaches them too.
+    anonymous: Mutex<HashMap<u64, ConnHandle>>,
 }
 
 impl Shard {
     /// A shard with no connections.
-    pub fn new(index: usize, router: Arc<Router>, metrics: Metrics) -> Self {
+    pub fn new(
+        index: usize,
+        router: Arc<Router>,
+        limits: ConnectionLimits,
+        metrics: Metrics,
+    ) -> Self {
         Shard {
             index,
             label: Metrics::shard(index),
             open: AtomicUsize::new(0),
             router,
+            limits,
             metrics,
             conns: Mutex::new(HashMap::new()),
+            anonymous: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Starts routing `user`'s updates to `handle`.
+    /// The settings connections on this shard follow.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        self.limits
+    }
+
+    /// Tracks a connection that has not authenticated (yet), for shutdown.
+    pub fn register_anonymous(&self, handle: ConnHandle) {
+        if let Ok(mut map) = self.anonymous.lock() {
+            map.insert(handle.conn_id, handle);
+        }
+    }
+
+    /// Starts routing `user`'s updates to `handle` (and stops tracking it as anonymous).
     pub fn register(&self, user: UserId, handle: ConnHandle) {
+        if let Ok(mut anon) = self.anonymous.lock() {
+            anon.remove(&handle.conn_id);
+        }
+        let (device, conn_id) = (handle.device_id, handle.conn_id);
         if let Ok(mut map) = self.conns.lock() {
             map.entry(user).or_default().push(handle);
             self.router.attach(user, self.index);
         }
+        self.router.attach_device(user, device, conn_id, self.index);
     }
 
-    /// Stops routing to connection `conn_id`.
-    pub fn unregister(&self, user: UserId, conn_id: u64) {
+    /// Stops routing to connection `conn_id` (authenticated as `user`, or anonymous).
+    pub fn unregister(&self, user: Option<UserId>, conn_id: u64) {
+        if let Ok(mut anon) = self.anonymous.lock() {
+            anon.remove(&conn_id);
+        }
+        let Some(user) = user else { return };
+        let mut device = None;
         if let Ok(mut map) = self.conns.lock()
             && let Some(list) = map.get_mut(&user)
         {
-            let before = list.len();
-            list.retain(|h| h.conn_id != conn_id);
-            if list.len() < before {
+            if let Some(pos) = list.iter().position(|h| h.conn_id == conn_id) {
+                device = Some(list.swap_remove(pos).device_id);
                 self.router.detach(user, self.index);
             }
             if list.is_empty() {
                 map.remove(&user);
             }
+        }
+        if let Some(device) = device {
+            self.router.detach_device(user, device, conn_id);
         }
     }
 
@@ -96,16 +143,15 @@ impl Shard {
     }
 
     fn push(&self, user: UserId, frame: &Bytes) {
-        self.each(Some(user), |h| match h.outbound.try_send(frame.clone()) {
+        self.each(Some(user), |h| match h.outbound.push(frame.clone()) {
             Ok(()) => {
                 self.metrics.deliveries.get_or_create(&self.label).inc();
                 self.metrics.frame_out(&self.label, "event");
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(_full) => {
                 self.metrics.slow_consumers.get_or_create(&self.label).inc();
                 let _ = h.close.send(Some(ErrorCode::SlowConsumer));
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         });
     }
 
@@ -126,6 +172,11 @@ impl Shard {
                             let _ = h.close.send(Some(code));
                         }
                     }),
+                    Some(Control::CloseConn { user, conn_id, code }) => self.each(Some(user), |h| {
+                        if h.conn_id == conn_id {
+                            let _ = h.close.send(Some(code));
+                        }
+                    }),
                     Some(Control::Overflow) => {
                         for user in self.router.take_overflow(self.index) {
                             self.each(Some(user), |h| {
@@ -139,10 +190,14 @@ impl Shard {
                         while let Ok(d) = inbox.deliveries.try_recv() {
                             self.push(d.user, &d.frame);
                         }
-                        self.each(None, |h| {
-                            let _ = h.outbound.try_send(go_away.clone());
+                        let go = |h: &ConnHandle| {
+                            let _ = h.outbound.push(go_away.clone());
                             let _ = h.close.send(Some(ErrorCode::ShuttingDown));
-                        });
+                        };
+                        self.each(None, go);
+                        if let Ok(anon) = self.anonymous.lock() {
+                            anon.values().for_each(go);
+                        }
                         return;
                     }
                     None => return,

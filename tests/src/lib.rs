@@ -49,6 +49,8 @@ pub fn test_config(dir: &Path) -> Config {
         burst: 100_000,
         per_minute: 100_000,
     };
+    // Every test client comes from 127.0.0.1.
+    c.max_connections_per_ip = 100_000;
     c
 }
 
@@ -108,6 +110,19 @@ impl TestServer {
         login(self.client_config(), &self.otp_file(), identifier)
             .await
             .unwrap()
+    }
+
+    /// Logs two users in and opens their direct chat: the set-up most delivery tests start from.
+    pub async fn pair(&self, a: &str, b: &str) -> (Device, Device, tern_sdk::protocol::ChatId) {
+        let a = self.login(a).await;
+        let b = self.login(b).await;
+        let chat = a
+            .client
+            .open_direct_chat(b.session.user_id)
+            .await
+            .unwrap()
+            .chat_id;
+        (a, b, chat)
     }
 
     /// Starts a client that resumes a device from a saved snapshot (tokens and sync cursor),

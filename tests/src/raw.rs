@@ -33,7 +33,20 @@ pub enum Outcome {
 impl RawConn {
     /// Connects and opens the control stream.
     pub async fn connect(addr: SocketAddr, fingerprint: &str) -> anyhow::Result<RawConn> {
-        let cfg = client_config(&Trust::pinned_hex(fingerprint)?)?;
+        Self::connect_with(addr, fingerprint, None).await
+    }
+
+    /// Connects with a client transport configuration of the test's choosing (e.g. a tiny
+    /// receive window, to play a reader that never keeps up).
+    pub async fn connect_with(
+        addr: SocketAddr,
+        fingerprint: &str,
+        transport: Option<quinn::TransportConfig>,
+    ) -> anyhow::Result<RawConn> {
+        let mut cfg = client_config(&Trust::pinned_hex(fingerprint)?)?;
+        if let Some(t) = transport {
+            cfg.transport_config(std::sync::Arc::new(t));
+        }
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
         endpoint.set_default_client_config(cfg);
         let conn = endpoint.connect(addr, "localhost")?.await?;
@@ -96,6 +109,20 @@ impl RawConn {
                 }
             }
         }
+    }
+
+    /// The application close code once the connection has closed, within `timeout`, without
+    /// reading the stream (a client that never reads still learns why it was closed).
+    pub async fn closed_code(&self, timeout: Duration) -> anyhow::Result<Option<ErrorCode>> {
+        let reason = tokio::time::timeout(timeout, self.conn.closed()).await?;
+        Ok(match reason {
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                u16::try_from(c.error_code.into_inner())
+                    .ok()
+                    .map(ErrorCode::from)
+            }
+            _ => None,
+        })
     }
 
     /// Reads until the connection closes; returns the error frame seen (if any) and the close code.

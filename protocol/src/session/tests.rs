@@ -19,10 +19,13 @@ fn hello(version: u16) -> Frame {
 fn request_before_hello_is_a_violation() {
     let mut s = ServerSession::new(Instant::now());
     let err = s
-        .handle_frame(Frame::Request {
-            req_id: 1,
-            body: Request::Ping,
-        })
+        .handle_frame(
+            Frame::Request {
+                req_id: 1,
+                body: Request::Ping,
+            },
+            Instant::now(),
+        )
         .unwrap_err();
     assert_eq!(err.0.code, ErrorCode::HandshakeRequired);
 }
@@ -30,7 +33,9 @@ fn request_before_hello_is_a_violation() {
 #[test]
 fn wrong_version_is_refused() {
     let mut s = ServerSession::new(Instant::now());
-    let err = s.handle_frame(hello(PROTOCOL_VERSION + 1)).unwrap_err();
+    let err = s
+        .handle_frame(hello(PROTOCOL_VERSION + 1), Instant::now())
+        .unwrap_err();
     assert_eq!(err.0.code, ErrorCode::UnsupportedVersion);
 }
 
@@ -38,14 +43,17 @@ fn wrong_version_is_refused() {
 fn unauthenticated_sessions_only_reach_auth_requests() {
     let mut s = ServerSession::new(Instant::now());
     assert!(matches!(
-        s.handle_frame(hello(PROTOCOL_VERSION)),
+        s.handle_frame(hello(PROTOCOL_VERSION), Instant::now()),
         Ok(SessionInput::Hello(_))
     ));
     let got = s
-        .handle_frame(Frame::Request {
-            req_id: 7,
-            body: Request::ListChats,
-        })
+        .handle_frame(
+            Frame::Request {
+                req_id: 7,
+                body: Request::ListChats,
+            },
+            Instant::now(),
+        )
         .unwrap();
     match got {
         SessionInput::Refused { req_id, error } => {
@@ -55,10 +63,13 @@ fn unauthenticated_sessions_only_reach_auth_requests() {
         other => panic!("expected refusal, got {other:?}"),
     }
     let ping = s
-        .handle_frame(Frame::Request {
-            req_id: 8,
-            body: Request::Ping,
-        })
+        .handle_frame(
+            Frame::Request {
+                req_id: 8,
+                body: Request::Ping,
+            },
+            Instant::now(),
+        )
         .unwrap();
     assert!(matches!(ping, SessionInput::Request { req_id: 8, .. }));
     s.authenticate(SessionInfo {
@@ -66,10 +77,13 @@ fn unauthenticated_sessions_only_reach_auth_requests() {
         device_id: DeviceId(2),
     });
     let ok = s
-        .handle_frame(Frame::Request {
-            req_id: 9,
-            body: Request::ListChats,
-        })
+        .handle_frame(
+            Frame::Request {
+                req_id: 9,
+                body: Request::ListChats,
+            },
+            Instant::now(),
+        )
         .unwrap();
     assert!(matches!(ok, SessionInput::Request { req_id: 9, .. }));
 }
@@ -77,9 +91,13 @@ fn unauthenticated_sessions_only_reach_auth_requests() {
 #[test]
 fn second_hello_is_a_violation() {
     let mut s = ServerSession::new(Instant::now());
-    s.handle_frame(hello(PROTOCOL_VERSION)).unwrap();
+    s.handle_frame(hello(PROTOCOL_VERSION), Instant::now())
+        .unwrap();
     assert_eq!(
-        s.handle_frame(hello(PROTOCOL_VERSION)).unwrap_err().0.code,
+        s.handle_frame(hello(PROTOCOL_VERSION), Instant::now())
+            .unwrap_err()
+            .0
+            .code,
         ErrorCode::HandshakeRequired
     );
 }
@@ -91,4 +109,40 @@ fn hello_deadline_is_enforced_with_passed_in_time() {
     assert_eq!(s.poll_timeout(), Some(t0 + HELLO_TIMEOUT));
     assert!(s.handle_timeout(t0 + HELLO_TIMEOUT / 2).is_ok());
     assert!(s.handle_timeout(t0 + HELLO_TIMEOUT).is_err());
+}
+
+#[test]
+fn anonymous_sessions_must_authenticate_in_time() {
+    let t0 = Instant::now();
+    let auth = Duration::from_secs(60);
+    let mut s = ServerSession::with_auth_timeout(t0, auth);
+    let t1 = t0 + Duration::from_secs(1);
+    s.handle_frame(hello(PROTOCOL_VERSION), t1).unwrap();
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t1 + auth),
+        "the deadline runs from Hello"
+    );
+    assert!(s.handle_timeout(t1 + auth / 2).is_ok());
+    // Pings do not extend it.
+    s.handle_frame(
+        Frame::Request {
+            req_id: 1,
+            body: Request::Ping,
+        },
+        t1 + auth / 2,
+    )
+    .unwrap();
+    let v = s.handle_timeout(t1 + auth).unwrap_err();
+    assert_eq!(v.0.code, ErrorCode::Unauthenticated);
+    s.authenticate(SessionInfo {
+        user_id: UserId(1),
+        device_id: DeviceId(2),
+    });
+    assert_eq!(
+        s.poll_timeout(),
+        None,
+        "an authenticated session has no deadline"
+    );
+    assert!(s.handle_timeout(t1 + auth * 10).is_ok());
 }

@@ -335,6 +335,13 @@ impl AuthService {
         Ok(session)
     }
 
+    /// Checks that a session's device is still registered and not revoked. The transport calls
+    /// this after registering a freshly authenticated connection, closing the window in which a
+    /// revocation could commit between the token check and the registration.
+    pub async fn check_session(&self, session: SessionInfo) -> Result<(), ErrorBody> {
+        self.check_device(session.user_id, session.device_id).await
+    }
+
     async fn check_device(&self, user: UserId, device: DeviceId) -> Result<(), ErrorBody> {
         match self
             .storage

@@ -19,7 +19,7 @@ use crate::auth::rate_limit::{Quota, RateLimiter};
 pub struct AdmissionLimits {
     /// Most open connections per shard.
     pub max_per_shard: usize,
-    /// Most open connections per source IP address.
+    /// Most open connections per source: an IPv4 address or an IPv6 /64.
     pub max_per_ip: u32,
     /// Unvalidated handshakes per second per shard before Retry is demanded.
     pub handshakes_before_retry_per_s: u32,
@@ -76,6 +76,7 @@ impl Admission {
         if open_on_shard >= self.limits.max_per_shard {
             return None;
         }
+        let ip = source_key(ip);
         let mut n = self.per_ip.entry(ip).or_insert(0);
         if *n >= self.limits.max_per_ip {
             return None;
@@ -86,6 +87,23 @@ impl Admission {
             admission: self.clone(),
             ip,
         })
+    }
+}
+
+/// The key a source address is counted under: an IPv4 address (or IPv4-mapped IPv6 address) as
+/// is, an IPv6 address by its /64, the smallest allocation a subscriber gets, so rotating
+/// through the 2^64 addresses of one's own prefix does not multiply one's quota.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(seg))
+            }
+        },
     }
 }
 
@@ -140,6 +158,23 @@ mod tests {
             a.admit(ip, 2).is_some(),
             "a closed connection frees its place"
         );
+    }
+
+    #[test]
+    fn ipv6_sources_are_counted_per_64() {
+        let a = Admission::new(limits());
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:fffe".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _g1 = a.admit(one, 0).unwrap();
+        let _g2 = a.admit(same_64, 0).unwrap();
+        assert!(
+            a.admit("2001:db8:1:2::99".parse().unwrap(), 0).is_none(),
+            "a third address of the same /64 is over the cap of 2"
+        );
+        assert!(a.admit(other_64, 0).is_some());
+        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
+        assert_eq!(source_key(mapped), "10.0.0.9".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! One QUIC connection: the control stream's reader loop, its writer task, and the glue between
 //! the pure session state machine and the services.
 //!
-//! Frames out go through one bounded queue drained by the writer task. Responses wait for room
-//! (backpressure on the client's own requests); pushed updates never wait (see [`crate::router`]).
+//! Frames out go through one queue bounded in bytes ([`super::outbound`]) drained by the writer
+//! task. Nothing waits for room: a response or update that does not fit sheds the client with
+//! `SlowConsumer` (it reconnects and syncs), so the reader loop always sees close signals.
+//!
+//! Authentication registers the connection with its shard first and checks the device after, so
+//! a revocation that commits at any moment either is seen by that check or finds the connection
+//! registered and closes it: there is no window in which a revoked device stays connected.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,19 +20,18 @@ use tern_protocol::codec::{self, FrameDecoder};
 use tern_protocol::limits::{MAX_FRAME_LEN, MAX_IN_FLIGHT_REQUESTS, MAX_SYNC_PAGE};
 use tern_protocol::session::{HELLO_TIMEOUT, ServerSession, SessionInput};
 use tern_protocol::{
-    ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, Hello, PROTOCOL_VERSION, Request,
-    ServerLimits, SessionInfo, SyncCursor, Welcome,
+    DeviceId, ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, Hello, PROTOCOL_VERSION,
+    Request, ServerLimits, SessionInfo, SyncCursor, Welcome,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::admission::Admitted;
+use super::outbound::{self, Outbound, OutboundRx};
 use crate::metrics::CloseLabels;
 use crate::services::{Caller, Services, SessionChange};
 use crate::shard::{ConnHandle, Shard};
 
-/// Frames queued for one connection before it counts as a slow consumer.
-pub const OUTBOUND_QUEUE: usize = 1024;
 /// How long a closing connection may take to flush what is queued.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -111,7 +115,7 @@ struct ConnTask {
     shard: Arc<Shard>,
     session: ServerSession,
     conn_id: u64,
-    outbound: Option<mpsc::Sender<Bytes>>,
+    outbound: Option<Outbound>,
     writer: tokio::task::JoinHandle<()>,
     close_tx: watch::Sender<Option<ErrorCode>>,
     close_rx: watch::Receiver<Option<ErrorCode>>,
@@ -127,16 +131,23 @@ impl ConnTask {
         shard: Arc<Shard>,
         send: SendStream,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let limits = shard.connection_limits();
+        let (tx, rx) = outbound::channel(limits.anonymous_outbound_queue);
         let writer = tokio::spawn(write_loop(send, rx));
         let (close_tx, close_rx) = watch::channel(None);
         let conn_id = services.router.next_conn_id();
+        shard.register_anonymous(ConnHandle {
+            conn_id,
+            device_id: DeviceId(0),
+            outbound: tx.clone(),
+            close: close_tx.clone(),
+        });
         ConnTask {
             conn,
             remote,
             services,
             shard,
-            session: ServerSession::new(Instant::now()),
+            session: ServerSession::with_auth_timeout(Instant::now(), limits.auth_timeout),
             conn_id,
             outbound: Some(tx),
             writer,
@@ -149,9 +160,9 @@ impl ConnTask {
 
     async fn run(&mut self, mut recv: RecvStream) {
         let mut decoder = FrameDecoder::new();
-        let hello_deadline = tokio::time::Instant::from_std(Instant::now() + HELLO_TIMEOUT);
         let fatal = loop {
-            let awaiting_hello = self.session.poll_timeout().is_some();
+            let deadline = self.session.poll_timeout();
+            let wake = tokio::time::Instant::from_std(deadline.unwrap_or_else(Instant::now));
             tokio::select! {
                 chunk = recv.read_chunk(MAX_FRAME_LEN as usize, true) => match chunk {
                     Ok(Some(chunk)) => {
@@ -172,7 +183,7 @@ impl ConnTask {
                         break Some(ErrorBody::new(code, "closed by the server"));
                     }
                 }
-                _ = tokio::time::sleep_until(hello_deadline), if awaiting_hello => {
+                _ = tokio::time::sleep_until(wake), if deadline.is_some() => {
                     if let Err(v) = self.session.handle_timeout(Instant::now()) {
                         break Some(v.0);
                     }
@@ -180,9 +191,8 @@ impl ConnTask {
                 Some(_) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {}
             }
         };
-        if let Some(s) = self.registered.take() {
-            self.shard.unregister(s.user_id, self.conn_id);
-        }
+        let user = self.registered.take().map(|s| s.user_id);
+        self.shard.unregister(user, self.conn_id);
         match fatal {
             Some(error) => self.shutdown(error).await,
             None => {
@@ -205,7 +215,8 @@ impl ConnTask {
         if let Ok(bytes) = codec::encode_to_vec(&Frame::Error(error.clone()))
             && let Some(tx) = &self.outbound
         {
-            let _ = tx.try_send(Bytes::from(bytes));
+            // A full queue (a slow consumer) gets no error frame; the close carries the code.
+            let _ = tx.push(Bytes::from(bytes));
         }
         self.outbound = None;
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
@@ -228,17 +239,19 @@ impl ConnTask {
             self.services
                 .metrics
                 .frame_in(&self.shard.label, frame.kind());
-            match self.session.handle_frame(frame) {
+            match self.session.handle_frame(frame, Instant::now()) {
                 Err(violation) => return Some(violation.0),
                 Ok(SessionInput::Hello(hello)) => {
                     if let Err(e) = self.on_hello(hello).await {
                         return Some(e);
                     }
                 }
-                Ok(SessionInput::Refused { req_id, error }) => {
-                    self.respond(req_id, Err(error)).await
+                Ok(SessionInput::Refused { req_id, error }) => self.respond(req_id, Err(error)),
+                Ok(SessionInput::Request { req_id, body }) => {
+                    if let Err(e) = self.on_request(req_id, body).await {
+                        return Some(e);
+                    }
                 }
-                Ok(SessionInput::Request { req_id, body }) => self.on_request(req_id, body).await,
             }
         }
     }
@@ -252,9 +265,6 @@ impl ConnTask {
             Some(s) => Some(self.services.chat.latest_pts(s.user_id).await?),
             None => None,
         };
-        if let Some(s) = session {
-            self.session.authenticate(s);
-        }
         self.services
             .metrics
             .handshakes
@@ -271,9 +281,9 @@ impl ConnTask {
                 .map_or(0, |d| d.as_millis() as u64),
         };
         // Welcome goes first; live updates start only after it is queued.
-        self.send_frame(&Frame::Welcome(welcome)).await;
+        self.send_frame(&Frame::Welcome(welcome));
         if let (Some(s), Some(announced)) = (session, latest_pts) {
-            self.authenticated(s);
+            self.authenticated(s).await?;
             // Updates committed between reading `latest_pts` and registering were neither
             // announced nor pushed: push them now so the client does not wait for the next one.
             let now = self.services.chat.latest_pts(s.user_id).await?;
@@ -284,31 +294,38 @@ impl ConnTask {
                     .sync(s, SyncCursor { pts: announced }, MAX_SYNC_PAGE)
                     .await?;
                 for update in page.updates {
-                    self.send_frame(&Frame::Event(Event::Update(update))).await;
+                    self.send_frame(&Frame::Event(Event::Update(update)));
                 }
             }
         }
         Ok(())
     }
 
-    fn authenticated(&mut self, session: SessionInfo) {
-        self.session.authenticate(session);
+    /// Makes the session authenticated as `session`: registers the connection for live updates
+    /// first, then checks the device again, so a revocation racing this login is never missed
+    /// (see the module docs).
+    async fn authenticated(&mut self, session: SessionInfo) -> Result<(), ErrorBody> {
         let Some(outbound) = self.outbound.clone() else {
-            return;
+            return Ok(());
         };
         self.shard.register(
             session.user_id,
             ConnHandle {
                 conn_id: self.conn_id,
                 device_id: session.device_id,
-                outbound,
+                outbound: outbound.clone(),
                 close: self.close_tx.clone(),
             },
         );
         self.registered = Some(session);
+        self.services.auth.check_session(session).await?;
+        self.session.authenticate(session);
+        outbound.set_limit(self.shard.connection_limits().outbound_queue);
+        Ok(())
     }
 
-    async fn on_request(&mut self, req_id: u32, body: Request) {
+    /// Handles one request. Err is connection-fatal.
+    async fn on_request(&mut self, req_id: u32, body: Request) -> Result<(), ErrorBody> {
         let caller = Caller {
             session: self.session.session(),
             addr: self.remote.ip(),
@@ -316,44 +333,61 @@ impl ConnTask {
         // Requests that change the session run inline so later frames see the new state.
         if caller.session.is_none() {
             let (result, change) = self.services.handle(&self.shard.label, caller, body).await;
-            if let SessionChange::Authenticated(s) = change {
-                self.authenticated(s);
+            let login = match change {
+                SessionChange::Authenticated(s) => Some(s),
+                SessionChange::None => None,
+            };
+            self.respond(req_id, result);
+            if let Some(s) = login {
+                self.authenticated(s).await?;
             }
-            self.respond(req_id, result).await;
-            return;
+            return Ok(());
         }
         if self.in_flight.len() >= MAX_IN_FLIGHT_REQUESTS as usize {
             let e = ErrorBody::new(ErrorCode::TooManyRequests, "too many requests in flight");
-            self.respond(req_id, Err(e)).await;
-            return;
+            self.respond(req_id, Err(e));
+            return Ok(());
         }
         let services = self.services.clone();
         let label = self.shard.label.clone();
         let Some(outbound) = self.outbound.clone() else {
-            return;
+            return Ok(());
         };
+        let close = self.close_tx.clone();
         self.in_flight.spawn(async move {
             let (result, _) = services.handle(&label, caller, body).await;
             let frame = Frame::Response { req_id, result };
             if let Some(bytes) = encode(&frame) {
                 services.metrics.frame_out(&label, "response");
-                let _ = outbound.send(bytes).await;
+                if outbound.push(bytes).is_err() {
+                    services.metrics.slow_consumers.get_or_create(&label).inc();
+                    let _ = close.send(Some(ErrorCode::SlowConsumer));
+                }
             }
         });
+        Ok(())
     }
 
-    async fn respond(&mut self, req_id: u32, result: Result<tern_protocol::Response, ErrorBody>) {
-        self.send_frame(&Frame::Response { req_id, result }).await;
+    fn respond(&mut self, req_id: u32, result: Result<tern_protocol::Response, ErrorBody>) {
+        self.send_frame(&Frame::Response { req_id, result });
     }
 
-    async fn send_frame(&mut self, frame: &Frame) {
+    /// Queues a frame without waiting; a full queue sheds the client.
+    fn send_frame(&mut self, frame: &Frame) {
         let (Some(tx), Some(bytes)) = (&self.outbound, encode(frame)) else {
             return;
         };
         self.services
             .metrics
             .frame_out(&self.shard.label, frame.kind());
-        let _ = tx.send(bytes).await;
+        if tx.push(bytes).is_err() {
+            self.services
+                .metrics
+                .slow_consumers
+                .get_or_create(&self.shard.label)
+                .inc();
+            let _ = self.close_tx.send(Some(ErrorCode::SlowConsumer));
+        }
     }
 }
 
@@ -379,7 +413,7 @@ fn encode(frame: &Frame) -> Option<Bytes> {
     }
 }
 
-async fn write_loop(mut send: SendStream, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_loop(mut send: SendStream, mut rx: OutboundRx) {
     let mut batch = Vec::with_capacity(32);
     while rx.recv_many(&mut batch, 32).await > 0 {
         for bytes in batch.drain(..) {

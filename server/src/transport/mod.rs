@@ -6,17 +6,20 @@
 
 pub mod admission;
 pub mod connection;
+pub mod limits;
+pub mod outbound;
 pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::{Endpoint, EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
+use quinn::{Endpoint, EndpointConfig, ServerConfig};
 
 use self::admission::{Admission, HandshakeGate};
+use self::limits::TransportLimits;
 use crate::services::Services;
-use crate::shard::Shard;
+use crate::shard::{ConnectionLimits, Shard};
 
 /// Settings of the QUIC endpoints.
 #[derive(Debug, Clone)]
@@ -25,6 +28,10 @@ pub struct TransportSettings {
     pub listen: SocketAddr,
     /// Close connections idle this long.
     pub idle_timeout: Duration,
+    /// Buffer limits per connection.
+    pub limits: TransportLimits,
+    /// What each connection follows once accepted.
+    pub connection: ConnectionLimits,
 }
 
 /// Building the endpoint failed.
@@ -57,16 +64,14 @@ pub fn bind(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TransportError::Config(e.to_string()))?;
     let mut server = ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = TransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(VarInt::from_u32(4))
-        .max_concurrent_uni_streams(VarInt::from_u32(4))
-        .max_idle_timeout(Some(
-            IdleTimeout::try_from(settings.idle_timeout)
-                .map_err(|e| TransportError::Config(e.to_string()))?,
-        ))
-        .datagram_receive_buffer_size(Some(64 * 1024));
+    let transport = settings.limits.transport_config(settings.idle_timeout)?;
     server.transport_config(Arc::new(transport));
+    // Data that arrives for a connection not yet accepted is buffered by quinn; its defaults
+    // (10 MiB each, 100 MiB in all) are sized for 0-RTT bulk uploads Tern does not do.
+    server
+        .max_incoming(4096)
+        .incoming_buffer_size(64 * 1024)
+        .incoming_buffer_size_total(16 << 20);
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
     // Connection IDs carry a keyed check; keying it from the persisted secret (not a random key
     // per process) lets a restarted server, and every sibling shard, recognise our CIDs and answer
