@@ -89,7 +89,8 @@ impl Failure {
     /// A server refusal with the standard cause and hint for its code.
     pub fn refused(code: ErrorCode, server_message: &str) -> Failure {
         let (cause, hint) = explain(code);
-        let message = if server_message.is_empty() {
+        // The server's words add to the cause only when they say something else.
+        let message = if server_message.is_empty() || server_message.eq_ignore_ascii_case(cause) {
             cause.to_owned()
         } else {
             format!("{cause} ({server_message})")

@@ -323,19 +323,32 @@ impl Output {
     pub fn failure(&self, failure: &Failure) {
         let line = if self.json {
             let code = failure.code();
-            serde_json::json!({
-                "type": "error",
-                "error": failure.kind(),
-                "code": code.map(|c| format!("{c:?}")),
-                "code_number": code.map(|c| c.as_u16()),
-                "message": failure.message(),
-                "hint": failure.hint(),
-                "exit_code": failure.exit_code(),
-            })
-            .to_string()
+            let record = ErrorRecord {
+                kind: "error",
+                error: failure.kind(),
+                code: code.map(|c| format!("{c:?}")),
+                code_number: code.map(|c| c.as_u16()),
+                message: failure.message(),
+                hint: failure.hint(),
+                exit_code: failure.exit_code(),
+            };
+            serde_json::to_string(&record).unwrap_or_else(|_| failure.to_string())
         } else {
             format!("tern: {failure}")
         };
         let _ = writeln!(io::stderr(), "{line}");
     }
+}
+
+/// A failure as one JSON object (fields in this order; see `docs/cli.md`).
+#[derive(Debug, Serialize)]
+struct ErrorRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: &'static str,
+    code: Option<String>,
+    code_number: Option<u16>,
+    message: &'a str,
+    hint: Option<&'a str>,
+    exit_code: u8,
 }
