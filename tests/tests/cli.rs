@@ -48,6 +48,20 @@ impl Pair {
     }
 }
 
+/// `tail` printing `count` messages (and nothing else), bounded at a minute.
+fn tail_messages(count: &str) -> [&str; 8] {
+    [
+        "--json",
+        "tail",
+        "--only",
+        "message",
+        "--count",
+        count,
+        "--timeout",
+        "60s",
+    ]
+}
+
 fn texts(messages: &[Value]) -> Vec<&str> {
     messages
         .iter()
@@ -75,19 +89,7 @@ async fn a_message_sent_by_one_user_is_tailed_by_the_other_exactly_once() {
     let p = pair(&server).await;
     let chat = p.chat.to_string();
     // Bob's tail may connect before or after the sends: either way it prints each one once.
-    let tail = p.tern.spawn(
-        "bob",
-        &[
-            "--json",
-            "tail",
-            "--only",
-            "message",
-            "--count",
-            "3",
-            "--timeout",
-            "60s",
-        ],
-    );
+    let tail = p.tern.spawn("bob", &tail_messages("3"));
     let mut sent = vec![p.send("one").await];
     let piped = p
         .tern
@@ -106,23 +108,7 @@ async fn a_message_sent_by_one_user_is_tailed_by_the_other_exactly_once() {
 
     // After a pause, a second tail prints what was missed, and only that.
     let later = vec![p.send("four").await, p.send("five").await];
-    let run = p
-        .tern
-        .run(
-            "bob",
-            &[
-                "--json",
-                "tail",
-                "--only",
-                "message",
-                "--count",
-                "2",
-                "--timeout",
-                "60s",
-            ],
-        )
-        .await
-        .ok();
+    let run = p.tern.run("bob", &tail_messages("2")).await.ok();
     let got = run.records("message");
     assert_eq!(texts(&got), ["four", "five"]);
     assert_eq!(seqs(&got), later);

@@ -49,8 +49,9 @@ pub struct Global {
         default_value = "default"
     )]
     pub profile: String,
-    /// Print one JSON object per line instead of text.
-    #[arg(long, global = true, env = "TERN_JSON")]
+    /// Print one JSON object per line instead of text (TERN_JSON: any value but 0/false/no/off).
+    #[arg(long, global = true, env = "TERN_JSON",
+          value_parser = clap::builder::FalseyValueParser::new())]
     pub json: bool,
     /// Give up connecting after this long (exit 3). The SDK alone would retry forever.
     #[arg(long, global = true, env = "TERN_CONNECT_TIMEOUT", value_name = "DURATION",

@@ -29,9 +29,7 @@ fn main() -> ExitCode {
             let _ = e.print();
             // clap exits 2 on usage errors; 2 means "refused by the server" here.
             return match e.kind() {
-                ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::SUCCESS,
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
                 _ => ExitCode::from(EXIT_USAGE),
             };
         }
