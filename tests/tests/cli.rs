@@ -520,3 +520,30 @@ async fn login_prompts_for_the_code_on_a_terminal() {
     let who = tern.run("henry", &["--json", "whoami"]).await.ok();
     assert_eq!(who.json_lines()[0]["logged_in"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshed_tokens_are_saved_so_every_run_resumes() {
+    // Access tokens this short are refreshed on every connect: each run rotates the refresh
+    // token, and a run that failed to save the new one would end the session (RefreshReused).
+    let server = TestServer::start_with(|c| c.auth.access_ttl_s = 1).await;
+    let tern = Tern::new(&server);
+    tern.login("ivy", "ivy@example.org").await;
+    let refresh_token = || {
+        let text = std::fs::read_to_string(tern.profile_path("ivy")).unwrap();
+        let profile: Value = serde_json::from_str(&text).unwrap();
+        profile["tokens"]["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut seen = vec![refresh_token()];
+    for _ in 0..3 {
+        tern.run("ivy", &["devices"]).await.ok();
+        let now = refresh_token();
+        assert!(
+            !seen.contains(&now),
+            "the refresh token was rotated and saved"
+        );
+        seen.push(now);
+    }
+}
