@@ -293,7 +293,12 @@ async fn a_wrong_code_exits_2_with_the_code_and_what_to_do() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("wrong code"), "{}", run.stderr);
     assert!(run.stderr.contains("OtpInvalid(13)"), "{}", run.stderr);
-    assert!(run.stderr.contains("`tern login"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("run `tern --profile carol login carol@example.org` again"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(run.stdout, "");
 
     let run = login_with_wrong_code(&tern, true).await;
@@ -476,7 +481,12 @@ async fn revoke_and_logout_end_sessions_with_the_documented_codes() {
     let run = tern.run("phone", &["chats"]).await;
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("DeviceRevoked"), "{}", run.stderr);
-    assert!(run.stderr.contains("`tern login"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("`tern --profile phone login gina@example.org`"),
+        "{}",
+        run.stderr
+    );
     let who = tern.run("phone", &["--json", "whoami"]).await.ok();
     assert_eq!(
         who.json_lines()[0]["logged_in"],

@@ -102,6 +102,23 @@ impl Failure {
         }
     }
 
+    /// Spells the "log in again" advice out for this profile and identifier, so it can be
+    /// pasted as it is.
+    pub fn for_profile(mut self, profile: &str, identifier: Option<&str>) -> Failure {
+        if let Failure::Refused { hint, .. } = &mut self
+            && hint.as_deref() == Some(LOGIN_AGAIN)
+        {
+            let flag = if profile == "default" {
+                String::new()
+            } else {
+                format!("--profile {profile} ")
+            };
+            let who = identifier.unwrap_or("IDENTIFIER");
+            *hint = Some(format!("run `tern {flag}login {who}` again"));
+        }
+        self
+    }
+
     /// No answer from the server within `what`'s deadline.
     pub fn timed_out(what: &str) -> Failure {
         Failure::Unreachable {
@@ -112,9 +129,12 @@ impl Failure {
     }
 }
 
+/// The generic advice after a failed login or an ended session; [`Failure::for_profile`] makes
+/// it the exact command to type.
+const LOGIN_AGAIN: &str = "run `tern login IDENTIFIER` again";
+
 /// The cause and the advice for a server error code.
 fn explain(code: ErrorCode) -> (&'static str, Option<&'static str>) {
-    const LOGIN_AGAIN: &str = "run `tern login IDENTIFIER` again";
     match code {
         ErrorCode::OtpInvalid => ("wrong code", Some(LOGIN_AGAIN)),
         ErrorCode::OtpExpired => ("code expired or replaced by a newer one", Some(LOGIN_AGAIN)),
@@ -194,6 +214,17 @@ mod tests {
             f.to_string(),
             "wrong code [OtpInvalid(13)]: run `tern login IDENTIFIER` again"
         );
+    }
+
+    #[test]
+    fn the_login_hint_is_the_command_to_type() {
+        let f = Failure::refused(ErrorCode::OtpExpired, "").for_profile("bob", Some("b@x.org"));
+        assert_eq!(
+            f.hint(),
+            Some("run `tern --profile bob login b@x.org` again")
+        );
+        let f = Failure::refused(ErrorCode::DeviceRevoked, "").for_profile("default", None);
+        assert_eq!(f.hint(), Some("run `tern login IDENTIFIER` again"));
     }
 
     #[test]

@@ -56,8 +56,18 @@ impl Ctx {
     }
 }
 
-/// Runs `command`.
+/// Runs `command`; a failure's advice names this profile and identifier.
 pub async fn run(ctx: &mut Ctx, command: Command) -> Result<(), Failure> {
+    let identifier = match &command {
+        Command::Login(args) => Some(args.identifier.clone()),
+        _ => ctx.profile.identifier.clone(),
+    };
+    dispatch(ctx, command)
+        .await
+        .map_err(|f| f.for_profile(ctx.store.name(), identifier.as_deref()))
+}
+
+async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<(), Failure> {
     match command {
         Command::Login(args) => account::login(ctx, args).await,
         Command::Logout => account::logout(ctx).await,
