@@ -557,3 +557,23 @@ async fn refreshed_tokens_are_saved_so_every_run_resumes() {
         seen.push(now);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_repeated_with_its_client_msg_id_is_stored_once() {
+    let server = TestServer::start().await;
+    let p = pair(&server).await;
+    let chat = p.chat.to_string();
+    let send = |text: &'static str| {
+        let chat = chat.clone();
+        let tern = &p.tern;
+        async move {
+            let args = ["--json", "send", &chat, text, "--client-msg-id", "42"];
+            tern.run("alice", &args).await.ok().records("sent")[0].clone()
+        }
+    };
+    let first = send("once").await;
+    let again = send("once").await;
+    assert_eq!(first, again, "the retry got the first answer");
+    let history = p.tern.run("bob", &["--json", "history", &chat]).await.ok();
+    assert_eq!(texts(&history.records("message")), ["once"]);
+}

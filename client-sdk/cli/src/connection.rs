@@ -15,6 +15,7 @@ use tern_sdk::{Client, ClientConfig, ClientEvent, Events, Trust};
 
 use crate::args::Global;
 use crate::failure::Failure;
+use crate::output::Output;
 use crate::profile::{Profile, ProfileStore};
 
 /// The server used when neither a flag nor the profile names one.
@@ -109,6 +110,8 @@ pub struct Connection {
     endpoint: quinn::Endpoint,
     target: Target,
     request_timeout: Duration,
+    /// For notes to people (text mode, stderr).
+    out: Output,
 }
 
 impl Connection {
@@ -142,6 +145,7 @@ impl Connection {
             endpoint,
             target: target.clone(),
             request_timeout: global.request_timeout,
+            out: Output::new(global.json),
         })
     }
 
@@ -222,9 +226,15 @@ impl Connection {
                     None => Failure::Local(format!("the session ended: {reason}")),
                 })
             }
-            ClientEvent::Connected { .. }
-            | ClientEvent::Disconnected { .. }
-            | ClientEvent::ConnectFailed { .. } => Ok(None),
+            ClientEvent::Disconnected { reason } => {
+                // A long `tail` outlives connections; say why the stream paused.
+                self.out.note(&format!(
+                    "tern: connection to {} lost ({reason}); reconnecting",
+                    self.target.server
+                ));
+                Ok(None)
+            }
+            ClientEvent::Connected { .. } | ClientEvent::ConnectFailed { .. } => Ok(None),
             update => Ok(Some(update)),
         }
     }
