@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-# The crash test runs the real binary as a child process: build it first so the test finds it.
-cargo build --locked -p tern-server -p tern-loadgen
+# The crash and CLI tests run the real binaries as child processes: build them first so the
+# tests find them (and never run a stale one).
+cargo build --locked -p tern-server -p tern-loadgen -p tern-cli
 cargo test --locked --workspace "$@"

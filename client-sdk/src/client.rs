@@ -12,6 +12,11 @@ use crate::error::Error;
 use crate::state::SyncState;
 
 /// Something the app should know about.
+///
+/// `Message`, `Receipt` and `ChatJoined` are the user's updates: each is emitted once, in pts
+/// order, only when its pts is the cursor's next. So an app that started from cursor `c` has seen
+/// every update up to `c + n` after `n` of these events, and can persist exactly that cursor
+/// (rather than [`Snapshot::sync`], which may already be ahead of the events it has not read yet).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ClientEvent {
@@ -23,6 +28,12 @@ pub enum ClientEvent {
     /// The connection dropped; the client reconnects by itself.
     Disconnected {
         /// Why, for logs.
+        reason: String,
+    },
+    /// A connection attempt failed before it was up (unreachable, TLS or handshake refused);
+    /// the client tries again after a backoff. Lets an app that must not wait forever say why.
+    ConnectFailed {
+        /// Why, for people.
         reason: String,
     },
     /// A message, exactly once and in per-chat order. `own` is true for messages this user sent
@@ -60,6 +71,11 @@ impl Events {
     /// The next event; `None` once the client has stopped.
     pub async fn next(&mut self) -> Option<ClientEvent> {
         self.rx.recv().await
+    }
+
+    /// The next event if one is already queued, without waiting.
+    pub fn try_next(&mut self) -> Option<ClientEvent> {
+        self.rx.try_recv().ok()
     }
 }
 

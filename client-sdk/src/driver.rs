@@ -213,6 +213,8 @@ impl Driver {
                     if was_up {
                         attempt = 0;
                         self.emit(ClientEvent::Disconnected { reason });
+                    } else {
+                        self.emit(ClientEvent::ConnectFailed { reason });
                     }
                     // A server hint (GoAway, Overloaded) is honoured with jitter so clients spread out.
                     let hinted = retry_after

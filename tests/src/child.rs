@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::server_binary;
+use crate::workspace_binary;
 
 /// A free UDP port on loopback (racy, but fine for tests).
 pub fn free_udp_port() -> u16 {
@@ -25,22 +25,28 @@ pub fn free_tcp_port() -> u16 {
 
 /// The server binary, built first if missing.
 pub fn ensure_binary() -> PathBuf {
-    let bin = server_binary();
-    if !bin.exists() {
+    ensure_built("tern-server", "tern-server")
+}
+
+/// Binary `bin` of workspace package `package`, built first if missing (`scripts/test.sh`
+/// prebuilds them, so a test never runs a stale one there).
+pub fn ensure_built(bin: &str, package: &str) -> PathBuf {
+    let path = workspace_binary(bin);
+    if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let ok = Command::new(cargo)
-            .args(["build", "-p", "tern-server", "--bin", "tern-server"])
+            .args(["build", "-p", package, "--bin", bin])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "building tern-server failed");
+        assert!(ok, "building {bin} failed");
     }
     assert!(
-        bin.exists(),
-        "tern-server binary not found at {}",
-        bin.display()
+        path.exists(),
+        "{bin} binary not found at {}",
+        path.display()
     );
-    bin
+    path
 }
 
 /// A server child on fixed loopback ports, restartable on the same data directory.

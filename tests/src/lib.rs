@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod child;
+pub mod cli;
 pub mod history;
 pub mod raw;
 
@@ -251,9 +252,15 @@ pub async fn drain_messages(events: &mut Events, quiet: Duration) -> Vec<Message
     out
 }
 
-/// Path of a workspace binary built by cargo (for child-process tests).
+/// Path of the `tern-server` binary built by cargo (for child-process tests).
 pub fn server_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("CARGO_BIN_EXE_tern-server") {
+    workspace_binary("tern-server")
+}
+
+/// Path of a workspace binary built by cargo: cargo's `CARGO_BIN_EXE_<name>` when set, else
+/// beside the test executable's `deps/` directory.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(format!("CARGO_BIN_EXE_{name}")) {
         return PathBuf::from(p);
     }
     let mut dir = std::env::current_exe().unwrap();
@@ -261,7 +268,7 @@ pub fn server_binary() -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    dir.join("tern-server")
+    dir.join(name)
 }
 
 /// Sends one message per id in `ids` on `chat` from `lanes` concurrent tasks (the id is the
