@@ -132,6 +132,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.auth.validate().map_err(ConfigError::Invalid)?;
         if self.shards == Some(0) {
             return Err(ConfigError::Invalid("shards must be at least 1".into()));
         }

@@ -150,6 +150,7 @@ impl RunningServer {
             issuer,
             router: router.clone(),
             otp_secret: keys.otp.clone(),
+            refresh_secret: keys.refresh.clone(),
             config: config.auth.clone(),
         }));
         let chat = Arc::new(ChatService::new(ChatDeps {

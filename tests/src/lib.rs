@@ -49,6 +49,10 @@ pub fn test_config(dir: &Path) -> Config {
         burst: 100_000,
         per_minute: 100_000,
     };
+    c.auth.refresh_per_address = Quota {
+        burst: 100_000,
+        per_minute: 100_000,
+    };
     c
 }
 

@@ -12,15 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tern_sdk::protocol::{ErrorCode, Request, Response};
 use tern_sdk::Client;
+use tern_sdk::protocol::{ErrorCode, Request, Response};
 use tern_server::auth::sender::{OtpSender, SendError};
 use tern_server::auth::token::{SigningKey, TokenIssuer};
 use tern_server::auth::{AuthConfig, AuthDeps, AuthService};
 use tern_server::metrics::Metrics;
 use tern_server::router::Router;
-use tern_server::storage::fjall::FjallStorage;
 use tern_server::storage::Storage;
+use tern_server::storage::fjall::FjallStorage;
 use tern_tests::TestServer;
 
 /// Keeps the last code sent to each identifier.
@@ -93,6 +93,7 @@ fn harness(tweak: impl FnOnce(&mut AuthConfig)) -> Harness {
         issuer,
         router,
         otp_secret: vec![9; 32],
+        refresh_secret: vec![5; 32],
         config,
     });
     Harness {
@@ -121,7 +122,11 @@ async fn a_new_code_does_not_reset_the_tries() {
     let code = h.inbox.last(id).unwrap();
     let mut checked = 0;
     for _ in 0..5 {
-        let e = h.auth.verify_otp(id, wrong(&code), "d", addr, t0).await.unwrap_err();
+        let e = h
+            .auth
+            .verify_otp(id, wrong(&code), "d", addr, t0)
+            .await
+            .unwrap_err();
         if e.code == ErrorCode::OtpInvalid || e.code == ErrorCode::OtpTooManyAttempts {
             checked += 1;
         }
@@ -130,12 +135,41 @@ async fn a_new_code_does_not_reset_the_tries() {
     let t1 = t0 + Duration::from_secs(61);
     h.auth.request_otp(id, addr, t1).await.unwrap();
     let code = h.inbox.last(id).unwrap();
-    let e = h.auth.verify_otp(id, wrong(&code), "d", addr, t1).await.unwrap_err();
+    let e = h
+        .auth
+        .verify_otp(id, wrong(&code), "d", addr, t1)
+        .await
+        .unwrap_err();
     assert_ne!(
         e.code,
         ErrorCode::OtpInvalid,
         "after {checked} wrong guesses a reissued code must not give fresh tries"
     );
+}
+
+/// Scenario 3: an attacker who knows the number and keeps guessing from its own prefix can no
+/// longer void the owner's code; the owner, on another prefix, logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_logs_in_while_an_attacker_hammers_the_number() {
+    let h = harness(|_| {});
+    let id = "+15550002002";
+    let attacker = ip("2001:db8:bad::1");
+    let owner = ip("198.51.100.99");
+    let t0 = Instant::now();
+    h.auth.request_otp(id, attacker, t0).await.unwrap();
+    for _ in 0..5 {
+        let _ = h.auth.verify_otp(id, "000000", "x", attacker, t0).await;
+    }
+    h.auth.request_otp(id, owner, t0).await.unwrap();
+    let code = h.inbox.last(id).unwrap();
+    for i in 0..50u32 {
+        let a = ip(&format!("2001:db8:bad::{:x}", i + 2));
+        let _ = h.auth.verify_otp(id, wrong(&code), "x", a, t0).await;
+    }
+    h.auth
+        .verify_otp(id, &code, "phone", owner, t0)
+        .await
+        .unwrap();
 }
 
 /// Scenario 3: addresses within one IPv6 /64 share one budget.
@@ -178,7 +212,10 @@ async fn random_identifiers_cannot_fill_the_code_table() {
     let addr = ip("203.0.113.9");
     h.auth.request_otp(victim, addr, t0).await.unwrap();
     let code = h.inbox.last(victim).unwrap();
-    h.auth.verify_otp(victim, &code, "phone", addr, t0).await.unwrap();
+    h.auth
+        .verify_otp(victim, &code, "phone", addr, t0)
+        .await
+        .unwrap();
 }
 
 /// Scenario 4: flooding one email domain must not stop that domain's users from logging in,
@@ -192,18 +229,27 @@ async fn flooding_a_domain_does_not_lock_out_its_users() {
     // The victim has logged in before.
     h.auth.request_otp(victim, home, t0).await.unwrap();
     let code = h.inbox.last(victim).unwrap();
-    h.auth.verify_otp(victim, &code, "phone", home, t0).await.unwrap();
+    h.auth
+        .verify_otp(victim, &code, "phone", home, t0)
+        .await
+        .unwrap();
     let t1 = t0 + Duration::from_secs(600);
     for i in 0..2_000u32 {
         let b = i.to_be_bytes();
         let addr = IpAddr::from([10, 1, b[2], b[3]]);
-        let _ = h.auth.request_otp(&format!("x{i}@gmail.com"), addr, t1).await;
+        let _ = h
+            .auth
+            .request_otp(&format!("x{i}@gmail.com"), addr, t1)
+            .await;
     }
     let sent = h.inbox.count();
     h.auth.request_otp(victim, home, t1).await.unwrap();
     assert!(h.inbox.count() > sent, "the victim's code was sent");
     let code = h.inbox.last(victim).unwrap();
-    h.auth.verify_otp(victim, &code, "laptop", home, t1).await.unwrap();
+    h.auth
+        .verify_otp(victim, &code, "laptop", home, t1)
+        .await
+        .unwrap();
 }
 
 /// Scenario 5: a guess for an identifier without a pending code answers exactly like a wrong
@@ -263,4 +309,9 @@ async fn a_lost_refresh_answer_does_not_sign_the_device_out() {
         Response::LoggedIn(_) => {}
         other => panic!("expected LoggedIn, got {other:?}"),
     }
+    // Once the successor has been used, the old token is a reuse again and revokes the device.
+    let reuse = refresh_once(&server, &first.refresh_token)
+        .await
+        .unwrap_err();
+    assert_eq!(reuse.code(), Some(ErrorCode::RefreshReused));
 }

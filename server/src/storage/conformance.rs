@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use tern_protocol::{ChatId, DeviceId, MessageBody, Update, UpdateKind, UserId};
 
-use super::{NewMessage, RefreshRecord, Storage, StorageError, StorageResult, UpdateSink};
+use super::{
+    NewMessage, RefreshRecord, Rotation, Storage, StorageError, StorageResult, UpdateSink,
+};
 
 /// A sink that records what it is given, to compare with the update log.
 #[derive(Debug, Default)]
@@ -121,21 +123,84 @@ pub async fn users_and_devices(open: Opener<'_>) {
     assert!(store.device(b, d2.device_id).await.unwrap().is_none());
 }
 
-/// Taking a refresh token twice shows the reuse.
+/// Rotation marks the old token used and stores the new one together; a retry with the same pair
+/// inside the grace window is a replay, anything else a reuse.
 pub async fn refresh_tokens_are_single_use(open: Opener<'_>) {
     let (store, _) = fresh(open);
-    let rec = RefreshRecord {
-        user_id: UserId(1),
-        device_id: DeviceId(2),
-        expires_ms: 10,
-        used: false,
-    };
+    let rec = RefreshRecord::new(UserId(1), DeviceId(2), 10_000);
     store.put_refresh_token([7; 32], rec.clone()).await.unwrap();
-    let first = store.take_refresh_token([7; 32]).await.unwrap().unwrap();
-    assert!(!first.used, "first take sees an unused token");
-    let second = store.take_refresh_token([7; 32]).await.unwrap().unwrap();
-    assert!(second.used, "second take must see the token as used");
-    assert!(store.take_refresh_token([8; 32]).await.unwrap().is_none());
+    let next = RefreshRecord::new(UserId(1), DeviceId(2), 20_000);
+    let rotate = |old, new, now| store.rotate_refresh_token(old, new, next.clone(), now, 100);
+    assert_eq!(
+        rotate([7; 32], [8; 32], 1_000).await.unwrap(),
+        Rotation::Rotated(rec.clone())
+    );
+    let used = store.refresh_token([7; 32]).await.unwrap().unwrap();
+    assert!(used.used && used.used_ms == 1_000 && used.successor == Some([8; 32]));
+    assert_eq!(
+        store.refresh_token([8; 32]).await.unwrap(),
+        Some(next.clone())
+    );
+    assert!(matches!(
+        rotate([7; 32], [8; 32], 1_050).await.unwrap(),
+        Rotation::Replayed(_)
+    ));
+    assert!(
+        matches!(
+            rotate([7; 32], [9; 32], 1_050).await.unwrap(),
+            Rotation::Reused(_)
+        ),
+        "another successor is a reuse"
+    );
+    assert!(
+        matches!(
+            rotate([7; 32], [8; 32], 1_100).await.unwrap(),
+            Rotation::Reused(_)
+        ),
+        "after the grace window it is a reuse"
+    );
+    assert!(matches!(
+        rotate([8; 32], [10; 32], 1_200).await.unwrap(),
+        Rotation::Rotated(_)
+    ));
+    store
+        .put_refresh_token([11; 32], rec.clone())
+        .await
+        .unwrap();
+    assert!(matches!(
+        rotate([11; 32], [12; 32], 1_000).await.unwrap(),
+        Rotation::Rotated(_)
+    ));
+    assert!(matches!(
+        rotate([12; 32], [13; 32], 1_001).await.unwrap(),
+        Rotation::Rotated(_)
+    ));
+    assert!(
+        matches!(
+            rotate([11; 32], [12; 32], 1_002).await.unwrap(),
+            Rotation::Reused(_)
+        ),
+        "a successor that was used already makes a retry a reuse"
+    );
+    assert_eq!(
+        rotate([99; 32], [98; 32], 1_000).await.unwrap(),
+        Rotation::Unknown
+    );
+    assert_eq!(
+        store
+            .user_by_identifier("nobody@example.org")
+            .await
+            .unwrap(),
+        None
+    );
+    let u = store.upsert_user("somebody@example.org", 0).await.unwrap();
+    assert_eq!(
+        store
+            .user_by_identifier("somebody@example.org")
+            .await
+            .unwrap(),
+        Some(u)
+    );
 }
 
 /// One direct chat per pair, both members see it joined.

@@ -8,9 +8,10 @@ use tern_protocol::{
 
 use super::tables::{Counter, ReceiptRow, StoredUpdate, Table, decode, encode, key2, split_key2};
 use super::writer::Txn;
+use crate::storage::record::LegacyRefreshRecord;
 use crate::storage::{
-    Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, StorageError,
-    StorageResult,
+    Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, Rotation,
+    StorageError, StorageResult,
 };
 
 pub(crate) fn upsert_user(txn: &mut Txn<'_>, identifier: &str) -> StorageResult<UserId> {
@@ -70,22 +71,49 @@ pub(crate) fn put_refresh(
     Ok(())
 }
 
-pub(crate) fn take_refresh(
+/// A refresh row in the current layout or the one before it.
+pub(crate) fn decode_refresh(bytes: &[u8]) -> StorageResult<RefreshRecord> {
+    decode::<RefreshRecord>("refresh", bytes).or_else(|e| {
+        decode::<LegacyRefreshRecord>("refresh", bytes)
+            .map(RefreshRecord::from)
+            .map_err(|_| e)
+    })
+}
+
+pub(crate) fn rotate_refresh(
     txn: &mut Txn<'_>,
-    hash: [u8; 32],
-) -> StorageResult<Option<RefreshRecord>> {
-    let Some(bytes) = txn.get(Table::Refresh, &hash)? else {
-        return Ok(None);
+    old: [u8; 32],
+    new: [u8; 32],
+    record: &RefreshRecord,
+    now_ms: u64,
+    grace_ms: u64,
+) -> StorageResult<Rotation> {
+    let Some(bytes) = txn.get(Table::Refresh, &old)? else {
+        return Ok(Rotation::Unknown);
     };
-    let before: RefreshRecord = decode("refresh", &bytes)?;
+    let before = decode_refresh(&bytes)?;
     if !before.used {
         let after = RefreshRecord {
             used: true,
+            used_ms: now_ms,
+            successor: Some(new),
             ..before.clone()
         };
-        txn.put(Table::Refresh, &hash, encode(&after)?);
+        txn.put(Table::Refresh, &old, encode(&after)?);
+        txn.put(Table::Refresh, &new, encode(record)?);
+        return Ok(Rotation::Rotated(before));
     }
-    Ok(Some(before))
+    let in_grace = now_ms.saturating_sub(before.used_ms) < grace_ms;
+    if in_grace && before.successor == Some(new) {
+        let successor_unused = match txn.get(Table::Refresh, &new)? {
+            Some(b) => !decode_refresh(&b)?.used,
+            None => false,
+        };
+        if successor_unused {
+            return Ok(Rotation::Replayed(before));
+        }
+    }
+    Ok(Rotation::Reused(before))
 }
 
 fn chat_record(txn: &Txn<'_>, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
