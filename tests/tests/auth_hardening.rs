@@ -315,3 +315,39 @@ async fn a_lost_refresh_answer_does_not_sign_the_device_out() {
         .unwrap_err();
     assert_eq!(reuse.code(), Some(ErrorCode::RefreshReused));
 }
+
+/// Scenario 8 (part): `Refresh` is rate limited per device (and per source prefix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_is_rate_limited_per_device() {
+    let h = harness(|_| {});
+    let t0 = Instant::now();
+    let home = ip("198.51.100.30");
+    h.auth.request_otp("+15550002008", home, t0).await.unwrap();
+    let code = h.inbox.last("+15550002008").unwrap();
+    let grant = h
+        .auth
+        .verify_otp("+15550002008", &code, "phone", home, t0)
+        .await
+        .unwrap();
+    let mut token = grant.tokens.refresh_token;
+    let mut refused = None;
+    for i in 0..100u32 {
+        // A different address each time: the per-device limit holds regardless.
+        let addr = IpAddr::from([10, 9, (i >> 8) as u8, i as u8]);
+        match h.auth.refresh(&token, addr, t0).await {
+            Ok(g) => token = g.tokens.refresh_token,
+            Err(e) => {
+                refused = Some((i, e.code));
+                break;
+            }
+        }
+    }
+    let (after, code) = refused.expect("100 refreshes at once were all accepted");
+    assert_eq!(code, ErrorCode::RateLimited);
+    assert!(after <= 20, "refused only after {after}");
+    // Once the bucket refills, the current token still works: a refusal spends nothing.
+    h.auth
+        .refresh(&token, home, t0 + Duration::from_secs(60))
+        .await
+        .unwrap();
+}
