@@ -46,6 +46,11 @@ pub struct RefreshRecord {
     /// Hash of the token it was exchanged for, so a retry within the grace window can be told
     /// from a reuse.
     pub successor: Option<[u8; 32]>,
+    /// Hash of the token this one replaced. Set by storage at rotation; when this token is
+    /// rotated in turn, that predecessor is deleted, so a device keeps at most two rows: its
+    /// current token and the one before it (still needed for lost-answer retries and for reuse
+    /// detection of the token a thief is most likely to hold).
+    pub predecessor: Option<[u8; 32]>,
 }
 
 impl RefreshRecord {
@@ -58,6 +63,7 @@ impl RefreshRecord {
             used: false,
             used_ms: 0,
             successor: None,
+            predecessor: None,
         }
     }
 }

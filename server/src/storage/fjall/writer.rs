@@ -50,7 +50,8 @@ pub(crate) struct Txn<'a> {
     tables: &'a Tables,
     counters: &'a CounterCache,
     batch: WriteBatch,
-    overlay: HashMap<Table, HashMap<Vec<u8>, Vec<u8>>>,
+    /// What this batch wrote so far; `None` is a deletion.
+    overlay: HashMap<Table, HashMap<Vec<u8>, Option<Vec<u8>>>>,
     pending_counters: HashMap<[u8; 9], u64>,
     /// Updates produced by this batch, in order, for the sink.
     pub updates: Vec<(UserId, Update)>,
@@ -60,7 +61,7 @@ impl Txn<'_> {
     /// Reads through the batch overlay.
     pub fn get(&self, table: Table, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
         if let Some(v) = self.overlay.get(&table).and_then(|m| m.get(key)) {
-            return Ok(Some(v.clone()));
+            return Ok(v.clone());
         }
         self.tables.get(table, key)
     }
@@ -71,7 +72,43 @@ impl Txn<'_> {
         self.overlay
             .entry(table)
             .or_default()
-            .insert(key.to_vec(), value);
+            .insert(key.to_vec(), Some(value));
+    }
+
+    /// Deletes a row as part of the batch.
+    pub fn remove(&mut self, table: Table, key: &[u8]) {
+        self.batch.remove(self.tables.keyspace(table), key.to_vec());
+        self.overlay
+            .entry(table)
+            .or_default()
+            .insert(key.to_vec(), None);
+    }
+
+    /// Committed rows with keys in `[from, to]` (at most `limit`), with this batch's writes and
+    /// deletions applied over them.
+    pub fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut rows: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = self
+            .tables
+            .scan(table, from, to, limit)?
+            .into_iter()
+            .collect();
+        if let Some(m) = self.overlay.get(&table) {
+            for (k, v) in m {
+                if k.as_slice() >= from && k.as_slice() <= to {
+                    match v {
+                        Some(v) => rows.insert(k.clone(), v.clone()),
+                        None => rows.remove(k),
+                    };
+                }
+            }
+        }
+        Ok(rows.into_iter().take(limit).collect())
     }
 
     /// A chat row: from this batch, else from the shared (committed) chat cache or disk.
@@ -84,7 +121,8 @@ impl Txn<'_> {
             .get(&Table::Chats)
             .and_then(|m| m.get(&chat.0.to_be_bytes()[..]))
         {
-            Some(bytes) => super::tables::decode("chats", bytes).map(Some),
+            Some(Some(bytes)) => super::tables::decode("chats", bytes).map(Some),
+            Some(None) => Ok(None),
             None => self.tables.chat(chat),
         }
     }
