@@ -92,8 +92,8 @@ impl Default for AuthConfig {
             otp_first_lock_s: 60,
             otp_max_lock_s: 24 * 3600,
             otp_max_identifiers: 200_000,
-            otp_max_pairs: 400_000,
-            max_tracked_sources: 400_000,
+            otp_max_pairs: 200_000,
+            max_tracked_sources: 200_000,
             ipv4_prefix_len: 32,
             ipv6_prefix_len: 64,
         }

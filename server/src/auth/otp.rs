@@ -31,7 +31,8 @@ pub const OTP_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Debug)]
 struct Code {
-    tag: hmac::Tag,
+    /// HMAC-SHA256 of identifier and code (32 bytes, not a `hmac::Tag`, which reserves 64).
+    tag: [u8; 32],
     expires: Instant,
 }
 
@@ -88,14 +89,14 @@ pub struct OtpBook {
     ttl: Duration,
     failures: Rate,
     /// Compared against when nothing is stored, so every verification does the same work.
-    dummy: hmac::Tag,
+    dummy: [u8; 32],
 }
 
 impl OtpBook {
     /// A book whose codes are MAC'd with `secret`.
     pub fn new(secret: &[u8], limits: OtpLimits) -> Self {
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-        let dummy = hmac::sign(&key, b"tern otp dummy tag");
+        let dummy = tag32(&hmac::sign(&key, b"tern otp dummy tag"));
         OtpBook {
             key,
             rng: SystemRandom::new(),
@@ -169,7 +170,7 @@ impl OtpBook {
         let mut bytes = [0u8; 4];
         self.rng.fill(&mut bytes).map_err(|_| ErrorCode::Internal)?;
         let code = format!("{:06}", u32::from_le_bytes(bytes) % 1_000_000);
-        let tag = hmac::sign(&self.key, &Self::mac_input(identifier, &code));
+        let tag = tag32(&hmac::sign(&self.key, &Self::mac_input(identifier, &code)));
         let mut map = self.shard(identifier);
         let e = self.entry(&mut map, identifier, now);
         let new = Code {
@@ -204,9 +205,9 @@ impl OtpBook {
         let current = stored.and_then(|e| e.current.as_ref());
         let replaced = stored.and_then(|e| e.replaced.as_ref());
         // hmac::verify compares in constant time; both comparisons always run.
-        let dummy = self.dummy.as_ref();
-        let current_tag = current.map_or(dummy, |c| c.tag.as_ref());
-        let replaced_tag = replaced.map_or(dummy, |c| c.tag.as_ref());
+        let dummy = &self.dummy[..];
+        let current_tag = current.map_or(dummy, |c| &c.tag[..]);
+        let replaced_tag = replaced.map_or(dummy, |c| &c.tag[..]);
         let is_current = hmac::verify(&self.key, &input, current_tag).is_ok() && current.is_some();
         let is_replaced =
             hmac::verify(&self.key, &input, replaced_tag).is_ok() && replaced.is_some();
@@ -223,6 +224,14 @@ impl OtpBook {
             Verdict::Wrong
         }
     }
+}
+
+fn tag32(tag: &hmac::Tag) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (o, t) in out.iter_mut().zip(tag.as_ref()) {
+        *o = *t;
+    }
+    out
 }
 
 #[cfg(test)]

@@ -74,3 +74,8 @@ fn code_requests_per_source_are_limited() {
     assert!(a.may_request("x@y.org", src("192.0.2.10"), t0));
     assert!(a.may_request("x@y.org", s, t0 + Duration::from_secs(1_201)));
 }
+
+#[test]
+fn entries_are_small() {
+    assert!(std::mem::size_of::<Entry>() + std::mem::size_of::<Key>() <= 112);
+}

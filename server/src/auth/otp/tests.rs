@@ -105,3 +105,13 @@ fn a_full_book_evicts_instead_of_refusing_and_keeps_spent_budgets() {
         .sum();
     assert!(held <= SHARDS * 4, "{held} entries");
 }
+
+/// Entries stay small, so the default 200,000 identifiers cost tens of MB at most.
+#[test]
+fn entries_are_small() {
+    assert!(
+        std::mem::size_of::<Entry>() <= 160,
+        "{}",
+        std::mem::size_of::<Entry>()
+    );
+}
