@@ -252,6 +252,29 @@ async fn flooding_a_domain_does_not_lock_out_its_users() {
         .unwrap();
 }
 
+/// Scenario 4: requests refused by the attacker's own limits spend nothing of the victim's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_do_not_spend_the_victims_quota() {
+    let h = harness(|_| {});
+    let t0 = Instant::now();
+    let victim = "+15550002009";
+    let attacker = ip("2001:db8:bad:1::1");
+    let mut passed = 0;
+    for _ in 0..20 {
+        if h.auth.request_otp(victim, attacker, t0).await.is_ok() {
+            passed += 1;
+        }
+    }
+    assert!(passed <= 3, "one source got {passed} codes for one number");
+    let owner = ip("198.51.100.77");
+    h.auth.request_otp(victim, owner, t0).await.unwrap();
+    let code = h.inbox.last(victim).unwrap();
+    h.auth
+        .verify_otp(victim, &code, "phone", owner, t0)
+        .await
+        .unwrap();
+}
+
 /// Scenario 5: a guess for an identifier without a pending code answers exactly like a wrong
 /// guess for one with a pending code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
