@@ -103,6 +103,18 @@ fn harness(tweak: impl FnOnce(&mut AuthConfig)) -> Harness {
     }
 }
 
+impl Harness {
+    /// Asks for a code from `addr` and logs in with it.
+    async fn log_in(&self, id: &str, addr: IpAddr, now: Instant) -> tern_sdk::protocol::LoginGrant {
+        self.auth.request_otp(id, addr, now).await.unwrap();
+        let code = self.inbox.last(id).unwrap();
+        self.auth
+            .verify_otp(id, &code, "phone", addr, now)
+            .await
+            .unwrap()
+    }
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -210,12 +222,7 @@ async fn random_identifiers_cannot_fill_the_code_table() {
     }
     let victim = "+15550002004";
     let addr = ip("203.0.113.9");
-    h.auth.request_otp(victim, addr, t0).await.unwrap();
-    let code = h.inbox.last(victim).unwrap();
-    h.auth
-        .verify_otp(victim, &code, "phone", addr, t0)
-        .await
-        .unwrap();
+    h.log_in(victim, addr, t0).await;
 }
 
 /// Scenario 4: flooding one email domain must not stop that domain's users from logging in,
@@ -227,12 +234,7 @@ async fn flooding_a_domain_does_not_lock_out_its_users() {
     let victim = "victim@gmail.com";
     let home = ip("203.0.113.10");
     // The victim has logged in before.
-    h.auth.request_otp(victim, home, t0).await.unwrap();
-    let code = h.inbox.last(victim).unwrap();
-    h.auth
-        .verify_otp(victim, &code, "phone", home, t0)
-        .await
-        .unwrap();
+    h.log_in(victim, home, t0).await;
     let t1 = t0 + Duration::from_secs(600);
     for i in 0..2_000u32 {
         let b = i.to_be_bytes();
@@ -267,12 +269,7 @@ async fn refused_requests_do_not_spend_the_victims_quota() {
     }
     assert!(passed <= 3, "one source got {passed} codes for one number");
     let owner = ip("198.51.100.77");
-    h.auth.request_otp(victim, owner, t0).await.unwrap();
-    let code = h.inbox.last(victim).unwrap();
-    h.auth
-        .verify_otp(victim, &code, "phone", owner, t0)
-        .await
-        .unwrap();
+    h.log_in(victim, owner, t0).await;
 }
 
 /// Scenario 5: a guess for an identifier without a pending code answers exactly like a wrong
@@ -347,13 +344,7 @@ async fn refresh_is_rate_limited_per_device() {
     let h = harness(|_| {});
     let t0 = Instant::now();
     let home = ip("198.51.100.30");
-    h.auth.request_otp("+15550002008", home, t0).await.unwrap();
-    let code = h.inbox.last("+15550002008").unwrap();
-    let grant = h
-        .auth
-        .verify_otp("+15550002008", &code, "phone", home, t0)
-        .await
-        .unwrap();
+    let grant = h.log_in("+15550002008", home, t0).await;
     let mut token = grant.tokens.refresh_token;
     let mut refused = None;
     for i in 0..100u32 {
