@@ -367,3 +367,35 @@ async fn refresh_is_rate_limited_per_device() {
         .await
         .unwrap();
 }
+
+/// Scenario 7 with the SDK: an app whose refresh answer was lost restarts with its old tokens
+/// and stays signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_client_whose_refresh_answer_was_lost_stays_signed_in() {
+    let server = TestServer::start().await;
+    let dev = server.login("+15550002010").await;
+    let mut saved = dev.client.snapshot().await.unwrap();
+    dev.client.close().await;
+    let tokens = saved.tokens.as_mut().unwrap();
+    // The server rotates, but the answer never reaches the app.
+    let _lost = refresh_once(&server, &tokens.refresh_token).await.unwrap();
+    // The app restarts with what it had stored; its access token has expired meanwhile.
+    tokens.access_expires_at_ms = 0;
+    let (client, mut events) = server.resume(&saved);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(tern_sdk::ClientEvent::Connected { session: Some(s) })) => {
+                assert_eq!(Some(s), saved.session);
+                break;
+            }
+            Ok(Some(tern_sdk::ClientEvent::SessionEnded { code, reason })) => {
+                panic!("signed out: {code:?} {reason}")
+            }
+            Ok(Some(_)) => {}
+            _ => panic!("never connected"),
+        }
+    }
+    client.chats().await.unwrap();
+    client.close().await;
+}
