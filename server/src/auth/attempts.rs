@@ -28,6 +28,9 @@ struct Entry {
     /// Wrong codes in a row from this prefix for this identifier.
     misses: u32,
     locked_until: Option<Instant>,
+    /// The last miss: a run is forgotten `forget_after` later.
+    last_miss: Instant,
+    /// The last use of any kind, for eviction.
     touched: Instant,
 }
 
@@ -84,7 +87,7 @@ impl Attempts {
 
     fn idle(&self, e: &Entry, now: Instant) -> bool {
         let misses_forgotten =
-            e.misses == 0 || now.saturating_duration_since(e.touched) >= self.limits.forget_after;
+            e.misses == 0 || now.saturating_duration_since(e.last_miss) >= self.limits.forget_after;
         misses_forgotten
             && e.locked_until.is_none_or(|t| t <= now)
             && e.requests.is_full(self.requests, now)
@@ -110,11 +113,13 @@ impl Attempts {
             requests: Bucket::full(rate, now),
             misses: 0,
             locked_until: None,
+            last_miss: now,
             touched: now,
         });
-        if e.misses > 0 && now.saturating_duration_since(e.touched) >= self.limits.forget_after {
+        if e.misses > 0 && now.saturating_duration_since(e.last_miss) >= self.limits.forget_after {
             e.misses = 0;
         }
+        e.touched = now;
         e
     }
 
@@ -134,7 +139,7 @@ impl Attempts {
         let mut map = self.shard(&key);
         let e = self.entry(&mut map, key, now);
         e.misses = e.misses.saturating_add(1);
-        e.touched = now;
+        e.last_miss = now;
         let over = e.misses.checked_sub(self.limits.free_misses)?;
         let lock = self
             .limits
@@ -169,7 +174,6 @@ impl Attempts {
         let rate = self.requests;
         let e = self.entry(&mut map, key, now);
         let _ = e.requests.take(rate, now);
-        e.touched = now;
     }
 }
 

@@ -62,6 +62,20 @@ fn one_source_gets_fifteen_misses_a_day() {
 }
 
 #[test]
+fn a_run_of_misses_is_forgotten_after_a_day_without_one() {
+    let t0 = Instant::now();
+    let a = Attempts::new(limits());
+    let s = src("192.0.2.3");
+    for _ in 0..4 {
+        a.missed("x@y.org", s, t0);
+    }
+    // Code requests in between do not keep the run alive.
+    a.requested("x@y.org", s, t0 + Duration::from_secs(80_000));
+    let t1 = t0 + Duration::from_secs(86_401);
+    assert_eq!(a.missed("x@y.org", s, t1), None, "a fresh run of misses");
+}
+
+#[test]
 fn code_requests_per_source_are_limited() {
     let t0 = Instant::now();
     let a = Attempts::new(limits());
