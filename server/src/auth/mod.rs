@@ -37,10 +37,12 @@
 //!
 //! **The owner still gets in while someone hammers the number**: one attacking prefix can spend
 //! at most 3 code requests at once (72 a day) of the identifier's 5-then-1-a-minute, and at most
-//! 15 wrong codes a day (5, then one per doubling lock) of its 60, and locks only itself out. The
-//! owner, on another prefix, keeps a working code and tries until an attacker with four or more
-//! prefixes spends the whole daily budget; that is the price of the hard brute-force bound, and
-//! wider prefixes (`auth.ipv6_prefix_len = 48`) make such prefixes dearer.
+//! 15 wrong codes a day (5, then one per doubling lock) of its 60, and locks only itself out. A
+//! wrong code never voids the pending one; an attacker's request does replace it (the old code
+//! then answers `OtpExpired`), 3 times an hour per prefix at most. The owner, on another prefix,
+//! gets codes and tries until an attacker with four or more prefixes spends the whole daily
+//! budget; that is the price of the hard brute-force bound, and wider prefixes
+//! (`auth.ipv6_prefix_len = 48`) make such prefixes dearer.
 //!
 //! `Refresh`: per source prefix (burst 60, 30/min), then per device (burst 10, 2/min).
 //!
@@ -58,8 +60,11 @@
 //! `refresh_grace_s` (120 s), while the successor is unused, the server derives the same successor
 //! again and answers it (with a freshly signed access token) instead of revoking the device. The
 //! successor is never stored in the clear: only someone holding the old token and the server key
-//! can derive it, which is exactly who was entitled to it. Outside the window, or once the
-//! successor has been used, the old token is reuse and revokes the device (RFC 9700 §4.14.2).
+//! can derive it, which is exactly who was entitled to it. Outside the window the old token is
+//! reuse and revokes the device (RFC 9700 §4.14.2). Rotation also deletes the token before the
+//! old one, so a device holds two token rows; a token two rotations old answers `InvalidToken`
+//! (whoever holds it gets nothing, but it no longer triggers revocation: the token a thief races
+//! the owner with is the latest one, which is kept). Revocation deletes a device's tokens.
 
 pub mod attempts;
 pub mod config;
