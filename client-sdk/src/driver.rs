@@ -96,6 +96,10 @@ struct Link {
     inbound: mpsc::Receiver<Inbound>,
     conn: quinn::Connection,
     pending: HashMap<u32, Pending>,
+    /// When each in-flight request stops being waited for (every kind, so nothing the driver
+    /// sends by itself, such as `Refresh` or `Sync`, can hang the link).
+    deadlines: HashMap<u32, Instant>,
+    timeout: Duration,
     next_req_id: u32,
     authenticated: bool,
     syncing: bool,
@@ -117,7 +121,12 @@ impl Link {
         let req_id = self.next_req_id;
         let ok = self.send(&Frame::Request { req_id, body });
         if ok {
+            let deadline = match &pending {
+                Pending::Request { deadline, .. } => *deadline,
+                _ => Instant::now() + self.timeout,
+            };
             self.pending.insert(req_id, pending);
+            self.deadlines.insert(req_id, deadline);
         }
         ok
     }
@@ -371,6 +380,8 @@ impl Driver {
             inbound: in_rx,
             conn,
             pending: HashMap::new(),
+            deadlines: HashMap::new(),
+            timeout: self.cfg.request_timeout,
             next_req_id: 0,
             authenticated: false,
             syncing: false,
@@ -408,7 +419,7 @@ impl Driver {
             resume: self.tokens.as_ref().map(|_| self.sync.cursor),
         };
         link.send(&Frame::Hello(hello));
-        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT.min(self.cfg.request_timeout);
         let mut hint = None;
         let welcome = loop {
             let lost = |reason: String, retry_after| LinkEnd::Lost {
@@ -602,11 +613,9 @@ impl Driver {
                     }
                 },
                 _ = tick.tick() => {
-                    if self.expire_requests(&mut link) {
-                        // An auth request timed out: the server may have logged us in anyway,
-                        // so this session's state is unknown. Start over on a fresh connection.
+                    if let Some(reason) = self.expire_requests(&mut link) {
                         break LinkEnd::Lost {
-                            reason: "an unauthenticated request timed out".into(),
+                            reason: reason.into(),
                             retry_after: None,
                             was_up: true,
                         };
@@ -648,23 +657,42 @@ impl Driver {
         }
     }
 
-    /// Fails requests past their deadline. True when one of them was made on an unauthenticated
-    /// session (login, refresh), whose outcome on the server is then unknown.
-    fn expire_requests(&mut self, link: &mut Link) -> bool {
+    /// Gives up on requests past their deadline: the app's requests fail with
+    /// [`Error::Timeout`], a send goes back to the outbox (retried with the same id), a lost ack
+    /// is forgotten. Returns why the link must be dropped, when it must: a timed-out `Refresh` or
+    /// `Sync` leaves the session half set up, and an unauthenticated request (login, refresh) may
+    /// have logged the connection in on the server anyway, so its state is unknown. A new
+    /// connection starts over; a refresh retried there gets the same new tokens (the server's
+    /// grace window).
+    fn expire_requests(&mut self, link: &mut Link) -> Option<&'static str> {
         let now = Instant::now();
         let expired: Vec<u32> = link
-            .pending
+            .deadlines
             .iter()
-            .filter(|(_, p)| matches!(p, Pending::Request { deadline, .. } if *deadline <= now))
+            .filter(|(_, d)| **d <= now)
             .map(|(id, _)| *id)
             .collect();
-        let any = !expired.is_empty();
+        let mut restart = None;
         for id in expired {
-            if let Some(Pending::Request { reply, .. }) = link.pending.remove(&id) {
-                let _ = reply.send(Err(Error::Timeout));
+            link.deadlines.remove(&id);
+            match link.pending.remove(&id) {
+                Some(Pending::Request { reply, .. }) => {
+                    let _ = reply.send(Err(Error::Timeout));
+                    if !link.authenticated {
+                        restart = Some("an unauthenticated request timed out");
+                    }
+                }
+                Some(Pending::Send(cmid)) => {
+                    if let Some(entry) = self.outbox.get_mut(&cmid) {
+                        entry.in_flight = false;
+                    }
+                }
+                Some(Pending::Refresh) => restart = Some("refresh timed out"),
+                Some(Pending::Sync) => restart = Some("sync timed out"),
+                Some(Pending::Ack) | None => {}
             }
         }
-        any && !link.authenticated
+        restart
     }
 
     fn retry_outbox(&mut self, link: &mut Link) {
@@ -750,6 +778,7 @@ impl Driver {
         result: Result<Response, ErrorBody>,
     ) -> Option<LinkEnd> {
         let pending = link.pending.remove(&req_id)?;
+        link.deadlines.remove(&req_id);
         match pending {
             Pending::Request { reply, .. } => {
                 if let Ok(Response::LoggedIn(g)) = &result {

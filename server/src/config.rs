@@ -66,6 +66,8 @@ pub struct Config {
     pub handshakes_before_retry_per_s: u32,
     /// What over-cap clients are told to wait before reconnecting, milliseconds.
     pub overloaded_retry_after_ms: u32,
+    /// Refuse development settings (the `log` and `file` OTP senders).
+    pub production: bool,
     /// Auth settings.
     pub auth: AuthConfig,
 }
@@ -90,6 +92,7 @@ impl Default for Config {
             max_connections_per_device: 4,
             handshakes_before_retry_per_s: 2_000,
             overloaded_retry_after_ms: 2_000,
+            production: false,
             auth: AuthConfig::default(),
         }
     }
@@ -131,8 +134,28 @@ impl Config {
         })
     }
 
+    /// A warning to print at start-up when OTP codes are printed to the log where others can
+    /// reach the server: fine for the two-command quick start, fatal for a deployment.
+    pub fn dev_otp_warning(&self) -> Option<String> {
+        (self.otp_sender == OtpSenderConfig::Log && !self.listen.ip().is_loopback()).then(|| {
+            format!(
+                "OTP codes are written to this log and the server listens on {}: anyone who \
+                 can read the log can log in as anyone. Development only; use \
+                 --otp-sender webhook:URL (and --production) for a deployment",
+                self.listen
+            )
+        })
+    }
+
     /// Refuses unsafe combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.production && !matches!(self.otp_sender, OtpSenderConfig::Webhook { .. }) {
+            return Err(ConfigError::Invalid(
+                "--production needs a real OTP sender (--otp-sender webhook:URL); the log and \
+                 file senders hand codes to whoever reads them"
+                    .into(),
+            ));
+        }
         if self.cert.is_some() != self.key.is_some() {
             return Err(ConfigError::Invalid("--cert and --key go together".into()));
         }
@@ -145,6 +168,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.auth.validate().map_err(ConfigError::Invalid)?;
         if self.shards == Some(0) {
             return Err(ConfigError::Invalid("shards must be at least 1".into()));
         }
@@ -202,5 +226,24 @@ mod tests {
         assert!(c.validate().is_ok());
         c.cert = Some("cert.pem".into());
         assert!(c.validate().is_err(), "--cert needs --key");
+    }
+
+    #[test]
+    fn production_refuses_dev_senders_and_the_log_sender_warns_beyond_loopback() {
+        let mut c = Config::default();
+        assert!(c.dev_otp_warning().is_some(), "log sender on 0.0.0.0");
+        c.production = true;
+        assert!(c.validate().is_err(), "log sender in production");
+        c.otp_sender = OtpSenderConfig::Webhook {
+            url: "https://sms.example/otp".into(),
+        };
+        assert!(c.validate().is_ok());
+        assert!(c.dev_otp_warning().is_none());
+        let quick = Config {
+            listen: "127.0.0.1:4433".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(quick.dev_otp_warning().is_none(), "loopback is quiet");
+        assert!(quick.validate().is_ok(), "the quick start still runs");
     }
 }

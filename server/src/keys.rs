@@ -1,7 +1,8 @@
 //! Secrets kept in the data directory: created on first start, read on every later one.
 //!
-//! * `server.secret`: 32 random bytes; the JWT signing key and the OTP MAC key are derived from
-//!   it with HMAC-SHA256 under distinct labels, so one file backs both and neither is reused.
+//! * `server.secret`: 32 random bytes; the JWT signing key, the OTP MAC key and the refresh-token
+//!   successor key are derived from it with HMAC-SHA256 under distinct labels, so one file backs
+//!   them all and none is reused.
 //! * `reset.key`: the QUIC stateless-reset key, persisted so clients of a restarted server get a
 //!   stateless reset at once instead of waiting for their idle timeout.
 
@@ -71,6 +72,8 @@ pub struct ServerKeys {
     pub jwt: Vec<u8>,
     /// MAC key for OTP codes.
     pub otp: Vec<u8>,
+    /// Key refresh-token successors are derived with.
+    pub refresh: Vec<u8>,
 }
 
 impl std::fmt::Debug for ServerKeys {
@@ -88,6 +91,7 @@ impl ServerKeys {
         Ok(ServerKeys {
             jwt: derive(b"tern jwt hs256 v1"),
             otp: derive(b"tern otp mac v1"),
+            refresh: derive(b"tern refresh successor v1"),
         })
     }
 }

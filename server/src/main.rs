@@ -51,6 +51,18 @@ struct Cli {
     /// OTP requests per number prefix or email domain per minute, after the burst.
     #[arg(long, env = "TERN_OTP_PREFIX_PER_MINUTE")]
     otp_prefix_per_minute: Option<u32>,
+    /// Bits of an IPv4 source address that per-address auth limits key on [default: 32].
+    #[arg(long, env = "TERN_IPV4_PREFIX_LEN")]
+    ipv4_prefix_len: Option<u8>,
+    /// Bits of an IPv6 source address that per-address auth limits key on [default: 64].
+    #[arg(long, env = "TERN_IPV6_PREFIX_LEN")]
+    ipv6_prefix_len: Option<u8>,
+    /// Seconds a rotated refresh token still returns its successor (lost answers) [default: 120].
+    #[arg(long, env = "TERN_REFRESH_GRACE_S")]
+    refresh_grace_s: Option<u64>,
+    /// Refuse development settings: the `log` and `file` OTP senders.
+    #[arg(long, env = "TERN_PRODUCTION")]
+    production: bool,
     /// Idle connection timeout in seconds [default: 30].
     #[arg(long, env = "TERN_IDLE_TIMEOUT_S")]
     idle_timeout_s: Option<u64>,
@@ -129,6 +141,16 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     if let Some(v) = cli.otp_prefix_per_minute {
         c.auth.otp_per_prefix.per_minute = v;
     }
+    if let Some(v) = cli.ipv4_prefix_len {
+        c.auth.ipv4_prefix_len = v;
+    }
+    if let Some(v) = cli.ipv6_prefix_len {
+        c.auth.ipv6_prefix_len = v;
+    }
+    if let Some(v) = cli.refresh_grace_s {
+        c.auth.refresh_grace_s = v;
+    }
+    c.production |= cli.production;
     if let Some(v) = cli.idle_timeout_s {
         c.idle_timeout_s = v;
     }
@@ -183,6 +205,11 @@ async fn main() -> anyhow::Result<()> {
     );
     tracing::info!(sha256 = %server.cert_fingerprint, "certificate fingerprint (pin this in dev clients)");
     tracing::info!(sender = %server.otp_sender, "OTP sender");
+    if let Some(warning) = config.dev_otp_warning() {
+        // Loud on purpose: the quick start runs like this, a deployment must not.
+        eprintln!("\n*** WARNING: {warning} ***\n");
+        tracing::warn!("{warning}");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: draining connections and flushing storage");
     server.shutdown().await;

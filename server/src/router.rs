@@ -112,6 +112,16 @@ pub struct RouterLimits {
     pub connections_per_device: usize,
 }
 
+impl Default for RouterLimits {
+    fn default() -> Self {
+        RouterLimits {
+            mailbox: 65_536,
+            mailbox_bytes: 64 << 20,
+            connections_per_device: 4,
+        }
+    }
+}
+
 /// Maps users to the shards hosting their connections.
 #[derive(Debug)]
 pub struct Router {

@@ -164,6 +164,7 @@ impl RunningServer {
             issuer,
             router: router.clone(),
             otp_secret: keys.otp.clone(),
+            refresh_secret: keys.refresh.clone(),
             config: config.auth.clone(),
         }));
         let chat = Arc::new(ChatService::new(ChatDeps {
@@ -188,6 +189,7 @@ impl RunningServer {
         let admission = Admission::new(AdmissionLimits {
             max_per_shard: (config.max_connections / shards).max(1),
             max_per_ip: config.max_connections_per_ip,
+            source_prefix: config.auth.prefix_lens(),
             handshakes_before_retry_per_s: config.handshakes_before_retry_per_s,
             overloaded_retry_after: Duration::from_millis(u64::from(
                 config.overloaded_retry_after_ms,

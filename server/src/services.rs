@@ -109,7 +109,7 @@ impl Services {
                 return logged_in(grant);
             }
             (None, Request::Refresh { refresh_token }) => {
-                return logged_in(self.auth.refresh(refresh_token).await);
+                return logged_in(self.auth.refresh(refresh_token, caller.addr, now).await);
             }
             (_, Request::Ping) => return (Ok(Response::Pong), SessionChange::None),
             (

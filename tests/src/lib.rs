@@ -50,6 +50,10 @@ pub fn test_config(dir: &Path) -> Config {
         burst: 100_000,
         per_minute: 100_000,
     };
+    c.auth.refresh_per_address = Quota {
+        burst: 100_000,
+        per_minute: 100_000,
+    };
     // Every test client comes from 127.0.0.1.
     c.max_connections_per_ip = 100_000;
     c

@@ -100,7 +100,7 @@ async fn expired_forged_and_wrong_audience_tokens_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_wrong_codes_void_the_code() {
+async fn five_wrong_codes_lock_the_source_out() {
     let server = TestServer::start().await;
     let (client, _events) = Client::start(server.client_config()).unwrap();
     let id = "carol@example.org";
@@ -121,9 +121,12 @@ async fn five_wrong_codes_void_the_code() {
         Some(ErrorCode::OtpTooManyAttempts),
         "the right code is void after five misses"
     );
-    // A new code works.
+    // A new code does not give fresh tries: this source stays locked out of the identifier.
     let fresh = request_code(&client, &server.otp_file(), id).await.unwrap();
-    client.verify_otp(id, &fresh).await.unwrap();
+    assert_eq!(
+        client.verify_otp(id, &fresh).await.unwrap_err().code(),
+        Some(ErrorCode::OtpTooManyAttempts)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,9 +144,11 @@ async fn an_expired_code_is_refused_and_a_new_code_voids_the_old() {
     let old = request_code(&client, &server.otp_file(), id).await.unwrap();
     let new = request_code(&client, &server.otp_file(), id).await.unwrap();
     if old != new {
+        // The replaced code answers `OtpExpired` (protocol.md §7): the owner learns to use the
+        // newer code, and nobody without the old code's digits can get this answer.
         assert_eq!(
             client.verify_otp(id, &old).await.unwrap_err().code(),
-            Some(ErrorCode::OtpInvalid)
+            Some(ErrorCode::OtpExpired)
         );
     }
     client.verify_otp(id, &new).await.unwrap();
@@ -183,7 +188,8 @@ async fn refresh(server: &TestServer, token: &str) -> Result<Response, tern_sdk:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_token_used_twice_revokes_the_family() {
-    let server = TestServer::start().await;
+    // No grace window: any second use is a reuse.
+    let server = TestServer::start_with(|c| c.auth.refresh_grace_s = 0).await;
     let mut dev = server.login("+15550001003").await;
     let first = dev.client.snapshot().await.unwrap().tokens.unwrap();
 
@@ -203,9 +209,9 @@ async fn a_refresh_token_used_twice_revokes_the_family() {
         wait_session_end(&mut dev.events).await,
         Some(ErrorCode::DeviceRevoked)
     );
-    // The newer token of the same family is dead too.
+    // The newer token of the same family is dead too: a revoked device's tokens are deleted.
     let after = refresh(&server, &rotated.refresh_token).await.unwrap_err();
-    assert_eq!(after.code(), Some(ErrorCode::DeviceRevoked));
+    assert_eq!(after.code(), Some(ErrorCode::InvalidToken));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

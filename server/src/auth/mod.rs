@@ -2,70 +2,98 @@
 //!
 //! [`AuthService`] gets everything it needs as explicit fields ([`AuthDeps`]). OTP state is held in
 //! memory (a restart voids outstanding codes; cluster mode moves it to Redis).
+//!
+//! # Limits, in the order they are checked
+//!
+//! Each check runs only if the ones before it passed, and a refused check spends nothing of the
+//! checks after it, so the cheap and broad limits an attacker hits first never spend a victim's
+//! budget. All tables are sharded, bounded, and evict instead of refusing (no global state an
+//! anonymous client can fill); defaults in brackets ([`AuthConfig`], docs/operations.md).
+//!
+//! `RequestOtp`:
+//! 1. the identifier parses (`InvalidArgument`);
+//! 2. per source prefix, IPv4 /32 and IPv6 /64 by default (burst 30, 10/min) → `RateLimited`;
+//! 3. per identifier and source prefix (burst 3, 72/day) and per identifier from all sources
+//!    (burst 5, 1/min), both checked before either is spent → `RateLimited`;
+//! 4. per number prefix or email domain (burst 200, 100/min): beyond it only identifiers that
+//!    are already registered get a code. The answer is `OtpRequested` either way, so flooding
+//!    `@gmail.com` stops new sign-ups there (SMS pumping, mail bombing) but no gmail user.
+//!
+//! `VerifyOtp`:
+//! 1. the identifier parses and the code is six digits (`InvalidArgument`, no try spent);
+//! 2. per source prefix (the same bucket as above) → `RateLimited`;
+//! 3. the identifier-and-source lock: after 5 wrong codes in a row from one prefix, that prefix
+//!    is locked out of this identifier for 1 min, doubling with every further miss up to a day
+//!    → `OtpTooManyAttempts` without looking at the code;
+//! 4. the identifier's failure budget (burst 30, 30/day), counted across every code issued for
+//!    it and every source → `OtpTooManyAttempts`;
+//! 5. the code: right → logged in; the digits of an expired, replaced or consumed code →
+//!    `OtpExpired`; anything else, including "no code pending" → `OtpInvalid`, one failure.
+//!
+//! **Daily guess budget per identifier: at most 60 wrong codes in any 24 hours** (the failure
+//! budget's burst of 30 plus 30 refilled), 30 a day after that, however many codes are requested
+//! and from however many prefixes. With one million codes that is a chance of at most 6 in
+//! 100,000 per identifier per day. (Before: 5 per code and a code a minute, about 7,000 a day.)
+//!
+//! **The owner still gets in while someone hammers the number**: one attacking prefix can spend
+//! at most 3 code requests at once (72 a day) of the identifier's 5-then-1-a-minute, and at most
+//! 15 wrong codes a day (5, then one per doubling lock) of its 60, and locks only itself out. A
+//! wrong code never voids the pending one; an attacker's request does replace it (the old code
+//! then answers `OtpExpired`), 3 times an hour per prefix at most. The owner, on another prefix,
+//! gets codes and tries until an attacker with four or more prefixes spends the whole daily
+//! budget; that is the price of the hard brute-force bound, and wider prefixes
+//! (`auth.ipv6_prefix_len = 48`) make such prefixes dearer.
+//!
+//! `Refresh`: per source prefix (burst 60, 30/min), then per device (burst 10, 2/min).
+//!
+//! # Answers that do not leak
+//!
+//! `RequestOtp` answers the same for registered and unregistered identifiers. `VerifyOtp` answers
+//! an identifier without a pending code exactly like a wrong code (content and work: the HMAC is
+//! always computed and compared, against dummy tags when nothing is stored).
+//!
+//! # Refresh rotation
+//!
+//! The successor of a refresh token is derived from it: `rt1.` + base64url(HMAC-SHA256(refresh
+//! key, old token)). Storage marks the old token used, recording the successor's hash, and stores
+//! the successor in one commit. A client whose answer was lost retries with the old token; within
+//! `refresh_grace_s` (120 s), while the successor is unused, the server derives the same successor
+//! again and answers it (with a freshly signed access token) instead of revoking the device. The
+//! successor is never stored in the clear: only someone holding the old token and the server key
+//! can derive it, which is exactly who was entitled to it. Outside the window the old token is
+//! reuse and revokes the device (RFC 9700 §4.14.2). Rotation also deletes the token before the
+//! old one, so a device holds two token rows; a token two rotations old answers `InvalidToken`
+//! (whoever holds it gets nothing, but it no longer triggers revocation: the token a thief races
+//! the owner with is the latest one, which is kept). Revocation deletes a device's tokens.
 
+pub mod attempts;
+pub mod config;
 pub mod identifier;
 pub mod otp;
 pub mod rate_limit;
 pub mod sender;
+pub mod source;
 pub mod token;
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ring::rand::SystemRandom;
-use serde::{Deserialize, Serialize};
+use ring::hmac;
 use tern_protocol::{
     DeviceId, DeviceInfo, ErrorBody, ErrorCode, LoginGrant, SessionInfo, Tokens, UserId,
 };
 
+use self::attempts::{AttemptLimits, Attempts};
+pub use self::config::AuthConfig;
 use self::identifier::Identifier;
-use self::otp::{OTP_TTL, OtpBook};
-use self::rate_limit::{Quota, RateLimiter};
+use self::otp::{OtpBook, OtpLimits, Verdict};
+use self::rate_limit::ShardedLimiter;
 use self::sender::OtpSender;
-use self::token::{TokenIssuer, hash_refresh_token, new_refresh_token};
+use self::source::{PrefixLens, SourcePrefix};
+use self::token::{TokenIssuer, hash_refresh_token, successor_token};
 use crate::router::Router;
-use crate::storage::{RefreshRecord, Storage, StorageError};
-
-/// Auth settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AuthConfig {
-    /// Access token lifetime, seconds.
-    pub access_ttl_s: u64,
-    /// Refresh token lifetime, seconds.
-    pub refresh_ttl_s: u64,
-    /// OTP code lifetime, seconds.
-    pub otp_ttl_s: u64,
-    /// OTP requests per identifier.
-    pub otp_per_identifier: Quota,
-    /// OTP requests per number prefix / email domain.
-    pub otp_per_prefix: Quota,
-    /// OTP requests and verifications per source address.
-    pub otp_per_address: Quota,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            access_ttl_s: 15 * 60,
-            refresh_ttl_s: 30 * 24 * 3600,
-            otp_ttl_s: OTP_TTL.as_secs(),
-            otp_per_identifier: Quota {
-                burst: 5,
-                per_minute: 1,
-            },
-            otp_per_prefix: Quota {
-                burst: 200,
-                per_minute: 100,
-            },
-            otp_per_address: Quota {
-                burst: 30,
-                per_minute: 10,
-            },
-        }
-    }
-}
+use crate::storage::{RefreshRecord, Rotation, Storage, StorageError};
 
 /// What the auth service depends on.
 #[derive(Debug)]
@@ -80,15 +108,19 @@ pub struct AuthDeps {
     pub router: Arc<Router>,
     /// Secret the OTP codes are MAC'd with.
     pub otp_secret: Vec<u8>,
+    /// Secret refresh-token successors are derived with.
+    pub refresh_secret: Vec<u8>,
     /// Settings.
     pub config: AuthConfig,
 }
 
 #[derive(Debug)]
 struct Limits {
-    per_identifier: RateLimiter<String>,
-    per_prefix: RateLimiter<String>,
-    per_address: RateLimiter<IpAddr>,
+    per_source: ShardedLimiter<SourcePrefix>,
+    per_identifier: ShardedLimiter<String>,
+    per_prefix: ShardedLimiter<String>,
+    refresh_per_source: ShardedLimiter<SourcePrefix>,
+    refresh_per_device: ShardedLimiter<(UserId, DeviceId)>,
 }
 
 /// OTP login, tokens and devices.
@@ -99,9 +131,11 @@ pub struct AuthService {
     issuer: TokenIssuer,
     router: Arc<Router>,
     config: AuthConfig,
-    otp: Mutex<OtpBook>,
-    limits: Mutex<Limits>,
-    rng: SystemRandom,
+    lens: PrefixLens,
+    otp: OtpBook,
+    attempts: Attempts,
+    limits: Limits,
+    refresh_key: hmac::Key,
 }
 
 fn err(code: ErrorCode, message: &str) -> ErrorBody {
@@ -129,42 +163,60 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+fn limited(message: &str) -> ErrorBody {
+    err(ErrorCode::RateLimited, message)
+}
+
+fn too_many() -> ErrorBody {
+    err(
+        ErrorCode::OtpTooManyAttempts,
+        "too many wrong codes; wait before trying again",
+    )
+}
+
 impl AuthService {
     /// Builds the service from its dependencies.
     pub fn new(deps: AuthDeps) -> Self {
+        let c = &deps.config;
         let limits = Limits {
-            per_identifier: RateLimiter::new(deps.config.otp_per_identifier, 1_000_000),
-            per_prefix: RateLimiter::new(deps.config.otp_per_prefix, 100_000),
-            per_address: RateLimiter::new(deps.config.otp_per_address, 1_000_000),
+            per_source: ShardedLimiter::new(c.otp_per_address, c.max_tracked_sources),
+            per_identifier: ShardedLimiter::new(c.otp_per_identifier, c.otp_max_identifiers),
+            per_prefix: ShardedLimiter::new(c.otp_per_prefix, 100_000),
+            refresh_per_source: ShardedLimiter::new(c.refresh_per_address, c.max_tracked_sources),
+            refresh_per_device: ShardedLimiter::new(c.refresh_per_device, c.max_tracked_sources),
         };
-        let otp = OtpBook::new(&deps.otp_secret, Duration::from_secs(deps.config.otp_ttl_s));
+        let otp = OtpBook::new(
+            &deps.otp_secret,
+            OtpLimits {
+                ttl: Duration::from_secs(c.otp_ttl_s),
+                failures: c.otp_failures_per_identifier,
+                max_entries: c.otp_max_identifiers,
+            },
+        );
+        let attempts = Attempts::new(AttemptLimits {
+            requests: c.otp_per_identifier_source,
+            free_misses: c.otp_free_misses,
+            first_lock: Duration::from_secs(c.otp_first_lock_s),
+            max_lock: Duration::from_secs(c.otp_max_lock_s),
+            forget_after: Duration::from_secs(24 * 3600),
+            max_entries: c.otp_max_pairs,
+        });
         AuthService {
             storage: deps.storage,
             sender: deps.sender,
             issuer: deps.issuer,
             router: deps.router,
+            lens: c.prefix_lens(),
+            refresh_key: hmac::Key::new(hmac::HMAC_SHA256, &deps.refresh_secret),
             config: deps.config,
-            otp: Mutex::new(otp),
-            limits: Mutex::new(limits),
-            rng: SystemRandom::new(),
+            otp,
+            attempts,
+            limits,
         }
     }
 
-    fn limit_address(&self, addr: IpAddr, now: Instant) -> Result<(), ErrorBody> {
-        let mut l = self
-            .limits
-            .lock()
-            .map_err(|_| err(ErrorCode::Internal, "lock"))?;
-        l.per_address.check(&addr, now).map_err(|_| {
-            err(
-                ErrorCode::RateLimited,
-                "too many attempts from this address",
-            )
-        })
-    }
-
     /// Issues a code and hands it to the sender. Answers the same whether or not the identifier
-    /// is registered.
+    /// is registered. The limits and their order are in the module docs.
     pub async fn request_otp(
         &self,
         raw: &str,
@@ -177,36 +229,48 @@ impl AuthService {
                 "identifier must be an E.164 number or an email",
             )
         })?;
-        self.limit_address(addr, now)?;
+        let source = SourcePrefix::of(addr, self.lens);
+        self.limits
+            .per_source
+            .check(&source, now)
+            .map_err(|_| limited("too many attempts from this address"))?;
+        let key = id.as_str().to_owned();
+        if !self.attempts.may_request(&key, source, now)
+            || !self.limits.per_identifier.allows(&key, now)
         {
-            let mut l = self
-                .limits
-                .lock()
-                .map_err(|_| err(ErrorCode::Internal, "lock"))?;
-            let limited = err(
-                ErrorCode::RateLimited,
-                "too many codes requested; wait a while",
-            );
-            l.per_identifier
-                .check(&id.as_str().to_owned(), now)
-                .map_err(|_| limited.clone())?;
-            l.per_prefix
-                .check(&id.prefix().to_owned(), now)
-                .map_err(|_| limited)?;
+            return Err(limited("too many codes requested; wait a while"));
         }
-        let code = {
-            let mut book = self
-                .otp
-                .lock()
-                .map_err(|_| err(ErrorCode::Internal, "lock"))?;
-            book.issue(id.as_str(), now)
-                .map_err(|c| err(c, "could not issue a code"))?
-        };
+        self.attempts.requested(&key, source, now);
+        let _ = self.limits.per_identifier.check(&key, now);
+        let open = self
+            .limits
+            .per_prefix
+            .check(&id.prefix().to_owned(), now)
+            .is_ok();
+        // Always looked up, so the work does not depend on the prefix budget.
+        let registered = self
+            .storage
+            .user_by_identifier(id.as_str())
+            .await
+            .map_err(storage_error)?
+            .is_some();
+        let expires_in_s = u32::try_from(self.config.otp_ttl_s).unwrap_or(u32::MAX);
+        if !open && !registered {
+            tracing::debug!(
+                prefix = id.prefix(),
+                "prefix budget spent: no code for a new identifier"
+            );
+            return Ok(expires_in_s);
+        }
+        let code = self
+            .otp
+            .issue(id.as_str(), now)
+            .map_err(|c| err(c, "could not issue a code"))?;
         if let Err(e) = self.sender.send(id.as_str(), &code).await {
             tracing::warn!(error = %e, "OTP delivery failed");
             return Err(err(ErrorCode::Internal, "the code could not be delivered"));
         }
-        Ok(u32::try_from(self.config.otp_ttl_s).unwrap_or(u32::MAX))
+        Ok(expires_in_s)
     }
 
     /// Checks a code, registers the user on first login and a new device, and issues tokens.
@@ -225,20 +289,31 @@ impl AuthService {
         {
             return Err(err(ErrorCode::InvalidArgument, "a code is six digits"));
         }
-        self.limit_address(addr, now)?;
-        {
-            let mut book = self
-                .otp
-                .lock()
-                .map_err(|_| err(ErrorCode::Internal, "lock"))?;
-            book.verify(id.as_str(), code, now).map_err(|c| {
-                let msg = match c {
-                    ErrorCode::OtpInvalid => "wrong code",
-                    ErrorCode::OtpTooManyAttempts => "too many wrong codes; request a new one",
-                    _ => "no valid code; request a new one",
-                };
-                err(c, msg)
-            })?;
+        let source = SourcePrefix::of(addr, self.lens);
+        self.limits
+            .per_source
+            .check(&source, now)
+            .map_err(|_| limited("too many attempts from this address"))?;
+        if self.attempts.locked(id.as_str(), source, now).is_some() {
+            return Err(too_many());
+        }
+        match self.otp.verify(id.as_str(), code, now) {
+            Verdict::Ok => self.attempts.succeeded(id.as_str(), source),
+            Verdict::Exhausted => return Err(too_many()),
+            Verdict::Expired => {
+                return Err(err(
+                    ErrorCode::OtpExpired,
+                    "this code expired or was replaced; request a new one",
+                ));
+            }
+            Verdict::Wrong => {
+                if self.attempts.missed(id.as_str(), source, now).is_some()
+                    || !self.otp.failures_left(id.as_str(), now)
+                {
+                    return Err(too_many());
+                }
+                return Err(err(ErrorCode::OtpInvalid, "wrong code"));
+            }
         }
         let user = self
             .storage
@@ -255,31 +330,30 @@ impl AuthService {
             .create_device(user, name, now_ms())
             .await
             .map_err(storage_error)?;
-        self.grant(SessionInfo {
+        let session = SessionInfo {
             user_id: user,
             device_id: device.device_id,
-        })
-        .await
-    }
-
-    async fn grant(&self, session: SessionInfo) -> Result<LoginGrant, ErrorBody> {
-        let now = now_ms();
-        let (access_token, exp_s) = self
-            .issuer
-            .issue(session, now / 1000)
-            .map_err(|c| err(c, "could not sign a token"))?;
-        let (refresh_token, hash) =
-            new_refresh_token(&self.rng).map_err(|c| err(c, "randomness failed"))?;
-        let record = RefreshRecord {
-            user_id: session.user_id,
-            device_id: session.device_id,
-            expires_ms: now + self.config.refresh_ttl_s * 1000,
-            used: false,
         };
+        let (refresh_token, hash) = token::new_refresh_token(&ring::rand::SystemRandom::new())
+            .map_err(|c| err(c, "randomness failed"))?;
+        let record = RefreshRecord::new(user, device.device_id, now_ms() + self.refresh_ttl_ms());
         self.storage
             .put_refresh_token(hash, record)
             .await
             .map_err(storage_error)?;
+        self.grant(session, refresh_token)
+    }
+
+    fn refresh_ttl_ms(&self) -> u64 {
+        self.config.refresh_ttl_s.saturating_mul(1000)
+    }
+
+    /// Signs an access token and packs the answer.
+    fn grant(&self, session: SessionInfo, refresh_token: String) -> Result<LoginGrant, ErrorBody> {
+        let (access_token, exp_s) = self
+            .issuer
+            .issue(session, now_ms() / 1000)
+            .map_err(|c| err(c, "could not sign a token"))?;
         Ok(LoginGrant {
             user_id: session.user_id,
             device_id: session.device_id,
@@ -291,33 +365,64 @@ impl AuthService {
         })
     }
 
-    /// Rotates a refresh token. A second use of a rotated token revokes the device (the token
-    /// family) and closes its connections.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<LoginGrant, ErrorBody> {
+    /// Rotates a refresh token (see the module docs). A reuse outside the grace window revokes
+    /// the device (the token family) and closes its connections.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        addr: IpAddr,
+        now: Instant,
+    ) -> Result<LoginGrant, ErrorBody> {
+        let source = SourcePrefix::of(addr, self.lens);
+        self.limits
+            .refresh_per_source
+            .check(&source, now)
+            .map_err(|_| limited("too many refreshes from this address"))?;
         let hash = hash_refresh_token(refresh_token);
         let record = self
             .storage
-            .take_refresh_token(hash)
+            .refresh_token(hash)
             .await
             .map_err(storage_error)?
             .ok_or_else(|| err(ErrorCode::InvalidToken, "unknown refresh token"))?;
-        if record.used {
-            tracing::warn!(user = %record.user_id, device = %record.device_id, "refresh token reuse: revoking the device");
-            self.revoke(record.user_id, record.device_id).await?;
-            return Err(err(
-                ErrorCode::RefreshReused,
-                "refresh token reused; the device has been signed out",
-            ));
-        }
-        if record.expires_ms <= now_ms() {
+        self.limits
+            .refresh_per_device
+            .check(&(record.user_id, record.device_id), now)
+            .map_err(|_| limited("too many refreshes for this device"))?;
+        let wall = now_ms();
+        if !record.used && record.expires_ms <= wall {
             return Err(err(ErrorCode::InvalidToken, "refresh token expired"));
         }
         self.check_device(record.user_id, record.device_id).await?;
-        self.grant(SessionInfo {
+        let next = successor_token(&self.refresh_key, refresh_token);
+        let next_hash = hash_refresh_token(&next);
+        let next_record = RefreshRecord::new(
+            record.user_id,
+            record.device_id,
+            wall + self.refresh_ttl_ms(),
+        );
+        let grace_ms = self.config.refresh_grace_s.saturating_mul(1000);
+        let session = SessionInfo {
             user_id: record.user_id,
             device_id: record.device_id,
-        })
-        .await
+        };
+        match self
+            .storage
+            .rotate_refresh_token(hash, next_hash, next_record, wall, grace_ms)
+            .await
+            .map_err(storage_error)?
+        {
+            Rotation::Rotated(_) | Rotation::Replayed(_) => self.grant(session, next),
+            Rotation::Unknown => Err(err(ErrorCode::InvalidToken, "unknown refresh token")),
+            Rotation::Reused(r) => {
+                tracing::warn!(user = %r.user_id, device = %r.device_id, "refresh token reuse: revoking the device");
+                self.revoke(r.user_id, r.device_id).await?;
+                Err(err(
+                    ErrorCode::RefreshReused,
+                    "refresh token reused; the device has been signed out",
+                ))
+            }
+        }
     }
 
     /// Verifies an access token and that its device is still registered and not revoked.

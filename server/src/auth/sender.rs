@@ -50,6 +50,10 @@ impl OtpSender for LogSender {
 
 /// Appends `identifier code` lines to a file, so load and test clients can log in through the real
 /// OTP flow. The server refuses this sender unless it listens on loopback only.
+///
+/// Format (documented in docs/operations.md, read by `tern-tests` and `tern-loadgen`): one line per
+/// issued code, the normalised identifier, one space, the six digits, `\n`; appended in issue
+/// order, so the newest line for an identifier is its current code.
 #[derive(Debug)]
 pub struct FileSender {
     path: PathBuf,

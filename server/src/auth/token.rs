@@ -142,6 +142,14 @@ pub fn new_refresh_token(rng: &SystemRandom) -> Result<(String, [u8; 32]), Error
     Ok((token, hash))
 }
 
+/// The token a refresh token is exchanged for: `rt1.` + base64url(HMAC-SHA256(`key`, `token`)).
+/// Derived rather than drawn so a retry of the same exchange (a lost answer) gets the same token
+/// without the server storing it anywhere but as a hash; unpredictable without the key.
+pub fn successor_token(key: &ring::hmac::Key, token: &str) -> String {
+    let tag = ring::hmac::sign(key, token.as_bytes());
+    format!("rt1.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+}
+
 /// SHA-256 of a refresh token: the only form the server stores.
 pub fn hash_refresh_token(token: &str) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, token.as_bytes());
@@ -205,5 +213,16 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(ha, hb);
         assert_eq!(hash_refresh_token(&a), ha);
+    }
+
+    #[test]
+    fn successors_are_deterministic_per_key_and_token() {
+        let k1 = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"one");
+        let k2 = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"two");
+        let next = successor_token(&k1, "rt1.a");
+        assert_eq!(next, successor_token(&k1, "rt1.a"));
+        assert_ne!(next, successor_token(&k1, "rt1.b"));
+        assert_ne!(next, successor_token(&k2, "rt1.a"));
+        assert!(next.starts_with("rt1.") && next.len() <= tern_protocol::limits::MAX_TOKEN_LEN);
     }
 }

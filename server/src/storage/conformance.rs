@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use tern_protocol::{ChatId, DeviceId, MessageBody, Update, UpdateKind, UserId};
 
-use super::{NewMessage, RefreshRecord, Storage, StorageError, StorageResult, UpdateSink};
+use super::{
+    NewMessage, RefreshRecord, Rotation, Storage, StorageError, StorageResult, UpdateSink,
+};
 
 /// A sink that records what it is given, to compare with the update log.
 #[derive(Debug, Default)]
@@ -39,6 +41,7 @@ pub type Opener<'a> = &'a dyn Fn(Arc<dyn UpdateSink>) -> StorageResult<Arc<dyn S
 pub async fn run_all(open: Opener<'_>) {
     users_and_devices(open).await;
     refresh_tokens_are_single_use(open).await;
+    refresh_and_device_rows_are_bounded(open).await;
     direct_chats_are_unique_per_pair(open).await;
     concurrent_appends_get_dense_seqs(open).await;
     appends_are_idempotent(open).await;
@@ -121,21 +124,142 @@ pub async fn users_and_devices(open: Opener<'_>) {
     assert!(store.device(b, d2.device_id).await.unwrap().is_none());
 }
 
-/// Taking a refresh token twice shows the reuse.
+/// Rotation marks the old token used and stores the new one together; a retry with the same pair
+/// inside the grace window is a replay, anything else a reuse.
 pub async fn refresh_tokens_are_single_use(open: Opener<'_>) {
     let (store, _) = fresh(open);
-    let rec = RefreshRecord {
-        user_id: UserId(1),
-        device_id: DeviceId(2),
-        expires_ms: 10,
-        used: false,
-    };
+    let rec = RefreshRecord::new(UserId(1), DeviceId(2), 10_000);
     store.put_refresh_token([7; 32], rec.clone()).await.unwrap();
-    let first = store.take_refresh_token([7; 32]).await.unwrap().unwrap();
-    assert!(!first.used, "first take sees an unused token");
-    let second = store.take_refresh_token([7; 32]).await.unwrap().unwrap();
-    assert!(second.used, "second take must see the token as used");
-    assert!(store.take_refresh_token([8; 32]).await.unwrap().is_none());
+    let next = RefreshRecord::new(UserId(1), DeviceId(2), 20_000);
+    let rotate = |old, new, now| store.rotate_refresh_token(old, new, next.clone(), now, 100);
+    assert_eq!(
+        rotate([7; 32], [8; 32], 1_000).await.unwrap(),
+        Rotation::Rotated(rec.clone())
+    );
+    let used = store.refresh_token([7; 32]).await.unwrap().unwrap();
+    assert!(used.used && used.used_ms == 1_000 && used.successor == Some([8; 32]));
+    let stored = store.refresh_token([8; 32]).await.unwrap().unwrap();
+    assert_eq!(stored.predecessor, Some([7; 32]), "storage links the chain");
+    assert!(!stored.used);
+    assert!(matches!(
+        rotate([7; 32], [8; 32], 1_050).await.unwrap(),
+        Rotation::Replayed(_)
+    ));
+    assert!(
+        matches!(
+            rotate([7; 32], [9; 32], 1_050).await.unwrap(),
+            Rotation::Reused(_)
+        ),
+        "another successor is a reuse"
+    );
+    assert!(
+        matches!(
+            rotate([7; 32], [8; 32], 1_100).await.unwrap(),
+            Rotation::Reused(_)
+        ),
+        "after the grace window it is a reuse"
+    );
+    assert!(matches!(
+        rotate([8; 32], [10; 32], 1_200).await.unwrap(),
+        Rotation::Rotated(_)
+    ));
+    store
+        .put_refresh_token([11; 32], rec.clone())
+        .await
+        .unwrap();
+    assert!(matches!(
+        rotate([11; 32], [12; 32], 1_000).await.unwrap(),
+        Rotation::Rotated(_)
+    ));
+    assert!(matches!(
+        rotate([12; 32], [13; 32], 1_001).await.unwrap(),
+        Rotation::Rotated(_)
+    ));
+    assert!(matches!(
+        rotate([12; 32], [13; 32], 1_002).await.unwrap(),
+        Rotation::Replayed(_)
+    ));
+    assert!(matches!(
+        rotate([13; 32], [14; 32], 1_003).await.unwrap(),
+        Rotation::Rotated(_)
+    ));
+    for gone in [11, 12] {
+        assert_eq!(
+            rotate([gone; 32], [gone + 1; 32], 1_004).await.unwrap(),
+            Rotation::Unknown,
+            "once its successor is rotated, a used token is deleted"
+        );
+    }
+    assert_eq!(
+        rotate([99; 32], [98; 32], 1_000).await.unwrap(),
+        Rotation::Unknown
+    );
+    assert_eq!(
+        store
+            .user_by_identifier("nobody@example.org")
+            .await
+            .unwrap(),
+        None
+    );
+    let u = store.upsert_user("somebody@example.org", 0).await.unwrap();
+    assert_eq!(
+        store
+            .user_by_identifier("somebody@example.org")
+            .await
+            .unwrap(),
+        Some(u)
+    );
+}
+
+/// A device keeps at most its current refresh token and the one before it; a revoked device keeps
+/// none; a user keeps a bounded number of revoked devices.
+pub async fn refresh_and_device_rows_are_bounded(open: Opener<'_>) {
+    let (store, _) = fresh(open);
+    let user = store.upsert_user("rows@example.org", 0).await.unwrap();
+    let device = store.create_device(user, "d", 0).await.unwrap().device_id;
+    let rec = RefreshRecord::new(user, device, 1_000_000);
+    let hash = |i: u8| [i; 32];
+    store.put_refresh_token(hash(0), rec.clone()).await.unwrap();
+    for i in 0..20u8 {
+        let r = store
+            .rotate_refresh_token(hash(i), hash(i + 1), rec.clone(), 1_000 + u64::from(i), 10)
+            .await
+            .unwrap();
+        assert!(matches!(r, Rotation::Rotated(_)), "rotation {i}: {r:?}");
+    }
+    let mut live = Vec::new();
+    for i in 0..=20u8 {
+        if store.refresh_token(hash(i)).await.unwrap().is_some() {
+            live.push(i);
+        }
+    }
+    assert_eq!(
+        live,
+        vec![19, 20],
+        "only the current token and its predecessor remain"
+    );
+    assert!(store.revoke_device(user, device).await.unwrap());
+    assert!(store.refresh_token(hash(20)).await.unwrap().is_none());
+    assert!(store.refresh_token(hash(19)).await.unwrap().is_none());
+    for n in 0..40 {
+        let d = store.create_device(user, "again", n).await.unwrap();
+        store
+            .put_refresh_token(
+                [100 + n as u8; 32],
+                RefreshRecord::new(user, d.device_id, 9),
+            )
+            .await
+            .unwrap();
+        store.revoke_device(user, d.device_id).await.unwrap();
+    }
+    let kept = store.devices(user).await.unwrap();
+    assert!(kept.len() <= 16, "{} revoked devices kept", kept.len());
+    let newest = kept.iter().map(|d| d.device_id).max().unwrap();
+    assert!(kept.iter().all(|d| d.revoked));
+    assert!(
+        newest.0 > device.0,
+        "the newest revoked devices are the ones kept"
+    );
 }
 
 /// One direct chat per pair, both members see it joined.

@@ -21,7 +21,7 @@ use tern_protocol::{
     UserId,
 };
 
-pub use record::{ChatRecord, DeviceRecord, RefreshRecord};
+pub use record::{ChatRecord, DeviceRecord, RefreshRecord, Rotation};
 
 /// What can go wrong in storage.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -116,6 +116,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 
     /// The user registered under `identifier`, creating it if needed.
     async fn upsert_user(&self, identifier: &str, now_ms: u64) -> StorageResult<UserId>;
+    /// The user registered under `identifier`, if any (a point read; creates nothing).
+    async fn user_by_identifier(&self, identifier: &str) -> StorageResult<Option<UserId>>;
     /// Whether the user exists.
     async fn user_exists(&self, user: UserId) -> StorageResult<bool>;
     /// Registers a new device for the user.
@@ -136,9 +138,20 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 
     /// Stores a refresh token by its hash.
     async fn put_refresh_token(&self, hash: [u8; 32], record: RefreshRecord) -> StorageResult<()>;
-    /// Atomically marks the token used and returns its record as it was before (so a caller seeing
-    /// `used == true` knows it is a reuse). `None` if unknown.
-    async fn take_refresh_token(&self, hash: [u8; 32]) -> StorageResult<Option<RefreshRecord>>;
+    /// A token's record, if known.
+    async fn refresh_token(&self, hash: [u8; 32]) -> StorageResult<Option<RefreshRecord>>;
+    /// Exchanges token `old` for `new` in one commit: `old` is marked used (remembering `new` and
+    /// `now_ms`) and `new` stored with `record`, or neither. A second call with the same `old`
+    /// and `new` less than `grace_ms` after the first, while `new` is unused, is a
+    /// [`Rotation::Replayed`] retry; any other second use is [`Rotation::Reused`].
+    async fn rotate_refresh_token(
+        &self,
+        old: [u8; 32],
+        new: [u8; 32],
+        record: RefreshRecord,
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> StorageResult<Rotation>;
 
     // --- chats (partition: chat; index by user) ---
 

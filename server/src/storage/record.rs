@@ -39,8 +39,65 @@ pub struct RefreshRecord {
     pub device_id: DeviceId,
     /// Expiry, ms since the epoch.
     pub expires_ms: u64,
-    /// Set when the token has been exchanged; a second use is theft.
+    /// Set when the token has been exchanged; a second use after the grace window is theft.
     pub used: bool,
+    /// When it was exchanged, ms since the epoch (0 while unused).
+    pub used_ms: u64,
+    /// Hash of the token it was exchanged for, so a retry within the grace window can be told
+    /// from a reuse.
+    pub successor: Option<[u8; 32]>,
+    /// Hash of the token this one replaced. Set by storage at rotation; when this token is
+    /// rotated in turn, that predecessor is deleted, so a device keeps at most two rows: its
+    /// current token and the one before it (still needed for lost-answer retries and for reuse
+    /// detection of the token a thief is most likely to hold).
+    pub predecessor: Option<[u8; 32]>,
+}
+
+impl RefreshRecord {
+    /// An unused token of `device` expiring at `expires_ms`.
+    pub fn new(user_id: UserId, device_id: DeviceId, expires_ms: u64) -> Self {
+        RefreshRecord {
+            user_id,
+            device_id,
+            expires_ms,
+            used: false,
+            used_ms: 0,
+            successor: None,
+            predecessor: None,
+        }
+    }
+}
+
+/// The row layout before rotation kept its successor; still read from older data directories.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct LegacyRefreshRecord {
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+    pub expires_ms: u64,
+    pub used: bool,
+}
+
+impl From<LegacyRefreshRecord> for RefreshRecord {
+    fn from(r: LegacyRefreshRecord) -> Self {
+        RefreshRecord {
+            used: r.used,
+            ..RefreshRecord::new(r.user_id, r.device_id, r.expires_ms)
+        }
+    }
+}
+
+/// What rotating a refresh token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// No such token.
+    Unknown,
+    /// The token was unused: it is now used and its successor stored, in one commit.
+    Rotated(RefreshRecord),
+    /// The token was rotated to this same successor within the grace window, and the successor
+    /// is still unused: a retry after a lost answer. Nothing was written.
+    Replayed(RefreshRecord),
+    /// The token was used before, outside the grace window or for another successor: theft.
+    Reused(RefreshRecord),
 }
 
 /// A chat row.

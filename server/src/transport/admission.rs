@@ -13,14 +13,17 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use crate::auth::rate_limit::{Quota, RateLimiter};
+use crate::auth::source::{PrefixLens, SourcePrefix};
 
 /// Admission settings.
 #[derive(Debug, Clone, Copy)]
 pub struct AdmissionLimits {
     /// Most open connections per shard.
     pub max_per_shard: usize,
-    /// Most open connections per source: an IPv4 address or an IPv6 /64.
+    /// Most open connections per source prefix (an IPv4 address or an IPv6 /64 by default).
     pub max_per_ip: u32,
+    /// What counts as one source (`auth.ipv4_prefix_len`, `auth.ipv6_prefix_len`).
+    pub source_prefix: PrefixLens,
     /// Unvalidated handshakes per second per shard before Retry is demanded.
     pub handshakes_before_retry_per_s: u32,
     /// What overloaded clients are told to wait.
@@ -31,14 +34,14 @@ pub struct AdmissionLimits {
 #[derive(Debug)]
 pub struct Admission {
     limits: AdmissionLimits,
-    per_ip: DashMap<IpAddr, u32>,
+    per_ip: DashMap<SourcePrefix, u32>,
 }
 
 /// Holds one connection's place in the per-address count; released on drop.
 #[derive(Debug)]
 pub struct Admitted {
     admission: Arc<Admission>,
-    ip: IpAddr,
+    ip: SourcePrefix,
 }
 
 impl Drop for Admitted {
@@ -76,7 +79,7 @@ impl Admission {
         if open_on_shard >= self.limits.max_per_shard {
             return None;
         }
-        let ip = source_key(ip);
+        let ip = SourcePrefix::of(ip, self.limits.source_prefix);
         let mut n = self.per_ip.entry(ip).or_insert(0);
         if *n >= self.limits.max_per_ip {
             return None;
@@ -87,23 +90,6 @@ impl Admission {
             admission: self.clone(),
             ip,
         })
-    }
-}
-
-/// The key a source address is counted under: an IPv4 address (or IPv4-mapped IPv6 address) as
-/// is, an IPv6 address by its /64, the smallest allocation a subscriber gets, so rotating
-/// through the 2^64 addresses of one's own prefix does not multiply one's quota.
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut seg = v6.segments();
-                seg[4..].fill(0);
-                IpAddr::V6(std::net::Ipv6Addr::from(seg))
-            }
-        },
     }
 }
 
@@ -141,6 +127,7 @@ mod tests {
             max_per_ip: 2,
             handshakes_before_retry_per_s: 2,
             overloaded_retry_after: Duration::from_secs(1),
+            source_prefix: PrefixLens::default(),
         }
     }
 
@@ -173,8 +160,6 @@ mod tests {
             "a third address of the same /64 is over the cap of 2"
         );
         assert!(a.admit(other_64, 0).is_some());
-        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
-        assert_eq!(source_key(mapped), "10.0.0.9".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -60,6 +60,43 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     })
 }
 
+/// Writes a private key readable by the owner only (0600 on Unix), and narrows an existing
+/// file's mode too: a key file others can read lets them impersonate the server.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    let io = |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io)?;
+    std::io::Write::write_all(&mut f, bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    restrict(path)
+}
+
+/// Makes `path` readable by its owner only (no-op off Unix).
+fn restrict(path: &Path) -> Result<(), TlsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| TlsError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn from_pem(cert_path: &Path, key_path: &Path) -> Result<ServerIdentity, TlsError> {
     let cert_pem = read(cert_path)?;
     let key_pem = read(key_path)?;
@@ -104,8 +141,10 @@ pub fn dev_identity(data_dir: &Path) -> Result<ServerIdentity, TlsError> {
         ];
         let generated = rcgen::generate_simple_self_signed(names)
             .map_err(|e| TlsError::Generate(e.to_string()))?;
-        write(&key_path, generated.signing_key.serialize_pem().as_bytes())?;
+        write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())?;
         write(&cert_path, generated.cert.pem().as_bytes())?;
+    } else {
+        restrict(&key_path)?;
     }
     let identity = from_pem(&cert_path, &key_path)?;
     write(
@@ -144,5 +183,24 @@ fn provider() -> rustls::crypto::CryptoProvider {
             TLS13_CHACHA20_POLY1305_SHA256,
         ],
         ..rustls::crypto::ring::default_provider()
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_dev_key_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        super::dev_identity(dir.path()).unwrap();
+        let key = dir.path().join("dev-key.pem");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "dev-key.pem mode {mode:o}");
+        // A key written by an older version with a wider mode is narrowed on the next start.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        super::dev_identity(dir.path()).unwrap();
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

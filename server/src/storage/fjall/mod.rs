@@ -24,8 +24,8 @@ use self::tables::{
 use self::writer::{Command, Completion, Txn};
 pub use self::writer::{CommitObserver, Durability};
 use super::{
-    Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, Storage,
-    StorageError, StorageResult, UpdateSink,
+    Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, Rotation,
+    Storage, StorageError, StorageResult, UpdateSink,
 };
 
 /// The fjall-backed store. Cheap to share behind an `Arc`; one process per data directory.
@@ -117,6 +117,13 @@ impl Storage for FjallStorage {
             .await
     }
 
+    async fn user_by_identifier(&self, identifier: &str) -> StorageResult<Option<UserId>> {
+        self.tables
+            .get(Table::Identifiers, identifier.as_bytes())?
+            .map(|v| tables::decode_u64(&v).map(UserId))
+            .transpose()
+    }
+
     async fn user_exists(&self, user: UserId) -> StorageResult<bool> {
         Ok(user.0 >= 1 && user.0 <= self.tables.counter(Counter::NextUser)?)
     }
@@ -159,8 +166,23 @@ impl Storage for FjallStorage {
             .await
     }
 
-    async fn take_refresh_token(&self, hash: [u8; 32]) -> StorageResult<Option<RefreshRecord>> {
-        self.write(move |txn| writes::take_refresh(txn, hash)).await
+    async fn refresh_token(&self, hash: [u8; 32]) -> StorageResult<Option<RefreshRecord>> {
+        self.tables
+            .get(Table::Refresh, &hash)?
+            .map(|b| writes::decode_refresh(&b))
+            .transpose()
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old: [u8; 32],
+        new: [u8; 32],
+        record: RefreshRecord,
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> StorageResult<Rotation> {
+        self.write(move |txn| writes::rotate_refresh(txn, old, new, &record, now_ms, grace_ms))
+            .await
     }
 
     async fn open_direct_chat(&self, a: UserId, b: UserId, now_ms: u64) -> StorageResult<ChatInfo> {

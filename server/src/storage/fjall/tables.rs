@@ -22,6 +22,8 @@ pub(crate) struct Tables {
     pub devices: Keyspace,
     /// sha256(token) -> RefreshRecord
     pub refresh: Keyspace,
+    /// user ++ device ++ sha256(token) -> (): a device's refresh tokens, to delete them with it
+    pub device_refresh: Keyspace,
     /// chat -> ChatRecord
     pub chats: Keyspace,
     /// low user ++ high user -> chat id
@@ -58,6 +60,7 @@ pub(crate) enum Table {
     Identifiers,
     Devices,
     Refresh,
+    DeviceRefresh,
     Chats,
     Direct,
     UserChats,
@@ -78,6 +81,7 @@ impl Tables {
             identifiers: ks("identifiers")?,
             devices: ks("devices")?,
             refresh: ks("refresh")?,
+            device_refresh: ks("device_refresh")?,
             chats: ks("chats")?,
             direct: ks("direct")?,
             user_chats: ks("user_chats")?,
@@ -96,6 +100,7 @@ impl Tables {
             Table::Identifiers => &self.identifiers,
             Table::Devices => &self.devices,
             Table::Refresh => &self.refresh,
+            Table::DeviceRefresh => &self.device_refresh,
             Table::Chats => &self.chats,
             Table::Direct => &self.direct,
             Table::UserChats => &self.user_chats,

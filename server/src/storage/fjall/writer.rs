@@ -51,11 +51,12 @@ const MAX_CACHED_COUNTERS: usize = 1_000_000;
 pub(crate) struct Txn<'a> {
     tables: &'a Tables,
     counters: &'a CounterCache,
-    /// Staged writes in order; turned into one fjall batch at commit.
-    ops: Vec<(Table, Vec<u8>, Vec<u8>)>,
-    overlay: HashMap<Table, HashMap<Vec<u8>, Vec<u8>>>,
-    /// Previous overlay values, to undo a failed job's writes.
-    overlay_undo: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
+    /// Staged writes in order (`None` deletes); turned into one fjall batch at commit.
+    ops: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
+    /// What this batch wrote so far; `None` is a deletion.
+    overlay: HashMap<Table, HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Previous overlay entries, to undo a failed job's writes.
+    overlay_undo: Vec<(Table, Vec<u8>, Option<Option<Vec<u8>>>)>,
     pending_counters: HashMap<[u8; 9], u64>,
     /// Previous pending counter values, to undo a failed job's allocations.
     counter_undo: Vec<([u8; 9], Option<u64>)>,
@@ -76,7 +77,7 @@ impl Txn<'_> {
     /// Reads through the batch overlay.
     pub fn get(&self, table: Table, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
         if let Some(v) = self.overlay.get(&table).and_then(|m| m.get(key)) {
-            return Ok(Some(v.clone()));
+            return Ok(v.clone());
         }
         self.tables.get(table, key)
     }
@@ -86,9 +87,20 @@ impl Txn<'_> {
             .overlay
             .entry(table)
             .or_default()
-            .insert(key.to_vec(), value.clone());
+            .insert(key.to_vec(), Some(value.clone()));
         self.overlay_undo.push((table, key.to_vec(), previous));
-        self.ops.push((table, key.to_vec(), value));
+        self.ops.push((table, key.to_vec(), Some(value)));
+    }
+
+    /// Deletes a row as part of the batch.
+    pub fn remove(&mut self, table: Table, key: &[u8]) {
+        let previous = self
+            .overlay
+            .entry(table)
+            .or_default()
+            .insert(key.to_vec(), None);
+        self.overlay_undo.push((table, key.to_vec(), previous));
+        self.ops.push((table, key.to_vec(), None));
     }
 
     /// Marks the start of a job.
@@ -127,6 +139,33 @@ impl Txn<'_> {
         }
     }
 
+    /// Committed rows with keys in `[from, to]` (at most `limit`), with this batch's writes and
+    /// deletions applied over them.
+    pub fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut rows: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = self
+            .tables
+            .scan(table, from, to, limit)?
+            .into_iter()
+            .collect();
+        if let Some(m) = self.overlay.get(&table) {
+            for (k, v) in m {
+                if k.as_slice() >= from && k.as_slice() <= to {
+                    match v {
+                        Some(v) => rows.insert(k.clone(), v.clone()),
+                        None => rows.remove(k),
+                    };
+                }
+            }
+        }
+        Ok(rows.into_iter().take(limit).collect())
+    }
+
     /// A chat row: from this batch, else from the shared (committed) chat cache or disk.
     pub fn chat(
         &self,
@@ -137,7 +176,8 @@ impl Txn<'_> {
             .get(&Table::Chats)
             .and_then(|m| m.get(&chat.0.to_be_bytes()[..]))
         {
-            Some(bytes) => super::tables::decode("chats", bytes).map(Some),
+            Some(Some(bytes)) => super::tables::decode("chats", bytes).map(Some),
+            Some(None) => Ok(None),
             None => self.tables.chat(chat),
         }
     }
@@ -159,8 +199,11 @@ impl Txn<'_> {
     pub fn set_counter(&mut self, counter: Counter, value: u64) {
         let key = counter.key();
         if counter.derived_from().is_none() {
-            self.ops
-                .push((Table::Counters, key.to_vec(), value.to_be_bytes().to_vec()));
+            self.ops.push((
+                Table::Counters,
+                key.to_vec(),
+                Some(value.to_be_bytes().to_vec()),
+            ));
         }
         let previous = self.pending_counters.insert(key, value);
         self.counter_undo.push((key, previous));
@@ -284,7 +327,10 @@ fn commit_batch(
     } = txn;
     let mut batch: WriteBatch = tables.db.batch().durability(mode);
     for (table, key, value) in ops {
-        batch.insert(tables.keyspace(table), key, value);
+        match value {
+            Some(v) => batch.insert(tables.keyspace(table), key, v),
+            None => batch.remove(tables.keyspace(table), key),
+        }
     }
     let started = Instant::now();
     let outcome = batch.commit().map_err(backend);

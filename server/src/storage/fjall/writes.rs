@@ -8,9 +8,10 @@ use tern_protocol::{
 
 use super::tables::{Counter, ReceiptRow, StoredUpdate, Table, decode, encode, key2, split_key2};
 use super::writer::Txn;
+use crate::storage::record::LegacyRefreshRecord;
 use crate::storage::{
-    Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, StorageError,
-    StorageResult,
+    Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, Rotation,
+    StorageError, StorageResult,
 };
 
 pub(crate) fn upsert_user(txn: &mut Txn<'_>, identifier: &str) -> StorageResult<UserId> {
@@ -58,7 +59,20 @@ pub(crate) fn revoke_device(
         record.revoked = true;
         txn.put(Table::Devices, &key, encode(&record)?);
     }
+    // A revoked device's tokens can never be used again: drop them now.
+    delete_device_tokens(txn, user, device)?;
+    prune_revoked(txn, user)?;
     Ok(true)
+}
+
+/// Revoked devices kept per user (for the device list); older revoked rows are deleted.
+pub(crate) const REVOKED_DEVICES_KEPT: usize = 16;
+
+fn device_refresh_key(user: UserId, device: DeviceId, hash: &[u8; 32]) -> [u8; 48] {
+    let mut k = [0u8; 48];
+    k[..16].copy_from_slice(&key2(user.0, device.0));
+    k[16..].copy_from_slice(hash);
+    k
 }
 
 pub(crate) fn put_refresh(
@@ -67,25 +81,116 @@ pub(crate) fn put_refresh(
     record: &RefreshRecord,
 ) -> StorageResult<()> {
     txn.put(Table::Refresh, &hash, encode(record)?);
+    txn.put(
+        Table::DeviceRefresh,
+        &device_refresh_key(record.user_id, record.device_id, &hash),
+        Vec::new(),
+    );
     Ok(())
 }
 
-pub(crate) fn take_refresh(
+fn delete_refresh(txn: &mut Txn<'_>, user: UserId, device: DeviceId, hash: &[u8; 32]) {
+    txn.remove(Table::Refresh, hash);
+    txn.remove(
+        Table::DeviceRefresh,
+        &device_refresh_key(user, device, hash),
+    );
+}
+
+/// Deletes every refresh token of a device.
+fn delete_device_tokens(txn: &mut Txn<'_>, user: UserId, device: DeviceId) -> StorageResult<()> {
+    let from = device_refresh_key(user, device, &[0; 32]);
+    let to = device_refresh_key(user, device, &[0xff; 32]);
+    loop {
+        let rows = txn.scan(Table::DeviceRefresh, &from, &to, 256)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for (k, _) in rows {
+            let hash: [u8; 32] = k
+                .get(16..)
+                .and_then(|h| h.try_into().ok())
+                .ok_or_else(|| super::tables::corrupt("device_refresh", "bad key"))?;
+            delete_refresh(txn, user, device, &hash);
+        }
+    }
+}
+
+/// Deletes the oldest revoked devices of `user` beyond [`REVOKED_DEVICES_KEPT`], with their
+/// tokens, so logging in again and again does not grow the user's rows without bound.
+fn prune_revoked(txn: &mut Txn<'_>, user: UserId) -> StorageResult<()> {
+    let rows = txn.scan(
+        Table::Devices,
+        &key2(user.0, 0),
+        &key2(user.0, u64::MAX),
+        usize::MAX,
+    )?;
+    let mut revoked = Vec::new();
+    for (_, v) in rows {
+        let d: DeviceRecord = decode("devices", &v)?;
+        if d.revoked {
+            revoked.push(d.device_id);
+        }
+    }
+    // Device ids grow with creation time: the front is the oldest.
+    let excess = revoked.len().saturating_sub(REVOKED_DEVICES_KEPT);
+    for device in revoked.into_iter().take(excess) {
+        delete_device_tokens(txn, user, device)?;
+        txn.remove(Table::Devices, &key2(user.0, device.0));
+    }
+    Ok(())
+}
+
+/// A refresh row in the current layout or the one before it.
+pub(crate) fn decode_refresh(bytes: &[u8]) -> StorageResult<RefreshRecord> {
+    decode::<RefreshRecord>("refresh", bytes).or_else(|e| {
+        decode::<LegacyRefreshRecord>("refresh", bytes)
+            .map(RefreshRecord::from)
+            .map_err(|_| e)
+    })
+}
+
+pub(crate) fn rotate_refresh(
     txn: &mut Txn<'_>,
-    hash: [u8; 32],
-) -> StorageResult<Option<RefreshRecord>> {
-    let Some(bytes) = txn.get(Table::Refresh, &hash)? else {
-        return Ok(None);
+    old: [u8; 32],
+    new: [u8; 32],
+    record: &RefreshRecord,
+    now_ms: u64,
+    grace_ms: u64,
+) -> StorageResult<Rotation> {
+    let Some(bytes) = txn.get(Table::Refresh, &old)? else {
+        return Ok(Rotation::Unknown);
     };
-    let before: RefreshRecord = decode("refresh", &bytes)?;
+    let before = decode_refresh(&bytes)?;
     if !before.used {
         let after = RefreshRecord {
             used: true,
+            used_ms: now_ms,
+            successor: Some(new),
             ..before.clone()
         };
-        txn.put(Table::Refresh, &hash, encode(&after)?);
+        txn.put(Table::Refresh, &old, encode(&after)?);
+        if let Some(p) = before.predecessor {
+            delete_refresh(txn, before.user_id, before.device_id, &p);
+        }
+        let record = RefreshRecord {
+            predecessor: Some(old),
+            ..record.clone()
+        };
+        put_refresh(txn, new, &record)?;
+        return Ok(Rotation::Rotated(before));
     }
-    Ok(Some(before))
+    let in_grace = now_ms.saturating_sub(before.used_ms) < grace_ms;
+    if in_grace && before.successor == Some(new) {
+        let successor_unused = match txn.get(Table::Refresh, &new)? {
+            Some(b) => !decode_refresh(&b)?.used,
+            None => false,
+        };
+        if successor_unused {
+            return Ok(Rotation::Replayed(before));
+        }
+    }
+    Ok(Rotation::Reused(before))
 }
 
 fn chat_record(txn: &Txn<'_>, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
