@@ -56,13 +56,17 @@ pub(crate) struct Txn<'a> {
     /// What this batch wrote so far; `None` is a deletion.
     overlay: HashMap<Table, HashMap<Vec<u8>, Option<Vec<u8>>>>,
     /// Previous overlay entries, to undo a failed job's writes.
-    overlay_undo: Vec<(Table, Vec<u8>, Option<Option<Vec<u8>>>)>,
+    overlay_undo: Vec<Undo>,
     pending_counters: HashMap<[u8; 9], u64>,
     /// Previous pending counter values, to undo a failed job's allocations.
     counter_undo: Vec<([u8; 9], Option<u64>)>,
     /// Updates produced by this batch, in order, for the sink.
     pub updates: Vec<(UserId, Update)>,
 }
+
+/// An overlay entry as it was before a write: `None` if the batch had not touched the key,
+/// `Some(None)` if it had deleted it.
+type Undo = (Table, Vec<u8>, Option<Option<Vec<u8>>>);
 
 /// Where a job started in a [`Txn`]; [`Txn::rollback`] returns the batch to it.
 #[derive(Debug, Clone, Copy)]
