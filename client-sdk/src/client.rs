@@ -48,6 +48,31 @@ pub enum ClientEvent {
         /// Why.
         reason: String,
     },
+    /// The server's update log is behind this device's cursor (it was restored from an older
+    /// backup): the client dropped its sync state and replays the log from the start. Updates
+    /// that follow may repeat ones the app already has; apps that keep their own copy should
+    /// treat the replay as authoritative (e.g. rebuild, or dedupe by `(chat_id, seq)`).
+    SyncReset {
+        /// The cursor the device had.
+        cursor_was: Pts,
+        /// The server's latest pts, when it said (in `Welcome`).
+        server_latest: Option<Pts>,
+    },
+    /// Updates `after + 1 ..= missing_to` never arrived although they were asked for
+    /// [`crate::MAX_HOLE_RETRIES`] more times; the client moved past them. A message among them
+    /// shows as a per-chat seq gap, which `messages` can fill.
+    SyncHole {
+        /// The cursor before the hole.
+        after: Pts,
+        /// The last missing pts.
+        missing_to: Pts,
+    },
+    /// The server keeps answering sync with nothing newer than `cursor`; the client stopped
+    /// asking until the next connection or live update.
+    SyncStalled {
+        /// Where the cursor stays.
+        cursor: Pts,
+    },
 }
 
 /// The stream of [`ClientEvent`]s. Drain it: events queue without bound until read.

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::client::{ClientEvent, Snapshot};
 use crate::config::ClientConfig;
 use crate::error::Error;
-use crate::state::{SyncState, Verdict};
+use crate::state::{HoleGuard, PageStep, SyncState, Verdict};
 
 /// A refresh is done before connecting when the access token expires within this margin.
 const TOKEN_MARGIN_MS: u64 = 30_000;
@@ -102,6 +102,8 @@ struct Link {
     gap: bool,
     go_away: Option<Duration>,
     acks: HashMap<ChatId, Seq>,
+    /// Sync pages in a row that did not advance the cursor.
+    holes: HoleGuard,
 }
 
 impl Link {
@@ -375,6 +377,7 @@ impl Driver {
             gap: false,
             go_away: None,
             acks: HashMap::new(),
+            holes: HoleGuard::default(),
         })
     }
 
@@ -516,6 +519,9 @@ impl Driver {
         self.emit(ClientEvent::Connected {
             session: Some(session),
         });
+        if let Some(head) = latest_pts.filter(|&p| p < self.sync.cursor.pts) {
+            self.reset_sync(Some(head));
+        }
         if latest_pts.is_none_or(|p| p != self.sync.cursor.pts) {
             link.gap = true;
             self.request_sync(link);
@@ -710,6 +716,70 @@ impl Driver {
         }
     }
 
+    /// Drops the sync state because the server's log is behind it, and tells the app.
+    fn reset_sync(&mut self, server_latest: Option<u64>) {
+        let cursor_was = self.sync.cursor.pts;
+        tracing::warn!(
+            cursor_was,
+            ?server_latest,
+            "server log is behind the cursor: resyncing from scratch"
+        );
+        self.sync.reset();
+        self.emit(ClientEvent::SyncReset {
+            cursor_was,
+            server_latest,
+        });
+    }
+
+    /// Applies a sync page; a page that does not advance the cursor (a hole in the log) is
+    /// asked for again a bounded number of times, then the hole is skipped and reported.
+    fn on_sync_page(&mut self, link: &mut Link, page: tern_protocol::SyncPage) {
+        let before = self.sync.cursor.pts;
+        let first = page.updates.first().map(|u| u.pts);
+        // Still syncing while the page is applied: a gap inside it must not send a request
+        // of its own (that was the endless loop on a hole).
+        for u in &page.updates {
+            self.on_update(link, u.clone());
+        }
+        link.syncing = false;
+        let step = link
+            .holes
+            .after_page(before, &self.sync, first, page.cursor.pts, page.has_more);
+        match step {
+            PageStep::Progress => {
+                // Sync again if the log goes on, or a live update showed a gap meanwhile.
+                if page.has_more || link.gap {
+                    self.request_sync(link);
+                }
+            }
+            PageStep::Retry => self.request_sync(link),
+            PageStep::SkipHole { to } => {
+                tracing::warn!(
+                    after = before,
+                    missing_to = to,
+                    "skipping a hole in the update log"
+                );
+                self.emit(ClientEvent::SyncHole {
+                    after: before,
+                    missing_to: to,
+                });
+                self.sync.skip_to(to);
+                link.syncing = true;
+                for u in page.updates {
+                    self.on_update(link, u);
+                }
+                link.syncing = false;
+                if page.has_more || link.gap {
+                    self.request_sync(link);
+                }
+            }
+            PageStep::GiveUp => {
+                link.gap = false;
+                self.emit(ClientEvent::SyncStalled { cursor: before });
+            }
+        }
+    }
+
     fn on_frame(&mut self, link: &mut Link, frame: Frame) -> Option<LinkEnd> {
         match frame {
             Frame::Response { req_id, result } => self.on_response(link, req_id, result),
@@ -799,20 +869,16 @@ impl Driver {
                     }
                 }
             },
-            Pending::Sync => {
-                link.syncing = false;
-                match result {
-                    Ok(Response::SyncPage(page)) => {
-                        let more = page.has_more;
-                        for u in page.updates {
-                            self.on_update(link, u);
-                        }
-                        // Sync again if the log goes on, or a live update showed a gap meanwhile.
-                        if more || link.gap {
-                            self.request_sync(link);
-                        }
-                    }
-                    Ok(_) | Err(_) => {
+            Pending::Sync => match result {
+                Ok(Response::SyncPage(page)) => self.on_sync_page(link, page),
+                Err(e) if e.code == ErrorCode::CursorAhead => {
+                    link.syncing = false;
+                    self.reset_sync(None);
+                    self.request_sync(link);
+                }
+                Ok(_) | Err(_) => {
+                    link.syncing = false;
+                    {
                         return Some(LinkEnd::Lost {
                             reason: "sync failed".into(),
                             retry_after: None,
@@ -820,7 +886,7 @@ impl Driver {
                         });
                     }
                 }
-            }
+            },
             Pending::Ack => {}
         }
         None

@@ -101,6 +101,7 @@ const KNOWN_CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::NotFound, "not_found"),
     (ErrorCode::Forbidden, "forbidden"),
     (ErrorCode::InvalidArgument, "invalid_argument"),
+    (ErrorCode::CursorAhead, "cursor_ahead"),
     (ErrorCode::Overloaded, "overloaded"),
     (ErrorCode::Internal, "internal"),
     (ErrorCode::SlowConsumer, "slow_consumer"),
@@ -474,6 +475,11 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             "error/invalid_argument",
             error(ErrorCode::InvalidArgument),
             "0405160165",
+        ),
+        (
+            "error/cursor_ahead",
+            error(ErrorCode::CursorAhead),
+            "0405170165",
         ),
         (
             "error/overloaded",

@@ -168,6 +168,22 @@ impl ChatService {
             .updates(s.user_id, after.pts, limit + 1)
             .await
             .map_err(storage_error)?;
+        if updates.is_empty() && after.pts > 0 {
+            // An empty page is also what a cursor beyond the log's head gets (a server restored
+            // from an older backup). Say so: the client would otherwise drop every new update
+            // below its cursor as a duplicate.
+            let head = self
+                .storage
+                .latest_pts(s.user_id)
+                .await
+                .map_err(storage_error)?;
+            if after.pts > head {
+                return Err(ErrorBody::new(
+                    ErrorCode::CursorAhead,
+                    format!("cursor {} is ahead of the update log ({head})", after.pts),
+                ));
+            }
+        }
         let fit = fitting(updates.iter().map(update_size));
         let has_more = updates.len() > fit.min(limit as usize);
         updates.truncate(fit.min(limit as usize));
