@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::client::{ClientEvent, Snapshot};
 use crate::config::ClientConfig;
 use crate::error::Error;
-use crate::state::{HoleGuard, PageStep, SyncState, Verdict};
+use crate::state::{HoleGuard, PageStep, SyncState, Verdict, refusal_backoff};
 
 /// A refresh is done before connecting when the access token expires within this margin.
 const TOKEN_MARGIN_MS: u64 = 30_000;
@@ -52,6 +52,27 @@ struct OutboxEntry {
     body: MessageBody,
     reply: Option<oneshot::Sender<Result<Sent, Error>>>,
     in_flight: bool,
+    /// Retryable refusals (e.g. `RateLimited`) in a row; drives the backoff.
+    refusals: u32,
+    /// Not resent before this (after a retryable refusal).
+    not_before: Option<Instant>,
+}
+
+impl OutboxEntry {
+    fn new(
+        chat_id: ChatId,
+        body: MessageBody,
+        reply: oneshot::Sender<Result<Sent, Error>>,
+    ) -> Self {
+        OutboxEntry {
+            chat_id,
+            body,
+            reply: Some(reply),
+            in_flight: false,
+            refusals: 0,
+            not_before: None,
+        }
+    }
 }
 
 enum Pending {
@@ -317,15 +338,8 @@ impl Driver {
                 client_msg_id,
                 reply,
             } => {
-                self.outbox.insert(
-                    client_msg_id,
-                    OutboxEntry {
-                        chat_id,
-                        body,
-                        reply: Some(reply),
-                        in_flight: false,
-                    },
-                );
+                self.outbox
+                    .insert(client_msg_id, OutboxEntry::new(chat_id, body, reply));
             }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
@@ -597,7 +611,7 @@ impl Driver {
                         }
                     }
                     Some(Command::Send { chat_id, body, client_msg_id, reply }) => {
-                        let mut entry = OutboxEntry { chat_id, body: body.clone(), reply: Some(reply), in_flight: false };
+                        let mut entry = OutboxEntry::new(chat_id, body.clone(), reply);
                         if link.authenticated {
                             let req = Request::SendMessage { chat_id, client_msg_id, body };
                             entry.in_flight = link.request(req, Pending::Send(client_msg_id));
@@ -675,7 +689,9 @@ impl Driver {
         if !link.authenticated {
             return;
         }
-        for (cmid, entry) in self.outbox.iter_mut().filter(|(_, e)| !e.in_flight) {
+        let now = Instant::now();
+        let due = |e: &OutboxEntry| !e.in_flight && e.not_before.is_none_or(|t| t <= now);
+        for (cmid, entry) in self.outbox.iter_mut().filter(|(_, e)| due(e)) {
             let req = Request::SendMessage {
                 chat_id: entry.chat_id,
                 client_msg_id: *cmid,
@@ -857,6 +873,9 @@ impl Driver {
                 Err(e) if e.code.is_retryable() => {
                     if let Some(entry) = self.outbox.get_mut(&cmid) {
                         entry.in_flight = false;
+                        entry.not_before =
+                            Some(Instant::now() + refusal_backoff(entry.refusals, rand::random()));
+                        entry.refusals = entry.refusals.saturating_add(1);
                     }
                 }
                 other => {

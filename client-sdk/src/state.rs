@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use tern_protocol::{ChatId, Pts, Seq, SyncCursor, Update, UpdateKind};
 
@@ -126,6 +128,15 @@ impl HoleGuard {
     }
 }
 
+/// How long a send refused with a retryable code waits before it is tried again: 250 ms
+/// doubling per refusal in a row up to 30 s, with ×[0.5, 1.5) jitter, so a rate-limited outbox
+/// backs off instead of hammering the server every tick.
+pub fn refusal_backoff(refusals: u32, jitter: f64) -> Duration {
+    let base = Duration::from_millis(250).saturating_mul(1u32 << refusals.min(7));
+    base.min(Duration::from_secs(30))
+        .mul_f64(0.5 + jitter.clamp(0.0, 1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +245,20 @@ mod tests {
         s.reset();
         assert_eq!(s, SyncState::default());
         assert_eq!(s.apply(&msg(1, 1)), Verdict::Apply, "replayed from scratch");
+    }
+
+    #[test]
+    fn refused_sends_back_off_and_the_wait_is_capped() {
+        let waits: Vec<_> = (0..12).map(|n| refusal_backoff(n, 0.5)).collect();
+        assert_eq!(waits[0], Duration::from_millis(250));
+        assert!(
+            waits.windows(2).all(|w| w[1] >= w[0]),
+            "never shorter: {waits:?}"
+        );
+        assert_eq!(waits[11], Duration::from_secs(30), "capped");
+        assert!(
+            refusal_backoff(3, 0.0) < refusal_backoff(3, 1.0),
+            "jittered"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
+use crate::chat::limits::ChatConfig;
 
 /// Where OTP codes are delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -59,6 +60,8 @@ pub struct Config {
     pub overloaded_retry_after_ms: u32,
     /// Auth settings.
     pub auth: AuthConfig,
+    /// Chat settings: per-user send and first-contact limits, receipt coalescing.
+    pub chat: ChatConfig,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             handshakes_before_retry_per_s: 2_000,
             overloaded_retry_after_ms: 2_000,
             auth: AuthConfig::default(),
+            chat: ChatConfig::default(),
         }
     }
 }

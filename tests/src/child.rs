@@ -143,6 +143,14 @@ fn spawn(dir: &Path, quic: SocketAddr, admin: SocketAddr, extra: &[String]) -> C
             "--otp-prefix-per-minute",
             "1000000",
         ])
+        .args([
+            "--chat-send-burst",
+            "1000000",
+            "--chat-send-per-minute",
+            "1000000",
+            "--chat-new-peer-burst",
+            "100000",
+        ])
         .args(extra)
         .env("TERN_LOG", log.clone().unwrap_or_else(|| "warn".into()))
         .stdout(if log.is_some() {

@@ -49,6 +49,12 @@ pub fn test_config(dir: &Path) -> Config {
         burst: 100_000,
         per_minute: 100_000,
     };
+    // Tests send thousands of messages from one user and open many chats; the chat limits
+    // get tests of their own.
+    c.chat.send_burst = 1_000_000;
+    c.chat.send_per_minute = 1_000_000;
+    c.chat.new_peer_burst = 100_000;
+    c.chat.receipt_delay_ms = 100;
     c
 }
 
