@@ -533,3 +533,56 @@ async fn chat_and_device_lists_page() {
         .collect();
     assert_eq!(all, devices);
 }
+
+/// Scenario 8: receipts held for coalescing are published at graceful shutdown, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_receipts_are_published_at_shutdown() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.listen = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    // Only the shutdown flush can publish within this test.
+    config.chat.receipt_delay_ms = 600_000;
+    let otp = dir.path().join("otp.txt");
+    let server = RunningServer::start(config.clone()).await.unwrap();
+    let cc = client_config(server.quic_addr, &server.cert_fingerprint);
+    let mut a = login(cc.clone(), &otp, "+15550007091").await.unwrap();
+    let b = login(cc, &otp, "+15550007092").await.unwrap();
+    let chat = chat_with(&a.client, b.session.user_id).await;
+    let snapshot = b.client.snapshot().await.unwrap();
+    b.client.close().await;
+    let token = snapshot.tokens.unwrap().access_token;
+    let mut raw = raw_session(server.quic_addr, &server.cert_fingerprint, token).await;
+    for i in 0..3 {
+        a.client.send_text(chat, format!("m{i}")).await.unwrap();
+    }
+    let mut ignored = Vec::new();
+    for seq in 1..=3u64 {
+        let ack = Request::Ack {
+            chat_id: chat,
+            upto_seq: seq,
+        };
+        assert_eq!(
+            raw_call(&mut raw, seq as u32, ack, &mut ignored).await,
+            Ok(Response::Done)
+        );
+    }
+    server.shutdown().await;
+    let server = RunningServer::start(config).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut delivered = 0;
+    while delivered < 3 {
+        match tokio::time::timeout_at(deadline, a.events.next()).await {
+            Ok(Some(ClientEvent::Receipt(r))) if r.user_id == b.session.user_id => {
+                delivered = r.delivered_seq;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert_eq!(
+        delivered, 3,
+        "the held receipt was published before storage closed"
+    );
+    server.shutdown().await;
+}
