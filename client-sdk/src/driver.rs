@@ -897,13 +897,11 @@ impl Driver {
                 }
                 Ok(_) | Err(_) => {
                     link.syncing = false;
-                    {
-                        return Some(LinkEnd::Lost {
-                            reason: "sync failed".into(),
-                            retry_after: None,
-                            was_up: true,
-                        });
-                    }
+                    return Some(LinkEnd::Lost {
+                        reason: "sync failed".into(),
+                        retry_after: None,
+                        was_up: true,
+                    });
                 }
             },
             Pending::Ack => {}
