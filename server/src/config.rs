@@ -166,6 +166,14 @@ mod tests {
             }
         );
         assert_eq!(c.auth.otp_ttl_s, 60);
+        let chat: Config =
+            toml::from_str("[chat]\nsend_burst = 5\nreceipt_delay_ms = 0\n").unwrap();
+        assert_eq!((chat.chat.send_burst, chat.chat.receipt_delay_ms), (5, 0));
+        assert_eq!(
+            chat.chat.new_peers_per_day,
+            ChatConfig::default().new_peers_per_day
+        );
+        assert!(toml::from_str::<Config>("[chat]\nsend_brust = 5\n").is_err());
         assert_eq!(c.admin_listen, Config::default().admin_listen);
         assert!(toml::from_str::<Config>("lisen = \"127.0.0.1:1\"").is_err());
     }
