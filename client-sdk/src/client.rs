@@ -1,8 +1,8 @@
 //! The app-facing handle and event stream.
 
 use tern_protocol::{
-    ChatId, ChatInfo, DeviceId, DeviceInfo, ErrorCode, Message, MessageBody, Pts, Receipt, Request,
-    Response, Sent, Seq, SessionInfo, Tokens, UserId,
+    ChatId, ChatInfo, ChatsPage, DeviceId, DeviceInfo, DevicesPage, ErrorCode, Message,
+    MessageBody, Pts, Receipt, Request, Response, Sent, Seq, SessionInfo, Tokens, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,6 +58,31 @@ pub enum ClientEvent {
         code: Option<ErrorCode>,
         /// Why.
         reason: String,
+    },
+    /// The server's update log is behind this device's cursor (it was restored from an older
+    /// backup): the client dropped its sync state and replays the log from the start. Updates
+    /// that follow may repeat ones the app already has; apps that keep their own copy should
+    /// treat the replay as authoritative (e.g. rebuild, or dedupe by `(chat_id, seq)`).
+    SyncReset {
+        /// The cursor the device had.
+        cursor_was: Pts,
+        /// The server's latest pts, when it said (in `Welcome`).
+        server_latest: Option<Pts>,
+    },
+    /// Updates `after + 1 ..= missing_to` never arrived although they were asked for
+    /// [`crate::MAX_HOLE_RETRIES`] more times; the client moved past them. A message among them
+    /// shows as a per-chat seq gap, which `messages` can fill.
+    SyncHole {
+        /// The cursor before the hole.
+        after: Pts,
+        /// The last missing pts.
+        missing_to: Pts,
+    },
+    /// The server keeps answering sync with nothing newer than `cursor`; the client stopped
+    /// asking until the next connection or live update.
+    SyncStalled {
+        /// Where the cursor stays.
+        cursor: Pts,
     },
 }
 
@@ -167,10 +192,27 @@ impl Client {
         }
     }
 
-    /// The user's chats.
+    /// All of the user's chats, fetched page by page.
     pub async fn chats(&self) -> Result<Vec<ChatInfo>, Error> {
-        match self.request(Request::ListChats).await? {
-            Response::Chats(c) => Ok(c),
+        let mut all = Vec::new();
+        let mut after = ChatId(0);
+        loop {
+            let page = self.chats_page(after, LIST_PAGE).await?;
+            all.extend(page.chats);
+            match page.next {
+                Some(next) if next > after => after = next,
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of the user's chats with ids above `after` (`ChatId(0)` for the first).
+    pub async fn chats_page(&self, after: ChatId, limit: u32) -> Result<ChatsPage, Error> {
+        match self
+            .request(Request::ListChatsPage { after, limit })
+            .await?
+        {
+            Response::ChatsPage(p) => Ok(p),
             other => Err(unexpected(&other)),
         }
     }
@@ -236,10 +278,27 @@ impl Client {
         }
     }
 
-    /// The user's devices.
+    /// All of the user's devices, fetched page by page.
     pub async fn devices(&self) -> Result<Vec<DeviceInfo>, Error> {
-        match self.request(Request::ListDevices).await? {
-            Response::Devices(d) => Ok(d),
+        let mut all = Vec::new();
+        let mut after = DeviceId(0);
+        loop {
+            let page = self.devices_page(after, LIST_PAGE).await?;
+            all.extend(page.devices);
+            match page.next {
+                Some(next) if next > after => after = next,
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of the user's devices with ids above `after` (`DeviceId(0)` for the first).
+    pub async fn devices_page(&self, after: DeviceId, limit: u32) -> Result<DevicesPage, Error> {
+        match self
+            .request(Request::ListDevicesPage { after, limit })
+            .await?
+        {
+            Response::DevicesPage(p) => Ok(p),
             other => Err(unexpected(&other)),
         }
     }
@@ -281,6 +340,9 @@ impl Client {
         }
     }
 }
+
+/// Items asked for per page by [`Client::chats`] and [`Client::devices`].
+const LIST_PAGE: u32 = 256;
 
 fn closed() -> Error {
     Error::Closed("the client has stopped".into())

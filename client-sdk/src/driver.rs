@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::client::{ClientEvent, Snapshot};
 use crate::config::ClientConfig;
 use crate::error::Error;
-use crate::state::{SyncState, Verdict};
+use crate::state::{HoleGuard, PageStep, SyncState, Verdict, refusal_backoff};
 
 /// A refresh is done before connecting when the access token expires within this margin.
 const TOKEN_MARGIN_MS: u64 = 30_000;
@@ -52,6 +52,27 @@ struct OutboxEntry {
     body: MessageBody,
     reply: Option<oneshot::Sender<Result<Sent, Error>>>,
     in_flight: bool,
+    /// Retryable refusals (e.g. `RateLimited`) in a row; drives the backoff.
+    refusals: u32,
+    /// Not resent before this (after a retryable refusal).
+    not_before: Option<Instant>,
+}
+
+impl OutboxEntry {
+    fn new(
+        chat_id: ChatId,
+        body: MessageBody,
+        reply: oneshot::Sender<Result<Sent, Error>>,
+    ) -> Self {
+        OutboxEntry {
+            chat_id,
+            body,
+            reply: Some(reply),
+            in_flight: false,
+            refusals: 0,
+            not_before: None,
+        }
+    }
 }
 
 enum Pending {
@@ -106,6 +127,8 @@ struct Link {
     gap: bool,
     go_away: Option<Duration>,
     acks: HashMap<ChatId, Seq>,
+    /// Sync pages in a row that did not advance the cursor.
+    holes: HoleGuard,
 }
 
 impl Link {
@@ -326,15 +349,8 @@ impl Driver {
                 client_msg_id,
                 reply,
             } => {
-                self.outbox.insert(
-                    client_msg_id,
-                    OutboxEntry {
-                        chat_id,
-                        body,
-                        reply: Some(reply),
-                        in_flight: false,
-                    },
-                );
+                self.outbox
+                    .insert(client_msg_id, OutboxEntry::new(chat_id, body, reply));
             }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
@@ -388,6 +404,7 @@ impl Driver {
             gap: false,
             go_away: None,
             acks: HashMap::new(),
+            holes: HoleGuard::default(),
         })
     }
 
@@ -529,6 +546,9 @@ impl Driver {
         self.emit(ClientEvent::Connected {
             session: Some(session),
         });
+        if let Some(head) = latest_pts.filter(|&p| p < self.sync.cursor.pts) {
+            self.reset_sync(Some(head));
+        }
         if latest_pts.is_none_or(|p| p != self.sync.cursor.pts) {
             link.gap = true;
             self.request_sync(link);
@@ -604,7 +624,7 @@ impl Driver {
                         }
                     }
                     Some(Command::Send { chat_id, body, client_msg_id, reply }) => {
-                        let mut entry = OutboxEntry { chat_id, body: body.clone(), reply: Some(reply), in_flight: false };
+                        let mut entry = OutboxEntry::new(chat_id, body.clone(), reply);
                         if link.authenticated {
                             let req = Request::SendMessage { chat_id, client_msg_id, body };
                             entry.in_flight = link.request(req, Pending::Send(client_msg_id));
@@ -699,7 +719,9 @@ impl Driver {
         if !link.authenticated {
             return;
         }
-        for (cmid, entry) in self.outbox.iter_mut().filter(|(_, e)| !e.in_flight) {
+        let now = Instant::now();
+        let due = |e: &OutboxEntry| !e.in_flight && e.not_before.is_none_or(|t| t <= now);
+        for (cmid, entry) in self.outbox.iter_mut().filter(|(_, e)| due(e)) {
             let req = Request::SendMessage {
                 chat_id: entry.chat_id,
                 client_msg_id: *cmid,
@@ -736,6 +758,70 @@ impl Driver {
                     UpdateKind::Receipt(r) => self.emit(ClientEvent::Receipt(r)),
                     UpdateKind::ChatJoined(c) => self.emit(ClientEvent::ChatJoined(c)),
                 }
+            }
+        }
+    }
+
+    /// Drops the sync state because the server's log is behind it, and tells the app.
+    fn reset_sync(&mut self, server_latest: Option<u64>) {
+        let cursor_was = self.sync.cursor.pts;
+        tracing::warn!(
+            cursor_was,
+            ?server_latest,
+            "server log is behind the cursor: resyncing from scratch"
+        );
+        self.sync.reset();
+        self.emit(ClientEvent::SyncReset {
+            cursor_was,
+            server_latest,
+        });
+    }
+
+    /// Applies a sync page; a page that does not advance the cursor (a hole in the log) is
+    /// asked for again a bounded number of times, then the hole is skipped and reported.
+    fn on_sync_page(&mut self, link: &mut Link, page: tern_protocol::SyncPage) {
+        let before = self.sync.cursor.pts;
+        let first = page.updates.first().map(|u| u.pts);
+        // Still syncing while the page is applied: a gap inside it must not send a request
+        // of its own (that was the endless loop on a hole).
+        for u in &page.updates {
+            self.on_update(link, u.clone());
+        }
+        link.syncing = false;
+        let step = link
+            .holes
+            .after_page(before, &self.sync, first, page.cursor.pts, page.has_more);
+        match step {
+            PageStep::Progress => {
+                // Sync again if the log goes on, or a live update showed a gap meanwhile.
+                if page.has_more || link.gap {
+                    self.request_sync(link);
+                }
+            }
+            PageStep::Retry => self.request_sync(link),
+            PageStep::SkipHole { to } => {
+                tracing::warn!(
+                    after = before,
+                    missing_to = to,
+                    "skipping a hole in the update log"
+                );
+                self.emit(ClientEvent::SyncHole {
+                    after: before,
+                    missing_to: to,
+                });
+                self.sync.skip_to(to);
+                link.syncing = true;
+                for u in page.updates {
+                    self.on_update(link, u);
+                }
+                link.syncing = false;
+                if page.has_more || link.gap {
+                    self.request_sync(link);
+                }
+            }
+            PageStep::GiveUp => {
+                link.gap = false;
+                self.emit(ClientEvent::SyncStalled { cursor: before });
             }
         }
     }
@@ -818,6 +904,9 @@ impl Driver {
                 Err(e) if e.code.is_retryable() => {
                     if let Some(entry) = self.outbox.get_mut(&cmid) {
                         entry.in_flight = false;
+                        entry.not_before =
+                            Some(Instant::now() + refusal_backoff(entry.refusals, rand::random()));
+                        entry.refusals = entry.refusals.saturating_add(1);
                     }
                 }
                 other => {
@@ -830,28 +919,22 @@ impl Driver {
                     }
                 }
             },
-            Pending::Sync => {
-                link.syncing = false;
-                match result {
-                    Ok(Response::SyncPage(page)) => {
-                        let more = page.has_more;
-                        for u in page.updates {
-                            self.on_update(link, u);
-                        }
-                        // Sync again if the log goes on, or a live update showed a gap meanwhile.
-                        if more || link.gap {
-                            self.request_sync(link);
-                        }
-                    }
-                    Ok(_) | Err(_) => {
-                        return Some(LinkEnd::Lost {
-                            reason: "sync failed".into(),
-                            retry_after: None,
-                            was_up: true,
-                        });
-                    }
+            Pending::Sync => match result {
+                Ok(Response::SyncPage(page)) => self.on_sync_page(link, page),
+                Err(e) if e.code == ErrorCode::CursorAhead => {
+                    link.syncing = false;
+                    self.reset_sync(None);
+                    self.request_sync(link);
                 }
-            }
+                Ok(_) | Err(_) => {
+                    link.syncing = false;
+                    return Some(LinkEnd::Lost {
+                        reason: "sync failed".into(),
+                        retry_after: None,
+                        was_up: true,
+                    });
+                }
+            },
             Pending::Ack => {}
         }
         None

@@ -33,6 +33,6 @@ mod tls;
 pub use client::{Client, ClientEvent, Events, Snapshot};
 pub use config::{ClientConfig, shared_endpoint};
 pub use error::Error;
-pub use state::{SyncState, Verdict};
+pub use state::{HoleGuard, MAX_HOLE_RETRIES, PageStep, SyncState, Verdict};
 pub use tern_protocol as protocol;
 pub use tls::{Trust, client_config};

@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
-use tern_protocol::{ChatId, Seq, SyncCursor, Update, UpdateKind};
+use tern_protocol::{ChatId, Pts, Seq, SyncCursor, Update, UpdateKind};
 
 /// What to do with an incoming update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,88 @@ impl SyncState {
     }
 }
 
+impl SyncState {
+    /// Forgets everything: the next sync starts at `pts = 0`. Used when the server's log is
+    /// behind this state (restored from an older backup), where keeping the cursor would make
+    /// every new update look like a duplicate.
+    pub fn reset(&mut self) {
+        *self = SyncState::default();
+    }
+
+    /// Moves the cursor past a hole in the log (updates `cursor + 1 ..= to` will never come).
+    pub fn skip_to(&mut self, to: Pts) {
+        self.cursor.pts = self.cursor.pts.max(to);
+    }
+}
+
+/// How many times a sync page that does not advance the cursor is asked for again before the
+/// client gives up on the missing updates and moves past them.
+pub const MAX_HOLE_RETRIES: u32 = 3;
+
+/// What to do after a sync page has been applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageStep {
+    /// The page moved the cursor (or the log is exhausted): carry on.
+    Progress,
+    /// The page did not move the cursor: ask for the same page again.
+    Retry,
+    /// Retries are used up: the updates after the cursor up to `to` are missing; skip them,
+    /// tell the app, and apply the page again.
+    SkipHole {
+        /// Last missing pts.
+        to: Pts,
+    },
+    /// Retries are used up and there is nothing to skip to (the server keeps answering with
+    /// updates the client already has): stop syncing until the next connection.
+    GiveUp,
+}
+
+/// Counts sync pages in a row that did not advance the cursor, so a hole in the log (a missing
+/// pts) is retried a bounded number of times instead of being fetched forever.
+#[derive(Debug, Clone, Default)]
+pub struct HoleGuard {
+    stalls: u32,
+}
+
+impl HoleGuard {
+    /// Judges a page asked for at cursor `before`, after its updates went through
+    /// [`SyncState::apply`]: `first` is the page's first update's pts, `page_cursor` its cursor,
+    /// `has_more` its flag.
+    pub fn after_page(
+        &mut self,
+        before: Pts,
+        state: &SyncState,
+        first: Option<Pts>,
+        page_cursor: Pts,
+        has_more: bool,
+    ) -> PageStep {
+        let stalled = state.cursor.pts == before && (first.is_some() || has_more);
+        if !stalled {
+            self.stalls = 0;
+            return PageStep::Progress;
+        }
+        self.stalls += 1;
+        if self.stalls <= MAX_HOLE_RETRIES {
+            return PageStep::Retry;
+        }
+        self.stalls = 0;
+        match first {
+            Some(p) if p > before + 1 => PageStep::SkipHole { to: p - 1 },
+            _ if page_cursor > before => PageStep::SkipHole { to: page_cursor },
+            _ => PageStep::GiveUp,
+        }
+    }
+}
+
+/// How long a send refused with a retryable code waits before it is tried again: 250 ms
+/// doubling per refusal in a row up to 30 s, with ×[0.5, 1.5) jitter, so a rate-limited outbox
+/// backs off instead of hammering the server every tick.
+pub fn refusal_backoff(refusals: u32, jitter: f64) -> Duration {
+    let base = Duration::from_millis(250).saturating_mul(1u32 << refusals.min(7));
+    base.min(Duration::from_secs(30))
+        .mul_f64(0.5 + jitter.clamp(0.0, 1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +178,87 @@ mod tests {
         assert_eq!(s.apply(&msg(3, 2)), Verdict::Apply);
         assert_eq!(s.apply(&msg(4, 3)), Verdict::Apply);
         assert_eq!(s.chats.get(&ChatId(1)), Some(&3));
+    }
+
+    /// A scripted server whose log lacks pts 3: the page after cursor 2 always starts at 4.
+    fn page_after(cursor: u64) -> Vec<Update> {
+        (cursor + 1..=6)
+            .filter(|&p| p != 3)
+            .map(|p| msg(p, p))
+            .collect()
+    }
+
+    #[test]
+    fn a_hole_is_retried_a_bounded_number_of_times_then_skipped() {
+        let mut s = SyncState::default();
+        let mut guard = HoleGuard::default();
+        let mut requests = 0;
+        let mut skipped = None;
+        while s.cursor.pts < 6 {
+            requests += 1;
+            assert!(requests < 20, "the client loops on the hole");
+            let before = s.cursor.pts;
+            let page = page_after(before);
+            for u in &page {
+                s.apply(u);
+            }
+            match guard.after_page(before, &s, page.first().map(|u| u.pts), 6, false) {
+                PageStep::Progress | PageStep::Retry => {}
+                PageStep::SkipHole { to } => {
+                    skipped = Some((before, to));
+                    s.skip_to(to);
+                    for u in &page {
+                        s.apply(u);
+                    }
+                }
+                PageStep::GiveUp => panic!("there was something to skip to"),
+            }
+        }
+        assert_eq!(skipped, Some((2, 3)), "only pts 3 is reported missing");
+        assert_eq!(requests, 2 + MAX_HOLE_RETRIES as usize);
+    }
+
+    #[test]
+    fn a_page_of_duplicates_gives_up_instead_of_looping() {
+        let mut s = SyncState::default();
+        s.cursor.pts = 5;
+        let mut guard = HoleGuard::default();
+        let mut steps = Vec::new();
+        for _ in 0..=MAX_HOLE_RETRIES {
+            // A broken server answers with an old update and `has_more`.
+            let page = [msg(5, 5)];
+            s.apply(&page[0]);
+            steps.push(guard.after_page(5, &s, Some(5), 5, true));
+        }
+        assert_eq!(steps.last(), Some(&PageStep::GiveUp));
+        assert!(
+            steps[..steps.len() - 1]
+                .iter()
+                .all(|s| *s == PageStep::Retry)
+        );
+    }
+
+    #[test]
+    fn reset_forgets_the_cursor_and_chats() {
+        let mut s = SyncState::default();
+        s.apply(&msg(1, 1));
+        s.reset();
+        assert_eq!(s, SyncState::default());
+        assert_eq!(s.apply(&msg(1, 1)), Verdict::Apply, "replayed from scratch");
+    }
+
+    #[test]
+    fn refused_sends_back_off_and_the_wait_is_capped() {
+        let waits: Vec<_> = (0..12).map(|n| refusal_backoff(n, 0.5)).collect();
+        assert_eq!(waits[0], Duration::from_millis(250));
+        assert!(
+            waits.windows(2).all(|w| w[1] >= w[0]),
+            "never shorter: {waits:?}"
+        );
+        assert_eq!(waits[11], Duration::from_secs(30), "capped");
+        assert!(
+            refusal_backoff(3, 0.0) < refusal_backoff(3, 1.0),
+            "jittered"
+        );
     }
 }

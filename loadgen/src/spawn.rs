@@ -43,13 +43,17 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SpawnError {
 
 /// Flags a given server binary may or may not have (older builds lack some); each is passed
 /// only when the binary's `--help` lists it, and not when `--server-arg` sets it. The values lift
-/// the per-address, per-domain and per-server caps that would otherwise stop one loopback load
+/// the per-address, per-domain, per-server and per-user (chat send, first contact) caps that would otherwise stop one loopback load
 /// generator with thousands of users.
 const OPTIONAL_FLAGS: &[(&str, &str)] = &[
     ("--otp-prefix-burst", "1000000000"),
     ("--otp-prefix-per-minute", "1000000000"),
     ("--max-connections-per-ip", "10000000"),
     ("--max-connections", "10000000"),
+    ("--chat-send-burst", "1000000000"),
+    ("--chat-send-per-minute", "1000000000"),
+    ("--chat-new-peer-burst", "1000000000"),
+    ("--chat-new-peers-per-day", "1000000000"),
 ];
 
 /// A running `tern-server` child.

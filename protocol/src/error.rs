@@ -42,6 +42,10 @@ pub enum ErrorCode {
     Forbidden,
     /// A field has an invalid value.
     InvalidArgument,
+    /// The sync cursor is ahead of the server's update log (the server was restored from an
+    /// older backup, or the cursor belongs to another server): drop local sync state and sync
+    /// again from `pts = 0`. Retrying the same cursor never succeeds.
+    CursorAhead,
     /// The server is overloaded; retry later with jitter.
     Overloaded,
     /// The server failed; the request may be retried.
@@ -78,6 +82,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 20,
             ErrorCode::Forbidden => 21,
             ErrorCode::InvalidArgument => 22,
+            ErrorCode::CursorAhead => 23,
             ErrorCode::Overloaded => 30,
             ErrorCode::Internal => 31,
             ErrorCode::SlowConsumer => 32,
@@ -120,6 +125,7 @@ impl From<u16> for ErrorCode {
             20 => ErrorCode::NotFound,
             21 => ErrorCode::Forbidden,
             22 => ErrorCode::InvalidArgument,
+            23 => ErrorCode::CursorAhead,
             30 => ErrorCode::Overloaded,
             31 => ErrorCode::Internal,
             32 => ErrorCode::SlowConsumer,

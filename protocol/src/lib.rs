@@ -28,7 +28,9 @@ pub use frame::{
     ClientInfo, Frame, GoAway, GoAwayReason, Hello, ServerLimits, SessionInfo, Welcome,
 };
 pub use ids::{ChatId, ClientMsgId, DeviceId, MessageId, Pts, Seq, SyncCursor, UserId};
-pub use request::{DeviceInfo, LoginGrant, Request, Response, Sent, SyncPage, Tokens};
+pub use request::{
+    ChatsPage, DeviceInfo, DevicesPage, LoginGrant, Request, Response, Sent, SyncPage, Tokens,
+};
 
 /// The protocol version this crate speaks. A `Hello` with any other version is refused with
 /// [`ErrorCode::UnsupportedVersion`].

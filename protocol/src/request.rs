@@ -93,6 +93,22 @@ pub enum Request {
     },
     /// Liveness check; answered with `Pong`.
     Ping,
+    /// A page of the user's chats with ids above `after` (`ChatId(0)`: from the start).
+    /// `ListChats` answers only the first page.
+    ListChatsPage {
+        /// The `next` of the previous page.
+        after: ChatId,
+        /// At most this many (capped at [`MAX_LIST_LEN`]).
+        limit: u32,
+    },
+    /// A page of the user's devices with ids above `after` (`DeviceId(0)`: from the start).
+    /// `ListDevices` answers only the first page.
+    ListDevicesPage {
+        /// The `next` of the previous page.
+        after: DeviceId,
+        /// At most this many (capped at [`MAX_LIST_LEN`]).
+        limit: u32,
+    },
 }
 
 impl Request {
@@ -125,6 +141,8 @@ impl Request {
             Request::GetMessages { .. } => "get_messages",
             Request::GetReceipts { .. } => "get_receipts",
             Request::Ping => "ping",
+            Request::ListChatsPage { .. } => "list_chats_page",
+            Request::ListDevicesPage { .. } => "list_devices_page",
         }
     }
 
@@ -152,7 +170,9 @@ impl Request {
             | Request::Sync { .. }
             | Request::GetMessages { .. }
             | Request::GetReceipts { .. }
-            | Request::Ping => true,
+            | Request::Ping
+            | Request::ListChatsPage { .. }
+            | Request::ListDevicesPage { .. } => true,
         }
     }
 }
@@ -216,6 +236,24 @@ pub struct SyncPage {
     pub has_more: bool,
 }
 
+/// A page of the user's chats, in chat id order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatsPage {
+    /// The chats, each with its current `last_seq`.
+    pub chats: Vec<ChatInfo>,
+    /// Ask again with `after = next` for more; `None` when this is the last page.
+    pub next: Option<ChatId>,
+}
+
+/// A page of the user's devices, in device id order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevicesPage {
+    /// The devices, revoked ones included.
+    pub devices: Vec<DeviceInfo>,
+    /// Ask again with `after = next` for more; `None` when this is the last page.
+    pub next: Option<DeviceId>,
+}
+
 /// A successful answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -244,6 +282,10 @@ pub enum Response {
     Receipts(Vec<Receipt>),
     /// Answer to `Ping`.
     Pong,
+    /// Answer to `ListChatsPage`.
+    ChatsPage(ChatsPage),
+    /// Answer to `ListDevicesPage`.
+    DevicesPage(DevicesPage),
 }
 
 impl Response {
@@ -266,6 +308,15 @@ impl Response {
                 m.len() <= MAX_MESSAGES_PAGE as usize && m.iter().all(|m| m.body.within_limits())
             }
             Response::Receipts(r) => r.len() <= MAX_LIST_LEN,
+            Response::ChatsPage(p) => {
+                p.chats.len() <= MAX_LIST_LEN && p.chats.iter().all(ChatInfo::within_limits)
+            }
+            Response::DevicesPage(p) => {
+                p.devices.len() <= MAX_LIST_LEN
+                    && p.devices
+                        .iter()
+                        .all(|d| d.name.len() <= MAX_DEVICE_NAME_LEN)
+            }
             Response::OtpRequested { .. } | Response::Done | Response::Sent(_) | Response::Pong => {
                 true
             }

@@ -13,10 +13,10 @@ use std::collections::BTreeSet;
 
 use tern_protocol::codec::{FrameDecoder, encode_to_vec};
 use tern_protocol::{
-    ChatId, ChatInfo, ChatKind, ClientInfo, DeviceId, DeviceInfo, ErrorBody, ErrorCode, Event,
-    Frame, GoAway, GoAwayReason, Hello, LoginGrant, Message, MessageBody, MessageId, Receipt,
-    Request, Response, Sent, ServerLimits, SessionInfo, SyncCursor, SyncPage, Tokens, Update,
-    UpdateKind, UserId, Welcome,
+    ChatId, ChatInfo, ChatKind, ChatsPage, ClientInfo, DeviceId, DeviceInfo, DevicesPage,
+    ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, Hello, LoginGrant, Message,
+    MessageBody, MessageId, Receipt, Request, Response, Sent, ServerLimits, SessionInfo,
+    SyncCursor, SyncPage, Tokens, Update, UpdateKind, UserId, Welcome,
 };
 
 fn limits() -> ServerLimits {
@@ -101,6 +101,7 @@ const KNOWN_CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::NotFound, "not_found"),
     (ErrorCode::Forbidden, "forbidden"),
     (ErrorCode::InvalidArgument, "invalid_argument"),
+    (ErrorCode::CursorAhead, "cursor_ahead"),
     (ErrorCode::Overloaded, "overloaded"),
     (ErrorCode::Internal, "internal"),
     (ErrorCode::SlowConsumer, "slow_consumer"),
@@ -282,6 +283,22 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             "0402010d05",
         ),
         ("request/ping", req(Request::Ping), "0302010e"),
+        (
+            "request/list_chats_page",
+            req(Request::ListChatsPage {
+                after: ChatId(7),
+                limit: 50,
+            }),
+            "0502010f0732",
+        ),
+        (
+            "request/list_devices_page",
+            req(Request::ListDevicesPage {
+                after: DeviceId(2),
+                limit: 50,
+            }),
+            "050201100232",
+        ),
         // ---- Response Ok: every variant ----
         (
             "response/otp_requested",
@@ -383,6 +400,35 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             "09030100090105020302",
         ),
         ("response/pong", ok(Response::Pong), "040301000a"),
+        (
+            "response/chats_page",
+            ok(Response::ChatsPage(ChatsPage {
+                chats: vec![chat()],
+                next: Some(ChatId(5)),
+            })),
+            "0d0301000b010500020102030105",
+        ),
+        (
+            "response/chats_page_last",
+            ok(Response::ChatsPage(ChatsPage {
+                chats: vec![],
+                next: None,
+            })),
+            "060301000b0000",
+        ),
+        (
+            "response/devices_page",
+            ok(Response::DevicesPage(DevicesPage {
+                devices: vec![DeviceInfo {
+                    device_id: DeviceId(2),
+                    name: "phone".into(),
+                    created_ms: 1000,
+                    revoked: false,
+                }],
+                next: Some(DeviceId(2)),
+            })),
+            "110301000c01020570686f6e65e807000102",
+        ),
         // ---- Response Err ----
         (
             "response/err",
@@ -475,6 +521,11 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             "error/invalid_argument",
             error(ErrorCode::InvalidArgument),
             "0405160165",
+        ),
+        (
+            "error/cursor_ahead",
+            error(ErrorCode::CursorAhead),
+            "0405170165",
         ),
         (
             "error/overloaded",
@@ -613,6 +664,8 @@ fn variant(frame: &Frame) -> &'static str {
             Request::GetMessages { .. } => "Request::GetMessages",
             Request::GetReceipts { .. } => "Request::GetReceipts",
             Request::Ping => "Request::Ping",
+            Request::ListChatsPage { .. } => "Request::ListChatsPage",
+            Request::ListDevicesPage { .. } => "Request::ListDevicesPage",
         },
         Frame::Response { result: Err(_), .. } => "Frame::Response(Err)",
         Frame::Response { result: Ok(r), .. } => match r {
@@ -627,6 +680,8 @@ fn variant(frame: &Frame) -> &'static str {
             Response::Messages(_) => "Response::Messages",
             Response::Receipts(_) => "Response::Receipts",
             Response::Pong => "Response::Pong",
+            Response::ChatsPage(_) => "Response::ChatsPage",
+            Response::DevicesPage(_) => "Response::DevicesPage",
         },
         Frame::Event(Event::Update(u)) => match u.kind {
             UpdateKind::Message(_) => "UpdateKind::Message",
@@ -659,6 +714,8 @@ const ALL_VARIANTS: &[&str] = &[
     "Request::GetMessages",
     "Request::GetReceipts",
     "Request::Ping",
+    "Request::ListChatsPage",
+    "Request::ListDevicesPage",
     "Frame::Response(Err)",
     "Response::OtpRequested",
     "Response::LoggedIn",
@@ -671,6 +728,8 @@ const ALL_VARIANTS: &[&str] = &[
     "Response::Messages",
     "Response::Receipts",
     "Response::Pong",
+    "Response::ChatsPage",
+    "Response::DevicesPage",
     "UpdateKind::Message",
     "UpdateKind::Receipt",
     "UpdateKind::ChatJoined",

@@ -11,10 +11,10 @@ use tern_protocol::limits::{
     MAX_LIST_LEN, MAX_MESSAGES_PAGE, MAX_SYNC_PAGE, MAX_TEXT_LEN, MAX_TOKEN_LEN, OTP_DIGITS,
 };
 use tern_protocol::{
-    ChatId, ChatInfo, ChatKind, ClientInfo, DeviceId, DeviceInfo, ErrorBody, ErrorCode, Event,
-    Frame, GoAway, GoAwayReason, Hello, LoginGrant, Message, MessageBody, MessageId, Receipt,
-    Request, Response, Sent, ServerLimits, SessionInfo, SyncCursor, SyncPage, Tokens, Update,
-    UpdateKind, UserId, Welcome,
+    ChatId, ChatInfo, ChatKind, ChatsPage, ClientInfo, DeviceId, DeviceInfo, DevicesPage,
+    ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, Hello, LoginGrant, Message,
+    MessageBody, MessageId, Receipt, Request, Response, Sent, ServerLimits, SessionInfo,
+    SyncCursor, SyncPage, Tokens, Update, UpdateKind, UserId, Welcome,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -204,18 +204,24 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         chat_id().prop_map(|chat_id| Request::GetReceipts { chat_id }),
         Just(Request::Ping),
+        (chat_id(), any::<u32>())
+            .prop_map(|(after, limit)| Request::ListChatsPage { after, limit }),
+        (device_id(), any::<u32>())
+            .prop_map(|(after, limit)| Request::ListDevicesPage { after, limit }),
     ]
 }
 
 fn response() -> impl Strategy<Value = Response> {
-    let device = (device_id(), text(16), any::<u64>(), any::<bool>()).prop_map(
-        |(device_id, name, created_ms, revoked)| DeviceInfo {
-            device_id,
-            name,
-            created_ms,
-            revoked,
-        },
-    );
+    let device = || {
+        (device_id(), text(16), any::<u64>(), any::<bool>()).prop_map(
+            |(device_id, name, created_ms, revoked)| DeviceInfo {
+                device_id,
+                name,
+                created_ms,
+                revoked,
+            },
+        )
+    };
     let grant = (
         user_id(),
         device_id(),
@@ -247,7 +253,7 @@ fn response() -> impl Strategy<Value = Response> {
         any::<u32>().prop_map(|expires_in_s| Response::OtpRequested { expires_in_s }),
         grant.prop_map(Response::LoggedIn),
         Just(Response::Done),
-        vec(device, 0..4).prop_map(Response::Devices),
+        vec(device(), 0..4).prop_map(Response::Devices),
         chat_info().prop_map(Response::Chat),
         vec(chat_info(), 0..4).prop_map(Response::Chats),
         sent.prop_map(Response::Sent),
@@ -255,6 +261,10 @@ fn response() -> impl Strategy<Value = Response> {
         vec(message(), 0..4).prop_map(Response::Messages),
         vec(receipt(), 0..4).prop_map(Response::Receipts),
         Just(Response::Pong),
+        (vec(chat_info(), 0..4), proptest::option::of(chat_id()))
+            .prop_map(|(chats, next)| Response::ChatsPage(ChatsPage { chats, next })),
+        (vec(device(), 0..4), proptest::option::of(device_id()))
+            .prop_map(|(devices, next)| Response::DevicesPage(DevicesPage { devices, next })),
     ]
 }
 
@@ -853,6 +863,7 @@ const KNOWN_CODES: &[(ErrorCode, u16)] = &[
     (ErrorCode::NotFound, 20),
     (ErrorCode::Forbidden, 21),
     (ErrorCode::InvalidArgument, 22),
+    (ErrorCode::CursorAhead, 23),
     (ErrorCode::Overloaded, 30),
     (ErrorCode::Internal, 31),
     (ErrorCode::SlowConsumer, 32),

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
+use crate::chat::limits::ChatConfig;
 
 /// Where OTP codes are delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -70,6 +71,8 @@ pub struct Config {
     pub production: bool,
     /// Auth settings.
     pub auth: AuthConfig,
+    /// Chat settings: per-user send and first-contact limits, receipt coalescing.
+    pub chat: ChatConfig,
 }
 
 impl Default for Config {
@@ -94,6 +97,7 @@ impl Default for Config {
             overloaded_retry_after_ms: 2_000,
             production: false,
             auth: AuthConfig::default(),
+            chat: ChatConfig::default(),
         }
     }
 }
@@ -209,6 +213,14 @@ mod tests {
             }
         );
         assert_eq!(c.auth.otp_ttl_s, 60);
+        let chat: Config =
+            toml::from_str("[chat]\nsend_burst = 5\nreceipt_delay_ms = 0\n").unwrap();
+        assert_eq!((chat.chat.send_burst, chat.chat.receipt_delay_ms), (5, 0));
+        assert_eq!(
+            chat.chat.new_peers_per_day,
+            ChatConfig::default().new_peers_per_day
+        );
+        assert!(toml::from_str::<Config>("[chat]\nsend_brust = 5\n").is_err());
         assert_eq!(c.admin_listen, Config::default().admin_listen);
         assert!(toml::from_str::<Config>("lisen = \"127.0.0.1:1\"").is_err());
     }

@@ -11,6 +11,7 @@ pub mod chat;
 pub mod config;
 pub mod keys;
 pub mod metrics;
+pub mod policy;
 pub mod router;
 pub mod server;
 pub mod services;

@@ -84,6 +84,21 @@ struct Cli {
     /// Bytes queued for one connection before it is shed as a slow consumer [default: 262144].
     #[arg(long, env = "TERN_OUTBOUND_QUEUE_BYTES")]
     outbound_queue_bytes: Option<usize>,
+    /// Messages one user may send at once [default: 300].
+    #[arg(long, env = "TERN_CHAT_SEND_BURST")]
+    chat_send_burst: Option<u32>,
+    /// Messages per user per minute after the burst [default: 600].
+    #[arg(long, env = "TERN_CHAT_SEND_PER_MINUTE")]
+    chat_send_per_minute: Option<u32>,
+    /// Chats with new peers one user may open at once [default: 30].
+    #[arg(long, env = "TERN_CHAT_NEW_PEER_BURST")]
+    chat_new_peer_burst: Option<u32>,
+    /// Chats with new peers per user per day after the burst [default: 100].
+    #[arg(long, env = "TERN_CHAT_NEW_PEERS_PER_DAY")]
+    chat_new_peers_per_day: Option<u32>,
+    /// How long delivered receipts are held to coalesce ack steps, ms (0: publish each) [default: 1000].
+    #[arg(long, env = "TERN_RECEIPT_DELAY_MS")]
+    receipt_delay_ms: Option<u64>,
     /// Log as JSON lines.
     #[arg(long, env = "TERN_LOG_JSON")]
     log_json: bool,
@@ -171,6 +186,21 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.outbound_queue_bytes {
         c.outbound_queue_bytes = v;
+    }
+    if let Some(v) = cli.chat_send_burst {
+        c.chat.send_burst = v;
+    }
+    if let Some(v) = cli.chat_send_per_minute {
+        c.chat.send_per_minute = v;
+    }
+    if let Some(v) = cli.chat_new_peer_burst {
+        c.chat.new_peer_burst = v;
+    }
+    if let Some(v) = cli.chat_new_peers_per_day {
+        c.chat.new_peers_per_day = v;
+    }
+    if let Some(v) = cli.receipt_delay_ms {
+        c.chat.receipt_delay_ms = v;
     }
     Ok(c)
 }

@@ -17,6 +17,7 @@ use crate::chat::{ChatDeps, ChatService};
 use crate::config::{Config, OtpSenderConfig};
 use crate::keys::{ServerKeys, load_or_create};
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::router::{Router, RouterLimits, ShardInbox};
 use crate::services::Services;
 use crate::shard::{ConnectionLimits, DRAIN_TIMEOUT, Shard};
@@ -43,6 +44,8 @@ pub struct RunningServer {
     storage: Arc<dyn Storage>,
     ready: Arc<AtomicBool>,
     admin_task: tokio::task::JoinHandle<()>,
+    chat: Arc<ChatService>,
+    receipt_task: tokio::task::JoinHandle<()>,
     shard_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -167,14 +170,18 @@ impl RunningServer {
             refresh_secret: keys.refresh.clone(),
             config: config.auth.clone(),
         }));
+        let policy = Arc::new(Policy::new(&config.chat));
         let chat = Arc::new(ChatService::new(ChatDeps {
             storage: storage.clone(),
             metrics: metrics.clone(),
+            policy,
+            config: config.chat.clone(),
         }));
+        let receipt_task = chat.spawn_receipt_flusher();
         let idle_timeout = Duration::from_secs(config.idle_timeout_s);
         let services = Services {
             auth,
-            chat,
+            chat: chat.clone(),
             router: router.clone(),
             metrics: metrics.clone(),
             idle_timeout_ms: u32::try_from(idle_timeout.as_millis()).unwrap_or(u32::MAX),
@@ -251,6 +258,8 @@ impl RunningServer {
             storage,
             ready,
             admin_task,
+            chat,
+            receipt_task,
             shard_threads,
         })
     }
@@ -274,6 +283,9 @@ impl RunningServer {
             }
         })
         .await;
+        // Held delivered receipts are published before storage stops taking writes.
+        self.receipt_task.abort();
+        self.chat.flush_receipts().await;
         if let Err(e) = self.storage.close().await {
             tracing::error!(error = %e, "flushing storage at shutdown failed");
         }

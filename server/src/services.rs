@@ -184,6 +184,16 @@ impl Services {
                 .receipts(session, chat_id)
                 .await
                 .map(Response::Receipts),
+            Request::ListChatsPage { after, limit } => self
+                .chat
+                .list_page(session, after, limit)
+                .await
+                .map(Response::ChatsPage),
+            Request::ListDevicesPage { after, limit } => self
+                .auth
+                .devices_page(session, after, limit)
+                .await
+                .map(Response::DevicesPage),
             Request::RequestOtp { .. }
             | Request::VerifyOtp { .. }
             | Request::Refresh { .. }

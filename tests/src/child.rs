@@ -151,6 +151,14 @@ fn spawn(dir: &Path, quic: SocketAddr, admin: SocketAddr, extra: &[String]) -> C
         ])
         // Every test client comes from 127.0.0.1; reconnect storms open thousands.
         .args(["--max-connections-per-ip", "100000"])
+        .args([
+            "--chat-send-burst",
+            "1000000",
+            "--chat-send-per-minute",
+            "1000000",
+            "--chat-new-peer-burst",
+            "100000",
+        ])
         .args(extra)
         .env("TERN_LOG", log.clone().unwrap_or_else(|| "warn".into()))
         .stdout(if log.is_some() {

@@ -56,6 +56,12 @@ pub fn test_config(dir: &Path) -> Config {
     };
     // Every test client comes from 127.0.0.1.
     c.max_connections_per_ip = 100_000;
+    // Tests send thousands of messages from one user and open many chats; the chat limits
+    // get tests of their own.
+    c.chat.send_burst = 1_000_000;
+    c.chat.send_per_minute = 1_000_000;
+    c.chat.new_peer_burst = 100_000;
+    c.chat.receipt_delay_ms = 100;
     c
 }
 

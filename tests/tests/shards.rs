@@ -186,16 +186,19 @@ async fn a_full_shard_mailbox_drops_to_resync_and_loses_nothing() {
     }
     // Open every chat first: a full mailbox cuts connections (the sender's too), which fails
     // requests in flight; sends are safe (the outbox retries them), other requests are not.
+    // Opening is idempotent, so an open cut by an overflow (its own `ChatJoined` pushes can
+    // overflow a one-slot mailbox) is simply asked again.
     let mut chats = Vec::new();
     for r in &receivers {
-        chats.push(
-            sender
-                .client
-                .open_direct_chat(r.session.user_id)
-                .await
-                .unwrap()
-                .chat_id,
-        );
+        let mut tries = 0;
+        let chat = loop {
+            match sender.client.open_direct_chat(r.session.user_id).await {
+                Ok(c) => break c.chat_id,
+                Err(tern_sdk::Error::Disconnected) if tries < 20 => tries += 1,
+                Err(e) => panic!("opening a chat failed: {e}"),
+            }
+        };
+        chats.push(chat);
     }
     let mut tasks = Vec::new();
     for &chat in &chats {

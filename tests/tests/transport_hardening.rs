@@ -219,6 +219,8 @@ async fn revocation_racing_a_login_never_leaves_the_device_connected() {
     let server = TestServer::start_with(|c| {
         c.auth.otp_per_identifier.burst = 10_000;
         c.auth.otp_per_identifier.per_minute = 10_000;
+        c.auth.otp_per_identifier_source.burst = 10_000;
+        c.auth.otp_per_identifier_source.per_day = 10_000;
         c.shards = Some(2);
     })
     .await;

@@ -499,6 +499,27 @@ impl AuthService {
         Ok(list.iter().map(|d| d.info()).collect())
     }
 
+    /// A page of the caller's devices with ids above `after` (`ListDevicesPage`).
+    pub async fn devices_page(
+        &self,
+        session: SessionInfo,
+        after: DeviceId,
+        limit: u32,
+    ) -> Result<tern_protocol::DevicesPage, ErrorBody> {
+        // 256 devices with 64-byte names stay well inside one frame.
+        let limit = limit.clamp(1, 256);
+        let rows = self
+            .storage
+            .devices_page(session.user_id, after, limit + 1)
+            .await
+            .map_err(storage_error)?;
+        let (list, more) = crate::storage::split_page(rows, limit);
+        Ok(tern_protocol::DevicesPage {
+            next: more.then(|| list.last().map(|d| d.device_id)).flatten(),
+            devices: list.iter().map(|d| d.info()).collect(),
+        })
+    }
+
     /// Lifetime of access tokens, for `Welcome`.
     pub fn access_ttl_s(&self) -> u64 {
         self.issuer.access_ttl_s()

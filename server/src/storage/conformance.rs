@@ -48,6 +48,9 @@ pub async fn run_all(open: Opener<'_>) {
     non_members_cannot_append_or_receipt(open).await;
     receipts_only_move_forward(open).await;
     update_log_matches_sink(open).await;
+    user_ids_are_random(open).await;
+    lists_page(open).await;
+    acks_are_published_coalesced(open).await;
 }
 
 fn fresh(open: Opener<'_>) -> (Arc<dyn Storage>, Arc<RecordingSink>) {
@@ -76,6 +79,16 @@ async fn two_users_in_a_chat(store: &dyn Storage) -> (UserId, UserId, ChatId) {
     let b = store.upsert_user("+15550000002", 1).await.unwrap();
     let chat = store.open_direct_chat(a, b, 1).await.unwrap();
     (a, b, chat.chat_id)
+}
+
+/// Appends `n` messages from `sender` (client msg ids `0..n`).
+async fn append_n(store: &dyn Storage, chat: ChatId, sender: UserId, n: u64) {
+    for i in 0..n {
+        store
+            .append_message(new_message(chat, sender, DeviceId(1), i))
+            .await
+            .unwrap();
+    }
 }
 
 /// Users are found by identifier, devices listed and revoked.
@@ -271,7 +284,9 @@ pub async fn direct_chats_are_unique_per_pair(open: Opener<'_>) {
         again.chat_id, chat,
         "opening from the other side finds the same chat"
     );
-    assert_eq!(again.members, vec![a, b]);
+    let mut members = vec![a, b];
+    members.sort_unstable();
+    assert_eq!(again.members, members, "members are sorted");
     assert_eq!(store.user_chats(a).await.unwrap(), vec![chat]);
     assert_eq!(store.user_chats(b).await.unwrap(), vec![chat]);
     let joined: Vec<_> = sink
@@ -378,12 +393,7 @@ pub async fn non_members_cannot_append_or_receipt(open: Opener<'_>) {
 pub async fn receipts_only_move_forward(open: Opener<'_>) {
     let (store, _) = fresh(open);
     let (a, b, chat) = two_users_in_a_chat(store.as_ref()).await;
-    for i in 0..5 {
-        store
-            .append_message(new_message(chat, a, DeviceId(1), i))
-            .await
-            .unwrap();
-    }
+    append_n(store.as_ref(), chat, a, 5).await;
     let r = store.ack(chat, b, 3).await.unwrap();
     assert!(r.changed);
     assert_eq!((r.receipt.delivered_seq, r.receipt.read_seq), (3, 0));
@@ -418,7 +428,7 @@ pub async fn update_log_matches_sink(open: Opener<'_>) {
             .await
             .unwrap();
     }
-    store.ack(chat, b, 10).await.unwrap();
+    store.mark_read(chat, b, 10).await.unwrap();
     for user in [a, b] {
         let mut log = Vec::new();
         let mut after = 0;
@@ -439,18 +449,125 @@ pub async fn update_log_matches_sink(open: Opener<'_>) {
             .seen()
             .into_iter()
             .filter(|(u, _)| *u == user)
-            .map(|(_, u)| without_last_seq(u))
+            .map(|(_, u)| u)
             .collect();
-        let log_now: Vec<_> = log.iter().cloned().map(without_last_seq).collect();
-        assert_eq!(sunk, log_now, "the sink saw the log of {user}, in order");
+        // Exactly equal, `ChatJoined` included: its snapshot is stored, not re-read.
+        assert_eq!(sunk, log, "the sink saw the log of {user}, in order");
         assert_eq!(log.len(), 1 + 10 + 1, "joined, ten messages, one receipt");
     }
 }
 
-/// `ChatJoined` carries the chat's last seq at read time, which differs between push and sync.
-fn without_last_seq(mut u: Update) -> Update {
-    if let UpdateKind::ChatJoined(info) = &mut u.kind {
-        info.last_seq = 0;
+/// New user ids are random (not enumerable), below 2^53, and neighbours of a real id do not exist.
+pub async fn user_ids_are_random(open: Opener<'_>) {
+    let (store, _) = fresh(open);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            store
+                .upsert_user(&format!("u{i}@example.org"), 1)
+                .await
+                .unwrap(),
+        );
     }
-    u
+    for w in ids.windows(2) {
+        assert!(
+            w[0].0.abs_diff(w[1].0) > 1_000,
+            "ids look sequential: {ids:?}"
+        );
+    }
+    for id in &ids {
+        assert!(id.0 >= 1 && id.0 < 1 << 53, "id {id} is not exact in JSON");
+        assert!(store.user_exists(*id).await.unwrap());
+        assert!(!store.user_exists(UserId(id.0 + 1)).await.unwrap());
+    }
+    assert!(!store.user_exists(UserId(0)).await.unwrap());
+}
+
+/// Device and chat lists page in id order and a page after the last is empty.
+pub async fn lists_page(open: Opener<'_>) {
+    let (store, _) = fresh(open);
+    let a = store.upsert_user("a@example.org", 1).await.unwrap();
+    let mut devices = Vec::new();
+    for i in 0..5 {
+        devices.push(
+            store
+                .create_device(a, &format!("d{i}"), 1)
+                .await
+                .unwrap()
+                .device_id,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut after = DeviceId(0);
+    loop {
+        let page = store.devices_page(a, after, 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 2, "a page holds at most `limit`");
+        after = last.device_id;
+        seen.extend(page.iter().map(|d| d.device_id));
+    }
+    assert_eq!(seen, devices, "every device once, in id order");
+    let mut chats = Vec::new();
+    for i in 0..5 {
+        let peer = store
+            .upsert_user(&format!("p{i}@example.org"), 1)
+            .await
+            .unwrap();
+        assert_eq!(store.direct_chat(a, peer).await.unwrap(), None);
+        let chat = store.open_direct_chat(a, peer, 1).await.unwrap().chat_id;
+        assert_eq!(store.direct_chat(peer, a).await.unwrap(), Some(chat));
+        chats.push(chat);
+    }
+    chats.sort_unstable();
+    let first = store.user_chats_page(a, ChatId(0), 3).await.unwrap();
+    let rest = store.user_chats_page(a, first[2], 3).await.unwrap();
+    assert_eq!([first, rest].concat(), chats);
+    assert!(
+        store
+            .user_chats_page(a, chats[4], 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.user_chats(a).await.unwrap(), chats);
+}
+
+/// An ack writes the watermark but no log row; publishing appends the current watermarks to the
+/// other members' logs only; a read receipt reaches every member at once.
+pub async fn acks_are_published_coalesced(open: Opener<'_>) {
+    let (store, _) = fresh(open);
+    let (a, b, chat) = two_users_in_a_chat(store.as_ref()).await;
+    append_n(store.as_ref(), chat, a, 5).await;
+    let (a_before, b_before) = (
+        store.latest_pts(a).await.unwrap(),
+        store.latest_pts(b).await.unwrap(),
+    );
+    for seq in 1..=5 {
+        assert!(store.ack(chat, b, seq).await.unwrap().changed);
+    }
+    assert_eq!(
+        store.latest_pts(a).await.unwrap(),
+        a_before,
+        "acks write no log row"
+    );
+    assert_eq!(store.latest_pts(b).await.unwrap(), b_before);
+    let published = store.publish_receipt(chat, b).await.unwrap().unwrap();
+    assert_eq!((published.delivered_seq, published.read_seq), (5, 0));
+    let a_log = store.updates(a, a_before, 10).await.unwrap();
+    assert_eq!(a_log.len(), 1, "one row for five ack steps");
+    assert!(matches!(a_log[0].kind, UpdateKind::Receipt(r) if r == published));
+    assert_eq!(
+        store.latest_pts(b).await.unwrap(),
+        b_before,
+        "the acker's own log gets no delivered receipt"
+    );
+    let outsider = store.upsert_user("+15550000009", 1).await.unwrap();
+    assert_eq!(store.publish_receipt(chat, outsider).await.unwrap(), None);
+    store.mark_read(chat, b, 3).await.unwrap();
+    assert_eq!(store.latest_pts(a).await.unwrap(), a_before + 2);
+    assert_eq!(
+        store.latest_pts(b).await.unwrap(),
+        b_before + 1,
+        "read reaches the reader"
+    );
 }

@@ -58,6 +58,14 @@ pub enum StorageError {
 /// Result alias for storage operations.
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// Cuts a list fetched with `limit + 1` to `limit`, and says whether more followed: asking one
+/// extra row is how a page knows it is not the last without a second query.
+pub fn split_page<T>(mut rows: Vec<T>, limit: u32) -> (Vec<T>, bool) {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    (rows, more)
+}
+
 /// A message to append; the backend assigns seq, id and the members' pts.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -114,11 +122,12 @@ impl UpdateSink for NoSink {
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     // --- users and devices (partition: user) ---
 
-    /// The user registered under `identifier`, creating it if needed.
+    /// The user registered under `identifier`, creating it if needed. New users get a random id
+    /// in `1..2^53` (exact in JSON numbers), never a counter, so ids cannot be enumerated.
     async fn upsert_user(&self, identifier: &str, now_ms: u64) -> StorageResult<UserId>;
     /// The user registered under `identifier`, if any (a point read; creates nothing).
     async fn user_by_identifier(&self, identifier: &str) -> StorageResult<Option<UserId>>;
-    /// Whether the user exists.
+    /// Whether the user exists (ids from before random allocation stay valid).
     async fn user_exists(&self, user: UserId) -> StorageResult<bool>;
     /// Registers a new device for the user.
     async fn create_device(
@@ -129,8 +138,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     ) -> StorageResult<DeviceRecord>;
     /// One device.
     async fn device(&self, user: UserId, device: DeviceId) -> StorageResult<Option<DeviceRecord>>;
-    /// All of a user's devices.
+    /// A user's first [`tern_protocol::limits::MAX_LIST_LEN`] devices.
     async fn devices(&self, user: UserId) -> StorageResult<Vec<DeviceRecord>>;
+    /// A user's devices with ids above `after`, at most `limit`, in id order.
+    async fn devices_page(
+        &self,
+        user: UserId,
+        after: DeviceId,
+        limit: u32,
+    ) -> StorageResult<Vec<DeviceRecord>>;
     /// Marks a device revoked. Returns false if it does not exist.
     async fn revoke_device(&self, user: UserId, device: DeviceId) -> StorageResult<bool>;
 
@@ -159,8 +175,17 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     async fn open_direct_chat(&self, a: UserId, b: UserId, now_ms: u64) -> StorageResult<ChatInfo>;
     /// A chat's record, if it exists.
     async fn chat(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>>;
-    /// The chats a user is a member of.
+    /// The first [`tern_protocol::limits::MAX_LIST_LEN`] chats a user is a member of.
     async fn user_chats(&self, user: UserId) -> StorageResult<Vec<ChatId>>;
+    /// The user's chats with ids above `after`, at most `limit`, in id order.
+    async fn user_chats_page(
+        &self,
+        user: UserId,
+        after: ChatId,
+        limit: u32,
+    ) -> StorageResult<Vec<ChatId>>;
+    /// The direct chat between two users, if one was opened (never creates one).
+    async fn direct_chat(&self, a: UserId, b: UserId) -> StorageResult<Option<ChatId>>;
     /// The last seq of a chat (0 when empty).
     async fn last_seq(&self, chat: ChatId) -> StorageResult<Seq>;
 
@@ -180,8 +205,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 
     // --- receipts (partition: chat) ---
 
-    /// Max-merges a member's delivered watermark.
+    /// Max-merges a member's delivered watermark. Writes no update-log row: delivered receipts
+    /// are published coalesced with [`Storage::publish_receipt`], so the log grows with messages,
+    /// not with ack steps.
     async fn ack(&self, chat: ChatId, user: UserId, upto: Seq) -> StorageResult<ReceiptChange>;
+    /// Appends the member's current watermarks (read when the write runs, so what is published
+    /// never moves backwards) to the update log of every *other* member. `None` when the chat
+    /// does not exist or `user` is not a member.
+    async fn publish_receipt(&self, chat: ChatId, user: UserId) -> StorageResult<Option<Receipt>>;
     /// Max-merges a member's read watermark (and delivered, since read implies delivered).
     async fn mark_read(
         &self,

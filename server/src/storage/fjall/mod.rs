@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tern_protocol::limits::MAX_LIST_LEN;
 use tern_protocol::{
     ChatId, ChatInfo, DeviceId, Message, Pts, Receipt, Seq, Update, UpdateKind, UserId,
 };
@@ -125,7 +126,7 @@ impl Storage for FjallStorage {
     }
 
     async fn user_exists(&self, user: UserId) -> StorageResult<bool> {
-        Ok(user.0 >= 1 && user.0 <= self.tables.counter(Counter::NextUser)?)
+        writes::user_exists(&self.tables, user)
     }
 
     async fn create_device(
@@ -147,11 +148,24 @@ impl Storage for FjallStorage {
     }
 
     async fn devices(&self, user: UserId) -> StorageResult<Vec<DeviceRecord>> {
+        self.devices_page(user, DeviceId(0), MAX_LIST_LEN as u32)
+            .await
+    }
+
+    async fn devices_page(
+        &self,
+        user: UserId,
+        after: DeviceId,
+        limit: u32,
+    ) -> StorageResult<Vec<DeviceRecord>> {
+        let Some(from) = after.0.checked_add(1) else {
+            return Ok(Vec::new());
+        };
         let rows = self.tables.scan(
             Table::Devices,
-            &key2(user.0, 0),
+            &key2(user.0, from),
             &key2(user.0, u64::MAX),
-            tern_protocol::limits::MAX_LIST_LEN,
+            limit as usize,
         )?;
         rows.iter().map(|(_, v)| decode("devices", v)).collect()
     }
@@ -199,15 +213,36 @@ impl Storage for FjallStorage {
     }
 
     async fn user_chats(&self, user: UserId) -> StorageResult<Vec<ChatId>> {
+        self.user_chats_page(user, ChatId(0), MAX_LIST_LEN as u32)
+            .await
+    }
+
+    async fn user_chats_page(
+        &self,
+        user: UserId,
+        after: ChatId,
+        limit: u32,
+    ) -> StorageResult<Vec<ChatId>> {
+        let Some(from) = after.0.checked_add(1) else {
+            return Ok(Vec::new());
+        };
         let rows = self.tables.scan(
             Table::UserChats,
-            &key2(user.0, 0),
+            &key2(user.0, from),
             &key2(user.0, u64::MAX),
-            tern_protocol::limits::MAX_LIST_LEN,
+            limit as usize,
         )?;
         rows.iter()
             .map(|(k, _)| split_key2(k).map(|(_, c)| ChatId(c)))
             .collect()
+    }
+
+    async fn direct_chat(&self, a: UserId, b: UserId) -> StorageResult<Option<ChatId>> {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        self.tables
+            .get(Table::Direct, &key2(lo.0, hi.0))?
+            .map(|v| tables::decode_u64(&v).map(ChatId))
+            .transpose()
     }
 
     async fn last_seq(&self, chat: ChatId) -> StorageResult<Seq> {
@@ -249,6 +284,7 @@ impl Storage for FjallStorage {
                 StoredUpdate::ChatJoined { chat_id } => {
                     UpdateKind::ChatJoined(self.chat_info(chat_id)?)
                 }
+                StoredUpdate::ChatJoinedAt(info) => UpdateKind::ChatJoined(info),
             };
             out.push(Update { pts, kind });
         }
@@ -271,6 +307,11 @@ impl Storage for FjallStorage {
         upto: Seq,
     ) -> StorageResult<ReceiptChange> {
         self.write(move |txn| writes::receipt(txn, chat, user, upto, true))
+            .await
+    }
+
+    async fn publish_receipt(&self, chat: ChatId, user: UserId) -> StorageResult<Option<Receipt>> {
+        self.write(move |txn| writes::publish_receipt(txn, chat, user))
             .await
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tern_protocol::{ChatId, Receipt, Seq};
+use tern_protocol::{ChatId, ChatInfo, Receipt, Seq};
 
 use crate::storage::{ChatRecord, StorageError, StorageResult};
 
@@ -38,8 +38,11 @@ pub(crate) struct Tables {
     pub updates: Keyspace,
     /// chat ++ user -> ReceiptRow
     pub receipts: Keyspace,
-    /// tag ++ id -> u64 id allocators (users, devices, chats, messages)
+    /// tag ++ id -> u64 id allocators (devices, chats, messages; users before random ids)
     pub counters: Keyspace,
+    /// user id (u64 BE) -> identifier bytes, for users with random ids. Users from before
+    /// random allocation have no row: their ids are `1..=` the frozen `NextUser` counter.
+    pub users: Keyspace,
     /// Committed chat rows, read on every send. Chat rows never change today (direct chats);
     /// a write that changes one must refresh this cache after its commit.
     chat_cache: Arc<DashMap<ChatId, ChatRecord>>,
@@ -69,6 +72,7 @@ pub(crate) enum Table {
     Updates,
     Receipts,
     Counters,
+    Users,
 }
 
 impl Tables {
@@ -90,6 +94,7 @@ impl Tables {
             updates: ks("updates")?,
             receipts: ks("receipts")?,
             counters: ks("counters")?,
+            users: ks("users")?,
             chat_cache: Arc::new(DashMap::new()),
             db,
         })
@@ -109,6 +114,7 @@ impl Tables {
             Table::Updates => &self.updates,
             Table::Receipts => &self.receipts,
             Table::Counters => &self.counters,
+            Table::Users => &self.users,
         }
     }
 
@@ -176,7 +182,7 @@ pub(crate) enum Counter {
     ChatSeq(ChatId),
     /// Latest pts of a user (derived from the update-log partition, never stored).
     UserPts(u64),
-    /// Last allocated user id.
+    /// Last sequentially allocated user id (frozen: new users get random ids).
     NextUser,
     /// Last allocated device id.
     NextDevice,
@@ -217,9 +223,18 @@ impl Counter {
 /// What the update log stores: references, resolved at read time, so a message is stored once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum StoredUpdate {
-    Message { chat_id: ChatId, seq: Seq },
+    Message {
+        chat_id: ChatId,
+        seq: Seq,
+    },
     Receipt(Receipt),
-    ChatJoined { chat_id: ChatId },
+    /// A join from before snapshots were stored: resolved to the chat's current info.
+    ChatJoined {
+        chat_id: ChatId,
+    },
+    /// A join with the chat as it was when the user joined, so `Sync` returns exactly what was
+    /// pushed live. Appended last: older rows keep decoding.
+    ChatJoinedAt(ChatInfo),
 }
 
 /// A member's receipt watermarks.

@@ -14,17 +14,51 @@ use crate::storage::{
     StorageError, StorageResult,
 };
 
+/// New user ids are random below this (2^53), so JSON and JavaScript clients keep them exact.
+const USER_ID_BOUND: u64 = 1 << 53;
+/// Draws before giving up on finding a free random id (each collides with odds users / 2^53).
+const USER_ID_DRAWS: usize = 16;
+
 pub(crate) fn upsert_user(txn: &mut Txn<'_>, identifier: &str) -> StorageResult<UserId> {
     if let Some(v) = txn.get(Table::Identifiers, identifier.as_bytes())? {
         return Ok(UserId(super::tables::decode_u64(&v)?));
     }
-    let id = txn.bump(Counter::NextUser)?;
-    txn.put(
-        Table::Identifiers,
-        identifier.as_bytes(),
-        id.to_be_bytes().to_vec(),
-    );
-    Ok(UserId(id))
+    // Random, not sequential: a counter lets anyone enumerate every user. Ids up to the frozen
+    // legacy counter belong to users registered before, so they are never drawn again.
+    let legacy = txn.counter(Counter::NextUser)?;
+    let rng = ring::rand::SystemRandom::new();
+    for _ in 0..USER_ID_DRAWS {
+        let bytes: [u8; 8] = ring::rand::generate(&rng)
+            .map_err(|_| StorageError::Backend("no system randomness".into()))?
+            .expose();
+        let id = u64::from_be_bytes(bytes) % USER_ID_BOUND;
+        if id <= legacy || txn.get(Table::Users, &id.to_be_bytes())?.is_some() {
+            continue;
+        }
+        txn.put(
+            Table::Users,
+            &id.to_be_bytes(),
+            identifier.as_bytes().to_vec(),
+        );
+        txn.put(
+            Table::Identifiers,
+            identifier.as_bytes(),
+            id.to_be_bytes().to_vec(),
+        );
+        return Ok(UserId(id));
+    }
+    Err(StorageError::Backend("no free random user id found".into()))
+}
+
+/// Whether a user id was issued: a users row (random ids) or the legacy sequential range.
+pub(crate) fn user_exists(tables: &super::tables::Tables, user: UserId) -> StorageResult<bool> {
+    if user.0 == 0 {
+        return Ok(false);
+    }
+    if tables.get(Table::Users, &user.0.to_be_bytes())?.is_some() {
+        return Ok(true);
+    }
+    Ok(user.0 <= tables.counter(Counter::NextUser)?)
 }
 
 pub(crate) fn create_device(
@@ -241,7 +275,7 @@ pub(crate) fn open_direct(
         push_update(
             txn,
             member,
-            &StoredUpdate::ChatJoined { chat_id: chat },
+            &StoredUpdate::ChatJoinedAt(info.clone()),
             UpdateKind::ChatJoined(info.clone()),
         )?;
     }
@@ -315,11 +349,7 @@ pub(crate) fn receipt(
         return Err(StorageError::SeqOutOfRange { seq: upto, last });
     }
     let key = key2(chat.0, user.0);
-    let before: ReceiptRow = txn
-        .get(Table::Receipts, &key)?
-        .map(|b| decode("receipts", &b))
-        .transpose()?
-        .unwrap_or_default();
+    let before = receipt_row(txn, chat, user)?;
     let mut after = before;
     after.delivered = after.delivered.max(upto);
     if read {
@@ -334,14 +364,64 @@ pub(crate) fn receipt(
     let changed = after.delivered != before.delivered || after.read != before.read;
     if changed {
         txn.put(Table::Receipts, &key, encode(&after)?);
-        for &member in &record.members {
-            push_update(
-                txn,
-                member,
-                &StoredUpdate::Receipt(receipt),
-                UpdateKind::Receipt(receipt),
-            )?;
-        }
+    }
+    // A read receipt is published at once to every member (the reader's other devices clear
+    // their unread state); delivered-only moves are published coalesced by `publish_receipt`.
+    if changed && after.read != before.read {
+        push_receipt(txn, receipt, record.members.iter().copied())?;
     }
     Ok(ReceiptChange { receipt, changed })
+}
+
+/// A member's watermarks as of this batch (0/0 if it never acked).
+fn receipt_row(txn: &Txn<'_>, chat: ChatId, user: UserId) -> StorageResult<ReceiptRow> {
+    Ok(txn
+        .get(Table::Receipts, &key2(chat.0, user.0))?
+        .map(|b| decode("receipts", &b))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+/// Appends `user`'s current watermarks to every other member's log.
+pub(crate) fn publish_receipt(
+    txn: &mut Txn<'_>,
+    chat: ChatId,
+    user: UserId,
+) -> StorageResult<Option<Receipt>> {
+    let Some(record) = chat_record(txn, chat)? else {
+        return Ok(None);
+    };
+    if !record.has_member(user) {
+        return Ok(None);
+    }
+    let row = receipt_row(txn, chat, user)?;
+    let receipt = Receipt {
+        chat_id: chat,
+        user_id: user,
+        delivered_seq: row.delivered,
+        read_seq: row.read,
+    };
+    push_receipt(
+        txn,
+        receipt,
+        record.members.iter().copied().filter(|&m| m != user),
+    )?;
+    Ok(Some(receipt))
+}
+
+/// Appends a receipt update to each recipient's log.
+fn push_receipt(
+    txn: &mut Txn<'_>,
+    receipt: Receipt,
+    to: impl Iterator<Item = UserId>,
+) -> StorageResult<()> {
+    for member in to {
+        push_update(
+            txn,
+            member,
+            &StoredUpdate::Receipt(receipt),
+            UpdateKind::Receipt(receipt),
+        )?;
+    }
+    Ok(())
 }

@@ -2,18 +2,27 @@
 //!
 //! The service answers requests; live delivery is not its job. Storage hands committed updates
 //! to the router (see [`crate::router`]), so a message is pushed only once it is durable.
+//! Per-user limits live in [`limits`], first-contact rules in [`crate::policy`], and delivered
+//! receipts are published coalesced by [`receipts`].
+
+pub mod limits;
+pub mod receipts;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tern_protocol::limits::{MAX_FRAME_LEN, MAX_MESSAGES_PAGE, MAX_SYNC_PAGE};
+use tern_protocol::limits::{MAX_FRAME_LEN, MAX_LIST_LEN, MAX_MESSAGES_PAGE, MAX_SYNC_PAGE};
 use tern_protocol::{
-    ChatId, ChatInfo, ClientMsgId, ErrorBody, ErrorCode, Message, MessageBody, Receipt, Sent, Seq,
-    SessionInfo, SyncCursor, SyncPage, Update, UpdateKind, UserId,
+    ChatId, ChatInfo, ChatsPage, ClientMsgId, ErrorBody, ErrorCode, Message, MessageBody, Receipt,
+    Sent, Seq, SessionInfo, SyncCursor, SyncPage, Update, UpdateKind, UserId,
 };
 
+use self::limits::{ChatConfig, UserLimiter};
+use self::receipts::ReceiptCoalescer;
 use crate::auth::storage_error;
 use crate::metrics::Metrics;
-use crate::storage::{ChatRecord, NewMessage, Storage};
+use crate::policy::{Policy, Relation};
+use crate::storage::{ChatRecord, NewMessage, Storage, split_page};
 
 /// What the chat service depends on.
 #[derive(Debug)]
@@ -22,6 +31,10 @@ pub struct ChatDeps {
     pub storage: Arc<dyn Storage>,
     /// Counters.
     pub metrics: Metrics,
+    /// Who may contact whom.
+    pub policy: Arc<Policy>,
+    /// Limits and receipt coalescing.
+    pub config: ChatConfig,
 }
 
 /// Chat requests.
@@ -29,6 +42,9 @@ pub struct ChatDeps {
 pub struct ChatService {
     storage: Arc<dyn Storage>,
     metrics: Metrics,
+    policy: Arc<Policy>,
+    sends: UserLimiter,
+    receipts: Arc<ReceiptCoalescer>,
 }
 
 /// The one answer for "no such chat" and "not a member", so non-members learn nothing.
@@ -45,10 +61,34 @@ fn now_ms() -> u64 {
 impl ChatService {
     /// Builds the service from its dependencies.
     pub fn new(deps: ChatDeps) -> Self {
+        let c = &deps.config;
         ChatService {
+            sends: UserLimiter::per_minute(
+                "messages",
+                c.send_burst,
+                c.send_per_minute,
+                c.max_limited_users,
+            ),
+            receipts: Arc::new(ReceiptCoalescer::new(
+                deps.storage.clone(),
+                Duration::from_millis(c.receipt_delay_ms),
+                c.max_pending_receipts,
+            )),
             storage: deps.storage,
             metrics: deps.metrics,
+            policy: deps.policy,
         }
+    }
+
+    /// Starts publishing coalesced receipts in the background (abort the handle to stop; call
+    /// [`ChatService::flush_receipts`] before closing storage).
+    pub fn spawn_receipt_flusher(&self) -> tokio::task::JoinHandle<()> {
+        self.receipts.spawn_flusher()
+    }
+
+    /// Publishes every held receipt now (shutdown).
+    pub async fn flush_receipts(&self) {
+        self.receipts.flush().await;
     }
 
     async fn member_chat(&self, user: UserId, chat: ChatId) -> Result<ChatRecord, ErrorBody> {
@@ -66,11 +106,24 @@ impl ChatService {
                 "a direct chat needs another user",
             ));
         }
-        if !self
+        let existing = self
             .storage
-            .user_exists(peer)
+            .direct_chat(s.user_id, peer)
             .await
-            .map_err(storage_error)?
+            .map_err(storage_error)?;
+        let relation = match existing {
+            Some(_) => Relation::SharesChat,
+            None => Relation::Stranger,
+        };
+        // Asked before the user lookup: probing ids spends the same budget as real contacts.
+        self.policy
+            .may_contact(s.user_id, peer, relation, Instant::now())?;
+        if existing.is_none()
+            && !self
+                .storage
+                .user_exists(peer)
+                .await
+                .map_err(storage_error)?
         {
             return Err(ErrorBody::new(ErrorCode::NotFound, "no such user"));
         }
@@ -80,13 +133,45 @@ impl ChatService {
             .map_err(storage_error)
     }
 
-    /// The caller's chats.
+    /// The caller's first [`tern_protocol::limits::MAX_LIST_LEN`] chats (`ListChats`).
     pub async fn list(&self, s: SessionInfo) -> Result<Vec<ChatInfo>, ErrorBody> {
         let ids = self
             .storage
             .user_chats(s.user_id)
             .await
             .map_err(storage_error)?;
+        self.infos(ids).await
+    }
+
+    /// A page of the caller's chats with ids above `after` (`ListChatsPage`).
+    pub async fn list_page(
+        &self,
+        s: SessionInfo,
+        after: ChatId,
+        limit: u32,
+    ) -> Result<ChatsPage, ErrorBody> {
+        let limit = limit.clamp(1, MAX_LIST_LEN as u32);
+        let rows = self
+            .storage
+            .user_chats_page(s.user_id, after, limit + 1)
+            .await
+            .map_err(storage_error)?;
+        let (ids, more) = split_page(rows, limit);
+        let last_id = ids.last().copied();
+        let mut chats = self.infos(ids).await?;
+        let fit = fitting(chats.iter().map(chat_size));
+        let next = if fit < chats.len() {
+            chats.truncate(fit);
+            chats.last().map(|c| c.chat_id)
+        } else if more {
+            last_id
+        } else {
+            None
+        };
+        Ok(ChatsPage { chats, next })
+    }
+
+    async fn infos(&self, ids: Vec<ChatId>) -> Result<Vec<ChatInfo>, ErrorBody> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(record) = self.storage.chat(id).await.map_err(storage_error)? {
@@ -112,6 +197,7 @@ impl ChatService {
             MessageBody::Text(_) => {}
         }
         self.member_chat(s.user_id, chat).await?;
+        self.sends.check(s.user_id, Instant::now())?;
         let appended = self
             .storage
             .append_message(NewMessage {
@@ -131,13 +217,17 @@ impl ChatService {
     }
 
     /// Records that one of the member's devices stored everything up to `upto`.
+    /// The watermark is durable when this returns; the other members see it coalesced.
     pub async fn ack(&self, s: SessionInfo, chat: ChatId, upto: Seq) -> Result<Receipt, ErrorBody> {
-        Ok(self
+        let change = self
             .storage
             .ack(chat, s.user_id, upto)
             .await
-            .map_err(storage_error)?
-            .receipt)
+            .map_err(storage_error)?;
+        if change.changed {
+            self.receipts.moved(chat, s.user_id).await;
+        }
+        Ok(change.receipt)
     }
 
     /// Records that the member read everything up to `upto`.
@@ -168,6 +258,22 @@ impl ChatService {
             .updates(s.user_id, after.pts, limit + 1)
             .await
             .map_err(storage_error)?;
+        if updates.is_empty() && after.pts > 0 {
+            // An empty page is also what a cursor beyond the log's head gets (a server restored
+            // from an older backup). Say so: the client would otherwise drop every new update
+            // below its cursor as a duplicate.
+            let head = self
+                .storage
+                .latest_pts(s.user_id)
+                .await
+                .map_err(storage_error)?;
+            if after.pts > head {
+                return Err(ErrorBody::new(
+                    ErrorCode::CursorAhead,
+                    format!("cursor {} is ahead of the update log ({head})", after.pts),
+                ));
+            }
+        }
         let fit = fitting(updates.iter().map(update_size));
         let has_more = updates.len() > fit.min(limit as usize);
         updates.truncate(fit.min(limit as usize));
@@ -221,11 +327,15 @@ fn message_size(m: &Message) -> usize {
     t.len() + 80
 }
 
+fn chat_size(c: &ChatInfo) -> usize {
+    c.members.len() * 10 + 64
+}
+
 fn update_size(u: &Update) -> usize {
     match &u.kind {
         UpdateKind::Message(m) => message_size(m) + 12,
         UpdateKind::Receipt(_) => 64,
-        UpdateKind::ChatJoined(c) => c.members.len() * 10 + 64,
+        UpdateKind::ChatJoined(c) => chat_size(c),
     }
 }
 
