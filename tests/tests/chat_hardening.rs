@@ -470,7 +470,12 @@ async fn first_contact_is_limited_per_user() {
 /// Scenario 11: chat and device lists page instead of stopping at the first 1024.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_and_device_lists_page() {
-    let server = TestServer::start().await;
+    // Five devices of one identifier from one source: lift the per-identifier OTP budgets.
+    let server = TestServer::start_with(|c| {
+        c.auth.otp_per_identifier.burst = 100;
+        c.auth.otp_per_identifier_source.burst = 100;
+    })
+    .await;
     let a = server.login("+15550007071").await;
     let mut devices = vec![a.session.device_id];
     for _ in 0..4 {
