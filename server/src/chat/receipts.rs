@@ -58,17 +58,18 @@ impl ReceiptCoalescer {
             Ok(mut pending) => pending.drain().collect(),
             Err(_) => Vec::new(),
         };
+        // All at once, so the storage writer group-commits them (one fsync for the whole flush
+        // rather than one per pair).
+        let mut tasks = tokio::task::JoinSet::new();
         for (chat, user) in batch {
-            self.publish(chat, user).await;
+            let storage = Arc::clone(&self.storage);
+            tasks.spawn(async move { publish(storage.as_ref(), chat, user).await });
         }
+        while tasks.join_next().await.is_some() {}
     }
 
     async fn publish(&self, chat: ChatId, user: UserId) {
-        if let Err(e) = self.storage.publish_receipt(chat, user).await {
-            // The watermark itself is durable; only its push is lost, and `GetReceipts` or the
-            // next ack step still show it.
-            tracing::warn!(error = %e, %chat, %user, "publishing a delivered receipt failed");
-        }
+        publish(self.storage.as_ref(), chat, user).await;
     }
 
     /// Flushes every `delay` until the returned task is aborted.
@@ -82,5 +83,13 @@ impl ReceiptCoalescer {
                 this.flush().await;
             }
         })
+    }
+}
+
+async fn publish(storage: &dyn Storage, chat: ChatId, user: UserId) {
+    if let Err(e) = storage.publish_receipt(chat, user).await {
+        // The watermark itself is durable; only its push is lost, and `GetReceipts` or the next
+        // ack step still show it.
+        tracing::warn!(error = %e, %chat, %user, "publishing a delivered receipt failed");
     }
 }
