@@ -136,6 +136,22 @@ impl TestServer {
         (a, b, chat)
     }
 
+    /// Sends one `Refresh` with `token` on a fresh, unauthenticated connection and returns the
+    /// answer (the client is closed after it).
+    pub async fn refresh_once(
+        &self,
+        token: &str,
+    ) -> Result<tern_sdk::protocol::Response, tern_sdk::Error> {
+        let (c, _e) = Client::start(self.client_config()).unwrap();
+        let r = c
+            .request(tern_sdk::protocol::Request::Refresh {
+                refresh_token: token.into(),
+            })
+            .await;
+        c.close().await;
+        r
+    }
+
     /// Starts a client that resumes a device from a saved snapshot (tokens and sync cursor),
     /// as an app restarting after being offline would.
     pub fn resume(&self, saved: &tern_sdk::Snapshot) -> (Client, Events) {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tern_sdk::protocol::{ErrorCode, Frame, Request, Response, SessionInfo};
+use tern_sdk::protocol::{ErrorCode, Frame, Response, SessionInfo};
 use tern_sdk::{Client, ClientEvent, Events};
 use tern_server::auth::token::{SigningKey, TokenIssuer};
 use tern_server::config::OtpSenderConfig;
@@ -175,17 +175,6 @@ async fn wait_session_end(events: &mut Events) -> Option<ErrorCode> {
     }
 }
 
-async fn refresh(server: &TestServer, token: &str) -> Result<Response, tern_sdk::Error> {
-    let (c, _e) = Client::start(server.client_config()).unwrap();
-    let r = c
-        .request(Request::Refresh {
-            refresh_token: token.into(),
-        })
-        .await;
-    c.close().await;
-    r
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_token_used_twice_revokes_the_family() {
     // No grace window: any second use is a reuse.
@@ -193,7 +182,7 @@ async fn a_refresh_token_used_twice_revokes_the_family() {
     let mut dev = server.login("+15550001003").await;
     let first = dev.client.snapshot().await.unwrap().tokens.unwrap();
 
-    let rotated = match refresh(&server, &first.refresh_token).await.unwrap() {
+    let rotated = match server.refresh_once(&first.refresh_token).await.unwrap() {
         Response::LoggedIn(g) => g.tokens,
         other => panic!("expected LoggedIn, got {other:?}"),
     };
@@ -202,7 +191,7 @@ async fn a_refresh_token_used_twice_revokes_the_family() {
         "refresh tokens rotate"
     );
 
-    let reuse = refresh(&server, &first.refresh_token).await.unwrap_err();
+    let reuse = server.refresh_once(&first.refresh_token).await.unwrap_err();
     assert_eq!(reuse.code(), Some(ErrorCode::RefreshReused));
     // The live connection of that device is closed and the SDK stops.
     assert_eq!(
@@ -210,7 +199,10 @@ async fn a_refresh_token_used_twice_revokes_the_family() {
         Some(ErrorCode::DeviceRevoked)
     );
     // The newer token of the same family is dead too: a revoked device's tokens are deleted.
-    let after = refresh(&server, &rotated.refresh_token).await.unwrap_err();
+    let after = server
+        .refresh_once(&rotated.refresh_token)
+        .await
+        .unwrap_err();
     assert_eq!(after.code(), Some(ErrorCode::InvalidToken));
 }
 

@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tern_sdk::Client;
-use tern_sdk::protocol::{ErrorCode, Request, Response};
+use tern_sdk::protocol::{ErrorCode, Response};
 use tern_server::auth::sender::{OtpSender, SendError};
 use tern_server::auth::token::{SigningKey, TokenIssuer};
 use tern_server::auth::{AuthConfig, AuthDeps, AuthService};
@@ -301,17 +300,6 @@ async fn verify_answers_do_not_reveal_a_pending_code() {
     assert_eq!(pending, none, "a pending code must not change the answer");
 }
 
-async fn refresh_once(server: &TestServer, token: &str) -> Result<Response, tern_sdk::Error> {
-    let (c, _e) = Client::start(server.client_config()).unwrap();
-    let r = c
-        .request(Request::Refresh {
-            refresh_token: token.into(),
-        })
-        .await;
-    c.close().await;
-    r
-}
-
 /// Scenario 7: the answer to a refresh is lost; the client retries with the same old token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_refresh_answer_does_not_sign_the_device_out() {
@@ -319,11 +307,11 @@ async fn a_lost_refresh_answer_does_not_sign_the_device_out() {
     let dev = server.login("+15550002007").await;
     let first = dev.client.snapshot().await.unwrap().tokens.unwrap();
     // The first answer is "lost": the client never stores it.
-    let lost = match refresh_once(&server, &first.refresh_token).await.unwrap() {
+    let lost = match server.refresh_once(&first.refresh_token).await.unwrap() {
         Response::LoggedIn(g) => g.tokens,
         other => panic!("expected LoggedIn, got {other:?}"),
     };
-    let again = match refresh_once(&server, &first.refresh_token).await {
+    let again = match server.refresh_once(&first.refresh_token).await {
         Ok(Response::LoggedIn(g)) => g.tokens,
         other => panic!("a retry within the grace window must succeed, got {other:?}"),
     };
@@ -332,16 +320,14 @@ async fn a_lost_refresh_answer_does_not_sign_the_device_out() {
         "the same old token returns the same new refresh token"
     );
     // The new token works, and the device was not revoked.
-    match refresh_once(&server, &again.refresh_token).await.unwrap() {
+    match server.refresh_once(&again.refresh_token).await.unwrap() {
         Response::LoggedIn(_) => {}
         other => panic!("expected LoggedIn, got {other:?}"),
     }
     // Once its successor has been rotated too, the first token is deleted (a device keeps two
     // token rows) and refused. Reuse after the grace window revoking the device is checked by
     // `auth::a_refresh_token_used_twice_revokes_the_family`.
-    let old = refresh_once(&server, &first.refresh_token)
-        .await
-        .unwrap_err();
+    let old = server.refresh_once(&first.refresh_token).await.unwrap_err();
     assert_eq!(old.code(), Some(ErrorCode::InvalidToken));
 }
 
@@ -385,7 +371,7 @@ async fn an_sdk_client_whose_refresh_answer_was_lost_stays_signed_in() {
     dev.client.close().await;
     let tokens = saved.tokens.as_mut().unwrap();
     // The server rotates, but the answer never reaches the app.
-    let _lost = refresh_once(&server, &tokens.refresh_token).await.unwrap();
+    let _lost = server.refresh_once(&tokens.refresh_token).await.unwrap();
     // The app restarts with what it had stored; its access token has expired meanwhile.
     tokens.access_expires_at_ms = 0;
     let (client, mut events) = server.resume(&saved);

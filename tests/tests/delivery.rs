@@ -126,14 +126,7 @@ async fn an_offline_device_gets_everything_on_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_send_does_not_duplicate() {
     let server = TestServer::start().await;
-    let a = server.login("+15550000021").await;
-    let mut b = server.login("+15550000022").await;
-    let chat = a
-        .client
-        .open_direct_chat(b.session.user_id)
-        .await
-        .unwrap()
-        .chat_id;
+    let (a, mut b, chat) = server.pair("+15550000021", "+15550000022").await;
     let body = MessageBody::Text("only once".into());
     let first = a.client.send(chat, body.clone(), 777).await.unwrap();
     // The same idempotency key again, also across a reconnect.
@@ -163,14 +156,7 @@ async fn a_retried_send_does_not_duplicate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_reach_the_sender_and_only_move_forward() {
     let server = TestServer::start().await;
-    let mut a = server.login("+15550000031").await;
-    let mut b = server.login("+15550000032").await;
-    let chat = a
-        .client
-        .open_direct_chat(b.session.user_id)
-        .await
-        .unwrap()
-        .chat_id;
+    let (mut a, mut b, chat) = server.pair("+15550000031", "+15550000032").await;
     let mut last = 0;
     for i in 0..5 {
         last = a
@@ -231,14 +217,7 @@ async fn receipts_reach_the_sender_and_only_move_forward() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_of_large_messages_stay_within_the_frame_limit() {
     let server = TestServer::start().await;
-    let a = server.login("+15550000041").await;
-    let b = server.login("+15550000042").await;
-    let chat = a
-        .client
-        .open_direct_chat(b.session.user_id)
-        .await
-        .unwrap()
-        .chat_id;
+    let (a, b, chat) = server.pair("+15550000041", "+15550000042").await;
     let saved = b.client.snapshot().await.unwrap();
     b.client.close().await;
     let big = "x".repeat(tern_sdk::protocol::limits::MAX_TEXT_LEN);

@@ -17,14 +17,7 @@ const WAIT: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_while_others_are_served() {
     let server = TestServer::start().await;
-    let a = server.login("+15550002001").await;
-    let mut b = server.login("+15550002002").await;
-    let chat = a
-        .client
-        .open_direct_chat(b.session.user_id)
-        .await
-        .unwrap()
-        .chat_id;
+    let (a, mut b, chat) = server.pair("+15550002001", "+15550002002").await;
 
     // Garbage bytes: a valid length, then bytes that are no frame.
     let mut raw = RawConn::connect(server.addr, &server.fingerprint)

@@ -307,14 +307,7 @@ async fn sigterm_during_sends_drains_exits_zero_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_change_is_harmless() {
     let server = four_shards().await;
-    let a = server.login("+15550050001").await;
-    let mut b = server.login("+15550050002").await;
-    let chat = a
-        .client
-        .open_direct_chat(b.session.user_id)
-        .await
-        .unwrap()
-        .chat_id;
+    let (a, mut b, chat) = server.pair("+15550050001", "+15550050002").await;
     let mut acked = Vec::new();
     for k in 0..60u64 {
         if k % 20 == 10 {

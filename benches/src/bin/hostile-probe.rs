@@ -20,6 +20,7 @@ use anyhow::Context;
 use clap::Parser;
 use tern_sdk::protocol::{Frame, Request, limits};
 use tern_server::transport::limits::TransportLimits;
+use tern_tests::child::rss_bytes;
 use tern_tests::raw::RawConn;
 
 #[derive(Debug, Parser)]
@@ -33,18 +34,6 @@ struct Args {
     /// Pipelined pings per connection (their answers are never read).
     #[arg(long, default_value_t = 2000)]
     pings: u32,
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .map(|v| v.trim().trim_end_matches("kB").trim().to_owned())
-        })
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// The varint length prefix of a frame of `len` bytes.

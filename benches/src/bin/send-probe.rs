@@ -20,6 +20,7 @@ use anyhow::Context;
 use clap::Parser;
 use tern_sdk::ClientEvent;
 use tern_sdk::protocol::MessageBody;
+use tern_tests::child::rss_bytes;
 use tern_tests::{client_config, login};
 use tokio::sync::Mutex;
 
@@ -55,18 +56,6 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let ticks: f64 =
         f.get(11).context("utime")?.parse::<f64>()? + f.get(12).context("stime")?.parse::<f64>()?;
     Ok(ticks / 100.0)
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .map(|v| v.trim().trim_end_matches("kB").trim().to_owned())
-        })
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {

@@ -47,7 +47,7 @@ impl ReceiptCoalescer {
             _ => false,
         };
         if !held {
-            self.publish(chat, user).await;
+            publish(self.storage.as_ref(), chat, user).await;
         }
     }
 
@@ -66,10 +66,6 @@ impl ReceiptCoalescer {
             tasks.spawn(async move { publish(storage.as_ref(), chat, user).await });
         }
         while tasks.join_next().await.is_some() {}
-    }
-
-    async fn publish(&self, chat: ChatId, user: UserId) {
-        publish(self.storage.as_ref(), chat, user).await;
     }
 
     /// Flushes every `delay` until the returned task is aborted.
