@@ -50,6 +50,21 @@ pub enum ClientEvent {
     Receipt(Receipt),
     /// This user joined a chat.
     ChatJoined(ChatInfo),
+    /// This user's membership of a group ended (removed or left) at `at_seq`; nothing after it
+    /// arrives until the user is added again.
+    ChatLeft {
+        /// The group.
+        chat_id: ChatId,
+        /// Seq of the system message that ended it.
+        at_seq: Seq,
+    },
+    /// This user deleted these messages for themself (on any of their devices): hide them.
+    HiddenForMe {
+        /// The chat.
+        chat_id: ChatId,
+        /// The messages.
+        seqs: Vec<Seq>,
+    },
     /// New tokens: persist them to resume without OTP.
     TokensUpdated(Tokens),
     /// The session is over (device revoked, refresh token reused, logout). The client stops.

@@ -757,6 +757,12 @@ impl Driver {
                     }
                     UpdateKind::Receipt(r) => self.emit(ClientEvent::Receipt(r)),
                     UpdateKind::ChatJoined(c) => self.emit(ClientEvent::ChatJoined(c)),
+                    UpdateKind::ChatLeft { chat_id, at_seq } => {
+                        self.emit(ClientEvent::ChatLeft { chat_id, at_seq })
+                    }
+                    UpdateKind::HiddenForMe { chat_id, seqs } => {
+                        self.emit(ClientEvent::HiddenForMe { chat_id, seqs })
+                    }
                 }
             }
         }

@@ -144,7 +144,10 @@ fn on_message(shared: &Shared, receiver: usize, m: &Message) {
     if shared.in_window(now) {
         shared.delivered_in_window.fetch_add(1, Ordering::Relaxed);
     }
-    let MessageBody::Text(text) = &m.body;
+    let MessageBody::Text(text) = &m.body else {
+        shared.errors.add("foreign message");
+        return;
+    };
     let (Some(ns), Some(&sender)) = (stamp_of(text), shared.index_of.get(&m.sender)) else {
         shared.errors.add("foreign message");
         return;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorBody;
 use crate::event::Event;
+use crate::group::ChatFeatures;
 use crate::ids::{DeviceId, Pts, SyncCursor, UserId};
 use crate::limits::{self, MAX_CLIENT_INFO_LEN, MAX_TOKEN_LEN};
 use crate::request::{Request, Response};
@@ -114,6 +115,8 @@ pub struct Welcome {
     pub latest_pts: Option<Pts>,
     /// Server time, milliseconds since the Unix epoch.
     pub server_time_ms: u64,
+    /// Message-feature windows and limits (edit and delete windows, group size). New in v2.
+    pub features: ChatFeatures,
 }
 
 /// Why the server sends `GoAway`.

@@ -17,15 +17,22 @@ pub mod codec;
 mod error;
 mod event;
 mod frame;
+mod group;
 mod ids;
 pub mod limits;
 mod request;
 pub mod session;
 
 pub use error::{ErrorBody, ErrorCode};
-pub use event::{ChatInfo, ChatKind, Event, Message, MessageBody, Receipt, Update, UpdateKind};
+pub use event::{
+    ChatInfo, ChatKind, Event, Message, MessageBody, Receipt, RichText, Update, UpdateKind,
+};
 pub use frame::{
     ClientInfo, Frame, GoAway, GoAwayReason, Hello, ServerLimits, SessionInfo, Welcome,
+};
+pub use group::{
+    ChatFeatures, GroupChange, GroupInfo, GroupMember, GroupSettings, MemberReceipt,
+    MessageReceipts, SystemEvent,
 };
 pub use ids::{ChatId, ClientMsgId, DeviceId, MessageId, Pts, Seq, SyncCursor, UserId};
 pub use request::{
@@ -34,7 +41,8 @@ pub use request::{
 
 /// The protocol version this crate speaks. A `Hello` with any other version is refused with
 /// [`ErrorCode::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 added `Welcome.features` (groups and message features); v1 clients are refused.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// ALPN identifier negotiated in the TLS handshake.
 pub const ALPN: &[u8] = b"tern/1";

@@ -23,7 +23,7 @@ pub const MAX_ERROR_MESSAGE_LEN: usize = 512;
 pub const MAX_SYNC_PAGE: u32 = 256;
 /// Most messages in one `GetMessages` answer.
 pub const MAX_MESSAGES_PAGE: u32 = 256;
-/// Most members in a chat (groups arrive later; direct chats have two).
+/// Most members in a chat (direct chats have two). Beyond it, `TooLarge`.
 pub const MAX_CHAT_MEMBERS: usize = 1024;
 /// Most items in any other list (devices, chats, receipts).
 pub const MAX_LIST_LEN: usize = 1024;
@@ -31,3 +31,13 @@ pub const MAX_LIST_LEN: usize = 1024;
 pub const MAX_IN_FLIGHT_REQUESTS: u32 = 256;
 /// Length of an OTP code, in digits.
 pub const OTP_DIGITS: usize = 6;
+/// Longest group title, in bytes of UTF-8.
+pub const MAX_GROUP_TITLE_LEN: usize = 128;
+/// Longest group description, in bytes of UTF-8.
+pub const MAX_GROUP_DESCRIPTION_LEN: usize = 2048;
+/// Longest reaction (one emoji, possibly with modifiers), in bytes of UTF-8.
+pub const MAX_REACTION_LEN: usize = 32;
+/// Most mentions one message may carry (the server may announce fewer in `Welcome`).
+pub const MAX_MENTIONS: usize = 64;
+/// Most seqs in one `DeleteForMe`.
+pub const MAX_DELETE_FOR_ME: usize = 256;

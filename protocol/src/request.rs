@@ -3,9 +3,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::{ChatInfo, Message, MessageBody, Receipt, Update, UpdateKind};
+use crate::group::{GroupInfo, GroupSettings, MessageReceipts};
 use crate::ids::{ChatId, ClientMsgId, DeviceId, MessageId, Seq, SyncCursor, UserId};
 use crate::limits::{
-    MAX_DEVICE_NAME_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN, MAX_MESSAGES_PAGE, MAX_SYNC_PAGE,
+    MAX_CHAT_MEMBERS, MAX_DELETE_FOR_ME, MAX_DEVICE_NAME_LEN, MAX_GROUP_DESCRIPTION_LEN,
+    MAX_GROUP_TITLE_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN, MAX_MESSAGES_PAGE, MAX_SYNC_PAGE,
     MAX_TOKEN_LEN, OTP_DIGITS,
 };
 
@@ -109,6 +111,77 @@ pub enum Request {
         /// At most this many (capped at [`MAX_LIST_LEN`]).
         limit: u32,
     },
+    /// Create a group; the caller becomes its first admin. Answered with `Chat`.
+    CreateGroup {
+        /// Title, at most [`MAX_GROUP_TITLE_LEN`] bytes, not empty.
+        title: String,
+        /// Initial members besides the caller; with the caller at most [`MAX_CHAT_MEMBERS`].
+        members: Vec<UserId>,
+    },
+    /// Add members to a group (admins, or anyone when `members_can_add`). Answered with the
+    /// `Sent` of the system message.
+    AddMembers {
+        /// The group.
+        chat_id: ChatId,
+        /// Users to add; members already in are ignored.
+        members: Vec<UserId>,
+    },
+    /// Remove a member (admins only). Answered with the `Sent` of the system message.
+    RemoveMember {
+        /// The group.
+        chat_id: ChatId,
+        /// The member.
+        user_id: UserId,
+    },
+    /// Leave a group. Answered with the `Sent` of the system message.
+    LeaveGroup {
+        /// The group.
+        chat_id: ChatId,
+    },
+    /// Promote a member to admin or demote an admin (admins only).
+    SetAdmin {
+        /// The group.
+        chat_id: ChatId,
+        /// The member.
+        user_id: UserId,
+        /// Admin or not.
+        admin: bool,
+    },
+    /// Change title and/or description (admins, or anyone when `members_can_edit_info`).
+    EditGroupInfo {
+        /// The group.
+        chat_id: ChatId,
+        /// New title (`None`: unchanged).
+        title: Option<String>,
+        /// New description (`None`: unchanged).
+        description: Option<String>,
+    },
+    /// Replace the group's settings (admins only).
+    SetGroupSettings {
+        /// The group.
+        chat_id: ChatId,
+        /// The new settings.
+        settings: GroupSettings,
+    },
+    /// A group's current state. Answered with `GroupInfo`.
+    GetGroupInfo {
+        /// The group.
+        chat_id: ChatId,
+    },
+    /// Who a message was delivered to and read by, with times (its sender only).
+    GetMessageReceipts {
+        /// The chat.
+        chat_id: ChatId,
+        /// The message.
+        seq: Seq,
+    },
+    /// Hide messages on this user's devices only (delete for me).
+    DeleteForMe {
+        /// The chat.
+        chat_id: ChatId,
+        /// At most [`MAX_DELETE_FOR_ME`] seqs.
+        seqs: Vec<Seq>,
+    },
 }
 
 impl Request {
@@ -143,6 +216,16 @@ impl Request {
             Request::Ping => "ping",
             Request::ListChatsPage { .. } => "list_chats_page",
             Request::ListDevicesPage { .. } => "list_devices_page",
+            Request::CreateGroup { .. } => "create_group",
+            Request::AddMembers { .. } => "add_members",
+            Request::RemoveMember { .. } => "remove_member",
+            Request::LeaveGroup { .. } => "leave_group",
+            Request::SetAdmin { .. } => "set_admin",
+            Request::EditGroupInfo { .. } => "edit_group_info",
+            Request::SetGroupSettings { .. } => "set_group_settings",
+            Request::GetGroupInfo { .. } => "get_group_info",
+            Request::GetMessageReceipts { .. } => "get_message_receipts",
+            Request::DeleteForMe { .. } => "delete_for_me",
         }
     }
 
@@ -160,6 +243,21 @@ impl Request {
             }
             Request::Refresh { refresh_token } => refresh_token.len() <= MAX_TOKEN_LEN,
             Request::SendMessage { body, .. } => body.within_limits(),
+            Request::CreateGroup { title, members } => {
+                title.len() <= MAX_GROUP_TITLE_LEN && members.len() <= MAX_CHAT_MEMBERS
+            }
+            Request::AddMembers { members, .. } => members.len() <= MAX_CHAT_MEMBERS,
+            Request::EditGroupInfo {
+                title, description, ..
+            } => {
+                title
+                    .as_ref()
+                    .is_none_or(|t| t.len() <= MAX_GROUP_TITLE_LEN)
+                    && description
+                        .as_ref()
+                        .is_none_or(|d| d.len() <= MAX_GROUP_DESCRIPTION_LEN)
+            }
+            Request::DeleteForMe { seqs, .. } => seqs.len() <= MAX_DELETE_FOR_ME,
             Request::Logout
             | Request::ListDevices
             | Request::RevokeDevice { .. }
@@ -172,7 +270,13 @@ impl Request {
             | Request::GetReceipts { .. }
             | Request::Ping
             | Request::ListChatsPage { .. }
-            | Request::ListDevicesPage { .. } => true,
+            | Request::ListDevicesPage { .. }
+            | Request::RemoveMember { .. }
+            | Request::LeaveGroup { .. }
+            | Request::SetAdmin { .. }
+            | Request::SetGroupSettings { .. }
+            | Request::GetGroupInfo { .. }
+            | Request::GetMessageReceipts { .. } => true,
         }
     }
 }
@@ -286,6 +390,10 @@ pub enum Response {
     ChatsPage(ChatsPage),
     /// Answer to `ListDevicesPage`.
     DevicesPage(DevicesPage),
+    /// Answer to `GetGroupInfo`.
+    GroupInfo(GroupInfo),
+    /// Answer to `GetMessageReceipts`.
+    MessageReceipts(MessageReceipts),
 }
 
 impl Response {
@@ -317,6 +425,8 @@ impl Response {
                         .iter()
                         .all(|d| d.name.len() <= MAX_DEVICE_NAME_LEN)
             }
+            Response::GroupInfo(g) => g.within_limits(),
+            Response::MessageReceipts(r) => r.within_limits(),
             Response::OtpRequested { .. } | Response::Done | Response::Sent(_) | Response::Pong => {
                 true
             }
@@ -330,6 +440,8 @@ impl UpdateKind {
             UpdateKind::Message(m) => m.body.within_limits(),
             UpdateKind::Receipt(_) => true,
             UpdateKind::ChatJoined(c) => c.within_limits(),
+            UpdateKind::ChatLeft { .. } => true,
+            UpdateKind::HiddenForMe { seqs, .. } => seqs.len() <= MAX_DELETE_FOR_ME,
         }
     }
 }

@@ -194,6 +194,18 @@ impl Services {
                 .devices_page(session, after, limit)
                 .await
                 .map(Response::DevicesPage),
+            Request::CreateGroup { .. }
+            | Request::AddMembers { .. }
+            | Request::RemoveMember { .. }
+            | Request::LeaveGroup { .. }
+            | Request::SetAdmin { .. }
+            | Request::EditGroupInfo { .. }
+            | Request::SetGroupSettings { .. }
+            | Request::GetGroupInfo { .. }
+            | Request::GetMessageReceipts { .. }
+            | Request::DeleteForMe { .. } => {
+                Err(ErrorBody::new(ErrorCode::Internal, "not built yet"))
+            }
             Request::RequestOtp { .. }
             | Request::VerifyOtp { .. }
             | Request::Refresh { .. }

@@ -128,9 +128,9 @@ fn copy_dir(from: &Path, to: &Path) {
 fn texts(messages: &[tern_sdk::protocol::Message]) -> Vec<String> {
     messages
         .iter()
-        .map(|m| {
-            let tern_sdk::protocol::MessageBody::Text(t) = &m.body;
-            t.clone()
+        .map(|m| match &m.body {
+            tern_sdk::protocol::MessageBody::Text(t) => t.clone(),
+            other => format!("{other:?}"),
         })
         .collect()
 }

@@ -94,12 +94,14 @@ pub enum Record {
 fn kind_name(kind: ChatKind) -> &'static str {
     match kind {
         ChatKind::Direct => "direct",
+        ChatKind::Group => "group",
     }
 }
 
 fn text_of(body: &MessageBody) -> String {
     match body {
         MessageBody::Text(t) => t.clone(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -30,10 +30,35 @@ pub struct ChatConfig {
     pub max_pending_receipts: usize,
     /// Most users tracked per limiter (idle full buckets are dropped first).
     pub max_limited_users: usize,
+    /// A sender may edit a message for this long, seconds (announced in `Welcome`).
+    pub edit_window_s: u32,
+    /// A sender may delete a message for everyone for this long, seconds; group admins may
+    /// always (announced in `Welcome`).
+    pub delete_window_s: u32,
+    /// Most edits of one message.
+    pub max_edits: u32,
+    /// Most mentions in one message (at most the protocol's `MAX_MENTIONS`).
+    pub max_mentions: u32,
+}
+
+impl ChatConfig {
+    /// What `Welcome` announces.
+    pub fn features(&self) -> tern_protocol::ChatFeatures {
+        tern_protocol::ChatFeatures {
+            max_chat_members: tern_protocol::limits::MAX_CHAT_MEMBERS as u32,
+            edit_window_s: self.edit_window_s,
+            delete_window_s: self.delete_window_s,
+            max_edits: self.max_edits,
+            max_mentions: self
+                .max_mentions
+                .min(tern_protocol::limits::MAX_MENTIONS as u32),
+        }
+    }
 }
 
 impl Default for ChatConfig {
     fn default() -> Self {
+        let features = tern_protocol::ChatFeatures::default();
         ChatConfig {
             send_burst: 300,
             send_per_minute: 600,
@@ -42,6 +67,10 @@ impl Default for ChatConfig {
             receipt_delay_ms: 1_000,
             max_pending_receipts: 100_000,
             max_limited_users: 1_000_000,
+            edit_window_s: features.edit_window_s,
+            delete_window_s: features.delete_window_s,
+            max_edits: features.max_edits,
+            max_mentions: features.max_mentions,
         }
     }
 }

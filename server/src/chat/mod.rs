@@ -45,6 +45,7 @@ pub struct ChatService {
     policy: Arc<Policy>,
     sends: UserLimiter,
     receipts: Arc<ReceiptCoalescer>,
+    features: tern_protocol::ChatFeatures,
 }
 
 /// The one answer for "no such chat" and "not a member", so non-members learn nothing.
@@ -74,6 +75,7 @@ impl ChatService {
                 Duration::from_millis(c.receipt_delay_ms),
                 c.max_pending_receipts,
             )),
+            features: c.features(),
             storage: deps.storage,
             metrics: deps.metrics,
             policy: deps.policy,
@@ -195,6 +197,9 @@ impl ChatService {
                 return Err(ErrorBody::new(ErrorCode::InvalidArgument, "empty message"));
             }
             MessageBody::Text(_) => {}
+            _ => {
+                return Err(ErrorBody::new(ErrorCode::Internal, "not built yet"));
+            }
         }
         self.member_chat(s.user_id, chat).await?;
         self.sends.check(s.user_id, Instant::now())?;
@@ -312,6 +317,11 @@ impl ChatService {
         self.storage.receipts(chat).await.map_err(storage_error)
     }
 
+    /// Message-feature windows and limits, for `Welcome`.
+    pub fn features(&self) -> tern_protocol::ChatFeatures {
+        self.features
+    }
+
     /// The user's latest pts, for `Welcome`.
     pub async fn latest_pts(&self, user: UserId) -> Result<u64, ErrorBody> {
         self.storage.latest_pts(user).await.map_err(storage_error)
@@ -323,8 +333,11 @@ const PAGE_BUDGET: usize = MAX_FRAME_LEN as usize - 4 * 1024;
 
 /// Upper bound of a message's encoded size (postcard varints never exceed these widths).
 fn message_size(m: &Message) -> usize {
-    let MessageBody::Text(t) = &m.body;
-    t.len() + 80
+    let body = match &m.body {
+        MessageBody::Text(t) => t.len(),
+        _ => 1024,
+    };
+    body + 80
 }
 
 fn chat_size(c: &ChatInfo) -> usize {
@@ -336,6 +349,8 @@ fn update_size(u: &Update) -> usize {
         UpdateKind::Message(m) => message_size(m) + 12,
         UpdateKind::Receipt(_) => 64,
         UpdateKind::ChatJoined(c) => chat_size(c),
+        UpdateKind::ChatLeft { .. } => 32,
+        UpdateKind::HiddenForMe { seqs, .. } => seqs.len() * 10 + 32,
     }
 }
 

@@ -279,6 +279,7 @@ impl ConnTask {
             server_time_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            features: self.services.chat.features(),
         };
         // Welcome goes first; live updates start only after it is queued.
         self.send_frame(&Frame::Welcome(welcome));

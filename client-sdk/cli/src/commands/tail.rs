@@ -48,7 +48,9 @@ async fn follow(
         let Some((update, kind)) = as_update(&ctx.profile.sync, event) else {
             continue;
         };
-        let record = record_of(&update, session);
+        let Some(record) = record_of(&update, session) else {
+            continue;
+        };
         let mut next = ctx.profile.sync.clone();
         next.cursor.pts = next.cursor.pts.max(update.pts.saturating_sub(1));
         next.apply(&update);
@@ -77,12 +79,13 @@ fn as_update(sync: &SyncState, event: ClientEvent) -> Option<(Update, EventKind)
     Some((Update { pts, kind }, event_kind))
 }
 
-fn record_of(update: &Update, session: SessionInfo) -> Record {
-    match &update.kind {
+fn record_of(update: &Update, session: SessionInfo) -> Option<Record> {
+    Some(match &update.kind {
         UpdateKind::Message(m) => Record::message(m, Some(session.user_id.0), Some(update.pts)),
         UpdateKind::Receipt(r) => Record::receipt(r, Some(update.pts)),
         UpdateKind::ChatJoined(c) => Record::chat_joined(c, update.pts),
-    }
+        _ => return None,
+    })
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
