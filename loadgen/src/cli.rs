@@ -36,6 +36,10 @@ pub enum Scenario {
     /// Each worker connects with its tokens, syncs and closes, again and again (closed loop);
     /// reports full handshakes per server CPU-second.
     Churn(ChurnArgs),
+    /// Groups of logged-in users; a few members of each send at a fixed total rate (open loop)
+    /// and every member receives every message: reports fan-out deliveries per server
+    /// CPU-second and checks every member's receptions.
+    Group(GroupArgs),
 }
 
 impl Scenario {
@@ -45,6 +49,15 @@ impl Scenario {
             Scenario::Chat(a) => &a.common,
             Scenario::Idle(a) => &a.common,
             Scenario::Churn(a) => &a.common,
+            Scenario::Group(a) => &a.common,
+        }
+    }
+
+    /// Checks the options before anything connects or a server is spawned.
+    pub fn validate(&self) -> Result<(), ArgsError> {
+        match self {
+            Scenario::Group(a) => a.validate(),
+            Scenario::Chat(_) | Scenario::Idle(_) | Scenario::Churn(_) => Ok(()),
         }
     }
 
@@ -54,6 +67,7 @@ impl Scenario {
             Scenario::Chat(_) => "chat",
             Scenario::Idle(_) => "idle",
             Scenario::Churn(_) => "churn",
+            Scenario::Group(_) => "group",
         }
     }
 }
@@ -145,6 +159,100 @@ pub struct ChatArgs {
     pub payload_bytes: usize,
 }
 
+/// `group` options.
+#[derive(Debug, Clone, Args)]
+pub struct GroupArgs {
+    /// Shared options (`--users` is `--groups` x `--members`; when given it must say so).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Groups (G).
+    #[arg(long, default_value_t = 8)]
+    pub groups: usize,
+    /// Members per group (S), the creator included: 2 to the server's chat limit (1024). Each
+    /// member is its own user with one device and one connection.
+    #[arg(long, default_value_t = 128)]
+    pub members: usize,
+    /// Members of each group that send (the first ones; the creator is one of them).
+    #[arg(long, default_value_t = 1)]
+    pub senders_per_group: usize,
+    /// Messages per second, total over all senders of all groups (each is delivered to the
+    /// other S - 1 members). Open loop: latency counts from the intended send time.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Message text size in bytes (at least 24: the text carries its intended send time).
+    #[arg(long, default_value_t = 200)]
+    pub payload_bytes: usize,
+}
+
+impl GroupArgs {
+    /// Checks sizes against the protocol's limits and each other.
+    pub fn validate(&self) -> Result<(), ArgsError> {
+        let max = tern_sdk::protocol::limits::MAX_CHAT_MEMBERS;
+        if !(2..=max).contains(&self.members) {
+            return Err(ArgsError::Members {
+                given: self.members,
+                max,
+            });
+        }
+        if self.groups == 0 {
+            return Err(ArgsError::NoGroups);
+        }
+        if !(1..=self.members).contains(&self.senders_per_group) {
+            return Err(ArgsError::Senders {
+                given: self.senders_per_group,
+                members: self.members,
+            });
+        }
+        let users = self.groups.saturating_mul(self.members);
+        if let Some(given) = self.common.users.filter(|u| *u != users) {
+            return Err(ArgsError::Users {
+                given,
+                groups: self.groups,
+                members: self.members,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Options that contradict each other or the protocol's limits (found before connecting).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgsError {
+    /// A group size the server cannot have.
+    #[error(
+        "--members {given}: a group has 2 to {max} members (the creator included; the server's limit is {max})"
+    )]
+    Members {
+        /// What was asked for.
+        given: usize,
+        /// The protocol's limit.
+        max: usize,
+    },
+    /// `--groups 0`.
+    #[error("--groups must be at least 1")]
+    NoGroups,
+    /// More senders than members, or none.
+    #[error("--senders-per-group {given}: must be 1 to --members ({members})")]
+    Senders {
+        /// What was asked for.
+        given: usize,
+        /// Members per group.
+        members: usize,
+    },
+    /// `--users` disagrees with the group sizes.
+    #[error(
+        "--users {given} disagrees with --groups {groups} x --members {members}; leave --users out"
+    )]
+    Users {
+        /// What was asked for.
+        given: usize,
+        /// Groups.
+        groups: usize,
+        /// Members per group.
+        members: usize,
+    },
+}
+
 /// `idle` options.
 #[derive(Debug, Clone, Args)]
 pub struct IdleArgs {
@@ -217,5 +325,57 @@ mod tests {
         assert!(a.common.spawn_server);
         assert_eq!(a.common.users, Some(100));
         assert_eq!(a.rate, 1000.0);
+    }
+
+    fn group(args: &[&str]) -> GroupArgs {
+        let cli = Cli::try_parse_from(["tern-loadgen", "group"].iter().chain(args)).unwrap();
+        let Scenario::Group(a) = cli.scenario else {
+            panic!("not group")
+        };
+        a
+    }
+
+    #[test]
+    fn group_sizes_are_checked_before_connecting() {
+        let ok = group(&[
+            "--groups",
+            "2",
+            "--members",
+            "8",
+            "--senders-per-group",
+            "2",
+        ]);
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(
+            group(&["--groups", "1", "--members", "1024"]).validate(),
+            Ok(())
+        );
+        assert_eq!(
+            group(&["--members", "1025"]).validate(),
+            Err(ArgsError::Members {
+                given: 1025,
+                max: 1024
+            })
+        );
+        assert!(matches!(
+            group(&["--members", "1"]).validate(),
+            Err(ArgsError::Members { .. })
+        ));
+        assert_eq!(
+            group(&["--groups", "0"]).validate(),
+            Err(ArgsError::NoGroups)
+        );
+        assert!(matches!(
+            group(&["--members", "4", "--senders-per-group", "5"]).validate(),
+            Err(ArgsError::Senders { .. })
+        ));
+        assert!(matches!(
+            group(&["--groups", "2", "--members", "8", "--users", "10"]).validate(),
+            Err(ArgsError::Users { .. })
+        ));
+        assert_eq!(
+            group(&["--groups", "2", "--members", "8", "--users", "16"]).validate(),
+            Ok(())
+        );
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! One [`Ledger`] per sender: in a direct chat the recipient of a sender's messages is fixed, so
 //! the ledger records the sender's acknowledged `(seq, client_msg_id)` pairs and, in arrival
-//! order, the `(seq, client_msg_id)` pairs its recipient received from it.
+//! order, the `(seq, client_msg_id)` pairs its recipient received from it. In a group every
+//! member receives every message of the chat: [`Acked`] holds the group's acknowledged
+//! messages once and checks each member's receptions against it.
 
 use std::collections::HashMap;
 
@@ -35,15 +37,55 @@ impl Ledger {
 
     /// Matches every acknowledged message against the receptions.
     pub fn check(&self) -> Verdict {
+        Acked::new(&self.acked).check(&self.received)
+    }
+}
+
+/// Acknowledged messages by seq, to match one or more recipients' receptions against (in a
+/// group, every member receives every message of the chat).
+#[derive(Debug, Default)]
+pub struct Acked {
+    by_seq: HashMap<Seq, ClientMsgId>,
+    /// Sends acknowledged with a seq another send already had (each one is lost).
+    clashes: u64,
+}
+
+impl Acked {
+    /// The acknowledged `(seq, client_msg_id)` pairs (in any order).
+    pub fn new(acked: &[(Seq, ClientMsgId)]) -> Acked {
+        let mut a = Acked {
+            by_seq: HashMap::with_capacity(acked.len()),
+            clashes: 0,
+        };
+        for &(seq, cmid) in acked {
+            let first = *a.by_seq.entry(seq).or_insert(cmid);
+            if first != cmid {
+                // Two different sends acknowledged with the same seq: one of them is lost.
+                a.clashes += 1;
+            }
+        }
+        a
+    }
+
+    /// How many messages were acknowledged.
+    pub fn len(&self) -> usize {
+        self.by_seq.len() + self.clashes as usize
+    }
+
+    /// Matches every acknowledged message against one recipient's receptions (in arrival
+    /// order).
+    pub fn check(&self, received: &[(Seq, ClientMsgId)]) -> Verdict {
         let mut v = Verdict {
-            acked: self.acked.len() as u64,
-            received: self.received.len() as u64,
+            acked: self.len() as u64,
+            received: received.len() as u64,
+            mismatched: self.clashes,
+            lost: self.clashes,
             ..Verdict::default()
         };
         // seq -> (times received, client_msg_id of the first reception)
-        let mut got: HashMap<Seq, (u64, ClientMsgId)> = HashMap::with_capacity(self.received.len());
+        let mut got: HashMap<Seq, (u64, ClientMsgId)> = HashMap::with_capacity(received.len());
         let mut highest: Option<Seq> = None;
-        for &(seq, cmid) in &self.received {
+        for &(seq, cmid) in received {
             let e = got.entry(seq).or_insert((0, cmid));
             e.0 += 1;
             if e.0 > 1 {
@@ -55,26 +97,17 @@ impl Ledger {
             }
             highest = highest.max(Some(seq));
         }
-        let mut acked_seqs: HashMap<Seq, ClientMsgId> = HashMap::with_capacity(self.acked.len());
-        for &(seq, cmid) in &self.acked {
-            if let Some(other) = acked_seqs.insert(seq, cmid)
-                && other != cmid
-            {
-                // Two different sends acknowledged with the same seq: one of them is lost.
-                v.mismatched += 1;
-                v.lost += 1;
-                continue;
-            }
-            match got.get(&seq) {
+        for (seq, cmid) in &self.by_seq {
+            match got.get(seq) {
                 None => v.lost += 1,
-                Some((_, got_cmid)) if *got_cmid != cmid => {
+                Some((_, got_cmid)) if got_cmid != cmid => {
                     v.mismatched += 1;
                     v.lost += 1;
                 }
                 Some(_) => v.matched += 1,
             }
         }
-        v.unacked_received = got.keys().filter(|s| !acked_seqs.contains_key(s)).count() as u64;
+        v.unacked_received = got.keys().filter(|s| !self.by_seq.contains_key(s)).count() as u64;
         v
     }
 }
@@ -98,6 +131,13 @@ pub struct Verdict {
     pub mismatched: u64,
     /// Distinct seqs received whose send was never acknowledged (e.g. still in flight at the end).
     pub unacked_received: u64,
+}
+
+impl Verdict {
+    /// Nothing lost, duplicated or reordered.
+    pub fn is_clean(&self) -> bool {
+        self.lost == 0 && self.duplicates == 0 && self.out_of_order == 0
+    }
 }
 
 impl std::ops::AddAssign for Verdict {
@@ -154,5 +194,26 @@ mod tests {
         assert_eq!(v.matched, 3);
         assert_eq!(v.unacked_received, 1);
         assert_eq!(l.outstanding(), 0);
+    }
+
+    #[test]
+    fn one_acked_set_checks_several_recipients() {
+        let acked = Acked::new(&[(1, 10), (2, 20), (3, 30), (3, 31)]);
+        assert_eq!(acked.len(), 4);
+        let clean = acked.check(&[(1, 10), (2, 20), (3, 30)]);
+        // The clash at seq 3 is one lost message whoever receives.
+        assert_eq!((clean.matched, clean.lost, clean.mismatched), (3, 1, 1));
+        let short = acked.check(&[(2, 20), (1, 10), (2, 20)]);
+        assert_eq!(
+            (
+                short.matched,
+                short.lost,
+                short.duplicates,
+                short.out_of_order
+            ),
+            (2, 2, 1, 1)
+        );
+        assert!(!short.is_clean());
+        assert!(Acked::new(&[(1, 1)]).check(&[(1, 1)]).is_clean());
     }
 }

@@ -4,14 +4,17 @@
 //!
 //! ```text
 //! cargo run --release -p tern-loadgen -- chat --spawn-server --users 100 --duration 10s --json out.json
+//! cargo run --release -p tern-loadgen -- group --spawn-server --groups 8 --members 128 --rate 200 --json out.json
 //! ```
 
 mod chat;
 mod churn;
 mod cli;
+mod group;
 mod idle;
 mod ledger;
 mod metrics;
+mod openloop;
 mod otp;
 mod plot;
 mod procstat;
@@ -55,6 +58,7 @@ fn main() {
 /// Runs the scenario; `Ok(false)` when the delivery check failed.
 async fn run(cli: &Cli) -> anyhow::Result<bool> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    cli.scenario.validate()?;
     let common = cli.scenario.common();
     let ui = Ui::new(common.no_progress);
     let stop = run::stop_flag();
@@ -63,6 +67,7 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         Scenario::Chat(a) => chat::run(a, &target, ui, stop).await,
         Scenario::Idle(a) => idle::run(a, &target, ui, stop).await,
         Scenario::Churn(a) => churn::run(a, &target, ui, stop).await,
+        Scenario::Group(a) => group::run(a, &target, ui, stop).await,
     };
     if let Some(server) = target.spawned.as_mut() {
         server.stop();
@@ -76,7 +81,7 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
     }
     if let Some(path) = &common.plot {
         let kinds: &[&str] = match cli.scenario {
-            Scenario::Chat(_) => &["ack", "deliver"],
+            Scenario::Chat(_) | Scenario::Group(_) => &["ack", "deliver"],
             _ => &["connect", "sync"],
         };
         let title = format!(

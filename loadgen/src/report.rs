@@ -14,7 +14,7 @@ use crate::stats::{Point, Summary};
 /// message is checked); rates and latency percentiles cover the measured window only.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
-    /// `chat`, `idle` or `churn`.
+    /// `chat`, `group`, `idle` or `churn`.
     pub scenario: String,
     /// True when nothing was lost, duplicated or reordered.
     pub ok: bool,
@@ -36,7 +36,8 @@ pub struct Report {
     pub sent: u64,
     /// Sends the server acknowledged (durable).
     pub acked: u64,
-    /// Messages received by their recipients (all receptions, duplicates included).
+    /// Messages received by their recipients (all receptions, duplicates included; group: by
+    /// the members other than the sender, i.e. the fan-out).
     pub delivered: u64,
     /// Acknowledged messages their recipient never received.
     pub lost: u64,
@@ -57,7 +58,8 @@ pub struct Report {
     /// Chat: receptions per wall second in the measured window.
     pub delivered_per_s: f64,
     /// Latency percentiles in microseconds: `ack` (intended send -> Sent) and `deliver` (intended
-    /// send -> arrival at the recipient); `dispatch_lag` (intended -> actually issued, the load
+    /// send -> arrival at the recipient; group: at each member), `deliver_all` (group: intended
+    /// send -> arrival at the last of the other members); `dispatch_lag` (intended -> actually issued, the load
     /// generator's own lateness); `login`, `connect`, `sync`, `cycle` where they apply.
     pub latency_us: BTreeMap<String, Summary>,
     /// Server CPU seconds (user + system) over the measured window.
@@ -90,12 +92,57 @@ pub struct Report {
     pub loadgen_rss_bytes: Option<u64>,
     /// Errors by kind.
     pub error_kinds: BTreeMap<String, u64>,
-    /// The full delivery check.
+    /// The full delivery check (group: summed over members, so `acked` there counts each
+    /// message once per member).
     pub delivery_check: Option<Verdict>,
+    /// Group: sizes, fan-out and the per-member check.
+    pub group: Option<GroupSummary>,
     /// Per second of intended send time: p50/p99 per latency kind.
     pub latency_per_second_us: BTreeMap<String, Vec<Point>>,
     /// The command line.
     pub command: Vec<String>,
+}
+
+/// The `group` scenario's own figures. The fan-out rate is the report's
+/// `delivered_per_server_cpu_s` (deliveries to members other than the sender, per server
+/// CPU-second).
+#[derive(Debug, Default, Serialize)]
+pub struct GroupSummary {
+    /// Groups (G).
+    pub groups: u64,
+    /// Members per group (S), the creator included.
+    pub members_per_group: u64,
+    /// Sending members per group.
+    pub senders_per_group: u64,
+    /// `acked x (S - 1)`: what `delivered` is when nothing is lost or duplicated.
+    pub expected_deliveries: u64,
+    /// Senders' own messages back on their own device (the server writes every message into
+    /// every member's update log): `acked` when nothing is lost or duplicated.
+    pub own_copies: u64,
+    /// System messages members received (`Created` and `MembersAdded`: 2 per member; not
+    /// part of the check).
+    pub system_messages: u64,
+    /// Members whose receptions were checked.
+    pub members_checked: u64,
+    /// Members with anything lost, duplicated or reordered.
+    pub members_failed: u64,
+    /// The first of them.
+    pub failed_members: Vec<MemberCheck>,
+}
+
+/// One member's failed check.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct MemberCheck {
+    /// Member (user) index in the run.
+    pub member: u64,
+    /// Its group.
+    pub group: u64,
+    /// Acknowledged messages of its group it never received.
+    pub lost: u64,
+    /// Receptions beyond the first.
+    pub duplicates: u64,
+    /// Receptions after a later message of the group.
+    pub out_of_order: u64,
 }
 
 fn per(n: f64, d: Option<f64>) -> Option<f64> {
@@ -140,7 +187,8 @@ impl Report {
             self.duration_s,
             self.warmup_s
         );
-        if self.scenario == "chat" {
+        let messaging = matches!(self.scenario.as_str(), "chat" | "group");
+        if messaging {
             let _ = writeln!(
                 s,
                 "messages   sent {}  acked {}  delivered {}  unacked {}  (target {:.0}/s, {} B)",
@@ -160,12 +208,26 @@ impl Report {
                 if self.ok { "OK" } else { "FAILED" }
             );
         }
+        if let Some(g) = &self.group {
+            let _ = writeln!(
+                s,
+                "fan-out    {} groups x {} members, {} sending per group: deliveries {} (acked x (S-1) = {}), own copies {}, members failed {} of {}",
+                g.groups,
+                g.members_per_group,
+                g.senders_per_group,
+                self.delivered,
+                g.expected_deliveries,
+                g.own_copies,
+                g.members_failed,
+                g.members_checked
+            );
+        }
         let _ = writeln!(
             s,
             "throughput {:.0} {}/s{}",
             self.throughput_per_s,
             self.throughput_unit,
-            if self.scenario == "chat" {
+            if messaging {
                 format!("  (deliveries {:.0}/s)", self.delivered_per_s)
             } else {
                 String::new()
@@ -183,16 +245,10 @@ impl Report {
         match self.server_cpu_s {
             Some(cpu) => {
                 let mut line = format!("server     cpu {cpu:.2} s");
-                if let Some(r) = self
-                    .acked_per_server_cpu_s
-                    .filter(|_| self.scenario == "chat")
-                {
+                if let Some(r) = self.acked_per_server_cpu_s.filter(|_| messaging) {
                     let _ = write!(line, "  acked/cpu-s {r:.0}");
                 }
-                if let Some(r) = self
-                    .delivered_per_server_cpu_s
-                    .filter(|_| self.scenario == "chat")
-                {
+                if let Some(r) = self.delivered_per_server_cpu_s.filter(|_| messaging) {
                     let _ = write!(line, "  delivered/cpu-s {r:.0}");
                 }
                 if let Some(r) = self.handshakes_per_server_cpu_s {

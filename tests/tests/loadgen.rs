@@ -1,6 +1,7 @@
-//! The load generator's correctness (not its speed): a short, low-rate `tern-loadgen chat
-//! --spawn-server` run must exit 0 and report messages delivered with nothing lost, duplicated or
-//! reordered, with every documented report field present.
+//! The load generator's correctness (not its speed): short, low-rate `tern-loadgen chat` and
+//! `tern-loadgen group` runs against a spawned server must exit 0 and report messages delivered
+//! with nothing lost, duplicated or reordered, with every documented report field present; a
+//! group larger than the protocol allows is refused before anything connects.
 
 #![allow(clippy::unwrap_used)]
 
@@ -59,18 +60,20 @@ fn binaries() -> (PathBuf, PathBuf) {
     (loadgen, server)
 }
 
-#[test]
-fn a_short_chat_run_delivers_every_acknowledged_message_once_and_in_order() {
+/// Runs `tern-loadgen SCENARIO --spawn-server ARGS` with a short warm-up and a long grace,
+/// expects exit 0 and returns the JSON report after checking the fields every messaging
+/// scenario reports.
+fn run_ok(scenario: &str, args: &[&str]) -> serde_json::Value {
     let (loadgen, server) = binaries();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("out.json");
     let out = Command::new(&loadgen)
-        .arg("chat")
+        .arg(scenario)
         .arg("--spawn-server")
         .arg("--server-bin")
         .arg(&server)
-        .args(["--users", "10", "--rate", "200"])
-        .args(["--duration", "3s", "--warmup", "500ms", "--grace", "10s"])
+        .args(args)
+        .args(["--warmup", "500ms", "--grace", "10s"])
         .arg("--json")
         .arg(&json)
         .arg("--no-progress")
@@ -115,16 +118,90 @@ fn a_short_chat_run_delivers_every_acknowledged_message_once_and_in_order() {
         }
     }
     let n = |f: &str| report[f].as_u64().unwrap();
-    assert_eq!(report["scenario"], "chat");
-    assert_eq!(n("connections"), 10);
+    assert_eq!(report["scenario"], scenario);
     assert!(n("acked") > 0 && n("delivered") > 0, "{report:#}");
     assert_eq!(n("lost"), 0, "{report:#}");
     assert_eq!(n("duplicates"), 0, "{report:#}");
     assert_eq!(n("out_of_order"), 0, "{report:#}");
     assert_eq!(report["ok"], true);
+    report
+}
+
+#[test]
+fn a_short_chat_run_delivers_every_acknowledged_message_once_and_in_order() {
+    let report = run_ok(
+        "chat",
+        &["--users", "10", "--rate", "200", "--duration", "3s"],
+    );
+    let n = |f: &str| report[f].as_u64().unwrap();
+    assert_eq!(n("connections"), 10);
     // Every acknowledged message was matched at its recipient.
     assert_eq!(
         report["delivery_check"]["matched"].as_u64().unwrap(),
         n("acked")
     );
+}
+
+#[test]
+fn a_short_group_run_delivers_every_message_to_every_member_once_and_in_order() {
+    let (groups, members) = (2u64, 8u64);
+    let report = run_ok(
+        "group",
+        &[
+            "--groups",
+            "2",
+            "--members",
+            "8",
+            "--senders-per-group",
+            "2",
+            "--rate",
+            "100",
+            "--duration",
+            "3s",
+        ],
+    );
+    let n = |f: &str| report[f].as_u64().unwrap();
+    let g = |f: &str| report["group"][f].as_u64().unwrap();
+    assert_eq!(n("connections"), groups * members);
+    assert_eq!(n("errors"), 0, "{report:#}");
+    assert_eq!(n("unacked"), 0, "{report:#}");
+    assert_eq!(n("sent"), n("acked"), "{report:#}");
+    // Each message reaches the other S - 1 members, and the server also writes it into the
+    // sender's own update log, so the sender's device gets it back once.
+    let acked = n("acked");
+    assert_eq!(n("delivered"), acked * (members - 1), "{report:#}");
+    assert_eq!(g("expected_deliveries"), acked * (members - 1));
+    assert_eq!(g("own_copies"), acked, "{report:#}");
+    assert_eq!(g("members_checked"), groups * members);
+    assert_eq!(g("members_failed"), 0, "{report:#}");
+    // Every member matched every acknowledged message of its group, its own included.
+    assert_eq!(
+        report["delivery_check"]["matched"].as_u64().unwrap(),
+        acked * members,
+        "{report:#}"
+    );
+    // Members joined at creation: `Created` and `MembersAdded`, seen before the clock started.
+    assert_eq!(g("system_messages"), groups * members * 2, "{report:#}");
+    assert!(report["delivered_per_server_cpu_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_group_larger_than_the_protocol_allows_is_refused_before_connecting() {
+    let (loadgen, _) = binaries();
+    // The server binary does not exist: had the options been checked after spawning, this
+    // would fail with "not found" instead.
+    let out = Command::new(&loadgen)
+        .args(["group", "--groups", "1", "--members", "1025"])
+        .args(["--spawn-server", "--server-bin", "/nonexistent/tern-server"])
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("--members 1025") && stderr.contains("1024"),
+        "stderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("not found"), "stderr:\n{stderr}");
+    assert!(out.stdout.is_empty(), "no report for a refused run");
 }
