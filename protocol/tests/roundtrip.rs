@@ -11,9 +11,9 @@ use tern_protocol::limits::{
     MAX_LIST_LEN, MAX_MESSAGES_PAGE, MAX_SYNC_PAGE, MAX_TEXT_LEN, MAX_TOKEN_LEN, OTP_DIGITS,
 };
 use tern_protocol::{
-    ChatId, ChatInfo, ChatKind, ChatsPage, ClientInfo, DeviceId, DeviceInfo, DevicesPage,
-    ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, Hello, LoginGrant, Message,
-    MessageBody, MessageId, Receipt, Request, Response, Sent, ServerLimits, SessionInfo,
+    ChatFeatures, ChatId, ChatInfo, ChatKind, ChatsPage, ClientInfo, DeviceId, DeviceInfo,
+    DevicesPage, ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, Hello, LoginGrant,
+    Message, MessageBody, MessageId, Receipt, Request, Response, Sent, ServerLimits, SessionInfo,
     SyncCursor, SyncPage, Tokens, Update, UpdateKind, UserId, Welcome,
 };
 
@@ -317,17 +317,31 @@ fn welcome() -> impl Strategy<Value = Welcome> {
         limits,
         proptest::option::of(any::<u64>()),
         any::<u64>(),
+        features(),
     )
         .prop_map(
-            |(protocol_version, server, session, limits, latest_pts, server_time_ms)| Welcome {
-                protocol_version,
-                server,
-                session,
-                limits,
-                latest_pts,
-                server_time_ms,
+            |(protocol_version, server, session, limits, latest_pts, server_time_ms, features)| {
+                Welcome {
+                    protocol_version,
+                    server,
+                    session,
+                    limits,
+                    latest_pts,
+                    server_time_ms,
+                    features,
+                }
             },
         )
+}
+
+fn features() -> impl Strategy<Value = ChatFeatures> {
+    any::<[u32; 5]>().prop_map(|f| ChatFeatures {
+        max_chat_members: f[0],
+        edit_window_s: f[1],
+        delete_window_s: f[2],
+        max_edits: f[3],
+        max_mentions: f[4],
+    })
 }
 
 fn go_away() -> impl Strategy<Value = GoAway> {
