@@ -109,6 +109,15 @@ fn hello(protocol_version: u16, auth: Option<&str>, resume: Option<u64>) -> Fram
     })
 }
 
+/// The client of the `Hello` examples in docs/protocol.md.
+fn raw_client() -> ClientInfo {
+    ClientInfo {
+        name: "raw".into(),
+        version: "0".into(),
+        platform: "test".into(),
+    }
+}
+
 fn req(body: Request) -> Frame {
     Frame::Request { req_id: 1, body }
 }
@@ -848,6 +857,132 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
                 announcement_only: true,
             })),
             "1704000e000503ac0201024d80d095ffbc31060108010001",
+        ),
+        // ---- docs/protocol.md §17: the worked examples, byte for byte ----
+        (
+            "doc/hello",
+            Frame::Hello(Hello {
+                protocol_version: 2,
+                client: raw_client(),
+                auth: None,
+                resume: None,
+            }),
+            "0f000203726177013004746573740000",
+        ),
+        (
+            "doc/hello_auth_resume",
+            Frame::Hello(Hello {
+                protocol_version: 2,
+                client: raw_client(),
+                auth: Some("eyJ".into()),
+                resume: Some(SyncCursor { pts: 300 }),
+            }),
+            "1500020372617701300474657374010365794a01ac02",
+        ),
+        (
+            "doc/welcome",
+            Frame::Welcome(Welcome {
+                protocol_version: 2,
+                server: "tern-server/0.1.0".into(),
+                session: Some(SessionInfo {
+                    user_id: UserId(1),
+                    device_id: DeviceId(2),
+                }),
+                limits: limits(),
+                latest_pts: Some(5),
+                server_time_ms: 1_700_000_000_000,
+                features: features(),
+            }),
+            "350102117465726e2d7365727665722f302e312e3001010280800480800180028002b0ea01010580d095ffbc318008840780c60a1440",
+        ),
+        (
+            "doc/create_group",
+            Frame::Request {
+                req_id: 3,
+                body: Request::CreateGroup {
+                    title: "Team".into(),
+                    members: vec![UserId(7), UserId(300)],
+                },
+            },
+            "0c020311045465616d0207ac02",
+        ),
+        (
+            "doc/send_rich",
+            Frame::Request {
+                req_id: 4,
+                body: Request::SendMessage {
+                    chat_id: ChatId(9),
+                    client_msg_id: 1001,
+                    body: MessageBody::Rich(RichText {
+                        text: "ok @7".into(),
+                        reply_to: Some(3),
+                        mentions: vec![UserId(7)],
+                    }),
+                },
+            },
+            "1102040809e90701056f6b20403701030107",
+        ),
+        (
+            "doc/send_reaction",
+            Frame::Request {
+                req_id: 5,
+                body: Request::SendMessage {
+                    chat_id: ChatId(9),
+                    client_msg_id: 1002,
+                    body: MessageBody::Reaction {
+                        target: 4,
+                        emoji: Some("👍".into()),
+                    },
+                },
+            },
+            "0e02050809ea0702040104f09f918d",
+        ),
+        (
+            "doc/system_members_added",
+            Frame::Event(Event::Update(Update {
+                pts: 20,
+                kind: UpdateKind::Message(Message {
+                    chat_id: ChatId(9),
+                    seq: 2,
+                    msg_id: MessageId(43),
+                    client_msg_id: 0,
+                    ts_ms: 1_700_000_000_123,
+                    body: MessageBody::System(SystemEvent {
+                        actor: UserId(1),
+                        change: GroupChange::MembersAdded(vec![UserId(7), UserId(300)]),
+                    }),
+                    ..message()
+                }),
+            })),
+            "170400140009022b010200fbd095ffbc310601010207ac02",
+        ),
+        (
+            "doc/chat_left",
+            event(
+                21,
+                UpdateKind::ChatLeft {
+                    chat_id: ChatId(9),
+                    at_seq: 6,
+                },
+            ),
+            "06040015030906",
+        ),
+        (
+            "doc/message_receipts",
+            Frame::Response {
+                req_id: 6,
+                result: Ok(Response::MessageReceipts(MessageReceipts {
+                    chat_id: ChatId(9),
+                    seq: 4,
+                    delivered: vec![MemberReceipt {
+                        user_id: UserId(7),
+                        at_ms: 1_700_000_000_500,
+                    }],
+                    read: vec![],
+                    pending: 1,
+                })),
+            },
+            "100306000e09040107f4d395ffbc310001",
         ),
         // ---- Error: every known ErrorCode, plus unknown codes ----
         ("error/bad_frame", error(ErrorCode::BadFrame), "0405010165"),
