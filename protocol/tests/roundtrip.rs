@@ -6,7 +6,9 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use tern_protocol::codec::{CodecError, FrameDecoder, decode_payload, encode_to_vec};
+use tern_protocol::codec::{
+    CodecError, FrameDecoder, decode_payload, encode_to_vec, encode_update_event,
+};
 use tern_protocol::limits::{
     MAX_CHAT_MEMBERS, MAX_CLIENT_INFO_LEN, MAX_DELETE_FOR_ME, MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN,
     MAX_GROUP_DESCRIPTION_LEN, MAX_GROUP_TITLE_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN, MAX_MENTIONS,
@@ -554,6 +556,14 @@ proptest! {
         let (prefix, payload) = split_frame(&bytes);
         prop_assert_eq!(&bytes[..prefix], &varint(payload.len() as u64)[..]);
         prop_assert_eq!(decode_payload(payload).unwrap(), f);
+    }
+
+    /// The server's push shortcut writes exactly the bytes of the full event frame, for every
+    /// update kind (v2 kinds and message bodies included).
+    #[test]
+    fn update_shortcut_matches_full_frame(u in update()) {
+        let full = encode_to_vec(&Frame::Event(Event::Update(u.clone()))).unwrap();
+        prop_assert_eq!(encode_update_event(&u).unwrap(), full);
     }
 
     /// Every wire error code survives a trip through a `Response` and a connection `Error`.
