@@ -104,7 +104,8 @@ pub async fn run(
     let c = &args.common;
     openloop::validate(args.rate, args.payload_bytes)?;
     let n = c.users.unwrap_or(100).max(2).next_multiple_of(2);
-    let (fleet, users) = run::login_fleet(c, target, n, ui, &stop).await?;
+    let (fleet, users) =
+        run::login_fleet(c, target, n, crate::cli::DEFAULT_PER_ENDPOINT, ui, &stop).await?;
 
     // Pair 2i with 2i+1: one direct chat per pair, both users send in it.
     let mut chats: Vec<Option<ChatId>> = vec![None; n];

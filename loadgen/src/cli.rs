@@ -97,9 +97,12 @@ pub struct CommonArgs {
     /// Warm-up before measuring; its work is checked for correctness but not measured.
     #[arg(long, value_parser = parse_duration)]
     pub warmup: Option<Duration>,
-    /// QUIC connections sharing one client UDP socket (endpoint).
-    #[arg(long, default_value_t = 1000)]
-    pub connections_per_endpoint: usize,
+    /// QUIC connections sharing one client UDP socket (endpoint). Default 1000; `group` 16:
+    /// a group message reaches every member at once, and a burst of hundreds of datagrams
+    /// overflows one socket's default receive buffer (208 KiB), after which QUIC's loss
+    /// recovery adds seconds of latency that are the load generator's, not the server's.
+    #[arg(long)]
+    pub connections_per_endpoint: Option<usize>,
     /// Logins in flight at once.
     #[arg(long, default_value_t = 128)]
     pub login_concurrency: usize,
@@ -268,6 +271,16 @@ pub struct ChurnArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 }
+
+impl CommonArgs {
+    /// `--connections-per-endpoint`, or the scenario's default.
+    pub fn per_endpoint(&self, default: usize) -> usize {
+        self.connections_per_endpoint.unwrap_or(default).max(1)
+    }
+}
+
+/// Connections per client UDP socket unless `--connections-per-endpoint` says otherwise.
+pub const DEFAULT_PER_ENDPOINT: usize = 1000;
 
 /// Parses `10s`, `250ms`, `2m`, `1h`, `1.5s`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -38,6 +38,9 @@ use crate::users::User;
 
 /// Members with a failed check listed in the report (all are counted).
 const LISTED_FAILURES: usize = 16;
+/// Connections per client UDP socket by default: small, so that a message's burst of
+/// datagrams to every member does not overflow a socket's receive buffer.
+const PER_ENDPOINT: usize = 16;
 /// How long members may take to see their group after it was created.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -294,7 +297,7 @@ pub async fn run(
     openloop::validate(args.rate, args.payload_bytes)?;
     let (groups, size) = (args.groups, args.members);
     let n = groups * size;
-    let (fleet, users) = run::login_fleet(c, target, n, ui, &stop).await?;
+    let (fleet, users) = run::login_fleet(c, target, n, PER_ENDPOINT, ui, &stop).await?;
 
     let t0 = Instant::now();
     let chats = create_groups(&users, groups, size, c.login_concurrency).await?;

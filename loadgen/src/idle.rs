@@ -30,7 +30,7 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = target.sample();
     let base = users::base_config(target.addr, &target.fingerprint, c.keep_alive)?;
-    let fleet = Fleet::new(&base, n, c.connections_per_endpoint)?;
+    let fleet = Fleet::new(&base, n, c.per_endpoint(crate::cli::DEFAULT_PER_ENDPOINT))?;
     let t0 = Instant::now();
     let users = run::login_users(c, target, &fleet, n, ui, &stop).await?;
     let login_s = t0.elapsed().as_secs_f64();

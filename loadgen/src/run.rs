@@ -299,16 +299,18 @@ pub fn sample_window(
     })
 }
 
-/// A fleet for `n` users of `target` and the users logged in on it.
+/// A fleet for `n` users of `target` (`per_endpoint` connections per UDP socket unless the
+/// options say otherwise) and the users logged in on it.
 pub async fn login_fleet(
     c: &CommonArgs,
     target: &Target,
     n: usize,
+    per_endpoint: usize,
     ui: Ui,
     stop: &AtomicBool,
 ) -> anyhow::Result<(Fleet, Vec<User>)> {
     let base = users::base_config(target.addr, &target.fingerprint, c.keep_alive)?;
-    let fleet = Fleet::new(&base, n, c.connections_per_endpoint)?;
+    let fleet = Fleet::new(&base, n, c.per_endpoint(per_endpoint))?;
     let users = login_users(c, target, &fleet, n, ui, stop).await?;
     Ok((fleet, users))
 }
