@@ -400,7 +400,6 @@ pub async fn run(
     report.users = n as u64;
     report.endpoints = fleet.endpoints() as u64;
     report.payload_bytes = Some(args.payload_bytes);
-    report.throughput_unit = "acked messages (each to S - 1 members)".into();
     let own_copies = shared.own_copies.load(Ordering::Relaxed);
     report.group = Some(GroupSummary {
         groups: groups as u64,
