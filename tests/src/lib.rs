@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod cli;
+pub mod group_history;
 pub mod history;
 pub mod raw;
 
