@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tern_sdk::ClientEvent;
 use tern_sdk::protocol::{
-    ChatId, GroupChange, Message, MessageBody, Request, Response, Sent, Seq, UserId,
+    ChatId, GroupChange, Message, MessageBody, Request, Response, Sent, Seq, SyncCursor, Update,
+    UpdateKind, UserId,
 };
 use tern_sdk::{Client, Error};
 
@@ -44,6 +45,21 @@ impl Seen {
                 Some(Seen::Left(*at_seq))
             }
             ClientEvent::HiddenForMe { chat_id, seqs } if *chat_id == chat => {
+                Some(Seen::Hidden(seqs.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// What an entry of the user's update log (a `Sync` page) says about `chat`, if anything.
+    pub fn of_update(chat: ChatId, update: &Update) -> Option<Seen> {
+        match &update.kind {
+            UpdateKind::Message(m) if m.chat_id == chat => Some(Seen::Message(m.clone())),
+            UpdateKind::ChatJoined(c) if c.chat_id == chat => Some(Seen::Joined),
+            UpdateKind::ChatLeft { chat_id, at_seq } if *chat_id == chat => {
+                Some(Seen::Left(*at_seq))
+            }
+            UpdateKind::HiddenForMe { chat_id, seqs } if *chat_id == chat => {
                 Some(Seen::Hidden(seqs.clone()))
             }
             _ => None,
@@ -594,4 +610,21 @@ pub async fn fetch_all(client: &Client, chat_id: ChatId, last_seq: Seq) -> Vec<M
         from = (from + 256).max(next);
     }
     out
+}
+
+/// The user's whole update log, read with `Sync` pages from pts 0.
+pub async fn whole_log(client: &Client) -> Vec<Update> {
+    let mut log = Vec::new();
+    let mut after = SyncCursor { pts: 0 };
+    loop {
+        let r = client.request(Request::Sync { after, limit: 256 }).await;
+        let Ok(Response::SyncPage(page)) = r else {
+            panic!("Sync after {}: {r:?}", after.pts);
+        };
+        log.extend(page.updates);
+        after = page.cursor;
+        if !page.has_more {
+            return log;
+        }
+    }
 }

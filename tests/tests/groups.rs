@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tern_sdk::protocol::{
     ChatId, DeviceId, ErrorCode, Frame, GroupChange, GroupInfo, GroupSettings, Message,
     MessageBody, MessageId, MessageReceipts, Receipt, Request, Response, RichText, Sent, Seq,
-    SyncCursor, SystemEvent, UpdateKind, UserId,
+    SystemEvent, UpdateKind, UserId,
 };
 use tern_sdk::{Client, ClientEvent, Events};
 use tern_tests::child::ChildServer;
@@ -439,6 +439,7 @@ async fn group_history_holds_through_membership_changes_edits_deletes_and_a_reco
     let last = group_info(&admin, chat).await.last_seq;
 
     let u4 = client(4, 0);
+    let whole_logs: Vec<(usize, Client)> = (0..6).map(|u| (u, client(u, 0))).collect();
     // Collect everything: current members until they have the last seq, then quiet.
     let current = [0usize, 1, 2, 3, 5];
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -481,6 +482,19 @@ async fn group_history_holds_through_membership_changes_edits_deletes_and_a_reco
         (ErrorCode::NotFound, "no such chat".into())
     );
 
+    // Each user's whole update log, synced afresh from pts 0, holds the same history.
+    for (u, c) in whole_logs {
+        let log = group_history::whole_log(&c).await;
+        let seen = log
+            .iter()
+            .filter_map(|x| Seen::of_update(chat, x))
+            .collect();
+        views.push(DeviceView {
+            name: format!("u{u} full Sync"),
+            user: users[u],
+            seen,
+        });
+    }
     let acked = acked.lock().unwrap().clone();
     let report = group_history::check(&acked, &views, &fetched);
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
@@ -716,6 +730,25 @@ async fn a_1024_member_group_end_to_end() {
     assert_eq!(info2.last_seq, info.last_seq, "no message written");
     assert!(info2.members.iter().all(|m| m.user_id != ids[gone]));
     let last = joined.seq;
+    // Receipts count current members whose interval covers the message: not the removed
+    // one, not the one added after it.
+    let mr = message_receipts(&creator, chat, target.seq).await;
+    assert_eq!(mr.pending, 0, "{mr:?}");
+    assert_eq!(
+        mr.delivered.len(),
+        N - 2,
+        "current members but the sender and the newcomer"
+    );
+    assert!(
+        mr.delivered
+            .iter()
+            .all(|d| d.user_id != ids[gone] && d.user_id != ids[N]),
+        "{mr:?}"
+    );
+    assert_eq!(
+        mr.read.iter().map(|r| r.user_id).collect::<Vec<_>>(),
+        vec![ids[reader]]
+    );
 
     let page = fetch_all(&devs[2].client, chat, last).await;
     let at = |s: Seq| page.iter().find(|m| m.seq == s).map(|m| m.body.clone());
@@ -981,6 +1014,35 @@ async fn announcement_only_groups_let_only_admins_send() {
     sent("promote b", call(&a.client, promote).await);
     text(&b.client, chat, "now I may").await;
     sent("b reacts", send(&b.client, chat, reaction).await);
+    // Info changes are system messages too, and GetGroupInfo shows them.
+    let s = sent(
+        "edit info",
+        call(
+            &b.client,
+            Request::EditGroupInfo {
+                chat_id: chat,
+                title: Some("news, renamed".into()),
+                description: None,
+            },
+        )
+        .await,
+    );
+    let page = fetch_all(&a.client, chat, s.seq).await;
+    assert_eq!(
+        page.last().map(|m| m.body.clone()),
+        Some(system(
+            uid(&b),
+            GroupChange::InfoChanged {
+                title: Some("news, renamed".into()),
+                description: None
+            }
+        ))
+    );
+    let info = group_info(&a.client, chat).await;
+    assert_eq!(
+        (info.title.as_str(), info.last_seq),
+        ("news, renamed", s.seq)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1176,26 +1238,13 @@ async fn delete_for_me_hides_for_that_user_only_on_all_their_devices() {
         ("b", &b2.client, MessageBody::Deleted),
         ("a", &a.client, MessageBody::Text("hide me".into())),
     ] {
-        let mut after = SyncCursor { pts: 0 };
-        let mut found = None;
-        loop {
-            let r = call(client, Request::Sync { after, limit: 256 }).await;
-            let Ok(Response::SyncPage(page)) = r else {
-                panic!("sync: {r:?}");
-            };
-            for u in &page.updates {
-                if let UpdateKind::Message(m) = &u.kind
-                    && m.chat_id == chat
-                    && m.seq == s.seq
-                {
-                    found = Some(m.body.clone());
-                }
-            }
-            after = page.cursor;
-            if !page.has_more {
-                break;
-            }
-        }
+        let found = group_history::whole_log(client)
+            .await
+            .into_iter()
+            .find_map(|u| match u.kind {
+                UpdateKind::Message(m) if m.chat_id == chat && m.seq == s.seq => Some(m.body),
+                _ => None,
+            });
         assert_eq!(found, Some(want), "{who}'s synced copy");
     }
     // No seqs, or a seq outside the caller's intervals, are argument errors.
@@ -1322,6 +1371,23 @@ async fn reply_to_and_other_targets_are_validated() {
         invalid,
         "no such message",
     );
+    let r = send(
+        &c.client,
+        chat,
+        MessageBody::Reaction {
+            target: s3.seq,
+            emoji: Some("👍".into()),
+        },
+    )
+    .await;
+    bad.expect(
+        "react from before the caller's interval",
+        r,
+        invalid,
+        "no such message",
+    );
+    let r = hide(&c.client, chat, vec![s3.seq]).await;
+    bad.expect("hide from before the caller's interval", r, invalid, "");
     let ok = sent("a valid reply", send(&c.client, chat, reply(s6.seq)).await);
     let page = fetch_all(&b.client, chat, ok.seq).await;
     assert_eq!(
