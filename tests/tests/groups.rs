@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tern_sdk::protocol::{
-    ChatId, DeviceId, ErrorCode, Frame, GroupChange, GroupInfo, GroupSettings, Message,
-    MessageBody, MessageId, MessageReceipts, Receipt, Request, Response, RichText, Sent, Seq,
-    SystemEvent, UpdateKind, UserId,
+    ChatFeatures, ChatId, ChatInfo, ChatKind, DeviceId, ErrorCode, Frame, GroupChange, GroupInfo,
+    GroupSettings, Message, MessageBody, MessageId, MessageReceipts, Receipt, Request, Response,
+    RichText, Sent, Seq, SystemEvent, UpdateKind, UserId,
 };
 use tern_sdk::{Client, ClientEvent, Events};
 use tern_tests::child::ChildServer;
@@ -850,6 +850,23 @@ async fn a_1024_member_group_end_to_end() {
 
 // ---- Focused tests ----
 
+/// The `Welcome.features` a raw connection authenticated as `device` gets.
+async fn welcome_features(server: &TestServer, device: &Device) -> ChatFeatures {
+    let snapshot = device.client.snapshot().await.unwrap();
+    let token = snapshot.tokens.unwrap().access_token;
+    let mut raw = RawConn::connect(server.addr, &server.fingerprint)
+        .await
+        .unwrap();
+    raw.send_frame(&RawConn::hello(Some(token))).await.unwrap();
+    match raw.next(WAIT).await.unwrap() {
+        Outcome::Frame(Frame::Welcome(w)) => {
+            assert_eq!(w.protocol_version, 2);
+            w.features
+        }
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_longest_standing_member_inherits_admin_when_the_last_admin_leaves() {
     let server = TestServer::start().await;
@@ -970,6 +987,21 @@ async fn announcement_only_groups_let_only_admins_send() {
     let server = TestServer::start().await;
     let a = server.login("+15550940001").await;
     let b = server.login("+15550940002").await;
+    assert_eq!(
+        welcome_features(&server, &a).await,
+        ChatFeatures {
+            max_chat_members: 1024,
+            edit_window_s: 900,
+            delete_window_s: 172_800,
+            max_edits: 20,
+            max_mentions: 64
+        },
+        "the default features"
+    );
+    // A group created alone has only its Created message.
+    let alone = create_group(&a.client, "alone", &[]).await;
+    let info = group_info(&a.client, alone).await;
+    assert_eq!(info.last_seq, 1, "{info:?}");
     let chat = create_group(&a.client, "news", &[uid(&b)]).await;
     let before = text(&b.client, chat, "before").await;
     let settings = GroupSettings {
@@ -1060,35 +1092,17 @@ async fn edits_and_deletes_respect_their_windows_and_limits() {
     let d = server.login("+15550950004").await;
 
     // Welcome announces the configured features.
-    let token = b
-        .client
-        .snapshot()
-        .await
-        .unwrap()
-        .tokens
-        .unwrap()
-        .access_token;
-    let mut raw = RawConn::connect(server.addr, &server.fingerprint)
-        .await
-        .unwrap();
-    raw.send_frame(&RawConn::hello(Some(token))).await.unwrap();
-    match raw.next(WAIT).await.unwrap() {
-        Outcome::Frame(Frame::Welcome(w)) => {
-            assert_eq!(w.protocol_version, 2);
-            assert_eq!(
-                (
-                    w.features.max_chat_members,
-                    w.features.edit_window_s,
-                    w.features.delete_window_s,
-                    w.features.max_edits,
-                    w.features.max_mentions
-                ),
-                (1024, 1, 1, 2, 2)
-            );
-        }
-        other => panic!("expected Welcome, got {other:?}"),
-    }
-    drop(raw);
+    let f = welcome_features(&server, &b).await;
+    assert_eq!(
+        (
+            f.max_chat_members,
+            f.edit_window_s,
+            f.delete_window_s,
+            f.max_edits,
+            f.max_mentions
+        ),
+        (1024, 1, 1, 2, 2)
+    );
 
     let chat = create_group(&a.client, "windows", &[uid(&b), uid(&c)]).await;
     let b1 = text(&b.client, chat, "v0").await;
@@ -1271,7 +1285,7 @@ async fn reply_to_and_other_targets_are_validated() {
     let server = TestServer::start().await;
     let a = server.login("+15550970001").await;
     let b = server.login("+15550970002").await;
-    let c = server.login("+15550970003").await;
+    let mut c = server.login("+15550970003").await;
     let chat = create_group(&a.client, "replies", &[uid(&b)]).await;
     let s3 = text(&a.client, chat, "three").await;
     let reaction = sent(
@@ -1297,6 +1311,30 @@ async fn reply_to_and_other_targets_are_validated() {
         )
         .await,
     );
+    // The newcomer hears of the group before its MembersAdded message.
+    let mut log = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let joined = until(&mut c.events, &mut log, deadline, |l| {
+        l.iter()
+            .any(|e| matches!(e, ClientEvent::Message { message, .. } if message.chat_id == chat))
+    })
+    .await;
+    assert!(joined, "{log:?}");
+    let first = log
+        .iter()
+        .position(|e| matches!(e, ClientEvent::ChatJoined(i) if i.chat_id == chat));
+    let added = log
+        .iter()
+        .position(|e| matches!(e, ClientEvent::Message { .. }));
+    assert!(
+        first.is_some() && first < added,
+        "ChatJoined first: {log:?}"
+    );
+    if let Some(ClientEvent::ChatJoined(ChatInfo { kind, members, .. })) = first.map(|i| &log[i]) {
+        assert_eq!(*kind, ChatKind::Group);
+        assert_eq!(members.len(), 3, "{members:?}");
+        assert!(members.contains(&uid(&c)));
+    }
     let s6 = text(&a.client, chat, "six").await;
     let reply = |to: Seq| {
         MessageBody::Rich(RichText {
@@ -1464,6 +1502,23 @@ async fn reply_to_and_other_targets_are_validated() {
     )
     .await;
     bad.expect("all already members", r, ErrorCode::InvalidArgument, "");
+    // Members already in are ignored; the system message names only the new ones.
+    let s = sent(
+        "add one old, one new",
+        call(
+            &a.client,
+            Request::AddMembers {
+                chat_id: info.chat_id,
+                members: vec![uid(&b), uid(&c)],
+            },
+        )
+        .await,
+    );
+    let page = fetch_all(&a.client, info.chat_id, s.seq).await;
+    assert_eq!(
+        page.last().map(|m| m.body.clone()),
+        Some(system(uid(&a), GroupChange::MembersAdded(vec![uid(&c)])))
+    );
     let r = call(
         &a.client,
         Request::AddMembers {
