@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tern_protocol::codec::{self, FrameDecoder};
 use tern_protocol::{
-    ChatId, ClientInfo, ClientMsgId, ErrorBody, ErrorCode, Event, Frame, Hello, MessageBody,
-    PROTOCOL_VERSION, Request, Response, Sent, Seq, SessionInfo, Tokens, Update, UpdateKind,
+    ChatFeatures, ChatId, ClientInfo, ClientMsgId, ErrorBody, ErrorCode, Event, Frame, Hello,
+    MessageBody, PROTOCOL_VERSION, Request, Response, Sent, Seq, SessionInfo, Tokens, Update,
+    UpdateKind,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -171,6 +172,8 @@ pub(crate) struct Driver {
     outbox: BTreeMap<ClientMsgId, OutboxEntry>,
     waiting: VecDeque<Waiting>,
     connected: bool,
+    /// From the last `Welcome`.
+    features: Option<ChatFeatures>,
 }
 
 fn now_ms() -> u64 {
@@ -213,6 +216,7 @@ impl Driver {
             outbox: BTreeMap::new(),
             waiting: VecDeque::new(),
             connected: false,
+            features: None,
         })
     }
 
@@ -334,6 +338,7 @@ impl Driver {
             sync: self.sync.clone(),
             outbox_len: self.outbox.len(),
             connected: self.connected,
+            features: self.features,
         }
     }
 
@@ -478,6 +483,7 @@ impl Driver {
             }
         };
         self.connected = true;
+        self.features = Some(welcome.features);
         if let Some(session) = welcome.session {
             self.on_authenticated(&mut link, session, welcome.latest_pts);
         } else if let Some(t) = self.tokens.clone() {
@@ -758,6 +764,8 @@ impl Driver {
                     UpdateKind::Receipt(r) => self.emit(ClientEvent::Receipt(r)),
                     UpdateKind::ChatJoined(c) => self.emit(ClientEvent::ChatJoined(c)),
                     UpdateKind::ChatLeft { chat_id, at_seq } => {
+                        // The server answers a removed member's ack with NotFound: drop it.
+                        link.acks.remove(&chat_id);
                         self.emit(ClientEvent::ChatLeft { chat_id, at_seq })
                     }
                     UpdateKind::HiddenForMe { chat_id, seqs } => {
