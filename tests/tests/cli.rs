@@ -202,6 +202,7 @@ async fn json_output_has_the_documented_fields() {
         "own",
         "text",
         "ts_ms",
+        "kind",
     ];
     assert_fields(&history.json_lines()[0], &message_fields);
 
