@@ -8,7 +8,7 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tern_protocol::{DeviceId, MessageBody};
 use tern_server::storage::fjall::{Durability, FjallStorage};
-use tern_server::storage::{NewMessage, NoSink, Storage};
+use tern_server::storage::{MessageRules, NewMessage, NoSink, Storage};
 
 fn storage(c: &mut Criterion) {
     appends(c, "storage/append_fsync", Durability::Fsync);
@@ -56,6 +56,7 @@ fn appends(c: &mut Criterion, group: &str, durability: Durability) {
             client_msg_id: next_id,
             body: MessageBody::Text("x".repeat(200)),
             ts_ms: 0,
+            rules: MessageRules::default(),
         }
     };
 

@@ -12,7 +12,8 @@ use crate::limits::MAX_ERROR_MESSAGE_LEN;
 pub enum ErrorCode {
     /// The bytes did not decode as a frame.
     BadFrame,
-    /// A length exceeded a protocol limit.
+    /// A length exceeded a protocol limit (closes the connection), or, as a response, a group
+    /// would exceed [`crate::limits::MAX_CHAT_MEMBERS`].
     TooLarge,
     /// The `Hello` named a protocol version the server does not speak.
     UnsupportedVersion,

@@ -51,8 +51,9 @@ pub enum GroupChange {
     AdminPromoted(UserId),
     /// The actor took admin rights from this member.
     AdminDemoted(UserId),
-    /// The last admin left or was removed, so the longest-standing member became admin. The
-    /// actor is the member who left or removed the last admin.
+    /// The last admin left, so the longest-standing current member (smallest `since_seq`, ties:
+    /// smallest user id) became admin. Written right after the `Left`; the actor is the member
+    /// who left.
     AdminInherited(UserId),
     /// Title and/or description changed (`None`: unchanged).
     InfoChanged {
@@ -150,6 +151,7 @@ pub struct MemberReceipt {
 }
 
 /// Who a message was delivered to and read by (`GetMessageReceipts`, the sender's "message info").
+/// Covers the current members other than the sender whose membership interval covers the message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageReceipts {
     /// The chat.
@@ -175,7 +177,7 @@ impl MessageReceipts {
 /// release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatFeatures {
-    /// Most members in a chat.
+    /// Most members in a chat, the creator included.
     pub max_chat_members: u32,
     /// A sender may edit a message for this long after it was sent.
     pub edit_window_s: u32,

@@ -123,7 +123,8 @@ pub enum Request {
     AddMembers {
         /// The group.
         chat_id: ChatId,
-        /// Users to add; members already in are ignored.
+        /// Users to add; members already in are ignored (all of them already in:
+        /// `InvalidArgument`). The group may not exceed [`MAX_CHAT_MEMBERS`] (`TooLarge`).
         members: Vec<UserId>,
     },
     /// Remove a member (admins only). Answered with the `Sent` of the system message.

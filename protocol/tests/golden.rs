@@ -13,10 +13,11 @@ use std::collections::BTreeSet;
 
 use tern_protocol::codec::{FrameDecoder, encode_to_vec};
 use tern_protocol::{
-    ChatId, ChatInfo, ChatKind, ChatsPage, ClientInfo, DeviceId, DeviceInfo, DevicesPage,
-    ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, Hello, LoginGrant, Message,
-    MessageBody, MessageId, Receipt, Request, Response, Sent, ServerLimits, SessionInfo,
-    SyncCursor, SyncPage, Tokens, Update, UpdateKind, UserId, Welcome,
+    ChatFeatures, ChatId, ChatInfo, ChatKind, ChatsPage, ClientInfo, DeviceId, DeviceInfo,
+    DevicesPage, ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, GroupChange, GroupInfo,
+    GroupMember, GroupSettings, Hello, LoginGrant, MemberReceipt, Message, MessageBody, MessageId,
+    MessageReceipts, Receipt, Request, Response, RichText, Sent, ServerLimits, SessionInfo,
+    SyncCursor, SyncPage, SystemEvent, Tokens, Update, UpdateKind, UserId, Welcome,
 };
 
 fn limits() -> ServerLimits {
@@ -26,6 +27,17 @@ fn limits() -> ServerLimits {
         max_sync_page: 256,
         max_in_flight_requests: 256,
         idle_timeout_ms: 30_000,
+    }
+}
+
+/// The v2 defaults, spelled out so a change of `ChatFeatures::default()` cannot move the vectors.
+fn features() -> ChatFeatures {
+    ChatFeatures {
+        max_chat_members: 1024,
+        edit_window_s: 900,
+        delete_window_s: 172_800,
+        max_edits: 20,
+        max_mentions: 64,
     }
 }
 
@@ -40,6 +52,30 @@ fn message() -> Message {
         ts_ms: 1_700_000_000_000,
         body: MessageBody::Text("hi".into()),
     }
+}
+
+/// `message()` with another body.
+fn message_with(body: MessageBody) -> Message {
+    Message { body, ..message() }
+}
+
+/// A system message written by user 1.
+fn system(change: GroupChange) -> Frame {
+    event(
+        14,
+        UpdateKind::Message(message_with(MessageBody::System(SystemEvent {
+            actor: UserId(1),
+            change,
+        }))),
+    )
+}
+
+fn send(body: MessageBody) -> Frame {
+    req(Request::SendMessage {
+        chat_id: ChatId(5),
+        client_msg_id: 77,
+        body,
+    })
 }
 
 fn receipt() -> Receipt {
@@ -57,6 +93,28 @@ fn chat() -> ChatInfo {
         kind: ChatKind::Direct,
         members: vec![UserId(1), UserId(2)],
         last_seq: 3,
+    }
+}
+
+fn hello(protocol_version: u16, auth: Option<&str>, resume: Option<u64>) -> Frame {
+    Frame::Hello(Hello {
+        protocol_version,
+        client: ClientInfo {
+            name: "t".into(),
+            version: "0.1".into(),
+            platform: "linux".into(),
+        },
+        auth: auth.map(Into::into),
+        resume: resume.map(|pts| SyncCursor { pts }),
+    })
+}
+
+/// The client of the `Hello` examples in docs/protocol.md.
+fn raw_client() -> ClientInfo {
+    ClientInfo {
+        name: "raw".into(),
+        version: "0".into(),
+        platform: "test".into(),
     }
 }
 
@@ -116,49 +174,41 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
         // ---- Hello ----
         (
             "hello/minimal",
-            Frame::Hello(Hello {
-                protocol_version: 1,
-                client: ClientInfo {
-                    name: "t".into(),
-                    version: "0.1".into(),
-                    platform: "linux".into(),
-                },
-                auth: None,
-                resume: None,
-            }),
+            hello(1, None, None),
             "100001017403302e31056c696e75780000",
         ),
         (
             "hello/auth_and_resume",
-            Frame::Hello(Hello {
-                protocol_version: 1,
-                client: ClientInfo {
-                    name: "t".into(),
-                    version: "0.1".into(),
-                    platform: "linux".into(),
-                },
-                auth: Some("tok".into()),
-                resume: Some(SyncCursor { pts: 42 }),
-            }),
+            hello(1, Some("tok"), Some(42)),
             "150001017403302e31056c696e75780103746f6b012a",
+        ),
+        (
+            // The Hello layout is the same in every version: a v1 client's Hello still decodes,
+            // so the server can answer it UnsupportedVersion.
+            "hello/v2",
+            hello(2, None, None),
+            "100002017403302e31056c696e75780000",
         ),
         // ---- Welcome ----
         (
             "welcome/unauthenticated",
             Frame::Welcome(Welcome {
-                protocol_version: 1,
+                protocol_version: 2,
                 server: "tern/0.1".into(),
                 session: None,
                 limits: limits(),
                 latest_pts: None,
                 server_time_ms: 1_700_000_000_000,
+                features: features(),
             }),
-            "200101087465726e2f302e310080800480800180028002b0ea010080d095ffbc31",
+            // ... `00` latest_pts None, `80 d0 95 ff bc 31` server_time_ms, then features:
+            // `80 08` 1024, `84 07` 900, `80 c6 0a` 172800, `14` 20, `40` 64.
+            "290102087465726e2f302e310080800480800180028002b0ea010080d095ffbc318008840780c60a1440",
         ),
         (
             "welcome/authenticated",
             Frame::Welcome(Welcome {
-                protocol_version: 1,
+                protocol_version: 2,
                 server: "tern/0.1".into(),
                 session: Some(SessionInfo {
                     user_id: UserId(1),
@@ -167,8 +217,29 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
                 limits: limits(),
                 latest_pts: Some(7),
                 server_time_ms: 1_700_000_000_000,
+                features: features(),
             }),
-            "230101087465726e2f302e3101010280800480800180028002b0ea01010780d095ffbc31",
+            "2c0102087465726e2f302e3101010280800480800180028002b0ea01010780d095ffbc318008840780c60a1440",
+        ),
+        (
+            // Distinct small values pin the order of the ChatFeatures fields.
+            "welcome/features_order",
+            Frame::Welcome(Welcome {
+                protocol_version: 2,
+                server: "s".into(),
+                session: None,
+                limits: limits(),
+                latest_pts: None,
+                server_time_ms: 0,
+                features: ChatFeatures {
+                    max_chat_members: 1,
+                    edit_window_s: 2,
+                    delete_window_s: 3,
+                    max_edits: 4,
+                    max_mentions: 5,
+                },
+            }),
+            "19010201730080800480800180028002b0ea0100000102030405",
         ),
         // ---- Request: every variant ----
         (
@@ -298,6 +369,163 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
                 limit: 50,
             }),
             "050201100232",
+        ),
+        // ---- Request: groups and message features (v2) ----
+        (
+            "request/create_group",
+            // `02` Request, `01` req_id, `11` variant 17, `01 67` "g", `02 02 03` [2, 3].
+            req(Request::CreateGroup {
+                title: "g".into(),
+                members: vec![UserId(2), UserId(3)],
+            }),
+            "080201110167020203",
+        ),
+        (
+            "request/create_group_alone",
+            req(Request::CreateGroup {
+                title: "g".into(),
+                members: vec![],
+            }),
+            "06020111016700",
+        ),
+        (
+            "request/add_members",
+            req(Request::AddMembers {
+                chat_id: ChatId(5),
+                members: vec![UserId(4)],
+            }),
+            "06020112050104",
+        ),
+        (
+            "request/remove_member",
+            req(Request::RemoveMember {
+                chat_id: ChatId(5),
+                user_id: UserId(4),
+            }),
+            "050201130504",
+        ),
+        (
+            "request/leave_group",
+            req(Request::LeaveGroup { chat_id: ChatId(5) }),
+            "0402011405",
+        ),
+        (
+            "request/set_admin",
+            req(Request::SetAdmin {
+                chat_id: ChatId(5),
+                user_id: UserId(2),
+                admin: true,
+            }),
+            "06020115050201",
+        ),
+        (
+            "request/set_admin_demote",
+            req(Request::SetAdmin {
+                chat_id: ChatId(5),
+                user_id: UserId(2),
+                admin: false,
+            }),
+            "06020115050200",
+        ),
+        (
+            "request/edit_group_info_title",
+            req(Request::EditGroupInfo {
+                chat_id: ChatId(5),
+                title: Some("t".into()),
+                description: None,
+            }),
+            "080201160501017400",
+        ),
+        (
+            "request/edit_group_info_description",
+            req(Request::EditGroupInfo {
+                chat_id: ChatId(5),
+                title: None,
+                description: Some("d".into()),
+            }),
+            "080201160500010164",
+        ),
+        (
+            "request/set_group_settings",
+            req(Request::SetGroupSettings {
+                chat_id: ChatId(5),
+                settings: GroupSettings {
+                    members_can_add: true,
+                    members_can_edit_info: false,
+                    announcement_only: true,
+                },
+            }),
+            "0702011705010001",
+        ),
+        (
+            "request/get_group_info",
+            req(Request::GetGroupInfo { chat_id: ChatId(5) }),
+            "0402011805",
+        ),
+        (
+            "request/get_message_receipts",
+            req(Request::GetMessageReceipts {
+                chat_id: ChatId(5),
+                seq: 3,
+            }),
+            "050201190503",
+        ),
+        (
+            "request/delete_for_me",
+            req(Request::DeleteForMe {
+                chat_id: ChatId(5),
+                seqs: vec![1, 3],
+            }),
+            "0702011a05020103",
+        ),
+        // ---- MessageBody: every variant a client sends (inside SendMessage) ----
+        (
+            "request/send_message_rich",
+            send(MessageBody::Rich(RichText {
+                text: "hi".into(),
+                reply_to: Some(2),
+                mentions: vec![UserId(2)],
+            })),
+            "0d020108054d0102686901020102",
+        ),
+        (
+            "request/send_message_rich_plain",
+            send(MessageBody::Rich(RichText {
+                text: "hi".into(),
+                reply_to: None,
+                mentions: vec![],
+            })),
+            "0b020108054d010268690000",
+        ),
+        (
+            "request/send_message_reaction",
+            // `02` Reaction, `03` target, `01` Some, `04 f0 9f 91 8d` "👍" (U+1F44D).
+            send(MessageBody::Reaction {
+                target: 3,
+                emoji: Some("👍".into()),
+            }),
+            "0d020108054d02030104f09f918d",
+        ),
+        (
+            "request/send_message_reaction_removed",
+            send(MessageBody::Reaction {
+                target: 3,
+                emoji: None,
+            }),
+            "08020108054d020300",
+        ),
+        (
+            "request/send_message_edit",
+            send(MessageBody::Edit {
+                target: 3,
+                text: "ho".into(),
+            }),
+            "0a020108054d030302686f",
+        ),
+        (
+            "request/send_message_delete",
+            send(MessageBody::Delete { target: 3 }),
+            "07020108054d0403",
         ),
         // ---- Response Ok: every variant ----
         (
@@ -429,6 +657,67 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             })),
             "110301000c01020570686f6e65e807000102",
         ),
+        (
+            "response/group_info",
+            // `0d` variant 13, `05` chat, `01 67` "g", `01 64` "d", `00 01 00` settings,
+            // `01` created_by, `e8 07` 1000, `02` members: `01 01 01 e8 07`, `02 00 03 d0 0f`;
+            // `03` last_seq.
+            ok(Response::GroupInfo(GroupInfo {
+                chat_id: ChatId(5),
+                title: "g".into(),
+                description: "d".into(),
+                settings: GroupSettings::default(),
+                created_by: UserId(1),
+                created_ms: 1000,
+                members: vec![
+                    GroupMember {
+                        user_id: UserId(1),
+                        admin: true,
+                        since_seq: 1,
+                        joined_ms: 1000,
+                    },
+                    GroupMember {
+                        user_id: UserId(2),
+                        admin: false,
+                        since_seq: 3,
+                        joined_ms: 2000,
+                    },
+                ],
+                last_seq: 3,
+            })),
+            "1b0301000d050167016400010001e80702010101e807020003d00f03",
+        ),
+        (
+            "response/message_receipts",
+            ok(Response::MessageReceipts(MessageReceipts {
+                chat_id: ChatId(5),
+                seq: 3,
+                delivered: vec![
+                    MemberReceipt {
+                        user_id: UserId(2),
+                        at_ms: 1000,
+                    },
+                    MemberReceipt {
+                        user_id: UserId(3),
+                        at_ms: 1500,
+                    },
+                ],
+                read: vec![MemberReceipt {
+                    user_id: UserId(2),
+                    at_ms: 2000,
+                }],
+                pending: 1,
+            })),
+            "120301000e05030202e80703dc0b0102d00f01",
+        ),
+        (
+            "response/chat_group",
+            ok(Response::Chat(ChatInfo {
+                kind: ChatKind::Group,
+                ..chat()
+            })),
+            "0a03010004050102010203",
+        ),
         // ---- Response Err ----
         (
             "response/err",
@@ -456,6 +745,244 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             "event/chat_joined",
             event(13, UpdateKind::ChatJoined(chat())),
             "0a04000d02050002010203",
+        ),
+        (
+            "event/chat_left",
+            event(
+                15,
+                UpdateKind::ChatLeft {
+                    chat_id: ChatId(5),
+                    at_seq: 9,
+                },
+            ),
+            "0604000f030509",
+        ),
+        (
+            "event/hidden_for_me",
+            event(
+                16,
+                UpdateKind::HiddenForMe {
+                    chat_id: ChatId(5),
+                    seqs: vec![1, 3],
+                },
+            ),
+            "080400100405020103",
+        ),
+        (
+            "event/chat_joined_group",
+            event(
+                13,
+                UpdateKind::ChatJoined(ChatInfo {
+                    kind: ChatKind::Group,
+                    members: vec![UserId(1), UserId(2), UserId(3)],
+                    ..chat()
+                }),
+            ),
+            "0b04000d0205010301020303",
+        ),
+        // ---- MessageBody: the server-written variants, in a pushed message ----
+        (
+            "event/message_deleted",
+            event(11, UpdateKind::Message(message_with(MessageBody::Deleted))),
+            "1204000b000503ac0201024d80d095ffbc3105",
+        ),
+        (
+            "event/message_edit_erased",
+            event(
+                11,
+                UpdateKind::Message(message_with(MessageBody::Edit {
+                    target: 2,
+                    text: String::new(),
+                })),
+            ),
+            "1404000b000503ac0201024d80d095ffbc31030200",
+        ),
+        // ---- GroupChange: every variant, in a System message ----
+        (
+            "event/system_created",
+            system(GroupChange::Created { title: "g".into() }),
+            "1604000e000503ac0201024d80d095ffbc310601000167",
+        ),
+        (
+            "event/system_members_added",
+            system(GroupChange::MembersAdded(vec![UserId(2), UserId(3)])),
+            "1704000e000503ac0201024d80d095ffbc31060101020203",
+        ),
+        (
+            "event/system_member_removed",
+            system(GroupChange::MemberRemoved(UserId(3))),
+            "1504000e000503ac0201024d80d095ffbc3106010203",
+        ),
+        (
+            "event/system_left",
+            system(GroupChange::Left),
+            "1404000e000503ac0201024d80d095ffbc31060103",
+        ),
+        (
+            "event/system_admin_promoted",
+            system(GroupChange::AdminPromoted(UserId(2))),
+            "1504000e000503ac0201024d80d095ffbc3106010402",
+        ),
+        (
+            "event/system_admin_demoted",
+            system(GroupChange::AdminDemoted(UserId(2))),
+            "1504000e000503ac0201024d80d095ffbc3106010502",
+        ),
+        (
+            "event/system_admin_inherited",
+            system(GroupChange::AdminInherited(UserId(2))),
+            "1504000e000503ac0201024d80d095ffbc3106010602",
+        ),
+        (
+            "event/system_info_changed",
+            system(GroupChange::InfoChanged {
+                title: Some("t".into()),
+                description: Some("d".into()),
+            }),
+            "1a04000e000503ac0201024d80d095ffbc31060107010174010164",
+        ),
+        (
+            "event/system_info_changed_description_only",
+            system(GroupChange::InfoChanged {
+                title: None,
+                description: Some("d".into()),
+            }),
+            "1804000e000503ac0201024d80d095ffbc3106010700010164",
+        ),
+        (
+            "event/system_settings_changed",
+            system(GroupChange::SettingsChanged(GroupSettings {
+                members_can_add: true,
+                members_can_edit_info: false,
+                announcement_only: true,
+            })),
+            "1704000e000503ac0201024d80d095ffbc31060108010001",
+        ),
+        // ---- docs/protocol.md §17: the worked examples, byte for byte ----
+        (
+            "doc/hello",
+            Frame::Hello(Hello {
+                protocol_version: 2,
+                client: raw_client(),
+                auth: None,
+                resume: None,
+            }),
+            "0f000203726177013004746573740000",
+        ),
+        (
+            "doc/hello_auth_resume",
+            Frame::Hello(Hello {
+                protocol_version: 2,
+                client: raw_client(),
+                auth: Some("eyJ".into()),
+                resume: Some(SyncCursor { pts: 300 }),
+            }),
+            "1500020372617701300474657374010365794a01ac02",
+        ),
+        (
+            "doc/welcome",
+            Frame::Welcome(Welcome {
+                protocol_version: 2,
+                server: "tern-server/0.1.0".into(),
+                session: Some(SessionInfo {
+                    user_id: UserId(1),
+                    device_id: DeviceId(2),
+                }),
+                limits: limits(),
+                latest_pts: Some(5),
+                server_time_ms: 1_700_000_000_000,
+                features: features(),
+            }),
+            "350102117465726e2d7365727665722f302e312e3001010280800480800180028002b0ea01010580d095ffbc318008840780c60a1440",
+        ),
+        (
+            "doc/create_group",
+            Frame::Request {
+                req_id: 3,
+                body: Request::CreateGroup {
+                    title: "Team".into(),
+                    members: vec![UserId(7), UserId(300)],
+                },
+            },
+            "0c020311045465616d0207ac02",
+        ),
+        (
+            "doc/send_rich",
+            Frame::Request {
+                req_id: 4,
+                body: Request::SendMessage {
+                    chat_id: ChatId(9),
+                    client_msg_id: 1001,
+                    body: MessageBody::Rich(RichText {
+                        text: "ok @7".into(),
+                        reply_to: Some(3),
+                        mentions: vec![UserId(7)],
+                    }),
+                },
+            },
+            "1102040809e90701056f6b20403701030107",
+        ),
+        (
+            "doc/send_reaction",
+            Frame::Request {
+                req_id: 5,
+                body: Request::SendMessage {
+                    chat_id: ChatId(9),
+                    client_msg_id: 1002,
+                    body: MessageBody::Reaction {
+                        target: 4,
+                        emoji: Some("👍".into()),
+                    },
+                },
+            },
+            "0e02050809ea0702040104f09f918d",
+        ),
+        (
+            "doc/system_members_added",
+            Frame::Event(Event::Update(Update {
+                pts: 20,
+                kind: UpdateKind::Message(Message {
+                    chat_id: ChatId(9),
+                    seq: 2,
+                    msg_id: MessageId(43),
+                    client_msg_id: 0,
+                    ts_ms: 1_700_000_000_123,
+                    body: MessageBody::System(SystemEvent {
+                        actor: UserId(1),
+                        change: GroupChange::MembersAdded(vec![UserId(7), UserId(300)]),
+                    }),
+                    ..message()
+                }),
+            })),
+            "170400140009022b010200fbd095ffbc310601010207ac02",
+        ),
+        (
+            "doc/chat_left",
+            event(
+                21,
+                UpdateKind::ChatLeft {
+                    chat_id: ChatId(9),
+                    at_seq: 6,
+                },
+            ),
+            "06040015030906",
+        ),
+        (
+            "doc/message_receipts",
+            Frame::Response {
+                req_id: 6,
+                result: Ok(Response::MessageReceipts(MessageReceipts {
+                    chat_id: ChatId(9),
+                    seq: 4,
+                    delivered: vec![MemberReceipt {
+                        user_id: UserId(7),
+                        at_ms: 1_700_000_000_500,
+                    }],
+                    read: vec![],
+                    pending: 1,
+                })),
+            },
+            "100306000e09040107f4d395ffbc310001",
         ),
         // ---- Error: every known ErrorCode, plus unknown codes ----
         ("error/bad_frame", error(ErrorCode::BadFrame), "0405010165"),
@@ -641,59 +1168,153 @@ fn golden_names_are_unique() {
     }
 }
 
-/// A label per enum variant. The matches are exhaustive on purpose: adding a variant to `Frame`,
-/// `Request`, `Response`, `Event`, `UpdateKind` or `GoAwayReason` stops this file compiling until
-/// the variant gets a label here, in `ALL_VARIANTS`, and a golden vector in `cases()`.
-fn variant(frame: &Frame) -> &'static str {
+/// The labels of every enum variant a frame carries, nested ones included (a `SendMessage` of a
+/// `Rich` body is both `Request::SendMessage` and `MessageBody::Rich`). The matches are
+/// exhaustive on purpose: adding a variant to `Frame`, `Request`, `Response`, `Event`,
+/// `UpdateKind`, `MessageBody`, `GroupChange`, `ChatKind` or `GoAwayReason` stops this file
+/// compiling until the variant gets a label here, in `ALL_VARIANTS`, and a golden vector in
+/// `cases()`.
+fn variants(frame: &Frame) -> Vec<&'static str> {
+    let mut out = Vec::new();
     match frame {
-        Frame::Hello(_) => "Frame::Hello",
-        Frame::Welcome(_) => "Frame::Welcome",
-        Frame::Request { body, .. } => match body {
-            Request::RequestOtp { .. } => "Request::RequestOtp",
-            Request::VerifyOtp { .. } => "Request::VerifyOtp",
-            Request::Refresh { .. } => "Request::Refresh",
-            Request::Logout => "Request::Logout",
-            Request::ListDevices => "Request::ListDevices",
-            Request::RevokeDevice { .. } => "Request::RevokeDevice",
-            Request::OpenDirectChat { .. } => "Request::OpenDirectChat",
-            Request::ListChats => "Request::ListChats",
-            Request::SendMessage { .. } => "Request::SendMessage",
-            Request::Ack { .. } => "Request::Ack",
-            Request::MarkRead { .. } => "Request::MarkRead",
-            Request::Sync { .. } => "Request::Sync",
-            Request::GetMessages { .. } => "Request::GetMessages",
-            Request::GetReceipts { .. } => "Request::GetReceipts",
-            Request::Ping => "Request::Ping",
-            Request::ListChatsPage { .. } => "Request::ListChatsPage",
-            Request::ListDevicesPage { .. } => "Request::ListDevicesPage",
-        },
-        Frame::Response { result: Err(_), .. } => "Frame::Response(Err)",
-        Frame::Response { result: Ok(r), .. } => match r {
-            Response::OtpRequested { .. } => "Response::OtpRequested",
-            Response::LoggedIn(_) => "Response::LoggedIn",
-            Response::Done => "Response::Done",
-            Response::Devices(_) => "Response::Devices",
-            Response::Chat(_) => "Response::Chat",
-            Response::Chats(_) => "Response::Chats",
-            Response::Sent(_) => "Response::Sent",
-            Response::SyncPage(_) => "Response::SyncPage",
-            Response::Messages(_) => "Response::Messages",
-            Response::Receipts(_) => "Response::Receipts",
-            Response::Pong => "Response::Pong",
-            Response::ChatsPage(_) => "Response::ChatsPage",
-            Response::DevicesPage(_) => "Response::DevicesPage",
-        },
-        Frame::Event(Event::Update(u)) => match u.kind {
-            UpdateKind::Message(_) => "UpdateKind::Message",
-            UpdateKind::Receipt(_) => "UpdateKind::Receipt",
-            UpdateKind::ChatJoined(_) => "UpdateKind::ChatJoined",
-        },
-        Frame::Error(_) => "Frame::Error",
-        Frame::GoAway(g) => match g.reason {
+        Frame::Hello(_) => out.push("Frame::Hello"),
+        Frame::Welcome(_) => out.push("Frame::Welcome"),
+        Frame::Request { body, .. } => request_labels(body, &mut out),
+        Frame::Response { result: Err(_), .. } => out.push("Frame::Response(Err)"),
+        Frame::Response { result: Ok(r), .. } => response_labels(r, &mut out),
+        Frame::Event(Event::Update(u)) => update_labels(&u.kind, &mut out),
+        Frame::Error(_) => out.push("Frame::Error"),
+        Frame::GoAway(g) => out.push(match g.reason {
             GoAwayReason::Shutdown => "GoAwayReason::Shutdown",
             GoAwayReason::Overloaded => "GoAwayReason::Overloaded",
-        },
+        }),
     }
+    out
+}
+
+fn request_labels(body: &Request, out: &mut Vec<&'static str>) {
+    let label = match body {
+        Request::RequestOtp { .. } => "Request::RequestOtp",
+        Request::VerifyOtp { .. } => "Request::VerifyOtp",
+        Request::Refresh { .. } => "Request::Refresh",
+        Request::Logout => "Request::Logout",
+        Request::ListDevices => "Request::ListDevices",
+        Request::RevokeDevice { .. } => "Request::RevokeDevice",
+        Request::OpenDirectChat { .. } => "Request::OpenDirectChat",
+        Request::ListChats => "Request::ListChats",
+        Request::SendMessage { body, .. } => {
+            body_labels(body, out);
+            "Request::SendMessage"
+        }
+        Request::Ack { .. } => "Request::Ack",
+        Request::MarkRead { .. } => "Request::MarkRead",
+        Request::Sync { .. } => "Request::Sync",
+        Request::GetMessages { .. } => "Request::GetMessages",
+        Request::GetReceipts { .. } => "Request::GetReceipts",
+        Request::Ping => "Request::Ping",
+        Request::ListChatsPage { .. } => "Request::ListChatsPage",
+        Request::ListDevicesPage { .. } => "Request::ListDevicesPage",
+        Request::CreateGroup { .. } => "Request::CreateGroup",
+        Request::AddMembers { .. } => "Request::AddMembers",
+        Request::RemoveMember { .. } => "Request::RemoveMember",
+        Request::LeaveGroup { .. } => "Request::LeaveGroup",
+        Request::SetAdmin { .. } => "Request::SetAdmin",
+        Request::EditGroupInfo { .. } => "Request::EditGroupInfo",
+        Request::SetGroupSettings { .. } => "Request::SetGroupSettings",
+        Request::GetGroupInfo { .. } => "Request::GetGroupInfo",
+        Request::GetMessageReceipts { .. } => "Request::GetMessageReceipts",
+        Request::DeleteForMe { .. } => "Request::DeleteForMe",
+    };
+    out.push(label);
+}
+
+fn response_labels(r: &Response, out: &mut Vec<&'static str>) {
+    let label = match r {
+        Response::OtpRequested { .. } => "Response::OtpRequested",
+        Response::LoggedIn(_) => "Response::LoggedIn",
+        Response::Done => "Response::Done",
+        Response::Devices(_) => "Response::Devices",
+        Response::Chat(c) => {
+            chat_labels(c, out);
+            "Response::Chat"
+        }
+        Response::Chats(cs) => {
+            cs.iter().for_each(|c| chat_labels(c, out));
+            "Response::Chats"
+        }
+        Response::Sent(_) => "Response::Sent",
+        Response::SyncPage(p) => {
+            p.updates.iter().for_each(|u| update_labels(&u.kind, out));
+            "Response::SyncPage"
+        }
+        Response::Messages(ms) => {
+            ms.iter().for_each(|m| body_labels(&m.body, out));
+            "Response::Messages"
+        }
+        Response::Receipts(_) => "Response::Receipts",
+        Response::Pong => "Response::Pong",
+        Response::ChatsPage(p) => {
+            p.chats.iter().for_each(|c| chat_labels(c, out));
+            "Response::ChatsPage"
+        }
+        Response::DevicesPage(_) => "Response::DevicesPage",
+        Response::GroupInfo(_) => "Response::GroupInfo",
+        Response::MessageReceipts(_) => "Response::MessageReceipts",
+    };
+    out.push(label);
+}
+
+fn update_labels(kind: &UpdateKind, out: &mut Vec<&'static str>) {
+    let label = match kind {
+        UpdateKind::Message(m) => {
+            body_labels(&m.body, out);
+            "UpdateKind::Message"
+        }
+        UpdateKind::Receipt(_) => "UpdateKind::Receipt",
+        UpdateKind::ChatJoined(c) => {
+            chat_labels(c, out);
+            "UpdateKind::ChatJoined"
+        }
+        UpdateKind::ChatLeft { .. } => "UpdateKind::ChatLeft",
+        UpdateKind::HiddenForMe { .. } => "UpdateKind::HiddenForMe",
+    };
+    out.push(label);
+}
+
+fn chat_labels(chat: &ChatInfo, out: &mut Vec<&'static str>) {
+    let label = match chat.kind {
+        ChatKind::Direct => "ChatKind::Direct",
+        ChatKind::Group => "ChatKind::Group",
+    };
+    out.push(label);
+}
+
+fn body_labels(body: &MessageBody, out: &mut Vec<&'static str>) {
+    let label = match body {
+        MessageBody::Text(_) => "MessageBody::Text",
+        MessageBody::Rich(_) => "MessageBody::Rich",
+        MessageBody::Reaction { emoji: Some(_), .. } => "MessageBody::Reaction(Some)",
+        MessageBody::Reaction { emoji: None, .. } => "MessageBody::Reaction(None)",
+        MessageBody::Edit { .. } => "MessageBody::Edit",
+        MessageBody::Delete { .. } => "MessageBody::Delete",
+        MessageBody::Deleted => "MessageBody::Deleted",
+        MessageBody::System(e) => {
+            let change = match e.change {
+                GroupChange::Created { .. } => "GroupChange::Created",
+                GroupChange::MembersAdded(_) => "GroupChange::MembersAdded",
+                GroupChange::MemberRemoved(_) => "GroupChange::MemberRemoved",
+                GroupChange::Left => "GroupChange::Left",
+                GroupChange::AdminPromoted(_) => "GroupChange::AdminPromoted",
+                GroupChange::AdminDemoted(_) => "GroupChange::AdminDemoted",
+                GroupChange::AdminInherited(_) => "GroupChange::AdminInherited",
+                GroupChange::InfoChanged { .. } => "GroupChange::InfoChanged",
+                GroupChange::SettingsChanged(_) => "GroupChange::SettingsChanged",
+            };
+            out.push(change);
+            "MessageBody::System"
+        }
+    };
+    out.push(label);
 }
 
 const ALL_VARIANTS: &[&str] = &[
@@ -716,6 +1337,16 @@ const ALL_VARIANTS: &[&str] = &[
     "Request::Ping",
     "Request::ListChatsPage",
     "Request::ListDevicesPage",
+    "Request::CreateGroup",
+    "Request::AddMembers",
+    "Request::RemoveMember",
+    "Request::LeaveGroup",
+    "Request::SetAdmin",
+    "Request::EditGroupInfo",
+    "Request::SetGroupSettings",
+    "Request::GetGroupInfo",
+    "Request::GetMessageReceipts",
+    "Request::DeleteForMe",
     "Frame::Response(Err)",
     "Response::OtpRequested",
     "Response::LoggedIn",
@@ -730,9 +1361,32 @@ const ALL_VARIANTS: &[&str] = &[
     "Response::Pong",
     "Response::ChatsPage",
     "Response::DevicesPage",
+    "Response::GroupInfo",
+    "Response::MessageReceipts",
     "UpdateKind::Message",
     "UpdateKind::Receipt",
     "UpdateKind::ChatJoined",
+    "UpdateKind::ChatLeft",
+    "UpdateKind::HiddenForMe",
+    "ChatKind::Direct",
+    "ChatKind::Group",
+    "MessageBody::Text",
+    "MessageBody::Rich",
+    "MessageBody::Reaction(Some)",
+    "MessageBody::Reaction(None)",
+    "MessageBody::Edit",
+    "MessageBody::Delete",
+    "MessageBody::Deleted",
+    "MessageBody::System",
+    "GroupChange::Created",
+    "GroupChange::MembersAdded",
+    "GroupChange::MemberRemoved",
+    "GroupChange::Left",
+    "GroupChange::AdminPromoted",
+    "GroupChange::AdminDemoted",
+    "GroupChange::AdminInherited",
+    "GroupChange::InfoChanged",
+    "GroupChange::SettingsChanged",
     "Frame::Error",
     "GoAwayReason::Shutdown",
     "GoAwayReason::Overloaded",
@@ -740,7 +1394,7 @@ const ALL_VARIANTS: &[&str] = &[
 
 #[test]
 fn every_variant_has_a_vector() {
-    let covered: BTreeSet<&str> = cases().iter().map(|(_, f, _)| variant(f)).collect();
+    let covered: BTreeSet<&str> = cases().iter().flat_map(|(_, f, _)| variants(f)).collect();
     let missing: Vec<&&str> = ALL_VARIANTS
         .iter()
         .filter(|v| !covered.contains(**v))
@@ -748,6 +1402,32 @@ fn every_variant_has_a_vector() {
     assert!(
         missing.is_empty(),
         "variants without a golden vector: {missing:?}"
+    );
+}
+
+/// `ALL_VARIANTS` lists exactly the labels the label functions can produce: a variant that got
+/// its label (the exhaustive matches force that) but no entry in `ALL_VARIANTS`, and so escaped
+/// `every_variant_has_a_vector`, fails here. Read from this file's own source.
+#[test]
+fn all_variants_lists_every_label() {
+    let src = include_str!("golden.rs");
+    let start = src.find("fn variants(").unwrap();
+    let end = src.find("const ALL_VARIANTS").unwrap();
+    let labels: BTreeSet<&str> = src[start..end]
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.contains("::"))
+        .collect();
+    let listed: BTreeSet<&str> = ALL_VARIANTS.iter().copied().collect();
+    assert_eq!(
+        ALL_VARIANTS.len(),
+        listed.len(),
+        "ALL_VARIANTS has duplicates"
+    );
+    assert_eq!(
+        labels, listed,
+        "ALL_VARIANTS is out of date with the label functions"
     );
 }
 

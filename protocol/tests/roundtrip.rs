@@ -1,20 +1,25 @@
 //! Property tests for the codec: encode/decode round trips through `FrameDecoder` fed in random
-//! chunks, plus the decoder's defences (random bytes, oversized prefixes, field limits, trailing
-//! bytes) and the `ErrorCode` <-> `u16` mapping.
+//! chunks (every wire type, groups and message features included), plus the decoder's defences
+//! (random bytes, oversized prefixes, field limits, trailing bytes), the boundaries of
+//! `MessageBody::within_limits` and the `ErrorCode` <-> `u16` mapping.
 #![allow(clippy::unwrap_used)]
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use tern_protocol::codec::{CodecError, FrameDecoder, decode_payload, encode_to_vec};
+use tern_protocol::codec::{
+    CodecError, FrameDecoder, decode_payload, encode_to_vec, encode_update_event,
+};
 use tern_protocol::limits::{
-    MAX_CHAT_MEMBERS, MAX_CLIENT_INFO_LEN, MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN, MAX_IDENTIFIER_LEN,
-    MAX_LIST_LEN, MAX_MESSAGES_PAGE, MAX_SYNC_PAGE, MAX_TEXT_LEN, MAX_TOKEN_LEN, OTP_DIGITS,
+    MAX_CHAT_MEMBERS, MAX_CLIENT_INFO_LEN, MAX_DELETE_FOR_ME, MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN,
+    MAX_GROUP_DESCRIPTION_LEN, MAX_GROUP_TITLE_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN, MAX_MENTIONS,
+    MAX_MESSAGES_PAGE, MAX_REACTION_LEN, MAX_SYNC_PAGE, MAX_TEXT_LEN, MAX_TOKEN_LEN, OTP_DIGITS,
 };
 use tern_protocol::{
-    ChatId, ChatInfo, ChatKind, ChatsPage, ClientInfo, DeviceId, DeviceInfo, DevicesPage,
-    ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, Hello, LoginGrant, Message,
-    MessageBody, MessageId, Receipt, Request, Response, Sent, ServerLimits, SessionInfo,
-    SyncCursor, SyncPage, Tokens, Update, UpdateKind, UserId, Welcome,
+    ChatFeatures, ChatId, ChatInfo, ChatKind, ChatsPage, ClientInfo, DeviceId, DeviceInfo,
+    DevicesPage, ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, GroupChange, GroupInfo,
+    GroupMember, GroupSettings, Hello, LoginGrant, MemberReceipt, Message, MessageBody, MessageId,
+    MessageReceipts, Receipt, Request, Response, RichText, Sent, ServerLimits, SessionInfo,
+    SyncCursor, SyncPage, SystemEvent, Tokens, Update, UpdateKind, UserId, Welcome,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -99,9 +104,62 @@ fn chat_id() -> impl Strategy<Value = ChatId> {
     any::<u64>().prop_map(ChatId)
 }
 
+fn settings() -> impl Strategy<Value = GroupSettings> {
+    any::<[bool; 3]>().prop_map(|b| GroupSettings {
+        members_can_add: b[0],
+        members_can_edit_info: b[1],
+        announcement_only: b[2],
+    })
+}
+
+/// Titles of up to 32 chars (at most 128 bytes = MAX_GROUP_TITLE_LEN); descriptions of up to
+/// 200 chars (at most 800 bytes).
+fn title() -> BoxedStrategy<String> {
+    text(MAX_GROUP_TITLE_LEN / 4)
+}
+
+fn description() -> BoxedStrategy<String> {
+    text(200)
+}
+
+fn group_change() -> impl Strategy<Value = GroupChange> {
+    prop_oneof![
+        title().prop_map(|title| GroupChange::Created { title }),
+        vec(user_id(), 0..8).prop_map(GroupChange::MembersAdded),
+        user_id().prop_map(GroupChange::MemberRemoved),
+        Just(GroupChange::Left),
+        user_id().prop_map(GroupChange::AdminPromoted),
+        user_id().prop_map(GroupChange::AdminDemoted),
+        user_id().prop_map(GroupChange::AdminInherited),
+        (
+            proptest::option::of(title()),
+            proptest::option::of(description())
+        )
+            .prop_map(|(title, description)| GroupChange::InfoChanged { title, description }),
+        settings().prop_map(GroupChange::SettingsChanged),
+    ]
+}
+
+/// Every body kind, within limits. Texts of up to 300 chars: at most 1200 bytes, well inside
+/// MAX_TEXT_LEN; reactions of up to 8 chars: at most 32 bytes = MAX_REACTION_LEN.
 fn message_body() -> impl Strategy<Value = MessageBody> {
-    // Up to 300 chars: at most 1200 bytes, well inside MAX_TEXT_LEN.
-    text(300).prop_map(MessageBody::Text)
+    prop_oneof![
+        3 => text(300).prop_map(MessageBody::Text),
+        1 => (text(300), proptest::option::of(any::<u64>()), vec(user_id(), 0..8)).prop_map(
+            |(text, reply_to, mentions)| MessageBody::Rich(RichText {
+                text,
+                reply_to,
+                mentions
+            })
+        ),
+        1 => (any::<u64>(), proptest::option::of(text(MAX_REACTION_LEN / 4)))
+            .prop_map(|(target, emoji)| MessageBody::Reaction { target, emoji }),
+        1 => (any::<u64>(), text(300)).prop_map(|(target, text)| MessageBody::Edit { target, text }),
+        1 => any::<u64>().prop_map(|target| MessageBody::Delete { target }),
+        1 => Just(MessageBody::Deleted),
+        1 => (user_id(), group_change())
+            .prop_map(|(actor, change)| MessageBody::System(SystemEvent { actor, change })),
+    ]
 }
 
 fn message() -> impl Strategy<Value = Message> {
@@ -144,7 +202,11 @@ fn chat_info() -> impl Strategy<Value = ChatInfo> {
     (chat_id(), vec(user_id(), 0..8), any::<u64>()).prop_map(|(chat_id, members, last_seq)| {
         ChatInfo {
             chat_id,
-            kind: ChatKind::Direct,
+            kind: if members.len() == 2 {
+                ChatKind::Direct
+            } else {
+                ChatKind::Group
+            },
             members,
             last_seq,
         }
@@ -156,6 +218,10 @@ fn update_kind() -> impl Strategy<Value = UpdateKind> {
         message().prop_map(UpdateKind::Message),
         receipt().prop_map(UpdateKind::Receipt),
         chat_info().prop_map(UpdateKind::ChatJoined),
+        (chat_id(), any::<u64>())
+            .prop_map(|(chat_id, at_seq)| UpdateKind::ChatLeft { chat_id, at_seq }),
+        (chat_id(), vec(any::<u64>(), 0..8))
+            .prop_map(|(chat_id, seqs)| UpdateKind::HiddenForMe { chat_id, seqs }),
     ]
 }
 
@@ -208,6 +274,37 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(after, limit)| Request::ListChatsPage { after, limit }),
         (device_id(), any::<u32>())
             .prop_map(|(after, limit)| Request::ListDevicesPage { after, limit }),
+        (title(), vec(user_id(), 0..8))
+            .prop_map(|(title, members)| Request::CreateGroup { title, members }),
+        (chat_id(), vec(user_id(), 0..8))
+            .prop_map(|(chat_id, members)| Request::AddMembers { chat_id, members }),
+        (chat_id(), user_id())
+            .prop_map(|(chat_id, user_id)| Request::RemoveMember { chat_id, user_id }),
+        chat_id().prop_map(|chat_id| Request::LeaveGroup { chat_id }),
+        (chat_id(), user_id(), any::<bool>()).prop_map(|(chat_id, user_id, admin)| {
+            Request::SetAdmin {
+                chat_id,
+                user_id,
+                admin,
+            }
+        }),
+        (
+            chat_id(),
+            proptest::option::of(title()),
+            proptest::option::of(description())
+        )
+            .prop_map(|(chat_id, title, description)| Request::EditGroupInfo {
+                chat_id,
+                title,
+                description,
+            }),
+        (chat_id(), settings())
+            .prop_map(|(chat_id, settings)| Request::SetGroupSettings { chat_id, settings }),
+        chat_id().prop_map(|chat_id| Request::GetGroupInfo { chat_id }),
+        (chat_id(), any::<u64>())
+            .prop_map(|(chat_id, seq)| Request::GetMessageReceipts { chat_id, seq }),
+        (chat_id(), vec(any::<u64>(), 0..8))
+            .prop_map(|(chat_id, seqs)| Request::DeleteForMe { chat_id, seqs }),
     ]
 }
 
@@ -265,7 +362,62 @@ fn response() -> impl Strategy<Value = Response> {
             .prop_map(|(chats, next)| Response::ChatsPage(ChatsPage { chats, next })),
         (vec(device(), 0..4), proptest::option::of(device_id()))
             .prop_map(|(devices, next)| Response::DevicesPage(DevicesPage { devices, next })),
+        group_info().prop_map(Response::GroupInfo),
+        message_receipts().prop_map(Response::MessageReceipts),
     ]
+}
+
+fn group_info() -> impl Strategy<Value = GroupInfo> {
+    let member = (user_id(), any::<bool>(), any::<u64>(), any::<u64>()).prop_map(
+        |(user_id, admin, since_seq, joined_ms)| GroupMember {
+            user_id,
+            admin,
+            since_seq,
+            joined_ms,
+        },
+    );
+    (
+        (chat_id(), title(), description(), settings()),
+        (user_id(), any::<u64>(), vec(member, 0..8), any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (chat_id, title, description, settings),
+                (created_by, created_ms, members, last_seq),
+            )| GroupInfo {
+                chat_id,
+                title,
+                description,
+                settings,
+                created_by,
+                created_ms,
+                members,
+                last_seq,
+            },
+        )
+}
+
+fn message_receipts() -> impl Strategy<Value = MessageReceipts> {
+    let receipts = || {
+        vec(
+            (user_id(), any::<u64>()).prop_map(|(user_id, at_ms)| MemberReceipt { user_id, at_ms }),
+            0..8,
+        )
+    };
+    (
+        chat_id(),
+        any::<u64>(),
+        receipts(),
+        receipts(),
+        any::<u32>(),
+    )
+        .prop_map(|(chat_id, seq, delivered, read, pending)| MessageReceipts {
+            chat_id,
+            seq,
+            delivered,
+            read,
+            pending,
+        })
 }
 
 /// Error codes as they come off the wire: every `u16` maps to exactly one code.
@@ -317,17 +469,31 @@ fn welcome() -> impl Strategy<Value = Welcome> {
         limits,
         proptest::option::of(any::<u64>()),
         any::<u64>(),
+        features(),
     )
         .prop_map(
-            |(protocol_version, server, session, limits, latest_pts, server_time_ms)| Welcome {
-                protocol_version,
-                server,
-                session,
-                limits,
-                latest_pts,
-                server_time_ms,
+            |(protocol_version, server, session, limits, latest_pts, server_time_ms, features)| {
+                Welcome {
+                    protocol_version,
+                    server,
+                    session,
+                    limits,
+                    latest_pts,
+                    server_time_ms,
+                    features,
+                }
             },
         )
+}
+
+fn features() -> impl Strategy<Value = ChatFeatures> {
+    any::<[u32; 5]>().prop_map(|f| ChatFeatures {
+        max_chat_members: f[0],
+        edit_window_s: f[1],
+        delete_window_s: f[2],
+        max_edits: f[3],
+        max_mentions: f[4],
+    })
 }
 
 fn go_away() -> impl Strategy<Value = GoAway> {
@@ -390,6 +556,14 @@ proptest! {
         let (prefix, payload) = split_frame(&bytes);
         prop_assert_eq!(&bytes[..prefix], &varint(payload.len() as u64)[..]);
         prop_assert_eq!(decode_payload(payload).unwrap(), f);
+    }
+
+    /// The server's push shortcut writes exactly the bytes of the full event frame, for every
+    /// update kind (v2 kinds and message bodies included).
+    #[test]
+    fn update_shortcut_matches_full_frame(u in update()) {
+        let full = encode_to_vec(&Frame::Event(Event::Update(u.clone()))).unwrap();
+        prop_assert_eq!(encode_update_event(&u).unwrap(), full);
     }
 
     /// Every wire error code survives a trip through a `Response` and a connection `Error`.
@@ -634,12 +808,6 @@ fn field_limits_are_enforced_on_decode() {
             },
         }
     }
-    fn ok(r: Response) -> Frame {
-        Frame::Response {
-            req_id: 1,
-            result: Ok(r),
-        }
-    }
     fn chat(members: usize) -> ChatInfo {
         ChatInfo {
             chat_id: ChatId(1),
@@ -660,16 +828,7 @@ fn field_limits_are_enforced_on_decode() {
         created_ms: 0,
         revoked: false,
     };
-    let msg = |len: usize| Message {
-        chat_id: ChatId(1),
-        seq: 1,
-        msg_id: MessageId(1),
-        sender: UserId(1),
-        sender_device: DeviceId(1),
-        client_msg_id: 1,
-        ts_ms: 0,
-        body: MessageBody::Text("m".repeat(len)),
-    };
+    let msg = |len: usize| a_message(MessageBody::Text("m".repeat(len)));
     let updates = |n: usize| {
         (0..n)
             .map(|i| Update {
@@ -826,17 +985,509 @@ fn field_limits_are_enforced_on_decode() {
         ),
     ];
 
+    check_limit_cases(cases);
+}
+
+/// Each case: a frame just at a limit must decode to itself, and one just over it must be
+/// refused with `FieldTooLarge` (wire code `TooLarge`): the frame itself is small, it is the
+/// field that is over.
+fn check_limit_cases(cases: Vec<(&str, Frame, Frame)>) {
     let mut failures = Vec::new();
     for (name, at_limit, over) in cases {
+        if !at_limit.within_limits() || over.within_limits() {
+            failures.push(format!("{name}: within_limits disagrees with the case"));
+        }
         match decode_one(&at_limit) {
             Ok(Some(f)) if f == at_limit => {}
             other => failures.push(format!("{name}: at the limit should decode, got {other:?}")),
         }
         match decode_one(&over) {
-            Err(e) if e.code() == ErrorCode::TooLarge => {}
+            Err(CodecError::FieldTooLarge) => {}
             other => failures.push(format!(
-                "{name}: over the limit should be TooLarge, got {other:?}"
+                "{name}: over the limit should be FieldTooLarge, got {other:?}"
             )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn req(body: Request) -> Frame {
+    Frame::Request { req_id: 1, body }
+}
+
+fn send(body: MessageBody) -> Frame {
+    req(Request::SendMessage {
+        chat_id: ChatId(1),
+        client_msg_id: 1,
+        body,
+    })
+}
+
+fn push(kind: UpdateKind) -> Frame {
+    Frame::Event(Event::Update(Update { pts: 1, kind }))
+}
+
+fn ok(r: Response) -> Frame {
+    Frame::Response {
+        req_id: 1,
+        result: Ok(r),
+    }
+}
+
+fn a_message(body: MessageBody) -> Message {
+    Message {
+        chat_id: ChatId(1),
+        seq: 1,
+        msg_id: MessageId(1),
+        sender: UserId(1),
+        sender_device: DeviceId(1),
+        client_msg_id: 1,
+        ts_ms: 0,
+        body,
+    }
+}
+
+fn system(change: GroupChange) -> MessageBody {
+    MessageBody::System(SystemEvent {
+        actor: UserId(1),
+        change,
+    })
+}
+
+fn rich(text: String, mentions: usize) -> MessageBody {
+    MessageBody::Rich(RichText {
+        text,
+        reply_to: Some(1),
+        mentions: vec![UserId(2); mentions],
+    })
+}
+
+fn reaction(emoji: String) -> MessageBody {
+    MessageBody::Reaction {
+        target: 1,
+        emoji: Some(emoji),
+    }
+}
+
+fn info_changed(title: Option<String>, description: Option<String>) -> GroupChange {
+    GroupChange::InfoChanged { title, description }
+}
+
+fn edit_info(title: Option<String>, description: Option<String>) -> Frame {
+    req(Request::EditGroupInfo {
+        chat_id: ChatId(1),
+        title,
+        description,
+    })
+}
+
+fn group_info_of(title: usize, description: usize, members: usize) -> GroupInfo {
+    GroupInfo {
+        chat_id: ChatId(1),
+        title: "t".repeat(title),
+        description: "d".repeat(description),
+        settings: GroupSettings::default(),
+        created_by: UserId(1),
+        created_ms: 0,
+        members: vec![
+            GroupMember {
+                user_id: UserId(1),
+                admin: true,
+                since_seq: 1,
+                joined_ms: 0,
+            };
+            members
+        ],
+        last_seq: 1,
+    }
+}
+
+fn message_receipts_of(delivered: usize, read: usize) -> MessageReceipts {
+    let r = MemberReceipt {
+        user_id: UserId(2),
+        at_ms: 0,
+    };
+    MessageReceipts {
+        chat_id: ChatId(1),
+        seq: 1,
+        delivered: vec![r; delivered],
+        read: vec![r; read],
+        pending: 0,
+    }
+}
+
+/// `n` bytes of text.
+fn bytes(n: usize) -> String {
+    "a".repeat(n)
+}
+
+/// The frames whose one string field is `s`, one per string limit of the groups and message
+/// features (v2), with that limit.
+fn with_long_string(s: &str) -> Vec<(&'static str, usize, Frame)> {
+    let s = || s.to_string();
+    vec![
+        (
+            "create_group title",
+            MAX_GROUP_TITLE_LEN,
+            req(Request::CreateGroup {
+                title: s(),
+                members: vec![],
+            }),
+        ),
+        (
+            "edit_group_info title",
+            MAX_GROUP_TITLE_LEN,
+            edit_info(Some(s()), None),
+        ),
+        (
+            "edit_group_info description",
+            MAX_GROUP_DESCRIPTION_LEN,
+            edit_info(None, Some(s())),
+        ),
+        ("rich text", MAX_TEXT_LEN, send(rich(s(), 0))),
+        ("reaction", MAX_REACTION_LEN, send(reaction(s()))),
+        (
+            "edit text",
+            MAX_TEXT_LEN,
+            send(MessageBody::Edit {
+                target: 1,
+                text: s(),
+            }),
+        ),
+        (
+            "system created title",
+            MAX_GROUP_TITLE_LEN,
+            push(UpdateKind::Message(a_message(system(
+                GroupChange::Created { title: s() },
+            )))),
+        ),
+        (
+            "system info title",
+            MAX_GROUP_TITLE_LEN,
+            push(UpdateKind::Message(a_message(system(info_changed(
+                Some(s()),
+                None,
+            ))))),
+        ),
+        (
+            "system info description",
+            MAX_GROUP_DESCRIPTION_LEN,
+            push(UpdateKind::Message(a_message(system(info_changed(
+                None,
+                Some(s()),
+            ))))),
+        ),
+        (
+            "group_info title",
+            MAX_GROUP_TITLE_LEN,
+            ok(Response::GroupInfo(GroupInfo {
+                title: s(),
+                ..group_info_of(0, 0, 0)
+            })),
+        ),
+        (
+            "group_info description",
+            MAX_GROUP_DESCRIPTION_LEN,
+            ok(Response::GroupInfo(GroupInfo {
+                description: s(),
+                ..group_info_of(0, 0, 0)
+            })),
+        ),
+    ]
+}
+
+/// The frames whose one list has `n` entries, one per list limit of the groups and message
+/// features (v2), with that limit.
+fn with_long_list(n: usize) -> Vec<(&'static str, usize, Frame)> {
+    let users = vec![UserId(2); n];
+    let seqs = vec![1u64; n];
+    vec![
+        (
+            "create_group members",
+            MAX_CHAT_MEMBERS,
+            req(Request::CreateGroup {
+                title: "g".into(),
+                members: users.clone(),
+            }),
+        ),
+        (
+            "add_members members",
+            MAX_CHAT_MEMBERS,
+            req(Request::AddMembers {
+                chat_id: ChatId(1),
+                members: users.clone(),
+            }),
+        ),
+        (
+            "delete_for_me seqs",
+            MAX_DELETE_FOR_ME,
+            req(Request::DeleteForMe {
+                chat_id: ChatId(1),
+                seqs: seqs.clone(),
+            }),
+        ),
+        ("send rich mentions", MAX_MENTIONS, send(rich(bytes(1), n))),
+        (
+            "event rich mentions",
+            MAX_MENTIONS,
+            push(UpdateKind::Message(a_message(rich(bytes(1), n)))),
+        ),
+        (
+            "messages rich mentions",
+            MAX_MENTIONS,
+            ok(Response::Messages(vec![a_message(rich(bytes(1), n))])),
+        ),
+        (
+            "system members added",
+            MAX_CHAT_MEMBERS,
+            push(UpdateKind::Message(a_message(system(
+                GroupChange::MembersAdded(users.clone()),
+            )))),
+        ),
+        (
+            "hidden_for_me seqs",
+            MAX_DELETE_FOR_ME,
+            push(UpdateKind::HiddenForMe {
+                chat_id: ChatId(1),
+                seqs: seqs.clone(),
+            }),
+        ),
+        (
+            "sync page hidden_for_me seqs",
+            MAX_DELETE_FOR_ME,
+            ok(Response::SyncPage(SyncPage {
+                updates: vec![Update {
+                    pts: 1,
+                    kind: UpdateKind::HiddenForMe {
+                        chat_id: ChatId(1),
+                        seqs,
+                    },
+                }],
+                cursor: SyncCursor { pts: 1 },
+                has_more: false,
+            })),
+        ),
+        (
+            "group_info members",
+            MAX_CHAT_MEMBERS,
+            ok(Response::GroupInfo(group_info_of(1, 1, n))),
+        ),
+        (
+            "message_receipts delivered",
+            MAX_CHAT_MEMBERS,
+            ok(Response::MessageReceipts(message_receipts_of(n, 0))),
+        ),
+        (
+            "message_receipts read",
+            MAX_CHAT_MEMBERS,
+            ok(Response::MessageReceipts(message_receipts_of(0, n))),
+        ),
+        (
+            "chat_joined group members",
+            MAX_CHAT_MEMBERS,
+            push(UpdateKind::ChatJoined(ChatInfo {
+                chat_id: ChatId(1),
+                kind: ChatKind::Group,
+                members: users,
+                last_seq: 1,
+            })),
+        ),
+    ]
+}
+
+/// Every string and list limit of the groups and message features: exactly at the limit
+/// decodes, one over is `FieldTooLarge`.
+#[test]
+fn group_and_message_feature_limits_are_enforced_on_decode() {
+    /// (name, at the limit, one over) for each frame `build` makes.
+    fn at_and_over(
+        build: impl Fn(usize) -> Vec<(&'static str, usize, Frame)>,
+    ) -> Vec<(&'static str, Frame, Frame)> {
+        build(0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, limit, _))| {
+                (
+                    name,
+                    build(limit).swap_remove(i).2,
+                    build(limit + 1).swap_remove(i).2,
+                )
+            })
+            .collect()
+    }
+    let mut cases = at_and_over(|n| with_long_string(&bytes(n)));
+    cases.extend(at_and_over(with_long_list));
+    check_limit_cases(cases);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any string over its limit is refused, also multi-byte text whose character count is
+    /// under the limit (limits are in bytes), and anything up to it is accepted.
+    #[test]
+    fn group_string_limits_prop(
+        field in any::<prop::sample::Index>(),
+        delta in -64isize..64,
+        ch in prop_oneof![Just('a'), Just('é'), Just('✓'), Just('🦀')],
+    ) {
+        let fields = with_long_string("");
+        let (name, limit, _) = fields[field.index(fields.len())];
+        let target = limit.saturating_add_signed(delta);
+        let text: String = std::iter::repeat_n(ch, target / ch.len_utf8()).collect();
+        let frame = with_long_string(&text).swap_remove(field.index(fields.len())).2;
+        let got = decode_one(&frame);
+        if text.len() <= limit {
+            prop_assert_eq!(got, Ok(Some(frame)), "{} at {} bytes", name, text.len());
+        } else {
+            prop_assert_eq!(got, Err(CodecError::FieldTooLarge), "{} at {} bytes", name, text.len());
+        }
+    }
+
+    /// Any list over its limit is refused and anything up to it is accepted.
+    #[test]
+    fn group_list_limits_prop(field in any::<prop::sample::Index>(), delta in -8isize..8) {
+        let fields = with_long_list(0);
+        let i = field.index(fields.len());
+        let (name, limit, _) = fields[i];
+        let n = limit.saturating_add_signed(delta);
+        let frame = with_long_list(n).swap_remove(i).2;
+        let got = decode_one(&frame);
+        if n <= limit {
+            prop_assert_eq!(got, Ok(Some(frame)), "{} with {}", name, n);
+        } else {
+            prop_assert_eq!(got, Err(CodecError::FieldTooLarge), "{} with {}", name, n);
+        }
+    }
+}
+
+/// Every boundary of `MessageBody::within_limits`, variant by variant: at the limit is within,
+/// one byte or entry over is not, limits count bytes, and the variants without a limited field
+/// are always within.
+#[test]
+fn message_body_within_limits_boundaries() {
+    let crab = |n: usize| "🦀".repeat(n);
+    let within: Vec<(&str, MessageBody)> = vec![
+        ("text at limit", MessageBody::Text(bytes(MAX_TEXT_LEN))),
+        ("empty text", MessageBody::Text(String::new())),
+        ("rich text at limit", rich(bytes(MAX_TEXT_LEN), 0)),
+        ("rich mentions at limit", rich(bytes(1), MAX_MENTIONS)),
+        (
+            "rich text and mentions at limit",
+            rich(bytes(MAX_TEXT_LEN), MAX_MENTIONS),
+        ),
+        ("reaction at limit", reaction(bytes(MAX_REACTION_LEN))),
+        ("reaction of 8 crabs (32 bytes)", reaction(crab(8))),
+        (
+            "reaction removed",
+            MessageBody::Reaction {
+                target: u64::MAX,
+                emoji: None,
+            },
+        ),
+        (
+            "edit at limit",
+            MessageBody::Edit {
+                target: 1,
+                text: bytes(MAX_TEXT_LEN),
+            },
+        ),
+        (
+            "erased edit",
+            MessageBody::Edit {
+                target: 1,
+                text: String::new(),
+            },
+        ),
+        ("delete", MessageBody::Delete { target: u64::MAX }),
+        ("deleted", MessageBody::Deleted),
+        (
+            "created title at limit",
+            system(GroupChange::Created {
+                title: bytes(MAX_GROUP_TITLE_LEN),
+            }),
+        ),
+        (
+            "members added at limit",
+            system(GroupChange::MembersAdded(vec![UserId(1); MAX_CHAT_MEMBERS])),
+        ),
+        (
+            "info title at limit",
+            system(info_changed(Some(bytes(MAX_GROUP_TITLE_LEN)), None)),
+        ),
+        (
+            "info description at limit",
+            system(info_changed(None, Some(bytes(MAX_GROUP_DESCRIPTION_LEN)))),
+        ),
+        (
+            "info both at limit",
+            system(info_changed(
+                Some(bytes(MAX_GROUP_TITLE_LEN)),
+                Some(bytes(MAX_GROUP_DESCRIPTION_LEN)),
+            )),
+        ),
+        ("info unchanged", system(info_changed(None, None))),
+        ("removed", system(GroupChange::MemberRemoved(UserId(1)))),
+        ("left", system(GroupChange::Left)),
+        ("promoted", system(GroupChange::AdminPromoted(UserId(1)))),
+        ("demoted", system(GroupChange::AdminDemoted(UserId(1)))),
+        ("inherited", system(GroupChange::AdminInherited(UserId(1)))),
+        (
+            "settings",
+            system(GroupChange::SettingsChanged(GroupSettings::default())),
+        ),
+    ];
+    let over: Vec<(&str, MessageBody)> = vec![
+        ("text over", MessageBody::Text(bytes(MAX_TEXT_LEN + 1))),
+        ("rich text over", rich(bytes(MAX_TEXT_LEN + 1), 0)),
+        ("rich mentions over", rich(bytes(1), MAX_MENTIONS + 1)),
+        ("reaction over", reaction(bytes(MAX_REACTION_LEN + 1))),
+        ("reaction of 9 crabs (36 bytes)", reaction(crab(9))),
+        (
+            "edit over",
+            MessageBody::Edit {
+                target: 1,
+                text: bytes(MAX_TEXT_LEN + 1),
+            },
+        ),
+        (
+            "created title over",
+            system(GroupChange::Created {
+                title: bytes(MAX_GROUP_TITLE_LEN + 1),
+            }),
+        ),
+        (
+            "created title of 33 crabs (132 bytes)",
+            system(GroupChange::Created { title: crab(33) }),
+        ),
+        (
+            "members added over",
+            system(GroupChange::MembersAdded(vec![
+                UserId(1);
+                MAX_CHAT_MEMBERS + 1
+            ])),
+        ),
+        (
+            "info title over",
+            system(info_changed(Some(bytes(MAX_GROUP_TITLE_LEN + 1)), None)),
+        ),
+        (
+            "info description over",
+            system(info_changed(
+                None,
+                Some(bytes(MAX_GROUP_DESCRIPTION_LEN + 1)),
+            )),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, body) in &within {
+        if !body.within_limits() {
+            failures.push(format!("{name}: should be within limits"));
+        }
+    }
+    for (name, body) in &over {
+        if body.within_limits() {
+            failures.push(format!("{name}: should be over the limits"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

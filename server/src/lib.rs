@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod groups;
 pub mod keys;
 pub mod metrics;
 pub mod policy;

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Messages made durable.
     pub messages_stored: Counter,
+    /// Groups created.
+    pub groups_created: Counter,
     /// Updates pushed to live connections.
     pub deliveries: Family<ShardLabel, Counter>,
     /// Connections closed because their send queue was full.
@@ -154,6 +156,8 @@ impl Metrics {
             "Messages made durable",
             messages_stored.clone(),
         );
+        let groups_created = Counter::default();
+        r.register("groups_created", "Groups created", groups_created.clone());
         let deliveries = Family::<ShardLabel, Counter>::default();
         r.register(
             "deliveries",
@@ -242,6 +246,7 @@ impl Metrics {
             closes,
             requests,
             messages_stored,
+            groups_created,
             deliveries,
             slow_consumers,
             mailbox_overflows,

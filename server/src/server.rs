@@ -13,8 +13,10 @@ use crate::admin::{self, AdminState};
 use crate::auth::sender::{FileSender, LogSender, OtpSender, WebhookSender};
 use crate::auth::token::{SigningKey, TokenIssuer};
 use crate::auth::{AuthDeps, AuthService};
+use crate::chat::limits::UserLimiter;
 use crate::chat::{ChatDeps, ChatService};
 use crate::config::{Config, OtpSenderConfig};
+use crate::groups::{GroupDeps, GroupService};
 use crate::keys::{ServerKeys, load_or_create};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -177,11 +179,22 @@ impl RunningServer {
             policy,
             config: config.chat.clone(),
         }));
+        let groups = Arc::new(GroupService::new(GroupDeps {
+            storage: storage.clone(),
+            metrics: metrics.clone(),
+            changes: UserLimiter::per_minute(
+                "group changes",
+                config.chat.send_burst,
+                config.chat.send_per_minute,
+                config.chat.max_limited_users,
+            ),
+        }));
         let receipt_task = chat.spawn_receipt_flusher();
         let idle_timeout = Duration::from_secs(config.idle_timeout_s);
         let services = Services {
             auth,
             chat: chat.clone(),
+            groups,
             router: router.clone(),
             metrics: metrics.clone(),
             idle_timeout_ms: u32::try_from(idle_timeout.as_millis()).unwrap_or(u32::MAX),

@@ -11,8 +11,10 @@ use tern_protocol::{ErrorBody, ErrorCode, LoginGrant, Request, Response, Session
 
 use crate::auth::AuthService;
 use crate::chat::ChatService;
+use crate::groups::GroupService;
 use crate::metrics::{Metrics, RequestLabels, RequestTimingLabels, ShardLabel};
 use crate::router::Router;
+use crate::storage::GroupOp;
 
 /// Everything a connection may call, shared by all connections.
 #[derive(Debug, Clone)]
@@ -21,6 +23,8 @@ pub struct Services {
     pub auth: Arc<AuthService>,
     /// Chats and messages.
     pub chat: Arc<ChatService>,
+    /// Group membership and settings.
+    pub groups: Arc<GroupService>,
     /// Live connections.
     pub router: Arc<Router>,
     /// Counters.
@@ -194,18 +198,71 @@ impl Services {
                 .devices_page(session, after, limit)
                 .await
                 .map(Response::DevicesPage),
-            Request::CreateGroup { .. }
-            | Request::AddMembers { .. }
-            | Request::RemoveMember { .. }
-            | Request::LeaveGroup { .. }
-            | Request::SetAdmin { .. }
-            | Request::EditGroupInfo { .. }
-            | Request::SetGroupSettings { .. }
-            | Request::GetGroupInfo { .. }
-            | Request::GetMessageReceipts { .. }
-            | Request::DeleteForMe { .. } => {
-                Err(ErrorBody::new(ErrorCode::Internal, "not built yet"))
-            }
+            Request::CreateGroup { title, members } => self
+                .groups
+                .create(session, title, members)
+                .await
+                .map(Response::Chat),
+            Request::AddMembers { chat_id, members } => self
+                .groups
+                .change(session, chat_id, GroupOp::Add(members))
+                .await
+                .map(Response::Sent),
+            Request::RemoveMember { chat_id, user_id } => self
+                .groups
+                .change(session, chat_id, GroupOp::Remove(user_id))
+                .await
+                .map(Response::Sent),
+            Request::LeaveGroup { chat_id } => self
+                .groups
+                .change(session, chat_id, GroupOp::Leave)
+                .await
+                .map(Response::Sent),
+            Request::SetAdmin {
+                chat_id,
+                user_id,
+                admin,
+            } => self
+                .groups
+                .change(
+                    session,
+                    chat_id,
+                    GroupOp::SetAdmin {
+                        user: user_id,
+                        admin,
+                    },
+                )
+                .await
+                .map(Response::Sent),
+            Request::EditGroupInfo {
+                chat_id,
+                title,
+                description,
+            } => self
+                .groups
+                .change(session, chat_id, GroupOp::EditInfo { title, description })
+                .await
+                .map(Response::Sent),
+            Request::SetGroupSettings { chat_id, settings } => self
+                .groups
+                .settings(session, chat_id, settings)
+                .await
+                .map(Response::Sent),
+            Request::GetGroupInfo { chat_id } => self
+                .groups
+                .info(session, chat_id)
+                .await
+                .map(Response::GroupInfo),
+            Request::GetMessageReceipts { chat_id, seq } => self
+                .chat
+                .message_receipts(session, chat_id, seq)
+                .await
+                .map(Response::MessageReceipts),
+            Request::DeleteForMe { chat_id, seqs } => self
+                .chat
+                .delete_for_me(session, chat_id, seqs)
+                .await
+                .map(|()| Response::Done),
             Request::RequestOtp { .. }
             | Request::VerifyOtp { .. }
             | Request::Refresh { .. }

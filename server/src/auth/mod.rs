@@ -150,6 +150,10 @@ pub(crate) fn storage_error(e: StorageError) -> ErrorBody {
             format!("seq {seq} is beyond the last seq {last}"),
         ),
         StorageError::Closed => err(ErrorCode::ShuttingDown, "the server is shutting down"),
+        StorageError::Forbidden(why) => err(ErrorCode::Forbidden, &why),
+        StorageError::Invalid(why) => err(ErrorCode::InvalidArgument, &why),
+        StorageError::TooLarge(why) => err(ErrorCode::TooLarge, &why),
+        StorageError::UserNotFound => err(ErrorCode::NotFound, "no such user"),
         other => {
             tracing::error!(error = %other, "storage failure");
             err(ErrorCode::Internal, "storage failure")

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use tern_protocol::limits::{MAX_FRAME_LEN, MAX_LIST_LEN, MAX_MESSAGES_PAGE, MAX_SYNC_PAGE};
 use tern_protocol::{
-    ChatId, ChatInfo, ChatsPage, ClientMsgId, ErrorBody, ErrorCode, Message, MessageBody, Receipt,
-    Sent, Seq, SessionInfo, SyncCursor, SyncPage, Update, UpdateKind, UserId,
+    ChatId, ChatInfo, ChatsPage, ClientMsgId, ErrorBody, ErrorCode, Message, MessageBody,
+    MessageReceipts, Receipt, Sent, Seq, SessionInfo, SyncCursor, SyncPage, Update, UpdateKind,
+    UserId,
 };
 
 use self::limits::{ChatConfig, UserLimiter};
@@ -22,7 +23,7 @@ use self::receipts::ReceiptCoalescer;
 use crate::auth::storage_error;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, Relation};
-use crate::storage::{ChatRecord, NewMessage, Storage, split_page};
+use crate::storage::{ChatRecord, MessageRules, NewMessage, Storage, split_page};
 
 /// What the chat service depends on.
 #[derive(Debug)]
@@ -46,14 +47,27 @@ pub struct ChatService {
     sends: UserLimiter,
     receipts: Arc<ReceiptCoalescer>,
     features: tern_protocol::ChatFeatures,
+    rules: MessageRules,
 }
 
 /// The one answer for "no such chat" and "not a member", so non-members learn nothing.
-fn no_such_chat() -> ErrorBody {
+pub(crate) fn no_such_chat() -> ErrorBody {
     ErrorBody::new(ErrorCode::NotFound, "no such chat")
 }
 
-fn now_ms() -> u64 {
+/// The chat's row if `user` is a member of it, else the missing-chat answer.
+pub(crate) async fn member_chat(
+    storage: &dyn Storage,
+    user: UserId,
+    chat: ChatId,
+) -> Result<ChatRecord, ErrorBody> {
+    match storage.chat(chat).await.map_err(storage_error)? {
+        Some(record) if record.has_member(user) => Ok(record),
+        _ => Err(no_such_chat()),
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -76,6 +90,12 @@ impl ChatService {
                 c.max_pending_receipts,
             )),
             features: c.features(),
+            rules: MessageRules {
+                edit_window_ms: u64::from(c.edit_window_s) * 1000,
+                delete_window_ms: u64::from(c.delete_window_s) * 1000,
+                max_edits: c.max_edits,
+                max_mentions: c.features().max_mentions,
+            },
             storage: deps.storage,
             metrics: deps.metrics,
             policy: deps.policy,
@@ -94,10 +114,7 @@ impl ChatService {
     }
 
     async fn member_chat(&self, user: UserId, chat: ChatId) -> Result<ChatRecord, ErrorBody> {
-        match self.storage.chat(chat).await.map_err(storage_error)? {
-            Some(record) if record.has_member(user) => Ok(record),
-            _ => Err(no_such_chat()),
-        }
+        member_chat(self.storage.as_ref(), user, chat).await
     }
 
     /// Opens (or finds) the direct chat with `peer`.
@@ -192,15 +209,9 @@ impl ChatService {
         client_msg_id: ClientMsgId,
         body: MessageBody,
     ) -> Result<Sent, ErrorBody> {
-        match &body {
-            MessageBody::Text(t) if t.is_empty() => {
-                return Err(ErrorBody::new(ErrorCode::InvalidArgument, "empty message"));
-            }
-            MessageBody::Text(_) => {}
-            _ => {
-                return Err(ErrorBody::new(ErrorCode::Internal, "not built yet"));
-            }
-        }
+        // Membership first: a non-member gets the missing-chat answer whatever the body. The
+        // body itself (targets, windows, announcement-only) is checked by storage, in the
+        // writer, against the state the message is appended to.
         self.member_chat(s.user_id, chat).await?;
         self.sends.check(s.user_id, Instant::now())?;
         let appended = self
@@ -212,6 +223,7 @@ impl ChatService {
                 client_msg_id,
                 body,
                 ts_ms: now_ms(),
+                rules: self.rules,
             })
             .await
             .map_err(storage_error)?;
@@ -304,7 +316,7 @@ impl ChatService {
         let limit = limit.clamp(1, MAX_MESSAGES_PAGE);
         let mut messages = self
             .storage
-            .messages(chat, from, limit)
+            .messages(s.user_id, chat, from, limit)
             .await
             .map_err(storage_error)?;
         messages.truncate(fitting(messages.iter().map(message_size)));
@@ -315,6 +327,47 @@ impl ChatService {
     pub async fn receipts(&self, s: SessionInfo, chat: ChatId) -> Result<Vec<Receipt>, ErrorBody> {
         self.member_chat(s.user_id, chat).await?;
         self.storage.receipts(chat).await.map_err(storage_error)
+    }
+
+    /// Who a message was delivered to and read by (`GetMessageReceipts`): its sender only.
+    pub async fn message_receipts(
+        &self,
+        s: SessionInfo,
+        chat: ChatId,
+        seq: Seq,
+    ) -> Result<MessageReceipts, ErrorBody> {
+        self.member_chat(s.user_id, chat).await?;
+        let no_such = || ErrorBody::new(ErrorCode::InvalidArgument, "no such message");
+        let message = self
+            .storage
+            .message(chat, seq)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(no_such)?;
+        if message.sender != s.user_id {
+            return Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                "only the sender may see who received a message",
+            ));
+        }
+        self.storage
+            .message_receipts(chat, seq)
+            .await
+            .map_err(storage_error)
+    }
+
+    /// Hides messages on the caller's devices only (`DeleteForMe`).
+    pub async fn delete_for_me(
+        &self,
+        s: SessionInfo,
+        chat: ChatId,
+        seqs: Vec<Seq>,
+    ) -> Result<(), ErrorBody> {
+        self.member_chat(s.user_id, chat).await?;
+        self.storage
+            .hide_messages(s.user_id, chat, seqs)
+            .await
+            .map_err(storage_error)
     }
 
     /// Message-feature windows and limits, for `Welcome`.
@@ -333,9 +386,23 @@ const PAGE_BUDGET: usize = MAX_FRAME_LEN as usize - 4 * 1024;
 
 /// Upper bound of a message's encoded size (postcard varints never exceed these widths).
 fn message_size(m: &Message) -> usize {
+    use tern_protocol::GroupChange;
     let body = match &m.body {
-        MessageBody::Text(t) => t.len(),
-        _ => 1024,
+        MessageBody::Text(t) | MessageBody::Edit { text: t, .. } => t.len(),
+        MessageBody::Rich(r) => r.text.len() + r.mentions.len() * 10 + 10,
+        MessageBody::Reaction { emoji, .. } => emoji.as_ref().map_or(0, String::len) + 10,
+        MessageBody::Delete { .. } | MessageBody::Deleted => 10,
+        MessageBody::System(e) => {
+            20 + match &e.change {
+                GroupChange::Created { title } => title.len(),
+                GroupChange::MembersAdded(users) => users.len() * 10,
+                GroupChange::InfoChanged { title, description } => {
+                    title.as_ref().map_or(0, String::len)
+                        + description.as_ref().map_or(0, String::len)
+                }
+                _ => 0,
+            }
+        }
     };
     body + 80
 }

@@ -15,13 +15,19 @@ pub mod conformance;
 pub mod fjall;
 mod record;
 
+/// Closed membership intervals kept per member and chat; beyond it the oldest are dropped (the
+/// member loses read access to that oldest stretch only).
+pub const MAX_PAST_INTERVALS: usize = 64;
+/// Messages a receipt publish looks back over to find the senders to tell (groups).
+pub const RECEIPT_SENDER_SCAN: u64 = 64;
+
 use async_trait::async_trait;
 use tern_protocol::{
-    ChatId, ChatInfo, ClientMsgId, DeviceId, Message, MessageBody, Pts, Receipt, Seq, Update,
-    UserId,
+    ChatId, ChatInfo, ClientMsgId, DeviceId, GroupSettings, Message, MessageBody, MessageReceipts,
+    Pts, Receipt, Seq, Update, UserId,
 };
 
-pub use record::{ChatRecord, DeviceRecord, RefreshRecord, Rotation};
+pub use record::{ChatRecord, DeviceRecord, GroupState, RefreshRecord, Rotation};
 
 /// What can go wrong in storage.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,6 +59,18 @@ pub enum StorageError {
     /// The storage has shut down.
     #[error("storage is closed")]
     Closed,
+    /// The caller may not do this (not an admin, not the sender, a window has passed).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The request conflicts with the chat's state (not a member, no such message, ...).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// A chat would exceed a size limit; the message names it.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// A user named in the request is not registered.
+    #[error("no such user")]
+    UserNotFound,
 }
 
 /// Result alias for storage operations.
@@ -81,6 +99,91 @@ pub struct NewMessage {
     pub body: MessageBody,
     /// Server time, ms since the epoch.
     pub ts_ms: u64,
+    /// Edit and delete windows and limits.
+    pub rules: MessageRules,
+}
+
+/// Rules a message feature is checked against inside the writer, where the target's state
+/// cannot change underneath the check. From the chat configuration (announced in `Welcome`).
+#[derive(Debug, Clone, Copy)]
+pub struct MessageRules {
+    /// The sender may edit for this long, ms.
+    pub edit_window_ms: u64,
+    /// The sender may delete for everyone for this long, ms (group admins always).
+    pub delete_window_ms: u64,
+    /// Most edits of one message.
+    pub max_edits: u32,
+    /// Most mentions in one message.
+    pub max_mentions: u32,
+}
+
+impl Default for MessageRules {
+    fn default() -> Self {
+        let f = tern_protocol::ChatFeatures::default();
+        MessageRules {
+            edit_window_ms: u64::from(f.edit_window_s) * 1000,
+            delete_window_ms: u64::from(f.delete_window_s) * 1000,
+            max_edits: f.max_edits,
+            max_mentions: f.max_mentions,
+        }
+    }
+}
+
+/// A group to create.
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    /// Creator, its first admin.
+    pub creator: UserId,
+    /// The creator's device (author of the system messages).
+    pub creator_device: DeviceId,
+    /// Title, not empty.
+    pub title: String,
+    /// Initial members besides the creator (registered users; duplicates ignored).
+    pub members: Vec<UserId>,
+    /// Server time, ms since the epoch.
+    pub now_ms: u64,
+}
+
+/// A membership or settings change of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupOp {
+    /// Add registered users.
+    Add(Vec<UserId>),
+    /// Remove a member (admins).
+    Remove(UserId),
+    /// The actor leaves.
+    Leave,
+    /// Promote or demote (admins).
+    SetAdmin {
+        /// The member.
+        user: UserId,
+        /// Admin or not.
+        admin: bool,
+    },
+    /// New title and/or description.
+    EditInfo {
+        /// New title.
+        title: Option<String>,
+        /// New description.
+        description: Option<String>,
+    },
+    /// New settings (admins).
+    Settings(GroupSettings),
+}
+
+/// A group change to apply, checked against the group's state inside the writer.
+#[derive(Debug, Clone)]
+pub struct GroupCommand {
+    /// The group.
+    pub chat_id: ChatId,
+    /// Who asks.
+    pub actor: UserId,
+    /// From which device.
+    pub actor_device: DeviceId,
+    /// What.
+    pub op: GroupOp,
+    /// Server time, ms since the epoch.
+    pub now_ms: u64,
 }
 
 /// Outcome of an append.
@@ -189,12 +292,35 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// The last seq of a chat (0 when empty).
     async fn last_seq(&self, chat: ChatId) -> StorageResult<Seq>;
 
+    // --- groups (partition: chat) ---
+
+    /// Creates a group: seq 1 `Created`, seq 2 `MembersAdded` (with initial members), every
+    /// member's `ChatJoined`. More than `MAX_CHAT_MEMBERS` members is [`StorageError::TooLarge`].
+    async fn create_group(&self, group: NewGroup) -> StorageResult<ChatInfo>;
+    /// Applies a membership or settings change as a system message (the first one written when
+    /// it takes two, e.g. `Left` then `AdminInherited`). Permissions are checked here, against
+    /// the state the write applies to.
+    async fn change_group(&self, command: GroupCommand) -> StorageResult<Message>;
+
     // --- messages (partition: chat, clustering: seq) ---
 
     /// Appends a message durably, assigning the next seq; idempotent per `(device, client_msg_id)`.
+    /// Edits, reactions, deletes and replies are checked against their target here.
     async fn append_message(&self, message: NewMessage) -> StorageResult<Appended>;
-    /// Messages with `seq >= from`, at most `limit`, in seq order.
-    async fn messages(&self, chat: ChatId, from: Seq, limit: u32) -> StorageResult<Vec<Message>>;
+    /// Messages with `seq >= from` that `viewer` may see (inside their membership intervals;
+    /// hidden ones read as `Deleted`), at most `limit`, in seq order.
+    async fn messages(
+        &self,
+        viewer: UserId,
+        chat: ChatId,
+        from: Seq,
+        limit: u32,
+    ) -> StorageResult<Vec<Message>>;
+    /// Hides messages for `user` only (delete for me) and tells the user's devices with a
+    /// `HiddenForMe` update. Seqs outside the user's intervals are [`StorageError::Invalid`].
+    async fn hide_messages(&self, user: UserId, chat: ChatId, seqs: Vec<Seq>) -> StorageResult<()>;
+    /// One stored message as it is now.
+    async fn message(&self, chat: ChatId, seq: Seq) -> StorageResult<Option<Message>>;
 
     // --- update log (partition: user, clustering: pts) ---
 
@@ -210,8 +336,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// not with ack steps.
     async fn ack(&self, chat: ChatId, user: UserId, upto: Seq) -> StorageResult<ReceiptChange>;
     /// Appends the member's current watermarks (read when the write runs, so what is published
-    /// never moves backwards) to the update log of every *other* member. `None` when the chat
-    /// does not exist or `user` is not a member.
+    /// never moves backwards) to the update log of the members who should see it: the other
+    /// member of a direct chat; in a group the senders of the messages the watermark newly
+    /// covers. `None` when the chat does not exist or `user` is not a member.
     async fn publish_receipt(&self, chat: ChatId, user: UserId) -> StorageResult<Option<Receipt>>;
     /// Max-merges a member's read watermark (and delivered, since read implies delivered).
     async fn mark_read(
@@ -222,6 +349,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     ) -> StorageResult<ReceiptChange>;
     /// Every member's watermarks.
     async fn receipts(&self, chat: ChatId) -> StorageResult<Vec<Receipt>>;
+    /// Which current members (other than the message's sender) whose interval covers `seq`
+    /// stored and read it, and when.
+    async fn message_receipts(&self, chat: ChatId, seq: Seq) -> StorageResult<MessageReceipts>;
 
     /// Makes everything written so far durable and stops accepting writes.
     async fn close(&self) -> StorageResult<()>;

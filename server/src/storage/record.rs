@@ -1,7 +1,10 @@
 //! Rows the storage trait hands out. These are server types, never sent on the wire as they are.
 
 use serde::{Deserialize, Serialize};
-use tern_protocol::{ChatId, ChatInfo, ChatKind, DeviceId, DeviceInfo, Seq, UserId};
+use tern_protocol::{
+    ChatId, ChatInfo, ChatKind, DeviceId, DeviceInfo, GroupInfo, GroupMember, GroupSettings, Seq,
+    UserId,
+};
 
 /// A registered device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,23 +103,85 @@ pub enum Rotation {
     Reused(RefreshRecord),
 }
 
-/// A chat row.
+/// A chat row: direct chats and groups alike (one storage model); `group` holds what only groups
+/// have.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatRecord {
     /// The chat.
     pub chat_id: ChatId,
     /// Kind.
     pub kind: ChatKind,
-    /// Members, sorted.
+    /// Current members, sorted.
     pub members: Vec<UserId>,
     /// Creation time, ms since the epoch.
     pub created_ms: u64,
+    /// Title, admins, settings and membership intervals of a group; `None` for direct chats.
+    pub group: Option<Box<GroupState>>,
+}
+
+/// The row layout before groups; still read from older data directories.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct LegacyChatRecord {
+    pub chat_id: ChatId,
+    pub kind: ChatKind,
+    pub members: Vec<UserId>,
+    pub created_ms: u64,
+}
+
+impl From<LegacyChatRecord> for ChatRecord {
+    fn from(r: LegacyChatRecord) -> Self {
+        ChatRecord {
+            chat_id: r.chat_id,
+            kind: r.kind,
+            members: r.members,
+            created_ms: r.created_ms,
+            group: None,
+        }
+    }
+}
+
+/// What a group has beyond a direct chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// Who may do what.
+    pub settings: GroupSettings,
+    /// Creator.
+    pub created_by: UserId,
+    /// Current members with their role and the start of their interval, sorted by user id
+    /// (the same users as [`ChatRecord::members`]).
+    pub members: Vec<GroupMember>,
 }
 
 impl ChatRecord {
     /// Whether `user` is a member.
     pub fn has_member(&self, user: UserId) -> bool {
         self.members.binary_search(&user).is_ok()
+    }
+
+    /// A current member's group state (`None` for direct chats and non-members).
+    pub fn member(&self, user: UserId) -> Option<&GroupMember> {
+        let g = self.group.as_ref()?;
+        g.members
+            .binary_search_by_key(&user, |m| m.user_id)
+            .ok()
+            .map(|i| &g.members[i])
+    }
+
+    /// Whether `user` is an admin of this group.
+    pub fn is_admin(&self, user: UserId) -> bool {
+        self.member(user).is_some_and(|m| m.admin)
+    }
+
+    /// The first seq a current member may see: where their interval started (1 in direct chats).
+    pub fn since_seq(&self, user: UserId) -> Option<Seq> {
+        if !self.has_member(user) {
+            return None;
+        }
+        Some(self.member(user).map_or(1, |m| m.since_seq))
     }
 
     /// The wire view, with the chat's current last seq.
@@ -127,5 +192,20 @@ impl ChatRecord {
             members: self.members.clone(),
             last_seq,
         }
+    }
+
+    /// The group view (`None` for direct chats).
+    pub fn group_info(&self, last_seq: Seq) -> Option<GroupInfo> {
+        let g = self.group.as_ref()?;
+        Some(GroupInfo {
+            chat_id: self.chat_id,
+            title: g.title.clone(),
+            description: g.description.clone(),
+            settings: g.settings,
+            created_by: g.created_by,
+            created_ms: self.created_ms,
+            members: g.members.clone(),
+            last_seq,
+        })
     }
 }

@@ -5,6 +5,8 @@
 //! job in a batch shares one `fdatasync`, and nothing of the batch becomes visible to readers before
 //! that sync has returned (fjall applies a batch to its memtables only after the journal write).
 
+mod features;
+mod groups;
 mod tables;
 mod writer;
 mod writes;
@@ -15,18 +17,19 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tern_protocol::limits::MAX_LIST_LEN;
 use tern_protocol::{
-    ChatId, ChatInfo, DeviceId, Message, Pts, Receipt, Seq, Update, UpdateKind, UserId,
+    ChatId, ChatInfo, DeviceId, MemberReceipt, Message, MessageBody, MessageReceipts, Pts, Receipt,
+    Seq, Update, UpdateKind, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use self::tables::{
-    Counter, ReceiptRow, StoredUpdate, Table, Tables, backend, decode, key2, split_key2,
+    Counter, ReceiptRow, StoredUpdate, Table, Tables, backend, decode, key2, key3, split_key2,
 };
 use self::writer::{Command, Completion, Txn};
 pub use self::writer::{CommitObserver, Durability};
 use super::{
-    Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, Rotation,
-    Storage, StorageError, StorageResult, UpdateSink,
+    Appended, ChatRecord, DeviceRecord, GroupCommand, NewGroup, NewMessage, ReceiptChange,
+    RefreshRecord, Rotation, Storage, StorageError, StorageResult, UpdateSink,
 };
 
 /// The fjall-backed store. Cheap to share behind an `Arc`; one process per data directory.
@@ -94,11 +97,35 @@ impl FjallStorage {
         Ok(record.info(self.tables.counter(Counter::ChatSeq(chat))?))
     }
 
+    fn receipt_row(&self, chat: ChatId, member: UserId) -> StorageResult<ReceiptRow> {
+        Ok(self
+            .tables
+            .get(Table::Receipts, &key2(chat.0, member.0))?
+            .map(|b| tables::decode_receipt(&b))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// When `member`'s watermark of kind `tag` first reached `seq` or beyond (0 if unrecorded,
+    /// e.g. moved before times were kept).
+    fn receipt_time(&self, chat: ChatId, member: UserId, tag: u8, seq: Seq) -> StorageResult<u64> {
+        let rows = self.tables.scan(
+            Table::ReceiptTimes,
+            &tables::receipt_time_key(chat, member, tag, seq),
+            &tables::receipt_time_key(chat, member, tag, Seq::MAX),
+            1,
+        )?;
+        match rows.first() {
+            Some((_, v)) => tables::decode_u64(v),
+            None => Ok(0),
+        }
+    }
+
     fn chat_record(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
         self.tables.chat(chat)
     }
 
-    fn message(&self, chat: ChatId, seq: Seq) -> StorageResult<Message> {
+    fn stored_message(&self, chat: ChatId, seq: Seq) -> StorageResult<Message> {
         let bytes = self
             .tables
             .get(Table::Messages, &key2(chat.0, seq))?
@@ -253,14 +280,69 @@ impl Storage for FjallStorage {
         self.write(move |txn| writes::append(txn, message)).await
     }
 
-    async fn messages(&self, chat: ChatId, from: Seq, limit: u32) -> StorageResult<Vec<Message>> {
-        let rows = self.tables.scan(
-            Table::Messages,
-            &key2(chat.0, from),
-            &key2(chat.0, u64::MAX),
-            limit as usize,
-        )?;
-        rows.iter().map(|(_, v)| decode("messages", v)).collect()
+    async fn create_group(&self, group: NewGroup) -> StorageResult<ChatInfo> {
+        self.write(move |txn| groups::create(txn, group)).await
+    }
+
+    async fn change_group(&self, command: GroupCommand) -> StorageResult<Message> {
+        self.write(move |txn| groups::change(txn, command)).await
+    }
+
+    async fn messages(
+        &self,
+        viewer: UserId,
+        chat: ChatId,
+        from: Seq,
+        limit: u32,
+    ) -> StorageResult<Vec<Message>> {
+        let record = self.chat_record(chat)?.ok_or(StorageError::ChatNotFound)?;
+        let intervals = features::visible(&self.tables, &record, viewer)?;
+        let mut out: Vec<Message> = Vec::new();
+        for (a, b) in intervals {
+            let want = (limit as usize).saturating_sub(out.len());
+            if want == 0 {
+                break;
+            }
+            if b < from {
+                continue;
+            }
+            let rows = self.tables.scan(
+                Table::Messages,
+                &key2(chat.0, a.max(from)),
+                &key2(chat.0, b),
+                want,
+            )?;
+            for (_, v) in rows {
+                out.push(decode("messages", &v)?);
+            }
+        }
+        if let (Some(first), Some(last)) = (out.first().map(|m| m.seq), out.last().map(|m| m.seq)) {
+            let hidden = self.tables.scan(
+                Table::Hidden,
+                &key3(viewer.0, chat.0, first),
+                &key3(viewer.0, chat.0, last),
+                out.len(),
+            )?;
+            for (k, _) in hidden {
+                let seq = tables::key_tail(&k)?;
+                if let Some(m) = out.iter_mut().find(|m| m.seq == seq) {
+                    m.body = MessageBody::Deleted;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn hide_messages(&self, user: UserId, chat: ChatId, seqs: Vec<Seq>) -> StorageResult<()> {
+        self.write(move |txn| writes::hide(txn, chat, user, seqs))
+            .await
+    }
+
+    async fn message(&self, chat: ChatId, seq: Seq) -> StorageResult<Option<Message>> {
+        self.tables
+            .get(Table::Messages, &key2(chat.0, seq))?
+            .map(|b| decode("messages", &b))
+            .transpose()
     }
 
     async fn updates(&self, user: UserId, after: Pts, limit: u32) -> StorageResult<Vec<Update>> {
@@ -278,7 +360,21 @@ impl Storage for FjallStorage {
             let (_, pts) = split_key2(&k)?;
             let kind = match decode::<StoredUpdate>("updates", &v)? {
                 StoredUpdate::Message { chat_id, seq } => {
-                    UpdateKind::Message(self.message(chat_id, seq)?)
+                    let mut m = self.stored_message(chat_id, seq)?;
+                    if self
+                        .tables
+                        .get(Table::Hidden, &key3(user.0, chat_id.0, seq))?
+                        .is_some()
+                    {
+                        m.body = MessageBody::Deleted;
+                    }
+                    UpdateKind::Message(m)
+                }
+                StoredUpdate::ChatLeft { chat_id, at_seq } => {
+                    UpdateKind::ChatLeft { chat_id, at_seq }
+                }
+                StoredUpdate::HiddenForMe { chat_id, seqs } => {
+                    UpdateKind::HiddenForMe { chat_id, seqs }
                 }
                 StoredUpdate::Receipt(r) => UpdateKind::Receipt(r),
                 StoredUpdate::ChatJoined { chat_id } => {
@@ -319,18 +415,48 @@ impl Storage for FjallStorage {
         let record = self.chat_record(chat)?.ok_or(StorageError::ChatNotFound)?;
         let mut out = Vec::with_capacity(record.members.len());
         for member in record.members {
-            let row: ReceiptRow = self
-                .tables
-                .get(Table::Receipts, &key2(chat.0, member.0))?
-                .map(|b| decode("receipts", &b))
-                .transpose()?
-                .unwrap_or_default();
+            let row = self.receipt_row(chat, member)?;
             out.push(Receipt {
                 chat_id: chat,
                 user_id: member,
                 delivered_seq: row.delivered,
                 read_seq: row.read,
             });
+        }
+        Ok(out)
+    }
+
+    async fn message_receipts(&self, chat: ChatId, seq: Seq) -> StorageResult<MessageReceipts> {
+        let record = self.chat_record(chat)?.ok_or(StorageError::ChatNotFound)?;
+        let message = self
+            .stored_message(chat, seq)
+            .map_err(|_| StorageError::Invalid("no such message".into()))?;
+        let mut out = MessageReceipts {
+            chat_id: chat,
+            seq,
+            delivered: Vec::new(),
+            read: Vec::new(),
+            pending: 0,
+        };
+        for &member in &record.members {
+            if member == message.sender || record.since_seq(member).is_none_or(|s| s > seq) {
+                continue;
+            }
+            let row = self.receipt_row(chat, member)?;
+            if row.delivered < seq {
+                out.pending += 1;
+                continue;
+            }
+            out.delivered.push(MemberReceipt {
+                user_id: member,
+                at_ms: self.receipt_time(chat, member, tables::DELIVERED_TAG, seq)?,
+            });
+            if row.read >= seq {
+                out.read.push(MemberReceipt {
+                    user_id: member,
+                    at_ms: self.receipt_time(chat, member, tables::READ_TAG, seq)?,
+                });
+            }
         }
         Ok(out)
     }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tern_protocol::{ChatId, ChatInfo, Receipt, Seq};
+use tern_protocol::{ChatId, ChatInfo, Receipt, Seq, UserId};
 
+use crate::storage::record::LegacyChatRecord;
 use crate::storage::{ChatRecord, StorageError, StorageResult};
 
 /// Every keyspace, opened once.
@@ -43,8 +44,19 @@ pub(crate) struct Tables {
     /// user id (u64 BE) -> identifier bytes, for users with random ids. Users from before
     /// random allocation have no row: their ids are `1..=` the frozen `NextUser` counter.
     pub users: Keyspace,
-    /// Committed chat rows, read on every send. Chat rows never change today (direct chats);
-    /// a write that changes one must refresh this cache after its commit.
+    /// chat ++ user -> `Vec<(from, to)>`: a member's closed membership intervals (both ends
+    /// inclusive); the open one is `since_seq` in the chat row.
+    pub intervals: Keyspace,
+    /// user ++ chat ++ seq -> (): messages the user deleted for themself.
+    pub hidden: Keyspace,
+    /// chat ++ target seq ++ edit seq -> (): the edits of a message, scrubbed when it is deleted
+    /// for everyone.
+    pub edits: Keyspace,
+    /// chat ++ user ++ tag (`D`elivered/`R`ead) ++ seq -> ms: when a member's watermark moved to
+    /// seq, so "message info" can say when a message was delivered and read.
+    pub receipt_times: Keyspace,
+    /// Committed chat rows, read on every send. Only the writer thread fills it (from committed
+    /// rows, and with every chat row it commits), so a reader can never put back a stale row.
     chat_cache: Arc<DashMap<ChatId, ChatRecord>>,
 }
 
@@ -73,6 +85,10 @@ pub(crate) enum Table {
     Receipts,
     Counters,
     Users,
+    Intervals,
+    Hidden,
+    Edits,
+    ReceiptTimes,
 }
 
 impl Tables {
@@ -95,6 +111,10 @@ impl Tables {
             receipts: ks("receipts")?,
             counters: ks("counters")?,
             users: ks("users")?,
+            intervals: ks("intervals")?,
+            hidden: ks("hidden")?,
+            edits: ks("edits")?,
+            receipt_times: ks("receipt_times")?,
             chat_cache: Arc::new(DashMap::new()),
             db,
         })
@@ -115,6 +135,10 @@ impl Tables {
             Table::Receipts => &self.receipts,
             Table::Counters => &self.counters,
             Table::Users => &self.users,
+            Table::Intervals => &self.intervals,
+            Table::Hidden => &self.hidden,
+            Table::Edits => &self.edits,
+            Table::ReceiptTimes => &self.receipt_times,
         }
     }
 
@@ -126,20 +150,31 @@ impl Tables {
             .map(|v| v.to_vec()))
     }
 
-    /// A committed chat row, through the chat cache.
+    /// A committed chat row, through the chat cache (readers: never fills the cache).
     pub fn chat(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
         if let Some(r) = self.chat_cache.get(&chat) {
             return Ok(Some(r.clone()));
         }
-        let Some(bytes) = self.get(Table::Chats, &chat.0.to_be_bytes())? else {
-            return Ok(None);
-        };
-        let record: ChatRecord = decode("chats", &bytes)?;
+        self.get(Table::Chats, &chat.0.to_be_bytes())?
+            .map(|b| decode_chat(&b))
+            .transpose()
+    }
+
+    /// A committed chat row, caching it: the writer thread only.
+    pub fn chat_for_writer(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
+        let record = self.chat(chat)?;
+        if let Some(r) = &record {
+            self.cache_chat(r.clone());
+        }
+        Ok(record)
+    }
+
+    /// Puts a committed chat row into the cache: the writer thread only, after its commit.
+    pub fn cache_chat(&self, record: ChatRecord) {
         if self.chat_cache.len() >= MAX_CACHED_CHATS {
             self.chat_cache.clear();
         }
-        self.chat_cache.insert(chat, record.clone());
-        Ok(Some(record))
+        self.chat_cache.insert(record.chat_id, record);
     }
 
     /// A counter's committed value (0 when absent).
@@ -220,6 +255,18 @@ impl Counter {
     }
 }
 
+/// Point reads from committed rows (readers) or through a batch (the writer), so read logic
+/// such as membership intervals is written once for both.
+pub(crate) trait Rows {
+    fn get(&self, table: Table, key: &[u8]) -> StorageResult<Option<Vec<u8>>>;
+}
+
+impl Rows for Tables {
+    fn get(&self, table: Table, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        Tables::get(self, table, key)
+    }
+}
+
 /// What the update log stores: references, resolved at read time, so a message is stored once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum StoredUpdate {
@@ -235,6 +282,16 @@ pub(crate) enum StoredUpdate {
     /// A join with the chat as it was when the user joined, so `Sync` returns exactly what was
     /// pushed live. Appended last: older rows keep decoding.
     ChatJoinedAt(ChatInfo),
+    /// The user's membership of a group ended at this seq.
+    ChatLeft {
+        chat_id: ChatId,
+        at_seq: Seq,
+    },
+    /// The user hid these messages for themself.
+    HiddenForMe {
+        chat_id: ChatId,
+        seqs: Vec<Seq>,
+    },
 }
 
 /// A member's receipt watermarks.
@@ -242,6 +299,69 @@ pub(crate) enum StoredUpdate {
 pub(crate) struct ReceiptRow {
     pub delivered: Seq,
     pub read: Seq,
+    /// The delivered watermark last published: the next publish tells the senders of the
+    /// messages after it (groups).
+    pub published: Seq,
+}
+
+/// The receipt row before `published`; still read from older data directories.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct LegacyReceiptRow {
+    delivered: Seq,
+    read: Seq,
+}
+
+pub(crate) fn decode_receipt(bytes: &[u8]) -> StorageResult<ReceiptRow> {
+    decode::<ReceiptRow>("receipts", bytes).or_else(|e| {
+        decode::<LegacyReceiptRow>("receipts", bytes)
+            .map(|r| ReceiptRow {
+                delivered: r.delivered,
+                read: r.read,
+                // Older rows were published to every member at each move already.
+                published: r.delivered,
+            })
+            .map_err(|_| e)
+    })
+}
+
+/// A chat row in the current layout or the one before groups.
+pub(crate) fn decode_chat(bytes: &[u8]) -> StorageResult<ChatRecord> {
+    decode::<ChatRecord>("chats", bytes).or_else(|e| {
+        decode::<LegacyChatRecord>("chats", bytes)
+            .map(ChatRecord::from)
+            .map_err(|_| e)
+    })
+}
+
+pub(crate) fn key3(a: u64, b: u64, c: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&a.to_be_bytes());
+    k[8..16].copy_from_slice(&b.to_be_bytes());
+    k[16..].copy_from_slice(&c.to_be_bytes());
+    k
+}
+
+/// The last 8 bytes of a key as a big-endian u64.
+pub(crate) fn key_tail(k: &[u8]) -> StorageResult<u64> {
+    let tail: [u8; 8] = k
+        .len()
+        .checked_sub(8)
+        .and_then(|at| k[at..].try_into().ok())
+        .ok_or_else(|| corrupt("key", "key shorter than 8 bytes"))?;
+    Ok(u64::from_be_bytes(tail))
+}
+
+/// Tags of [`Tables::receipt_times`] rows.
+pub(crate) const DELIVERED_TAG: u8 = b'D';
+pub(crate) const READ_TAG: u8 = b'R';
+
+pub(crate) fn receipt_time_key(chat: ChatId, user: UserId, tag: u8, seq: Seq) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[..8].copy_from_slice(&chat.0.to_be_bytes());
+    k[8..16].copy_from_slice(&user.0.to_be_bytes());
+    k[16] = tag;
+    k[17..].copy_from_slice(&seq.to_be_bytes());
+    k
 }
 
 pub(crate) fn key2(a: u64, b: u64) -> [u8; 16] {

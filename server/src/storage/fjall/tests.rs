@@ -6,7 +6,7 @@ use tern_protocol::{DeviceId, MessageBody};
 
 use super::FjallStorage;
 use crate::storage::conformance::{self, RecordingSink};
-use crate::storage::{NewMessage, NoSink, Storage, StorageError, UpdateSink};
+use crate::storage::{MessageRules, NewMessage, NoSink, Storage, StorageError, UpdateSink};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fjall_passes_the_conformance_suite() {
@@ -24,11 +24,13 @@ async fn fjall_passes_the_conformance_suite() {
 async fn acknowledged_writes_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let chat;
+    let viewer;
     {
         let store = FjallStorage::open(dir.path(), Arc::new(NoSink), None).unwrap();
         let a = store.upsert_user("a@example.org", 1).await.unwrap();
         let b = store.upsert_user("b@example.org", 1).await.unwrap();
         chat = store.open_direct_chat(a, b, 1).await.unwrap().chat_id;
+        viewer = a;
         for i in 0..20 {
             store
                 .append_message(NewMessage {
@@ -38,6 +40,7 @@ async fn acknowledged_writes_survive_reopen() {
                     client_msg_id: i,
                     body: MessageBody::Text(format!("{i}")),
                     ts_ms: 0,
+                    rules: MessageRules::default(),
                 })
                 .await
                 .unwrap();
@@ -52,7 +55,7 @@ async fn acknowledged_writes_survive_reopen() {
     let sink = Arc::new(RecordingSink::default());
     let store = FjallStorage::open(dir.path(), sink, None).unwrap();
     assert_eq!(store.last_seq(chat).await.unwrap(), 20);
-    let msgs = store.messages(chat, 1, 100).await.unwrap();
+    let msgs = store.messages(viewer, chat, 1, 100).await.unwrap();
     assert_eq!(
         msgs.iter().map(|m| m.seq).collect::<Vec<_>>(),
         (1..=20).collect::<Vec<_>>()
@@ -89,6 +92,7 @@ async fn a_failed_job_commits_none_of_its_rows() {
         client_msg_id: 7,
         body: MessageBody::Text("hello".into()),
         ts_ms: 0,
+        rules: MessageRules::default(),
     };
     let (first, other) = tokio::join!(
         store.append_message(send()),
@@ -97,7 +101,7 @@ async fn a_failed_job_commits_none_of_its_rows() {
     );
     assert!(first.is_err(), "the send must fail: {first:?}");
     other.unwrap();
-    assert!(store.messages(chat, 1, 10).await.unwrap().is_empty());
+    assert!(store.messages(a, chat, 1, 10).await.unwrap().is_empty());
     assert_eq!(store.last_seq(chat).await.unwrap(), 0);
     assert_eq!(store.latest_pts(a).await.unwrap(), pts_a, "no update for a");
     store.tables.updates.remove(&bad).unwrap();

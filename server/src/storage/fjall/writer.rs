@@ -180,9 +180,9 @@ impl Txn<'_> {
             .get(&Table::Chats)
             .and_then(|m| m.get(&chat.0.to_be_bytes()[..]))
         {
-            Some(Some(bytes)) => super::tables::decode("chats", bytes).map(Some),
+            Some(Some(bytes)) => super::tables::decode_chat(bytes).map(Some),
             Some(None) => Ok(None),
-            None => self.tables.chat(chat),
+            None => self.tables.chat_for_writer(chat),
         }
     }
 
@@ -218,6 +218,12 @@ impl Txn<'_> {
         let next = self.counter(counter)? + 1;
         self.set_counter(counter, next);
         Ok(next)
+    }
+}
+
+impl super::tables::Rows for Txn<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        Txn::get(self, table, key)
     }
 }
 
@@ -330,7 +336,14 @@ fn commit_batch(
         ..
     } = txn;
     let mut batch: WriteBatch = tables.db.batch().durability(mode);
+    // Chat rows this batch writes: the cache gets them once they are committed.
+    let mut chats = Vec::new();
     for (table, key, value) in ops {
+        if table == Table::Chats
+            && let Some(v) = &value
+        {
+            chats.push(v.clone());
+        }
         match value {
             Some(v) => batch.insert(tables.keyspace(table), key, v),
             None => batch.remove(tables.keyspace(table), key),
@@ -347,6 +360,12 @@ fn commit_batch(
                 counters.values.clear();
             }
             counters.values.extend(pending_counters);
+            for bytes in chats {
+                match super::tables::decode_chat(&bytes) {
+                    Ok(record) => tables.cache_chat(record),
+                    Err(e) => tracing::error!(error = %e, "a committed chat row did not decode"),
+                }
+            }
             // The sink first: when a write call returns, its updates are already on their way.
             if !updates.is_empty() {
                 sink.committed(&updates);

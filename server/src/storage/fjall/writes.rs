@@ -6,12 +6,16 @@ use tern_protocol::{
     UserId,
 };
 
-use super::tables::{Counter, ReceiptRow, StoredUpdate, Table, decode, encode, key2, split_key2};
+use super::features;
+use super::tables::{
+    Counter, DELIVERED_TAG, READ_TAG, ReceiptRow, StoredUpdate, Table, decode, decode_receipt,
+    encode, key2, receipt_time_key, split_key2,
+};
 use super::writer::Txn;
 use crate::storage::record::LegacyRefreshRecord;
 use crate::storage::{
-    Appended, ChatRecord, DeviceRecord, NewMessage, ReceiptChange, RefreshRecord, Rotation,
-    StorageError, StorageResult,
+    Appended, ChatRecord, DeviceRecord, NewMessage, RECEIPT_SENDER_SCAN, ReceiptChange,
+    RefreshRecord, Rotation, StorageError, StorageResult,
 };
 
 /// New user ids are random below this (2^53), so JSON and JavaScript clients keep them exact.
@@ -232,7 +236,7 @@ fn chat_record(txn: &Txn<'_>, chat: ChatId) -> StorageResult<Option<ChatRecord>>
 }
 
 /// Appends an update to `user`'s log and queues it for the sink.
-fn push_update(
+pub(crate) fn push_update(
     txn: &mut Txn<'_>,
     user: UserId,
     stored: &StoredUpdate,
@@ -266,6 +270,7 @@ pub(crate) fn open_direct(
         kind: ChatKind::Direct,
         members,
         created_ms: now_ms,
+        group: None,
     };
     txn.put(Table::Chats, &chat.0.to_be_bytes(), encode(&record)?);
     txn.put(Table::Direct, &pair, chat.0.to_be_bytes().to_vec());
@@ -298,6 +303,7 @@ pub(crate) fn append(txn: &mut Txn<'_>, new: NewMessage) -> StorageResult<Append
     if !record.has_member(new.sender) {
         return Err(StorageError::ChatNotFound);
     }
+    features::check(txn, &record, &new)?;
     let seq = txn.bump(Counter::ChatSeq(new.chat_id))?;
     let msg_id = MessageId(txn.bump(Counter::NextMessage)?);
     let message = Message {
@@ -320,17 +326,37 @@ pub(crate) fn append(txn: &mut Txn<'_>, new: NewMessage) -> StorageResult<Append
         &idem_key,
         key2(new.chat_id.0, seq).to_vec(),
     );
-    let stored = StoredUpdate::Message {
-        chat_id: new.chat_id,
-        seq,
-    };
-    for &member in &record.members {
-        push_update(txn, member, &stored, UpdateKind::Message(message.clone()))?;
-    }
+    features::apply(txn, &message)?;
+    point_members_at(txn, &record, &message)?;
     Ok(Appended {
         message,
         duplicate: false,
     })
+}
+
+/// Appends a pointer to `message` (stored once) to every current member's log: one small row
+/// per member in the same group commit, no copy of the body.
+pub(crate) fn point_members_at(
+    txn: &mut Txn<'_>,
+    record: &ChatRecord,
+    message: &Message,
+) -> StorageResult<()> {
+    let stored = encode(&StoredUpdate::Message {
+        chat_id: message.chat_id,
+        seq: message.seq,
+    })?;
+    for &member in &record.members {
+        let pts = txn.bump(Counter::UserPts(member.0))?;
+        txn.put(Table::Updates, &key2(member.0, pts), stored.clone());
+        txn.updates.push((
+            member,
+            Update {
+                pts,
+                kind: UpdateKind::Message(message.clone()),
+            },
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn receipt(
@@ -362,27 +388,98 @@ pub(crate) fn receipt(
         read_seq: after.read,
     };
     let changed = after.delivered != before.delivered || after.read != before.read;
-    if changed {
-        txn.put(Table::Receipts, &key, encode(&after)?);
+    if !changed {
+        return Ok(ReceiptChange { receipt, changed });
     }
-    // A read receipt is published at once to every member (the reader's other devices clear
-    // their unread state); delivered-only moves are published coalesced by `publish_receipt`.
-    if changed && after.read != before.read {
-        push_receipt(txn, receipt, record.members.iter().copied())?;
+    let now = now_ms();
+    if after.delivered != before.delivered {
+        txn.put(
+            Table::ReceiptTimes,
+            &receipt_time_key(chat, user, DELIVERED_TAG, after.delivered),
+            now.to_be_bytes().to_vec(),
+        );
     }
+    if after.read != before.read {
+        txn.put(
+            Table::ReceiptTimes,
+            &receipt_time_key(chat, user, READ_TAG, after.read),
+            now.to_be_bytes().to_vec(),
+        );
+        // A read is published at once (the reader's other devices clear their unread state);
+        // delivered-only moves are published coalesced by `publish_receipt`.
+        let to = receipt_audience(txn, &record, user, before.read, after.read)?;
+        push_receipt(txn, receipt, to.into_iter())?;
+    }
+    txn.put(Table::Receipts, &key, encode(&after)?);
     Ok(ReceiptChange { receipt, changed })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Who is told that `user`'s watermark moved from `from` to `to`. A direct chat: both members
+/// (the reader's own devices too). A group: the reader and the distinct senders of the messages
+/// newly covered, looking at the last [`RECEIPT_SENDER_SCAN`] of them, so a read in a large
+/// group costs a few log rows, not one per member.
+fn receipt_audience(
+    txn: &Txn<'_>,
+    record: &ChatRecord,
+    user: UserId,
+    from: Seq,
+    to: Seq,
+) -> StorageResult<Vec<UserId>> {
+    if record.group.is_none() {
+        return Ok(record.members.clone());
+    }
+    let mut out = vec![user];
+    out.extend(senders_between(txn, record, user, from, to)?);
+    Ok(out)
+}
+
+/// Distinct current members other than `user` who sent content in `(from, to]` (the last
+/// [`RECEIPT_SENDER_SCAN`] messages of it).
+fn senders_between(
+    txn: &Txn<'_>,
+    record: &ChatRecord,
+    user: UserId,
+    from: Seq,
+    to: Seq,
+) -> StorageResult<Vec<UserId>> {
+    if to <= from {
+        return Ok(Vec::new());
+    }
+    let start = (from + 1).max(to.saturating_sub(RECEIPT_SENDER_SCAN - 1));
+    let rows = txn.scan(
+        Table::Messages,
+        &key2(record.chat_id.0, start),
+        &key2(record.chat_id.0, to),
+        RECEIPT_SENDER_SCAN as usize,
+    )?;
+    let mut senders = Vec::new();
+    for (_, v) in rows {
+        let m: Message = decode("messages", &v)?;
+        if m.sender != user && m.body.is_content() && record.has_member(m.sender) {
+            senders.push(m.sender);
+        }
+    }
+    senders.sort_unstable();
+    senders.dedup();
+    Ok(senders)
 }
 
 /// A member's watermarks as of this batch (0/0 if it never acked).
 fn receipt_row(txn: &Txn<'_>, chat: ChatId, user: UserId) -> StorageResult<ReceiptRow> {
     Ok(txn
         .get(Table::Receipts, &key2(chat.0, user.0))?
-        .map(|b| decode("receipts", &b))
+        .map(|b| decode_receipt(&b))
         .transpose()?
         .unwrap_or_default())
 }
 
-/// Appends `user`'s current watermarks to every other member's log.
+/// Appends `user`'s current watermarks to the logs of those who should see it.
 pub(crate) fn publish_receipt(
     txn: &mut Txn<'_>,
     chat: ChatId,
@@ -394,18 +491,28 @@ pub(crate) fn publish_receipt(
     if !record.has_member(user) {
         return Ok(None);
     }
-    let row = receipt_row(txn, chat, user)?;
+    let mut row = receipt_row(txn, chat, user)?;
     let receipt = Receipt {
         chat_id: chat,
         user_id: user,
         delivered_seq: row.delivered,
         read_seq: row.read,
     };
-    push_receipt(
-        txn,
-        receipt,
-        record.members.iter().copied().filter(|&m| m != user),
-    )?;
+    let to = if record.group.is_some() {
+        senders_between(txn, &record, user, row.published, row.delivered)?
+    } else {
+        record
+            .members
+            .iter()
+            .copied()
+            .filter(|&m| m != user)
+            .collect()
+    };
+    push_receipt(txn, receipt, to.into_iter())?;
+    if row.published != row.delivered {
+        row.published = row.delivered;
+        txn.put(Table::Receipts, &key2(chat.0, user.0), encode(&row)?);
+    }
     Ok(Some(receipt))
 }
 
@@ -424,4 +531,32 @@ fn push_receipt(
         )?;
     }
     Ok(())
+}
+
+/// Hides messages for `user` and tells their devices.
+pub(crate) fn hide(
+    txn: &mut Txn<'_>,
+    chat: ChatId,
+    user: UserId,
+    seqs: Vec<Seq>,
+) -> StorageResult<()> {
+    let record = chat_record(txn, chat)?
+        .filter(|r| r.has_member(user))
+        .ok_or(StorageError::ChatNotFound)?;
+    let mut seqs = seqs;
+    seqs.sort_unstable();
+    seqs.dedup();
+    features::hide(txn, &record, user, &seqs)?;
+    push_update(
+        txn,
+        user,
+        &StoredUpdate::HiddenForMe {
+            chat_id: chat,
+            seqs: seqs.clone(),
+        },
+        UpdateKind::HiddenForMe {
+            chat_id: chat,
+            seqs,
+        },
+    )
 }

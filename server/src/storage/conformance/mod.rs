@@ -5,12 +5,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod groups;
+
 use std::sync::{Arc, Mutex};
 
 use tern_protocol::{ChatId, DeviceId, MessageBody, Update, UpdateKind, UserId};
 
 use super::{
-    NewMessage, RefreshRecord, Rotation, Storage, StorageError, StorageResult, UpdateSink,
+    MessageRules, NewMessage, RefreshRecord, Rotation, Storage, StorageError, StorageResult,
+    UpdateSink,
 };
 
 /// A sink that records what it is given, to compare with the update log.
@@ -51,6 +54,7 @@ pub async fn run_all(open: Opener<'_>) {
     user_ids_are_random(open).await;
     lists_page(open).await;
     acks_are_published_coalesced(open).await;
+    groups::run_all(open).await;
 }
 
 fn fresh(open: Opener<'_>) -> (Arc<dyn Storage>, Arc<RecordingSink>) {
@@ -71,6 +75,7 @@ fn new_message(chat: ChatId, sender: UserId, device: DeviceId, cmid: u64) -> New
         client_msg_id: cmid,
         body: text(&format!("m{cmid}")),
         ts_ms: 1_000 + cmid,
+        rules: MessageRules::default(),
     }
 }
 
@@ -324,13 +329,13 @@ pub async fn concurrent_appends_get_dense_seqs(open: Opener<'_>) {
         "seqs must be dense and unique"
     );
     assert_eq!(store.last_seq(chat).await.unwrap(), n);
-    let page = store.messages(chat, 1, 50).await.unwrap();
+    let page = store.messages(a, chat, 1, 50).await.unwrap();
     assert_eq!(page.len(), 50);
     assert!(
         page.windows(2).all(|w| w[1].seq == w[0].seq + 1),
         "messages come in seq order"
     );
-    let tail = store.messages(chat, n - 4, 50).await.unwrap();
+    let tail = store.messages(a, chat, n - 4, 50).await.unwrap();
     assert_eq!(tail.len(), 5);
 }
 

@@ -1,0 +1,284 @@
+//! Message features inside the writer: who may see which seqs (membership intervals), and the
+//! checks and effects of replies, reactions, edits and deletes.
+//!
+//! Checks run in the writer thread, against the state the write applies to: two deletes of one
+//! message cannot both pass, and an edit cannot slip in after a delete.
+
+use tern_protocol::{ChatId, Message, MessageBody, RichText, Seq, UserId};
+
+use super::tables::{Counter, Rows, Table, decode, encode, key_tail, key2, key3};
+use super::writer::Txn;
+use crate::storage::{ChatRecord, MAX_PAST_INTERVALS, NewMessage, StorageError, StorageResult};
+
+/// Most edit rows read for one message (far above any `max_edits` a server announces).
+const MAX_SCANNED_EDITS: usize = 1024;
+
+/// Inclusive seq ranges, sorted.
+pub(crate) type Intervals = Vec<(Seq, Seq)>;
+
+/// The seq ranges `user` may read: their closed past intervals and, while a member, the open
+/// current one. Direct chats: everything.
+pub(crate) fn visible(
+    rows: &dyn Rows,
+    record: &ChatRecord,
+    user: UserId,
+) -> StorageResult<Intervals> {
+    let mut out: Intervals = match rows.get(Table::Intervals, &key2(record.chat_id.0, user.0))? {
+        Some(bytes) => decode("intervals", &bytes)?,
+        None => Vec::new(),
+    };
+    if let Some(since) = record.since_seq(user) {
+        out.push((since, Seq::MAX));
+    }
+    Ok(out)
+}
+
+pub(crate) fn covers(intervals: &Intervals, seq: Seq) -> bool {
+    intervals.iter().any(|&(a, b)| a <= seq && seq <= b)
+}
+
+/// Closes `user`'s current interval at `to` (they were removed or left).
+pub(crate) fn end_interval(
+    txn: &mut Txn<'_>,
+    chat: ChatId,
+    user: UserId,
+    since: Seq,
+    to: Seq,
+) -> StorageResult<()> {
+    let key = key2(chat.0, user.0);
+    let mut past: Intervals = match txn.get(Table::Intervals, &key)? {
+        Some(bytes) => decode("intervals", &bytes)?,
+        None => Vec::new(),
+    };
+    past.push((since, to));
+    let excess = past.len().saturating_sub(MAX_PAST_INTERVALS);
+    past.drain(..excess);
+    txn.put(Table::Intervals, &key, encode(&past)?);
+    Ok(())
+}
+
+fn no_such_message() -> StorageError {
+    StorageError::Invalid("no such message".into())
+}
+
+/// The stored message at `seq` if `intervals` cover it.
+fn visible_message(
+    txn: &Txn<'_>,
+    chat: ChatId,
+    intervals: &Intervals,
+    seq: Seq,
+) -> StorageResult<Message> {
+    if seq == 0 || !covers(intervals, seq) {
+        return Err(no_such_message());
+    }
+    let bytes = txn
+        .get(Table::Messages, &key2(chat.0, seq))?
+        .ok_or_else(no_such_message)?;
+    decode("messages", &bytes)
+}
+
+/// A content message (text) the sender may point at.
+fn content_target(
+    txn: &Txn<'_>,
+    chat: ChatId,
+    intervals: &Intervals,
+    seq: Seq,
+) -> StorageResult<Message> {
+    let target = visible_message(txn, chat, intervals, seq)?;
+    match target.body {
+        MessageBody::Deleted => Err(StorageError::Invalid(
+            "the message was deleted for everyone".into(),
+        )),
+        ref b if b.is_content() => Ok(target),
+        _ => Err(no_such_message()),
+    }
+}
+
+fn seconds(ms: u64) -> u64 {
+    ms / 1000
+}
+
+/// Checks a new message against the chat and its target before anything is written.
+pub(crate) fn check(txn: &Txn<'_>, record: &ChatRecord, new: &NewMessage) -> StorageResult<()> {
+    let chat = new.chat_id;
+    let admin = record.is_admin(new.sender);
+    let announcement = record
+        .group
+        .as_ref()
+        .is_some_and(|g| g.settings.announcement_only);
+    let speaks = matches!(
+        new.body,
+        MessageBody::Text(_) | MessageBody::Rich(_) | MessageBody::Reaction { .. }
+    );
+    if announcement && speaks && !admin {
+        return Err(StorageError::Forbidden(
+            "only admins may send in this group".into(),
+        ));
+    }
+    let intervals = || visible(txn, record, new.sender);
+    match &new.body {
+        MessageBody::Text(t) if t.is_empty() => Err(StorageError::Invalid("empty message".into())),
+        MessageBody::Text(_) => Ok(()),
+        MessageBody::Rich(RichText {
+            text,
+            reply_to,
+            mentions,
+        }) => {
+            if text.is_empty() {
+                return Err(StorageError::Invalid("empty message".into()));
+            }
+            if mentions.len() > new.rules.max_mentions as usize {
+                return Err(StorageError::Invalid(format!(
+                    "a message mentions at most {} members",
+                    new.rules.max_mentions
+                )));
+            }
+            if let Some(m) = mentions.iter().find(|m| !record.has_member(**m)) {
+                return Err(StorageError::Invalid(format!(
+                    "mentioned user {m} is not a member"
+                )));
+            }
+            if let Some(to) = reply_to {
+                visible_message(txn, chat, &intervals()?, *to)?;
+            }
+            Ok(())
+        }
+        MessageBody::Reaction { target, emoji } => {
+            if emoji.as_ref().is_some_and(String::is_empty) {
+                return Err(StorageError::Invalid(
+                    "an empty reaction; send None to remove one".into(),
+                ));
+            }
+            content_target(txn, chat, &intervals()?, *target).map(|_| ())
+        }
+        MessageBody::Edit { target, text } => {
+            if text.is_empty() {
+                return Err(StorageError::Invalid("an edit needs text".into()));
+            }
+            let t = content_target(txn, chat, &intervals()?, *target)?;
+            if t.sender != new.sender {
+                return Err(StorageError::Forbidden(
+                    "only the sender may edit a message".into(),
+                ));
+            }
+            if new.ts_ms.saturating_sub(t.ts_ms) > new.rules.edit_window_ms {
+                return Err(StorageError::Forbidden(format!(
+                    "the edit window of {} s has passed",
+                    seconds(new.rules.edit_window_ms)
+                )));
+            }
+            if edits_of(txn, chat, *target)?.len() >= new.rules.max_edits as usize {
+                return Err(StorageError::Forbidden(format!(
+                    "a message may be edited at most {} times",
+                    new.rules.max_edits
+                )));
+            }
+            Ok(())
+        }
+        MessageBody::Delete { target } => {
+            let t = content_target(txn, chat, &intervals()?, *target)?;
+            let own = t.sender == new.sender;
+            let in_window = new.ts_ms.saturating_sub(t.ts_ms) <= new.rules.delete_window_ms;
+            if (own && in_window) || (record.group.is_some() && admin) {
+                Ok(())
+            } else if !own {
+                Err(StorageError::Forbidden(
+                    "only the sender or a group admin may delete a message for everyone".into(),
+                ))
+            } else {
+                Err(StorageError::Forbidden(format!(
+                    "the delete window of {} s has passed",
+                    seconds(new.rules.delete_window_ms)
+                )))
+            }
+        }
+        MessageBody::Deleted | MessageBody::System(_) => Err(StorageError::Invalid(
+            "this message kind is written by the server only".into(),
+        )),
+    }
+}
+
+/// Seqs of the edits of `target`.
+fn edits_of(txn: &Txn<'_>, chat: ChatId, target: Seq) -> StorageResult<Vec<Seq>> {
+    let rows = txn.scan(
+        Table::Edits,
+        &key3(chat.0, target, 0),
+        &key3(chat.0, target, Seq::MAX),
+        MAX_SCANNED_EDITS,
+    )?;
+    rows.iter().map(|(k, _)| key_tail(k)).collect()
+}
+
+fn rewrite(
+    txn: &mut Txn<'_>,
+    chat: ChatId,
+    seq: Seq,
+    f: impl FnOnce(&mut MessageBody),
+) -> StorageResult<()> {
+    let key = key2(chat.0, seq);
+    let Some(bytes) = txn.get(Table::Messages, &key)? else {
+        return Err(no_such_message());
+    };
+    let mut m: Message = decode("messages", &bytes)?;
+    f(&mut m.body);
+    txn.put(Table::Messages, &key, encode(&m)?);
+    Ok(())
+}
+
+/// What a stored message does to earlier ones: an edit rewrites its target's text, a delete for
+/// everyone replaces the target's content (and that of its edits) so it is gone from storage.
+pub(crate) fn apply(txn: &mut Txn<'_>, message: &Message) -> StorageResult<()> {
+    let chat = message.chat_id;
+    match &message.body {
+        MessageBody::Edit { target, text } => {
+            let text = text.clone();
+            rewrite(txn, chat, *target, |body| match body {
+                MessageBody::Text(t) => *t = text,
+                MessageBody::Rich(r) => r.text = text,
+                _ => {}
+            })?;
+            txn.put(
+                Table::Edits,
+                &key3(chat.0, *target, message.seq),
+                Vec::new(),
+            );
+        }
+        MessageBody::Delete { target } => {
+            rewrite(txn, chat, *target, |body| *body = MessageBody::Deleted)?;
+            for edit in edits_of(txn, chat, *target)? {
+                rewrite(txn, chat, edit, |body| {
+                    if let MessageBody::Edit { text, .. } = body {
+                        text.clear();
+                    }
+                })?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Marks messages hidden for `user` (delete for me), after checking they are theirs to see.
+pub(crate) fn hide(
+    txn: &mut Txn<'_>,
+    record: &ChatRecord,
+    user: UserId,
+    seqs: &[Seq],
+) -> StorageResult<()> {
+    let intervals = visible(txn, record, user)?;
+    let last = txn.counter(Counter::ChatSeq(record.chat_id))?;
+    if seqs.is_empty() {
+        return Err(StorageError::Invalid("no messages named".into()));
+    }
+    for &seq in seqs {
+        if seq == 0 || seq > last || !covers(&intervals, seq) {
+            return Err(no_such_message());
+        }
+        txn.put(
+            Table::Hidden,
+            &key3(user.0, record.chat_id.0, seq),
+            Vec::new(),
+        );
+    }
+    Ok(())
+}
