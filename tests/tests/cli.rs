@@ -758,6 +758,33 @@ async fn a_group_is_driven_end_to_end_through_the_cli() {
         "bob and carol, the members besides the sender: {receipts}"
     );
     json_refused(&tern, "carol", &["receipts", &chat, &q], "Forbidden").await;
+    let text = tern
+        .run("alice", &["receipts", &chat, &q])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        text.contains(&format!("chat {chat} #3: delivered to ")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("read by user {bob} at ")), "{text}");
+    let text = tern
+        .run("alice", &["group", "info", &chat])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        text.starts_with(&format!("group chat {chat} \"Ops\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("member user {alice} (admin) since #1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("member user {bob} since #1")),
+        "{text}"
+    );
 
     // A member who is not an admin may not remove: exit 2, Forbidden, said in words too.
     let err = json_refused(&tern, "bob", &["group", "remove", &chat, &c], "Forbidden").await;
