@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tern_protocol::codec::{self, FrameDecoder};
 use tern_protocol::{
-    ChatId, ClientInfo, ClientMsgId, ErrorBody, ErrorCode, Event, Frame, Hello, MessageBody,
-    PROTOCOL_VERSION, Request, Response, Sent, Seq, SessionInfo, Tokens, Update, UpdateKind,
+    ChatFeatures, ChatId, ClientInfo, ClientMsgId, ErrorBody, ErrorCode, Event, Frame, Hello,
+    MessageBody, PROTOCOL_VERSION, Request, Response, Sent, SessionInfo, Tokens, Update,
+    UpdateKind,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::client::{ClientEvent, Snapshot};
 use crate::config::ClientConfig;
 use crate::error::Error;
-use crate::state::{HoleGuard, PageStep, SyncState, Verdict, refusal_backoff};
+use crate::state::{AckBatch, HoleGuard, PageStep, SyncState, Verdict, refusal_backoff};
 
 /// A refresh is done before connecting when the access token expires within this margin.
 const TOKEN_MARGIN_MS: u64 = 30_000;
@@ -126,7 +127,7 @@ struct Link {
     syncing: bool,
     gap: bool,
     go_away: Option<Duration>,
-    acks: HashMap<ChatId, Seq>,
+    acks: AckBatch,
     /// Sync pages in a row that did not advance the cursor.
     holes: HoleGuard,
 }
@@ -171,6 +172,8 @@ pub(crate) struct Driver {
     outbox: BTreeMap<ClientMsgId, OutboxEntry>,
     waiting: VecDeque<Waiting>,
     connected: bool,
+    /// From the last `Welcome`.
+    features: Option<ChatFeatures>,
 }
 
 fn now_ms() -> u64 {
@@ -213,6 +216,7 @@ impl Driver {
             outbox: BTreeMap::new(),
             waiting: VecDeque::new(),
             connected: false,
+            features: None,
         })
     }
 
@@ -334,6 +338,7 @@ impl Driver {
             sync: self.sync.clone(),
             outbox_len: self.outbox.len(),
             connected: self.connected,
+            features: self.features,
         }
     }
 
@@ -403,7 +408,7 @@ impl Driver {
             syncing: false,
             gap: false,
             go_away: None,
-            acks: HashMap::new(),
+            acks: AckBatch::default(),
             holes: HoleGuard::default(),
         })
     }
@@ -478,6 +483,7 @@ impl Driver {
             }
         };
         self.connected = true;
+        self.features = Some(welcome.features);
         if let Some(session) = welcome.session {
             self.on_authenticated(&mut link, session, welcome.latest_pts);
         } else if let Some(t) = self.tokens.clone() {
@@ -732,7 +738,7 @@ impl Driver {
     }
 
     fn flush_acks(&mut self, link: &mut Link) {
-        for (chat_id, upto_seq) in std::mem::take(&mut link.acks) {
+        for (chat_id, upto_seq) in link.acks.take() {
             link.request(Request::Ack { chat_id, upto_seq }, Pending::Ack);
         }
     }
@@ -749,15 +755,13 @@ impl Driver {
                 match update.kind {
                     UpdateKind::Message(message) => {
                         let own = self.session.is_some_and(|s| s.user_id == message.sender);
-                        if !own {
-                            let e = link.acks.entry(message.chat_id).or_insert(0);
-                            *e = (*e).max(message.seq);
-                        }
+                        link.acks.on_message(&message, own);
                         self.emit(ClientEvent::Message { message, own, pts });
                     }
                     UpdateKind::Receipt(r) => self.emit(ClientEvent::Receipt(r)),
                     UpdateKind::ChatJoined(c) => self.emit(ClientEvent::ChatJoined(c)),
                     UpdateKind::ChatLeft { chat_id, at_seq } => {
+                        link.acks.on_left(chat_id);
                         self.emit(ClientEvent::ChatLeft { chat_id, at_seq })
                     }
                     UpdateKind::HiddenForMe { chat_id, seqs } => {

@@ -6,7 +6,10 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tern_sdk::protocol::{ChatInfo, ChatKind, DeviceInfo, Message, MessageBody, Receipt, Sent};
+use tern_sdk::protocol::{
+    ChatId, ChatInfo, ChatKind, DeviceInfo, GroupChange, GroupInfo, GroupSettings, MemberReceipt,
+    Message, MessageBody, MessageReceipts, Receipt, RichText, Sent, Seq, SystemEvent,
+};
 
 use crate::failure::Failure;
 
@@ -58,7 +61,8 @@ pub enum Record {
         msg_id: u64,
         ts_ms: u64,
     },
-    /// A message (`history`, `tail`). `pts` is set by `tail` only.
+    /// A message (`history`, `tail`). `pts` is set by `tail` only; the fields after `kind`
+    /// only for the kinds that have them.
     Message {
         chat_id: u64,
         seq: u64,
@@ -70,6 +74,9 @@ pub enum Record {
         ts_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         pts: Option<u64>,
+        kind: &'static str,
+        #[serde(flatten)]
+        extra: MessageExtra,
     },
     /// A member's watermarks (`receipts`, `tail`). `pts` is set by `tail` only.
     Receipt {
@@ -89,6 +96,137 @@ pub enum Record {
     },
     /// `read`.
     Read { chat_id: u64, seq: u64 },
+    /// This user's membership of a group ended (`tail`).
+    ChatLeft { chat_id: u64, at_seq: u64, pts: u64 },
+    /// Messages hidden for this user only (`delete --for-me`, `tail`). `pts`: `tail` only.
+    HiddenForMe {
+        chat_id: u64,
+        seqs: Vec<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pts: Option<u64>,
+    },
+    /// A group change was made (`group add|remove|leave|admin|edit|settings`): its system
+    /// message is `seq`.
+    GroupChanged {
+        chat_id: u64,
+        seq: u64,
+        msg_id: u64,
+        ts_ms: u64,
+        change: &'static str,
+        #[serde(skip)]
+        what: String,
+    },
+    /// `group info`.
+    Group {
+        chat_id: u64,
+        title: String,
+        description: String,
+        settings: SettingsRecord,
+        created_by: u64,
+        created_ms: u64,
+        members: Vec<MemberRecord>,
+        last_seq: u64,
+    },
+    /// `receipts CHAT SEQ`: who one message reached.
+    MessageReceipts {
+        chat_id: u64,
+        seq: u64,
+        delivered: Vec<MemberReceiptRecord>,
+        read: Vec<MemberReceiptRecord>,
+        pending: u32,
+    },
+}
+
+/// The fields of a message that only some kinds have (flattened into `message`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MessageExtra {
+    /// `rich`: the message replied to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<Option<u64>>,
+    /// `rich`: the users mentioned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mentions: Option<Vec<u64>>,
+    /// `reaction`, `edit`, `delete`: the message it is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<u64>,
+    /// `reaction`: the emoji, `null` when the reaction was removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emoji: Option<Option<String>>,
+    /// `system`: the group change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<SystemRecord>,
+}
+
+/// A group change as JSON: `change` names it; the other fields are there when it has them.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemRecord {
+    change: &'static str,
+    actor: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    users: Option<Vec<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settings: Option<SettingsRecord>,
+}
+
+/// A group's settings as JSON.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SettingsRecord {
+    members_can_add: bool,
+    members_can_edit_info: bool,
+    announcement_only: bool,
+}
+
+impl From<GroupSettings> for SettingsRecord {
+    fn from(s: GroupSettings) -> Self {
+        SettingsRecord {
+            members_can_add: s.members_can_add,
+            members_can_edit_info: s.members_can_edit_info,
+            announcement_only: s.announcement_only,
+        }
+    }
+}
+
+impl SettingsRecord {
+    fn text(&self) -> String {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        format!(
+            "members can add: {}, members can edit info: {}, announcement only: {}",
+            yes(self.members_can_add),
+            yes(self.members_can_edit_info),
+            yes(self.announcement_only)
+        )
+    }
+}
+
+/// One member in `group`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MemberRecord {
+    user_id: u64,
+    admin: bool,
+    since_seq: u64,
+    joined_ms: u64,
+}
+
+/// One member in `message_receipts`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MemberReceiptRecord {
+    user_id: u64,
+    at_ms: u64,
+}
+
+impl From<&MemberReceipt> for MemberReceiptRecord {
+    fn from(r: &MemberReceipt) -> Self {
+        MemberReceiptRecord {
+            user_id: r.user_id.0,
+            at_ms: r.at_ms,
+        }
+    }
 }
 
 fn kind_name(kind: ChatKind) -> &'static str {
@@ -98,10 +236,155 @@ fn kind_name(kind: ChatKind) -> &'static str {
     }
 }
 
+/// The JSON `kind` of a message body.
+fn body_kind(body: &MessageBody) -> &'static str {
+    match body {
+        MessageBody::Text(_) => "text",
+        MessageBody::Rich(_) => "rich",
+        MessageBody::Reaction { .. } => "reaction",
+        MessageBody::Edit { .. } => "edit",
+        MessageBody::Delete { .. } => "delete",
+        MessageBody::Deleted => "deleted",
+        MessageBody::System(_) => "system",
+    }
+}
+
+/// The JSON `text` of a message: what it says (the new text of an edit, the emoji of a
+/// reaction, a sentence for a group change), empty for deletes.
 fn text_of(body: &MessageBody) -> String {
     match body {
-        MessageBody::Text(t) => t.clone(),
-        other => format!("{other:?}"),
+        MessageBody::Text(t) | MessageBody::Edit { text: t, .. } => t.clone(),
+        MessageBody::Rich(r) => r.text.clone(),
+        MessageBody::Reaction { emoji, .. } => emoji.clone().unwrap_or_default(),
+        MessageBody::Delete { .. } | MessageBody::Deleted => String::new(),
+        MessageBody::System(e) => describe_change(e),
+    }
+}
+
+fn extra_of(body: &MessageBody) -> MessageExtra {
+    let mut extra = MessageExtra {
+        target: body.target(),
+        ..MessageExtra::default()
+    };
+    match body {
+        MessageBody::Rich(RichText {
+            reply_to, mentions, ..
+        }) => {
+            extra.reply_to = Some(*reply_to);
+            extra.mentions = Some(mentions.iter().map(|u| u.0).collect());
+        }
+        MessageBody::Reaction { emoji, .. } => extra.emoji = Some(emoji.clone()),
+        MessageBody::System(e) => extra.system = Some(system_record(e)),
+        _ => {}
+    }
+    extra
+}
+
+fn change_name(change: &GroupChange) -> &'static str {
+    match change {
+        GroupChange::Created { .. } => "created",
+        GroupChange::MembersAdded(_) => "members_added",
+        GroupChange::MemberRemoved(_) => "member_removed",
+        GroupChange::Left => "left",
+        GroupChange::AdminPromoted(_) => "admin_promoted",
+        GroupChange::AdminDemoted(_) => "admin_demoted",
+        GroupChange::AdminInherited(_) => "admin_inherited",
+        GroupChange::InfoChanged { .. } => "info_changed",
+        GroupChange::SettingsChanged(_) => "settings_changed",
+    }
+}
+
+fn system_record(e: &SystemEvent) -> SystemRecord {
+    let mut r = SystemRecord {
+        change: change_name(&e.change),
+        actor: e.actor.0,
+        users: None,
+        user: None,
+        title: None,
+        description: None,
+        settings: None,
+    };
+    match &e.change {
+        GroupChange::Created { title } => r.title = Some(title.clone()),
+        GroupChange::MembersAdded(users) => r.users = Some(users.iter().map(|u| u.0).collect()),
+        GroupChange::MemberRemoved(u)
+        | GroupChange::AdminPromoted(u)
+        | GroupChange::AdminDemoted(u)
+        | GroupChange::AdminInherited(u) => r.user = Some(u.0),
+        GroupChange::Left => {}
+        GroupChange::InfoChanged { title, description } => {
+            r.title.clone_from(title);
+            r.description.clone_from(description);
+        }
+        GroupChange::SettingsChanged(s) => r.settings = Some((*s).into()),
+    }
+    r
+}
+
+fn users(ids: &[u64]) -> String {
+    ids.iter()
+        .map(|u| format!("user {u}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A group change as a sentence: "user 1 added user 2, user 3".
+pub fn describe_change(e: &SystemEvent) -> String {
+    match &e.change {
+        GroupChange::AdminInherited(u) => {
+            format!("user {u} is now an admin (the group had no other admin left)")
+        }
+        change => format!("user {} {}", e.actor, change_phrase(change)),
+    }
+}
+
+/// What a change does, without who did it: "added user 2, user 3".
+fn change_phrase(change: &GroupChange) -> String {
+    match change {
+        GroupChange::Created { title } => format!("created the group {title:?}"),
+        GroupChange::MembersAdded(added) => {
+            let ids: Vec<u64> = added.iter().map(|u| u.0).collect();
+            format!("added {}", users(&ids))
+        }
+        GroupChange::MemberRemoved(u) => format!("removed user {u}"),
+        GroupChange::Left => "left".into(),
+        GroupChange::AdminPromoted(u) => format!("made user {u} an admin"),
+        GroupChange::AdminDemoted(u) => format!("took admin rights from user {u}"),
+        GroupChange::AdminInherited(u) => format!("passed admin rights on to user {u}"),
+        GroupChange::InfoChanged { title, description } => {
+            let mut parts = Vec::new();
+            if let Some(t) = title {
+                parts.push(format!("the title to {t:?}"));
+            }
+            if let Some(d) = description {
+                parts.push(format!("the description to {d:?}"));
+            }
+            format!("changed {}", parts.join(" and "))
+        }
+        GroupChange::SettingsChanged(s) => {
+            format!("changed the settings: {}", SettingsRecord::from(*s).text())
+        }
+    }
+}
+
+/// What a message says, for people: `user 5 (me): hello`, `user 5 reacted 👍 to #3`, ...
+fn message_line(sender: u64, own: bool, kind: &str, text: &str, extra: &MessageExtra) -> String {
+    let who = format!("user {sender}{}", if own { " (me)" } else { "" });
+    let target = extra.target.unwrap_or_default();
+    match kind {
+        "rich" => match extra.reply_to.flatten() {
+            Some(to) => format!("{who} (reply to #{to}): {text}"),
+            None => format!("{who}: {text}"),
+        },
+        "reaction" => match extra.emoji.as_ref().and_then(Option::as_deref) {
+            Some(emoji) => format!("{who} reacted {emoji} to #{target}"),
+            None => format!("{who} removed their reaction to #{target}"),
+        },
+        "edit" => format!("{who} edited #{target}: {text}"),
+        "delete" => format!("{who} deleted #{target} for everyone"),
+        "deleted" => format!("{who}: (deleted)"),
+        "system" => text.to_owned(),
+        _ => format!("{who}: {text}"),
     }
 }
 
@@ -117,6 +400,64 @@ impl Record {
             own: viewer == Some(m.sender.0),
             text: text_of(&m.body),
             ts_ms: m.ts_ms,
+            pts,
+            kind: body_kind(&m.body),
+            extra: extra_of(&m.body),
+        }
+    }
+
+    /// A group's state.
+    pub fn group(g: &GroupInfo) -> Record {
+        Record::Group {
+            chat_id: g.chat_id.0,
+            title: g.title.clone(),
+            description: g.description.clone(),
+            settings: g.settings.into(),
+            created_by: g.created_by.0,
+            created_ms: g.created_ms,
+            members: g
+                .members
+                .iter()
+                .map(|m| MemberRecord {
+                    user_id: m.user_id.0,
+                    admin: m.admin,
+                    since_seq: m.since_seq,
+                    joined_ms: m.joined_ms,
+                })
+                .collect(),
+            last_seq: g.last_seq,
+        }
+    }
+
+    /// One message's receipts.
+    pub fn message_receipts(r: &MessageReceipts) -> Record {
+        Record::MessageReceipts {
+            chat_id: r.chat_id.0,
+            seq: r.seq,
+            delivered: r.delivered.iter().map(Into::into).collect(),
+            read: r.read.iter().map(Into::into).collect(),
+            pending: r.pending,
+        }
+    }
+
+    /// The answer to a group change (as asked for: the system message may say less, e.g.
+    /// without members who were already in).
+    pub fn group_changed(s: &Sent, change: &GroupChange) -> Record {
+        Record::GroupChanged {
+            chat_id: s.chat_id.0,
+            seq: s.seq,
+            msg_id: s.msg_id.0,
+            ts_ms: s.ts_ms,
+            change: change_name(change),
+            what: change_phrase(change),
+        }
+    }
+
+    /// Messages hidden for this user.
+    pub fn hidden_for_me(chat_id: ChatId, seqs: &[Seq], pts: Option<u64>) -> Record {
+        Record::HiddenForMe {
+            chat_id: chat_id.0,
+            seqs: seqs.to_vec(),
             pts,
         }
     }
@@ -242,11 +583,13 @@ impl Record {
                 own,
                 text,
                 ts_ms,
+                kind,
+                extra,
                 ..
             } => format!(
-                "{} chat {chat_id} #{seq} user {sender}{}: {text}",
+                "{} chat {chat_id} #{seq} {}",
                 time(*ts_ms),
-                if *own { " (me)" } else { "" }
+                message_line(*sender, *own, kind, text, extra)
             ),
             Record::Receipt {
                 chat_id,
@@ -268,6 +611,71 @@ impl Record {
                 join(members)
             ),
             Record::Read { chat_id, seq } => format!("chat {chat_id} read up to #{seq}"),
+            Record::ChatLeft {
+                chat_id, at_seq, ..
+            } => format!("left chat {chat_id} at #{at_seq}: nothing after it arrives"),
+            Record::HiddenForMe { chat_id, seqs, .. } => format!(
+                "chat {chat_id}: hid {} for me",
+                seqs.iter()
+                    .map(|s| format!("#{s}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Record::GroupChanged {
+                chat_id, seq, what, ..
+            } => format!("chat {chat_id} #{seq}: {what}"),
+            Record::Group {
+                chat_id,
+                title,
+                description,
+                settings,
+                created_by,
+                created_ms,
+                members,
+                last_seq,
+            } => {
+                let mut lines = vec![format!(
+                    "group chat {chat_id} {title:?}, created by user {created_by} at {}, \
+                     last seq {last_seq}",
+                    time(*created_ms)
+                )];
+                if !description.is_empty() {
+                    lines.push(format!("  description: {description}"));
+                }
+                lines.push(format!("  settings: {}", settings.text()));
+                for m in members {
+                    lines.push(format!(
+                        "  member user {}{} since #{} ({})",
+                        m.user_id,
+                        if m.admin { " (admin)" } else { "" },
+                        m.since_seq,
+                        time(m.joined_ms)
+                    ));
+                }
+                lines.join("\n")
+            }
+            Record::MessageReceipts {
+                chat_id,
+                seq,
+                delivered,
+                read,
+                pending,
+            } => {
+                let list = |rs: &[MemberReceiptRecord]| {
+                    if rs.is_empty() {
+                        return "nobody".to_owned();
+                    }
+                    rs.iter()
+                        .map(|r| format!("user {} at {}", r.user_id, time(r.at_ms)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!(
+                    "chat {chat_id} #{seq}: delivered to {}; read by {}; {pending} pending",
+                    list(delivered),
+                    list(read)
+                )
+            }
         }
     }
 }
@@ -353,4 +761,131 @@ struct ErrorRecord<'a> {
     message: &'a str,
     hint: Option<&'a str>,
     exit_code: u8,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_sdk::protocol::{DeviceId, MessageId, UserId};
+
+    fn message(body: MessageBody) -> Message {
+        Message {
+            chat_id: ChatId(9),
+            seq: 4,
+            msg_id: MessageId(40),
+            sender: UserId(1),
+            sender_device: DeviceId(2),
+            client_msg_id: 7,
+            ts_ms: 0,
+            body,
+        }
+    }
+
+    fn json(body: MessageBody) -> serde_json::Value {
+        serde_json::to_value(Record::message(&message(body), Some(2), None)).unwrap()
+    }
+
+    fn line(body: MessageBody) -> String {
+        let text = Record::message(&message(body), Some(1), None).text();
+        text.split_once(" chat 9 #4 ").unwrap().1.to_owned()
+    }
+
+    fn system(change: GroupChange) -> MessageBody {
+        MessageBody::System(SystemEvent {
+            actor: UserId(1),
+            change,
+        })
+    }
+
+    #[test]
+    fn each_kind_has_its_fields_and_nothing_else() {
+        let text = json(MessageBody::Text("hi".into()));
+        assert_eq!(text["kind"], "text");
+        assert_eq!(text["text"], "hi");
+        for absent in ["reply_to", "mentions", "target", "emoji", "system", "pts"] {
+            assert!(text.get(absent).is_none(), "{absent} in {text}");
+        }
+        let reply = json(MessageBody::Rich(RichText {
+            text: "yes".into(),
+            reply_to: Some(3),
+            mentions: vec![UserId(5)],
+        }));
+        assert_eq!(reply["kind"], "rich");
+        assert_eq!(reply["reply_to"], 3);
+        assert_eq!(reply["mentions"], serde_json::json!([5]));
+        let removed = json(MessageBody::Reaction {
+            target: 3,
+            emoji: None,
+        });
+        assert_eq!(removed["target"], 3);
+        assert_eq!(removed["emoji"], serde_json::Value::Null, "present, null");
+        assert_eq!(removed["text"], "");
+        let edit = json(MessageBody::Edit {
+            target: 3,
+            text: "fixed".into(),
+        });
+        assert_eq!(
+            (&edit["kind"], &edit["text"]),
+            (&"edit".into(), &"fixed".into())
+        );
+        let deleted = json(MessageBody::Deleted);
+        assert_eq!(
+            (&deleted["kind"], &deleted["text"]),
+            (&"deleted".into(), &"".into())
+        );
+        let added = json(system(GroupChange::MembersAdded(vec![
+            UserId(2),
+            UserId(3),
+        ])));
+        assert_eq!(added["kind"], "system");
+        assert_eq!(added["text"], "user 1 added user 2, user 3");
+        assert_eq!(
+            added["system"],
+            serde_json::json!({"change": "members_added", "actor": 1, "users": [2, 3]})
+        );
+        let settings = json(system(GroupChange::SettingsChanged(
+            GroupSettings::default(),
+        )));
+        assert_eq!(
+            settings["system"]["settings"],
+            serde_json::json!({
+                "members_can_add": false,
+                "members_can_edit_info": true,
+                "announcement_only": false
+            })
+        );
+    }
+
+    #[test]
+    fn people_read_what_happened() {
+        assert_eq!(line(MessageBody::Text("hi".into())), "user 1 (me): hi");
+        let reply = MessageBody::Rich(RichText {
+            text: "yes".into(),
+            reply_to: Some(3),
+            mentions: vec![],
+        });
+        assert_eq!(line(reply), "user 1 (me) (reply to #3): yes");
+        let react = MessageBody::Reaction {
+            target: 3,
+            emoji: Some("👍".into()),
+        };
+        assert_eq!(line(react), "user 1 (me) reacted 👍 to #3");
+        assert_eq!(
+            line(MessageBody::Delete { target: 3 }),
+            "user 1 (me) deleted #3 for everyone"
+        );
+        assert_eq!(
+            line(system(GroupChange::MemberRemoved(UserId(2)))),
+            "user 1 removed user 2"
+        );
+        let info = GroupChange::InfoChanged {
+            title: Some("Ops".into()),
+            description: None,
+        };
+        assert_eq!(line(system(info)), "user 1 changed the title to \"Ops\"");
+        assert_eq!(
+            line(system(GroupChange::AdminInherited(UserId(3)))),
+            "user 3 is now an admin (the group had no other admin left)"
+        );
+    }
 }
