@@ -640,7 +640,25 @@ async fn a_1024_member_group_end_to_end() {
         refused("someone else's receipts", r).0,
         ErrorCode::Forbidden
     );
+    // A read covering both senders' messages reaches both of them.
+    let reader2 = 11;
+    let r = call(
+        &devs[reader2].client,
+        Request::MarkRead {
+            chat_id: chat,
+            upto_seq: last_text,
+        },
+    )
+    .await;
+    assert!(matches!(r, Ok(Response::Done)), "{r:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
+    for s in [0, 1] {
+        let ok = until(&mut devs[s].events, &mut logs[s], deadline, |l| {
+            l.iter().any(|e| matches!(e, ClientEvent::Receipt(r) if r.user_id == ids[reader2] && r.read_seq >= last_text))
+        })
+        .await;
+        assert!(ok, "sender {s} got no read receipt of member {reader2}");
+    }
     // The sender heard of the read; uninvolved members heard of nobody's receipts.
     let ok = until(&mut devs[0].events, &mut logs[0], deadline, |l| {
         l.iter().any(|e| matches!(e, ClientEvent::Receipt(r) if r.user_id == ids[reader] && r.read_seq >= target.seq))
@@ -745,9 +763,11 @@ async fn a_1024_member_group_end_to_end() {
             .all(|d| d.user_id != ids[gone] && d.user_id != ids[N]),
         "{mr:?}"
     );
+    let mut readers = vec![ids[reader], ids[reader2]];
+    readers.sort();
     assert_eq!(
         mr.read.iter().map(|r| r.user_id).collect::<Vec<_>>(),
-        vec![ids[reader]]
+        readers
     );
 
     let page = fetch_all(&devs[2].client, chat, last).await;
@@ -1120,7 +1140,16 @@ async fn edits_and_deletes_respect_their_windows_and_limits() {
         target,
         text: t.into(),
     };
-    sent("edit 1", send(&b.client, chat, edit(b1.seq, "v1")).await);
+    let first = sent(
+        "edit 1",
+        send_body(&b.client, chat, 4242, edit(b1.seq, "v1")).await,
+    );
+    // Repeating a send with its idempotency key answers the first Sent, and is no new edit.
+    let again = sent(
+        "edit 1 again",
+        send_body(&b.client, chat, 4242, edit(b1.seq, "v1")).await,
+    );
+    assert_eq!(again, first);
     sent("edit 2", send(&b.client, chat, edit(b1.seq, "v2")).await);
     let r = send(&b.client, chat, edit(b1.seq, "v3")).await;
     assert_eq!(refused("edit beyond max_edits", r).0, ErrorCode::Forbidden);
@@ -1426,6 +1455,33 @@ async fn reply_to_and_other_targets_are_validated() {
     );
     let r = hide(&c.client, chat, vec![s3.seq]).await;
     bad.expect("hide from before the caller's interval", r, invalid, "");
+    // A member removed and re-added cannot reach into the gap.
+    let remove_b = Request::RemoveMember {
+        chat_id: chat,
+        user_id: uid(&b),
+    };
+    sent("remove b", call(&a.client, remove_b).await);
+    let gap = text(&a.client, chat, "in b's gap").await;
+    let add_b = Request::AddMembers {
+        chat_id: chat,
+        members: vec![uid(&b)],
+    };
+    sent("re-add b", call(&a.client, add_b).await);
+    let r = send(&b.client, chat, reply(gap.seq)).await;
+    bad.expect("reply into the gap", r, invalid, "no such message");
+    let r = call(
+        &b.client,
+        Request::GetMessages {
+            chat_id: chat,
+            from_seq: gap.seq,
+            limit: 1,
+        },
+    )
+    .await;
+    match r {
+        Ok(Response::Messages(m)) if m.iter().all(|m| m.seq != gap.seq) => {}
+        other => bad.0.push(format!("GetMessages of the gap: {other:?}")),
+    }
     let ok = sent("a valid reply", send(&c.client, chat, reply(s6.seq)).await);
     let page = fetch_all(&b.client, chat, ok.seq).await;
     assert_eq!(
