@@ -619,6 +619,10 @@ async fn a_1024_member_group_end_to_end() {
     assert_eq!(mr.pending, 0, "{mr:?}");
     assert_eq!(mr.delivered.len(), N - 1, "everyone but the sender");
     assert!(mr.delivered.iter().all(|d| d.user_id != ids[0]));
+    assert!(
+        mr.delivered.iter().all(|d| d.at_ms >= target.ts_ms),
+        "delivered before it was sent: {mr:?}"
+    );
     assert!(mr.delivered.windows(2).all(|w| w[0].user_id < w[1].user_id));
     assert_eq!(mr.read.len(), 1, "{:?}", mr.read);
     assert_eq!(mr.read[0].user_id, ids[reader]);
@@ -956,6 +960,20 @@ async fn the_longest_standing_member_inherits_admin_when_the_last_admin_leaves()
     assert_eq!(
         page.last().map(|m| m.body.clone()),
         Some(system(uid(&a), GroupChange::AdminInherited(uid(&b))))
+    );
+    // Everyone leaves; the last one out leaves a group without members, which nobody finds.
+    let leave = Request::LeaveGroup { chat_id: chat2 };
+    let s = sent("b leaves group 2", call(&b.client, leave.clone()).await);
+    let page = fetch_all(&c.client, chat2, s.seq + 1).await;
+    assert_eq!(
+        page.last().map(|m| m.body.clone()),
+        Some(system(uid(&b), GroupChange::AdminInherited(uid(&c))))
+    );
+    sent("the last member leaves", call(&c.client, leave).await);
+    let r = call(&c.client, Request::GetGroupInfo { chat_id: chat2 }).await;
+    assert_eq!(
+        refused("an empty group", r),
+        (ErrorCode::NotFound, "no such chat".into())
     );
     // With a second admin the first may step down: no inheritance then.
     let chat3 = create_group(&a.client, "two admins", &[uid(&b), uid(&c)]).await;
