@@ -4,7 +4,8 @@
 //! * 1: a real token for a session drawn from the input, then flipped at input-chosen bytes:
 //!   verification may only succeed as the session it was issued for (no identity forgery);
 //! * 2: a token with input-chosen header and claims JSON, correctly signed with a verifier key:
-//!   the claim and header checks never panic, and what passes has an HS256 header.
+//!   the claim and header checks never panic, and what passes has an HS256 header, the kid of
+//!   the key that signed it, and the user and device of its claims.
 //!
 //! Every mode also runs the refresh-token functions on the string: the hash is deterministic and
 //! a successor is `rt1.` + 43 base64url characters, within `MAX_TOKEN_LEN`, and differs from it.
@@ -117,9 +118,19 @@ fuzz_target!(|data: &[u8]| {
             let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
             let tag = ring::hmac::sign(&key, signing_input.as_bytes());
             let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
-            if iss.verify(&token).is_ok() {
-                let h = String::from_utf8_lossy(header);
-                assert!(h.contains("HS256"), "a token passed without HS256: {h}");
+            if let Ok(got) = iss.verify(&token) {
+                // What passed must say what the checks claim: HS256, the kid of the key that
+                // signed it, and the identity in its claims.
+                let h: serde_json::Value = serde_json::from_slice(header).expect("header JSON");
+                let c: serde_json::Value = serde_json::from_slice(claims).expect("claims JSON");
+                assert_eq!(h["alg"], "HS256", "passed without HS256: {h}");
+                let kid = if secret == SECRET { "k1" } else { "k0" };
+                assert_eq!(h["kid"], kid, "passed under another key's kid: {h}");
+                assert_eq!(
+                    c["sub"].as_str().and_then(|s| s.parse().ok()),
+                    Some(got.user_id.0)
+                );
+                assert_eq!(c["did"].as_u64(), Some(got.device_id.0));
             }
             token
         }
