@@ -62,13 +62,17 @@ for t in $targets; do
     set -e
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
     rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)"
+    rss="$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -1)"
     corpus="$(ls -A "$work" | wc -l)"
     if [ "$rc" -eq 0 ] && grep -q '^Done ' "$log"; then
         passed=$((passed + 1))
-        line="fuzz $t: ok, ${execs:-?} execs (${rate:-?}/s), corpus $corpus inputs"
+        line="fuzz $t: ok, ${execs:-?} execs (${rate:-?}/s), corpus $corpus inputs, peak RSS ${rss:-?} MB"
     else
         failed=$((failed + 1))
-        tail -n 60 "$log"
+        # The cause first (a panic's message sits above a long sanitizer stack), then the end.
+        grep -m 8 -E "panicked at|^thread '|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|^SUMMARY:|^Error:" "$log" -A 2 || true
+        echo "..."
+        tail -n 40 "$log"
         artifact="$(grep -o 'fuzz/artifacts/[^ ]*' "$log" | tail -1 || true)"
         line="fuzz $t: FAILED (exit $rc) after ${execs:-?} execs; artifact ${artifact:-none}"
         line+="; reproduce: cargo +nightly fuzz run --fuzz-dir fuzz $t ${artifact:-<artifact>}"

@@ -9,6 +9,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tern_fuzz::session_ops::{ADVANCE, AUTH, FRAME, TIMEOUT};
 use tern_fuzz::{golden_vectors, payload};
+use tern_protocol::codec::{self, CodecError};
+use tern_protocol::limits::{MAX_FRAME_LEN, MAX_TEXT_LEN};
+use tern_protocol::{ChatId, DeviceId, Frame, Message, MessageBody, MessageId, Response, UserId};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     let file = dir.join(name.replace('/', "-"));
@@ -20,6 +23,37 @@ fn frame_op(out: &mut Vec<u8>, framed: &[u8]) {
     out.push(FRAME);
     out.extend_from_slice(&(p.len() as u16).to_le_bytes());
     out.extend_from_slice(p);
+}
+
+/// A `Messages` answer of texts at the text limit, as close to `MAX_FRAME_LEN` as it gets.
+fn max_frame() -> Vec<u8> {
+    let msg = |len: usize| Message {
+        chat_id: ChatId(5),
+        seq: 3,
+        msg_id: MessageId(300),
+        sender: UserId(1),
+        sender_device: DeviceId(2),
+        client_msg_id: 77,
+        ts_ms: 1_700_000_000_000,
+        body: MessageBody::Text("m".repeat(len)),
+    };
+    let frame = |last: usize| Frame::Response {
+        req_id: 1,
+        result: Ok(Response::Messages(vec![
+            msg(MAX_TEXT_LEN),
+            msg(MAX_TEXT_LEN),
+            msg(MAX_TEXT_LEN),
+            msg(last),
+        ])),
+    };
+    let mut last = MAX_TEXT_LEN;
+    loop {
+        match codec::encode_to_vec(&frame(last)) {
+            Ok(bytes) => return bytes,
+            Err(CodecError::TooLarge { len, max }) => last -= (len - u64::from(max)) as usize,
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 fn main() {
@@ -58,6 +92,22 @@ fn main() {
         write(session_dir, name, &ops);
         all.extend_from_slice(framed);
     }
+    // Frames at the size limit, so the runs reach the buffer bound (libFuzzer's inputs grow no
+    // longer than the largest seed): one whole, two in large and tiny chunks, and a prefix
+    // announcing one byte more than the limit.
+    let max = max_frame();
+    let mut whole = vec![0u8];
+    whole.extend_from_slice(&max);
+    write(stream_dir, "max-frame", &whole);
+    let mut chunked = vec![2u8, 200, 5];
+    chunked.extend_from_slice(&max);
+    chunked.extend_from_slice(&max);
+    write(stream_dir, "max-frame-twice-chunked", &chunked);
+    write(payload_dir, "max-frame", payload(&max));
+    let mut over = vec![0u8, 0x81, 0x80, 0x04];
+    over.extend_from_slice(&[0u8; 64]);
+    write(stream_dir, "over-limit-prefix", &over);
+
     let mut bytewise = vec![1u8, 0];
     bytewise.extend_from_slice(&all);
     write(stream_dir, "all-bytewise", &bytewise);
@@ -122,6 +172,11 @@ fn main() {
     signed0.extend_from_slice(claims);
     write(tokens_dir, "signed-old-key", &signed0);
 
+    assert!(
+        max.len() > MAX_FRAME_LEN as usize - 16,
+        "max frame is {} bytes",
+        max.len()
+    );
     println!(
         "wrote {} golden vectors into {}",
         vectors.len(),
