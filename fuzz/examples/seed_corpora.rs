@@ -11,7 +11,7 @@ use tern_fuzz::session_ops::{ADVANCE, AUTH, FRAME, TIMEOUT};
 use tern_fuzz::{golden_vectors, payload};
 use tern_protocol::codec::{self, CodecError};
 use tern_protocol::limits::{MAX_FRAME_LEN, MAX_TEXT_LEN};
-use tern_protocol::{ChatId, DeviceId, Frame, Message, MessageBody, MessageId, Response, UserId};
+use tern_protocol::{Frame, Message, MessageBody, Response};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     let file = dir.join(name.replace('/', "-"));
@@ -25,17 +25,22 @@ fn frame_op(out: &mut Vec<u8>, framed: &[u8]) {
     out.extend_from_slice(p);
 }
 
-/// A `Messages` answer of texts at the text limit, as close to `MAX_FRAME_LEN` as it gets.
-fn max_frame() -> Vec<u8> {
+/// A `Messages` answer of texts at the text limit, as close to `MAX_FRAME_LEN` as it gets,
+/// built from the message of a golden `Messages` vector.
+fn max_frame(vectors: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let base = vectors
+        .iter()
+        .find_map(|(_, framed)| match codec::decode_payload(payload(framed)) {
+            Ok(Frame::Response {
+                result: Ok(Response::Messages(m)),
+                ..
+            }) => m.into_iter().next(),
+            _ => None,
+        })
+        .expect("a golden Messages vector");
     let msg = |len: usize| Message {
-        chat_id: ChatId(5),
-        seq: 3,
-        msg_id: MessageId(300),
-        sender: UserId(1),
-        sender_device: DeviceId(2),
-        client_msg_id: 77,
-        ts_ms: 1_700_000_000_000,
         body: MessageBody::Text("m".repeat(len)),
+        ..base.clone()
     };
     let frame = |last: usize| Frame::Response {
         req_id: 1,
@@ -95,7 +100,7 @@ fn main() {
     // Frames at the size limit, so the runs reach the buffer bound (libFuzzer's inputs grow no
     // longer than the largest seed): one whole, two in large and tiny chunks, and a prefix
     // announcing one byte more than the limit.
-    let max = max_frame();
+    let max = max_frame(&vectors);
     let mut whole = vec![0u8];
     whole.extend_from_slice(&max);
     write(stream_dir, "max-frame", &whole);
