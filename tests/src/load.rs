@@ -12,8 +12,9 @@ use tern_sdk::protocol::{ChatId, Message, MessageBody, SessionInfo};
 use tern_sdk::{Client, ClientConfig, ClientEvent};
 use tokio::task::JoinHandle;
 
+use crate::child::ChildServer;
 use crate::history::{self, Acked};
-use crate::{Device, login};
+use crate::{Device, client_config, login};
 
 /// What a device's event stream showed.
 #[derive(Debug, Default, Clone)]
@@ -97,6 +98,22 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// A server child in `dir` (two shards) and a scenario of `senders` on it, connected directly.
+    pub async fn on_child(dir: &Path, prefix: &str, senders: usize) -> (ChildServer, Scenario) {
+        crate::init();
+        let server = ChildServer::start(dir, &["--shards", "2"]).await;
+        let fp = server.fingerprint();
+        let quic = server.quic;
+        let scenario = Scenario::new(
+            || client_config(quic, &fp),
+            &server.otp_file(),
+            prefix,
+            senders,
+        )
+        .await;
+        (server, scenario)
+    }
+
     /// Logs in `senders` senders and two receiver devices (identifiers from `prefix`, a phone
     /// number prefix of 8 digits such as `+1555007`) and opens the chats.
     pub async fn new(

@@ -39,6 +39,13 @@ impl Rng {
             })
     }
 
+    /// [`Rng::seed_from_env`], printed with how to rerun `what` with it.
+    pub fn announced_seed(what: &str) -> u64 {
+        let seed = Self::seed_from_env();
+        eprintln!("{what} seed: {seed} (rerun with FAULTS_SEED={seed})");
+        seed
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use tern_tests::child::ChildServer;
-use tern_tests::client_config;
 use tern_tests::load::Scenario;
 use tern_tests::relay::Rng;
 
@@ -15,16 +13,10 @@ const KILLS: usize = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_kill_9s_under_load_lose_and_duplicate_nothing_acknowledged() {
-    tern_tests::init();
-    let seed = Rng::seed_from_env();
-    eprintln!("crash loop seed: {seed} (rerun with FAULTS_SEED={seed})");
+    let seed = Rng::announced_seed("crash loop");
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ChildServer::start(dir.path(), &["--shards", "2"]).await;
-    let fp = server.fingerprint();
-    let quic = server.quic;
-    let cfg = || client_config(quic, &fp);
-    let scenario = Scenario::new(cfg, &server.otp_file(), "+1555007", 3).await;
+    let (mut server, scenario) = Scenario::on_child(dir.path(), "+1555007", 3).await;
     let load = scenario.start_load(4, Duration::from_millis(5));
 
     let started = std::time::Instant::now();

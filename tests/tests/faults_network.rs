@@ -26,8 +26,7 @@ const MAX_CONNECT_FAILURES_PER_DEVICE: u32 = 30;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_survives_loss_jitter_reordering_duplication_a_partition_and_address_changes() {
     tern_tests::init();
-    let seed = Rng::seed_from_env();
-    eprintln!("network faults seed: {seed} (rerun with FAULTS_SEED={seed})");
+    let seed = Rng::announced_seed("network faults");
     let dir = tempfile::tempdir().unwrap();
     let server = ChildServer::start(dir.path(), &["--shards", "2"]).await;
     let relay = Relay::start(server.quic, seed).await.unwrap();

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use tern_sdk::protocol::ErrorCode;
 use tern_sdk::protocol::codec;
 use tern_sdk::protocol::session::HELLO_TIMEOUT;
-use tern_tests::child::{ChildServer, admin_get, metric};
-use tern_tests::client_config;
+use tern_tests::child::{admin_get, metric};
 use tern_tests::load::Scenario;
 use tern_tests::raw::RawConn;
 
@@ -102,13 +101,9 @@ async fn open_connections(admin: SocketAddr) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_silent_and_trickling_connections_are_timed_out_while_chat_goes_on() {
-    tern_tests::init();
     let dir = tempfile::tempdir().unwrap();
-    let server = ChildServer::start(dir.path(), &["--shards", "2"]).await;
-    let fp = server.fingerprint();
-    let quic = server.quic;
-    let cfg = || client_config(quic, &fp);
-    let scenario = Scenario::new(cfg, &server.otp_file(), "+1555009", 2).await;
+    let (server, scenario) = Scenario::on_child(dir.path(), "+1555009", 2).await;
+    let (fp, quic) = (server.fingerprint(), server.quic);
     let load = scenario.start_load(2, Duration::from_millis(20));
     assert!(load.wait_more(20, Duration::from_secs(10)).await);
 

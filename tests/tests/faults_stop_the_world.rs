@@ -4,21 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use tern_tests::child::{ChildServer, admin_get};
-use tern_tests::client_config;
+use tern_tests::child::admin_get;
 use tern_tests::load::Scenario;
 
 const STOPPED: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ten_second_sigstop_under_load_loses_nothing() {
-    tern_tests::init();
     let dir = tempfile::tempdir().unwrap();
-    let server = ChildServer::start(dir.path(), &["--shards", "2"]).await;
-    let fp = server.fingerprint();
-    let quic = server.quic;
-    let cfg = || client_config(quic, &fp);
-    let scenario = Scenario::new(cfg, &server.otp_file(), "+1555010", 3).await;
+    let (server, scenario) = Scenario::on_child(dir.path(), "+1555010", 3).await;
     let load = scenario.start_load(4, Duration::from_millis(5));
     assert!(load.wait_more(200, Duration::from_secs(20)).await);
 
