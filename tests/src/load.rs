@@ -25,6 +25,8 @@ pub struct EventLog {
     pub connected: u32,
     /// `Disconnected` events.
     pub disconnected: u32,
+    /// Their reasons.
+    pub disconnect_reasons: Vec<String>,
     /// `ConnectFailed` events.
     pub connect_failed: u32,
 }
@@ -59,7 +61,10 @@ impl Watched {
                 match ev {
                     ClientEvent::Message { message, .. } => l.messages.push(message),
                     ClientEvent::Connected { .. } => l.connected += 1,
-                    ClientEvent::Disconnected { .. } => l.disconnected += 1,
+                    ClientEvent::Disconnected { reason } => {
+                        l.disconnected += 1;
+                        l.disconnect_reasons.push(reason);
+                    }
                     ClientEvent::ConnectFailed { .. } => l.connect_failed += 1,
                     _ => {}
                 }
