@@ -116,5 +116,8 @@ async fn chat_survives_loss_jitter_reordering_duplication_a_partition_and_addres
     }
     assert!(stats.dropped_loss > 0 && stats.dropped_partition > 0);
     assert!(stats.duplicated > 0 && stats.reordered > 0);
-    assert_eq!(stats.address_changes, 2 * 5, "five clients moved twice");
+    assert!(
+        stats.address_changes >= 2 * 5,
+        "every one of the five clients moved twice"
+    );
 }

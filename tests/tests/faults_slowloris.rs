@@ -133,7 +133,7 @@ async fn two_thousand_silent_and_trickling_connections_are_timed_out_while_chat_
         })
     };
 
-    // Open them in waves, checking the normal clients are served between waves.
+    // Open them 250 at a time, checking the normal clients are served every 250.
     let started = Instant::now();
     let mut players = Vec::with_capacity(HOSTILE);
     let mut handshakes = tokio::task::JoinSet::new();
@@ -142,28 +142,31 @@ async fn two_thousand_silent_and_trickling_connections_are_timed_out_while_chat_
             .connect(quic, "localhost")
             .unwrap();
         handshakes.spawn(async move { (i, connecting.await) });
-        if handshakes.len() >= 250 || i + 1 == HOSTILE {
-            while let Some(r) = handshakes.join_next().await {
-                let (i, conn) = r.unwrap();
-                let conn = conn.unwrap_or_else(|e| panic!("hostile handshake {i}: {e}"));
-                players.push(tokio::spawn(play(
-                    conn,
-                    kind(i),
-                    hello.clone(),
-                    alive.clone(),
-                )));
+        // A window of 250 handshakes in flight; the last wave drains them all.
+        while handshakes.len() >= 250 || (i + 1 == HOSTILE && !handshakes.is_empty()) {
+            let Some(r) = handshakes.join_next().await else {
+                break;
+            };
+            let (i, conn) = r.unwrap();
+            let conn = conn.unwrap_or_else(|e| panic!("hostile handshake {i}: {e}"));
+            players.push(tokio::spawn(play(
+                conn,
+                kind(i),
+                hello.clone(),
+                alive.clone(),
+            )));
+            if players.len() % 250 == 0 {
+                assert!(
+                    load.wait_more(1, Duration::from_secs(5)).await,
+                    "normal clients stalled while hostile connections were opened"
+                );
             }
-            assert!(
-                load.wait_more(1, Duration::from_secs(5)).await,
-                "normal clients stalled while hostile connections were opened"
-            );
         }
     }
     let opened_in = started.elapsed();
     eprintln!("slowloris: {HOSTILE} handshakes in {opened_in:?}");
-    // Handshakes on two shared cores may take longer than the 10 s timeout for all 2,000, so
-    // the first can be closed before the last open; the server must still hold many at once
-    // (about 1,500 here; 75 handshakes a second, a badly overloaded machine, still gives 750).
+    // The handshakes take a few seconds (about 3 s here), well inside the 10 s timeout, so the
+    // server holds nearly all of them at once; a quarter of slack for a badly loaded machine.
     let held = alive.peak.load(Ordering::Relaxed);
     eprintln!(
         "slowloris: {held} hostile connections open at once at most; the server's \
@@ -171,7 +174,7 @@ async fn two_thousand_silent_and_trickling_connections_are_timed_out_while_chat_
         peak.load(Ordering::Relaxed)
     );
     assert!(
-        held >= 750,
+        held >= HOSTILE as u64 * 3 / 4,
         "only {held} hostile connections were open at once"
     );
 
