@@ -176,6 +176,12 @@ async fn full_disk(strict: bool) {
         "disk full: /readyz while full: {:?}",
         readyz.lines().next().unwrap_or("")
     );
+    // A failed commit poisons the store until a restart: the server says so, so a load
+    // balancer stops sending clients here.
+    assert!(
+        readyz.starts_with("HTTP/1.1 503"),
+        "/readyz must report a server whose storage refuses writes: {readyz}"
+    );
 
     // Space returns.
     std::fs::remove_file(&filler).unwrap();
