@@ -1,8 +1,9 @@
 //! The app-facing handle and event stream.
 
 use tern_protocol::{
-    ChatId, ChatInfo, ChatsPage, DeviceId, DeviceInfo, DevicesPage, ErrorCode, Message,
-    MessageBody, Pts, Receipt, Request, Response, Sent, Seq, SessionInfo, Tokens, UserId,
+    ChatFeatures, ChatId, ChatInfo, ChatsPage, DeviceId, DeviceInfo, DevicesPage, ErrorCode,
+    GroupInfo, GroupSettings, Message, MessageBody, MessageReceipts, Pts, Receipt, Request,
+    Response, RichText, Sent, Seq, SessionInfo, Tokens, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -13,8 +14,10 @@ use crate::state::SyncState;
 
 /// Something the app should know about.
 ///
-/// `Message`, `Receipt` and `ChatJoined` are the user's updates: each is emitted once, in pts
-/// order, only when its pts is the cursor's next. So an app that started from cursor `c` has seen
+/// `Message`, `Receipt`, `ChatJoined`, `ChatLeft` and `HiddenForMe` are the user's updates: each
+/// is emitted once, in pts order, only when its pts is the cursor's next. Every kind of message
+/// body arrives as `Message`: group changes (`MessageBody::System`), replies, reactions, edits
+/// and deletes for everyone are messages with their own seq, to apply in seq order. So an app that started from cursor `c` has seen
 /// every update up to `c + n` after `n` of these events, and can persist exactly that cursor
 /// (rather than [`Snapshot::sync`], which may already be ahead of the events it has not read yet).
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +135,8 @@ pub struct Snapshot {
     pub outbox_len: usize,
     /// Whether a connection is up.
     pub connected: bool,
+    /// The message-feature limits of the last `Welcome` (`None` before the first connection).
+    pub features: Option<ChatFeatures>,
 }
 
 /// A handle to the client. Cheap to clone; all clones talk to the same driver.
@@ -239,13 +244,16 @@ impl Client {
             .await
     }
 
-    /// Sends with an explicit idempotency key (apps that persist their outbox use this).
+    /// Sends with an explicit idempotency key (apps that persist their outbox use this). Any
+    /// body a client may write: text, rich text, reaction, edit, delete for everyone. A body the
+    /// server is bound to refuse fails at once with [`Error::Rejected`].
     pub async fn send(
         &self,
         chat_id: ChatId,
         body: MessageBody,
         client_msg_id: u64,
     ) -> Result<Sent, Error> {
+        crate::body::check(&body)?;
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Send {
@@ -256,6 +264,174 @@ impl Client {
             })
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+
+    /// Replies to message `to_seq` of the chat (through the outbox, like [`Client::send_text`]).
+    pub async fn reply(
+        &self,
+        chat_id: ChatId,
+        to_seq: Seq,
+        text: impl Into<String>,
+    ) -> Result<Sent, Error> {
+        let body = crate::body::reply(to_seq, text.into());
+        self.send(chat_id, body, rand::random()).await
+    }
+
+    /// Sends text with a reply reference and/or mentions (through the outbox).
+    pub async fn send_rich(&self, chat_id: ChatId, rich: RichText) -> Result<Sent, Error> {
+        self.send(chat_id, MessageBody::Rich(rich), rand::random())
+            .await
+    }
+
+    /// Reacts to message `target` with `emoji`, replacing this user's earlier reaction to it;
+    /// `None` removes it (through the outbox).
+    pub async fn react(
+        &self,
+        chat_id: ChatId,
+        target: Seq,
+        emoji: Option<String>,
+    ) -> Result<Sent, Error> {
+        let body = MessageBody::Reaction { target, emoji };
+        self.send(chat_id, body, rand::random()).await
+    }
+
+    /// Replaces the text of this user's message `target` (within the server's edit window, see
+    /// [`Client::features`]; through the outbox).
+    pub async fn edit(
+        &self,
+        chat_id: ChatId,
+        target: Seq,
+        text: impl Into<String>,
+    ) -> Result<Sent, Error> {
+        let body = MessageBody::Edit {
+            target,
+            text: text.into(),
+        };
+        self.send(chat_id, body, rand::random()).await
+    }
+
+    /// Deletes message `target` for everyone: the sender within the delete window, a group
+    /// admin any message at any time (through the outbox).
+    pub async fn delete_for_everyone(&self, chat_id: ChatId, target: Seq) -> Result<Sent, Error> {
+        self.send(chat_id, MessageBody::Delete { target }, rand::random())
+            .await
+    }
+
+    /// Hides messages on this user's devices only; every device gets
+    /// [`ClientEvent::HiddenForMe`].
+    pub async fn delete_for_me(&self, chat_id: ChatId, seqs: Vec<Seq>) -> Result<(), Error> {
+        match self.request(Request::DeleteForMe { chat_id, seqs }).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Who message `seq` (sent by this user) was delivered to and read by, with times.
+    pub async fn message_receipts(
+        &self,
+        chat_id: ChatId,
+        seq: Seq,
+    ) -> Result<MessageReceipts, Error> {
+        match self
+            .request(Request::GetMessageReceipts { chat_id, seq })
+            .await?
+        {
+            Response::MessageReceipts(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Creates a group with `members` (besides this user, who becomes its admin).
+    pub async fn create_group(
+        &self,
+        title: impl Into<String>,
+        members: Vec<UserId>,
+    ) -> Result<ChatInfo, Error> {
+        let title = title.into();
+        match self
+            .request(Request::CreateGroup { title, members })
+            .await?
+        {
+            Response::Chat(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Adds members to a group; answers the system message that says so.
+    pub async fn add_members(&self, chat_id: ChatId, members: Vec<UserId>) -> Result<Sent, Error> {
+        sent(
+            self.request(Request::AddMembers { chat_id, members })
+                .await?,
+        )
+    }
+
+    /// Removes a member from a group (admins only).
+    pub async fn remove_member(&self, chat_id: ChatId, user_id: UserId) -> Result<Sent, Error> {
+        sent(
+            self.request(Request::RemoveMember { chat_id, user_id })
+                .await?,
+        )
+    }
+
+    /// Leaves a group; this user's devices get [`ClientEvent::ChatLeft`].
+    pub async fn leave_group(&self, chat_id: ChatId) -> Result<Sent, Error> {
+        sent(self.request(Request::LeaveGroup { chat_id }).await?)
+    }
+
+    /// Makes a member an admin (`admin`) or takes admin rights away (admins only).
+    pub async fn set_admin(
+        &self,
+        chat_id: ChatId,
+        user_id: UserId,
+        admin: bool,
+    ) -> Result<Sent, Error> {
+        let body = Request::SetAdmin {
+            chat_id,
+            user_id,
+            admin,
+        };
+        sent(self.request(body).await?)
+    }
+
+    /// Changes a group's title and/or description (`None`: unchanged).
+    pub async fn edit_group_info(
+        &self,
+        chat_id: ChatId,
+        title: Option<String>,
+        description: Option<String>,
+    ) -> Result<Sent, Error> {
+        let body = Request::EditGroupInfo {
+            chat_id,
+            title,
+            description,
+        };
+        sent(self.request(body).await?)
+    }
+
+    /// Replaces a group's settings (admins only).
+    pub async fn set_group_settings(
+        &self,
+        chat_id: ChatId,
+        settings: GroupSettings,
+    ) -> Result<Sent, Error> {
+        sent(
+            self.request(Request::SetGroupSettings { chat_id, settings })
+                .await?,
+        )
+    }
+
+    /// A group's title, description, settings and members.
+    pub async fn group_info(&self, chat_id: ChatId) -> Result<GroupInfo, Error> {
+        match self.request(Request::GetGroupInfo { chat_id }).await? {
+            Response::GroupInfo(g) => Ok(g),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The server's message-feature limits (edit and delete windows, group size) from its last
+    /// `Welcome`; `None` before the first connection.
+    pub async fn features(&self) -> Result<Option<ChatFeatures>, Error> {
+        Ok(self.snapshot().await?.features)
     }
 
     /// Marks the chat read up to `upto`.
@@ -361,6 +537,13 @@ const LIST_PAGE: u32 = 256;
 
 fn closed() -> Error {
     Error::Closed("the client has stopped".into())
+}
+
+fn sent(r: Response) -> Result<Sent, Error> {
+    match r {
+        Response::Sent(s) => Ok(s),
+        other => Err(unexpected(&other)),
+    }
 }
 
 fn unexpected(r: &Response) -> Error {

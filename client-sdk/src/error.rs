@@ -25,13 +25,17 @@ pub enum Error {
     /// The server sent something this client does not understand.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// Refused before sending: the server would refuse this with the same code (a message
+    /// body of a kind only the server writes, over a protocol limit, an empty edit, seq 0).
+    #[error("refused before sending: {0}")]
+    Rejected(ErrorBody),
 }
 
 impl Error {
-    /// The server's error code, if the server refused.
+    /// The error code, if the server refused (or the client did, on the server's behalf).
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Error::Server(b) => Some(b.code),
+            Error::Server(b) | Error::Rejected(b) => Some(b.code),
             _ => None,
         }
     }

@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod body;
 mod client;
 mod config;
 mod driver;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tern_protocol::{ChatId, Pts, Seq, SyncCursor, Update, UpdateKind};
+use tern_protocol::{ChatId, Message, Pts, Seq, SyncCursor, Update, UpdateKind};
 
 /// What to do with an incoming update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +128,35 @@ impl HoleGuard {
     }
 }
 
+/// The delivery acks a batch of updates calls for: per chat, the highest seq of a message from
+/// someone else (every body kind alike: text, system, reaction, edit, delete). A user's own
+/// messages are never acked (the server counts the sender as having them), and a chat the user
+/// just left is not acked at all: the server answers a removed member's ack with `NotFound`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AckBatch {
+    upto: HashMap<ChatId, Seq>,
+}
+
+impl AckBatch {
+    /// Notes an applied message; `own` when this user sent it.
+    pub(crate) fn on_message(&mut self, message: &Message, own: bool) {
+        if !own {
+            let e = self.upto.entry(message.chat_id).or_insert(0);
+            *e = (*e).max(message.seq);
+        }
+    }
+
+    /// The user's membership of `chat_id` ended.
+    pub(crate) fn on_left(&mut self, chat_id: ChatId) {
+        self.upto.remove(&chat_id);
+    }
+
+    /// The acks to send now, emptying the batch.
+    pub(crate) fn take(&mut self) -> HashMap<ChatId, Seq> {
+        std::mem::take(&mut self.upto)
+    }
+}
+
 /// How long a send refused with a retryable code waits before it is tried again: 250 ms
 /// doubling per refusal in a row up to 30 s, with ×[0.5, 1.5) jitter, so a rate-limited outbox
 /// backs off instead of hammering the server every tick.
@@ -236,6 +265,98 @@ mod tests {
                 .iter()
                 .all(|s| *s == PageStep::Retry)
         );
+    }
+
+    fn in_chat(chat: u64, seq: u64, sender: u64, body: MessageBody) -> Message {
+        Message {
+            chat_id: ChatId(chat),
+            seq,
+            msg_id: MessageId(seq),
+            sender: UserId(sender),
+            sender_device: DeviceId(1),
+            client_msg_id: seq,
+            ts_ms: 0,
+            body,
+        }
+    }
+
+    #[test]
+    fn every_kind_from_others_is_acked_own_messages_and_left_chats_are_not() {
+        use tern_protocol::{GroupChange, SystemEvent};
+        let me = 1;
+        let mut acks = AckBatch::default();
+        let system = MessageBody::System(SystemEvent {
+            actor: UserId(2),
+            change: GroupChange::MembersAdded(vec![UserId(me)]),
+        });
+        let bodies = [
+            (1, 2, system),
+            (2, 2, MessageBody::Text("hi".into())),
+            (
+                3,
+                3,
+                MessageBody::Reaction {
+                    target: 2,
+                    emoji: Some("👍".into()),
+                },
+            ),
+            (
+                4,
+                2,
+                MessageBody::Edit {
+                    target: 2,
+                    text: "hey".into(),
+                },
+            ),
+            (5, 2, MessageBody::Delete { target: 2 }),
+            (6, me, MessageBody::Text("mine".into())),
+        ];
+        let mut state = SyncState::default();
+        for (i, (seq, sender, body)) in bodies.into_iter().enumerate() {
+            let m = in_chat(7, seq, sender, body);
+            let update = Update {
+                pts: i as u64 + 1,
+                kind: UpdateKind::Message(m.clone()),
+            };
+            assert_eq!(state.apply(&update), Verdict::Apply);
+            acks.on_message(&m, sender == me);
+        }
+        assert_eq!(
+            state.chats.get(&ChatId(7)),
+            Some(&6),
+            "every kind moves the chat's seq"
+        );
+        // Another chat: only own messages, nothing to ack; a left one: dropped.
+        acks.on_message(&in_chat(8, 1, me, MessageBody::Text("x".into())), true);
+        acks.on_message(&in_chat(9, 4, 2, MessageBody::Text("x".into())), false);
+        acks.on_left(ChatId(9));
+        let taken = acks.take();
+        assert_eq!(
+            taken,
+            HashMap::from([(ChatId(7), 5)]),
+            "up to the last from others"
+        );
+        assert!(acks.take().is_empty(), "taken once");
+        // Leaving and hiding move the cursor like any update.
+        for (pts, kind) in [
+            (
+                7,
+                UpdateKind::HiddenForMe {
+                    chat_id: ChatId(7),
+                    seqs: vec![2],
+                },
+            ),
+            (
+                8,
+                UpdateKind::ChatLeft {
+                    chat_id: ChatId(7),
+                    at_seq: 6,
+                },
+            ),
+        ] {
+            assert_eq!(state.apply(&Update { pts, kind }), Verdict::Apply);
+        }
+        assert_eq!(state.cursor.pts, 8);
     }
 
     #[test]

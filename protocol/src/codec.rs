@@ -5,7 +5,7 @@
 //! a peer cannot make the decoder allocate more than one maximum frame plus one read chunk.
 
 use crate::error::ErrorCode;
-use crate::event::Update;
+use crate::event::{Update, UpdateKind};
 use crate::frame::Frame;
 use crate::limits::MAX_FRAME_LEN;
 
@@ -85,6 +85,46 @@ pub fn encode_update_event(update: &Update) -> Result<Vec<u8>, CodecError> {
     out.extend_from_slice(&PREFIX);
     out.extend_from_slice(&body);
     Ok(out)
+}
+
+/// The encoded `kind` of an update, to frame it for many recipients with
+/// [`encode_update_event_parts`]: a group message goes to every member with the same kind and
+/// only the recipient's `pts` differs, so it is encoded once.
+pub fn encode_update_kind(kind: &UpdateKind) -> Result<Vec<u8>, CodecError> {
+    postcard::to_stdvec(kind).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// `Frame::Event(Event::Update(Update { pts, kind }))` from `kind` already encoded by
+/// [`encode_update_kind`]; byte-for-byte equal to [`encode_update_event`] (postcard writes a
+/// struct as its fields in order and a `u64` as a LEB128 varint).
+pub fn encode_update_event_parts(pts: u64, kind: &[u8]) -> Result<Vec<u8>, CodecError> {
+    const PREFIX: [u8; 2] = [4, 0];
+    let mut pts_bytes = [0u8; 10];
+    let pts_len = put_varint_u64(pts, &mut pts_bytes);
+    let len = PREFIX.len() + pts_len + kind.len();
+    if len > MAX_FRAME_LEN as usize {
+        return Err(CodecError::TooLarge {
+            len: len as u64,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let mut out = Vec::with_capacity(len + MAX_LEN_PREFIX);
+    put_varint(len as u32, &mut out);
+    out.extend_from_slice(&PREFIX);
+    out.extend_from_slice(&pts_bytes[..pts_len]);
+    out.extend_from_slice(kind);
+    Ok(out)
+}
+
+fn put_varint_u64(mut n: u64, out: &mut [u8; 10]) -> usize {
+    let mut i = 0;
+    while n >= 0x80 {
+        out[i] = (n as u8) | 0x80;
+        n >>= 7;
+        i += 1;
+    }
+    out[i] = n as u8;
+    i + 1
 }
 
 /// Decodes a frame payload (without its length prefix) and checks field limits.
@@ -213,9 +253,20 @@ mod tests {
                 }),
             },
         ];
-        for u in updates {
+        for mut u in updates {
             let full = encode_to_vec(&Frame::Event(Event::Update(u.clone()))).unwrap();
             assert_eq!(encode_update_event(&u).unwrap(), full);
+            let kind = encode_update_kind(&u.kind).unwrap();
+            assert_eq!(encode_update_event_parts(u.pts, &kind).unwrap(), full);
+            for pts in [0, 127, 128, 16_384, u64::MAX] {
+                u.pts = pts;
+                let full = encode_to_vec(&Frame::Event(Event::Update(u.clone()))).unwrap();
+                assert_eq!(
+                    encode_update_event_parts(pts, &kind).unwrap(),
+                    full,
+                    "pts {pts}"
+                );
+            }
         }
     }
 }

@@ -52,9 +52,10 @@ enum State {
     AwaitingHello {
         deadline: Instant,
     },
-    /// `Hello` seen, not authenticated: closed at `deadline`.
+    /// `Hello` seen, not authenticated: closed at `deadline`. `None` when the auth timeout is
+    /// too large to add to an `Instant` (the server's config does not bound it): no deadline.
     Anonymous {
-        deadline: Instant,
+        deadline: Option<Instant>,
     },
     Authenticated {
         session: SessionInfo,
@@ -87,7 +88,8 @@ impl ServerSession {
     /// When the shell must call [`ServerSession::handle_timeout`], if at all.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::AwaitingHello { deadline } | State::Anonymous { deadline } => Some(deadline),
+            State::AwaitingHello { deadline } => Some(deadline),
+            State::Anonymous { deadline } => deadline,
             State::Authenticated { .. } => None,
         }
     }
@@ -99,7 +101,9 @@ impl ServerSession {
                 ErrorCode::HandshakeRequired,
                 "no Hello within the handshake timeout",
             ))),
-            State::Anonymous { deadline } if now >= deadline => Err(Violation(ErrorBody::new(
+            State::Anonymous {
+                deadline: Some(deadline),
+            } if now >= deadline => Err(Violation(ErrorBody::new(
                 ErrorCode::Unauthenticated,
                 "not authenticated within the login deadline; reconnect to continue",
             ))),
@@ -121,7 +125,7 @@ impl ServerSession {
                     )));
                 }
                 self.state = State::Anonymous {
-                    deadline: now + self.auth_timeout,
+                    deadline: now.checked_add(self.auth_timeout),
                 };
                 Ok(SessionInput::Hello(hello))
             }

@@ -99,6 +99,13 @@ struct Cli {
     /// How long delivered receipts are held to coalesce ack steps, ms (0: publish each) [default: 1000].
     #[arg(long, env = "TERN_RECEIPT_DELAY_MS")]
     receipt_delay_ms: Option<u64>,
+    /// How long a sender may edit a message, seconds; announced in `Welcome` [default: 900].
+    #[arg(long, env = "TERN_CHAT_EDIT_WINDOW_S")]
+    chat_edit_window_s: Option<u32>,
+    /// How long a sender may delete a message for everyone, seconds (group admins: always);
+    /// announced in `Welcome` [default: 172800].
+    #[arg(long, env = "TERN_CHAT_DELETE_WINDOW_S")]
+    chat_delete_window_s: Option<u32>,
     /// Log as JSON lines.
     #[arg(long, env = "TERN_LOG_JSON")]
     log_json: bool,
@@ -201,6 +208,12 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.receipt_delay_ms {
         c.chat.receipt_delay_ms = v;
+    }
+    if let Some(v) = cli.chat_edit_window_s {
+        c.chat.edit_window_s = v;
+    }
+    if let Some(v) = cli.chat_delete_window_s {
+        c.chat.delete_window_s = v;
     }
     Ok(c)
 }

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tern_protocol::{DeviceId, ErrorCode, Update, UserId, codec};
+use tern_protocol::{ChatId, DeviceId, ErrorCode, Seq, Update, UpdateKind, UserId, codec};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
@@ -321,11 +321,34 @@ impl Router {
 impl UpdateSink for Router {
     fn committed(&self, updates: &[(UserId, Update)]) {
         let now = Instant::now();
+        // A message reaches each member with its own pts but the same body: encode the body
+        // once per message (consecutive updates of one commit), not once per member.
+        let mut shared: Option<(ChatId, Seq, Vec<u8>)> = None;
         for (user, update) in updates {
             if !self.directory.contains_key(user) {
                 continue;
             }
-            match codec::encode_update_event(update) {
+            let encoded = match &update.kind {
+                UpdateKind::Message(m) => {
+                    let fresh =
+                        !matches!(&shared, Some((c, s, _)) if *c == m.chat_id && *s == m.seq);
+                    if fresh {
+                        match codec::encode_update_kind(&update.kind) {
+                            Ok(kind) => shared = Some((m.chat_id, m.seq, kind)),
+                            Err(e) => {
+                                tracing::error!(error = %e, "an update did not encode; the device will sync it");
+                                continue;
+                            }
+                        }
+                    }
+                    match &shared {
+                        Some((_, _, kind)) => codec::encode_update_event_parts(update.pts, kind),
+                        None => codec::encode_update_event(update),
+                    }
+                }
+                _ => codec::encode_update_event(update),
+            };
+            match encoded {
                 Ok(bytes) => self.post(*user, &Bytes::from(bytes), now),
                 Err(e) => {
                     tracing::error!(error = %e, "an update did not encode; the device will sync it")

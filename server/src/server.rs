@@ -147,10 +147,14 @@ impl RunningServer {
             metrics.clone(),
         );
         let router = Arc::new(router);
+        let ready = Arc::new(AtomicBool::new(true));
         let storage: Arc<dyn Storage> = Arc::new(FjallStorage::open(
             &config.data_dir.join("db"),
             router.clone(),
-            Some(Arc::new(metrics.clone())),
+            Some(Arc::new(StorageHealth {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+            })),
         )?);
         let keys = ServerKeys::load(&config.data_dir)?;
         let issuer = TokenIssuer::new(
@@ -249,7 +253,6 @@ impl RunningServer {
             shard_threads.push(handle);
         }
 
-        let ready = Arc::new(AtomicBool::new(true));
         let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
         let admin_addr = listener.local_addr()?;
         let app = admin::routes(AdminState {
@@ -303,5 +306,26 @@ impl RunningServer {
             tracing::error!(error = %e, "flushing storage at shutdown failed");
         }
         self.admin_task.abort();
+    }
+}
+
+/// Watches storage commits: counts them, and turns `/readyz` to 503 after a failed one. fjall
+/// treats a failed journal persist (a full disk) as fatal and refuses every later write until the
+/// process restarts, so a load balancer should stop sending clients here and a supervisor should
+/// restart it once the cause is fixed; everything acknowledged before is intact.
+struct StorageHealth {
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+}
+
+impl crate::storage::fjall::CommitObserver for StorageHealth {
+    fn commit(&self, jobs: usize, elapsed: Duration, ok: bool) {
+        self.metrics.commit(jobs, elapsed, ok);
+        if !ok && self.ready.swap(false, Ordering::Relaxed) {
+            tracing::error!(
+                "a storage commit failed: writes are refused until this server restarts; \
+                 /readyz now answers 503"
+            );
+        }
     }
 }

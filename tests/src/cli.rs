@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -11,9 +12,26 @@ use tokio::process::{Child, Command};
 use crate::TestServer;
 use crate::child::ensure_built;
 
-/// The `tern` binary, built first if missing.
+/// The `tern` binary, brought up to date once per test process: `cargo test -p tern-tests`
+/// does not build other packages' binaries, so a `tern` left from before a change to the CLI
+/// or the SDK would be tested without it.
 pub fn cli_binary() -> PathBuf {
-    ensure_built("tern", "tern-cli")
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let path = crate::workspace_binary("tern");
+            let release = path.parent().is_some_and(|d| d.ends_with("release"));
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = std::process::Command::new(cargo);
+            build.args(["build", "--quiet", "-p", "tern-cli", "--bin", "tern"]);
+            if release {
+                build.arg("--release");
+            }
+            // Offline or without cargo the existing binary is used (and built if missing).
+            let _ = build.status();
+            ensure_built("tern", "tern-cli")
+        })
+        .clone()
 }
 
 /// What one invocation did.

@@ -6,8 +6,11 @@
 
 pub mod child;
 pub mod cli;
+pub mod group_history;
 pub mod history;
+pub mod load;
 pub mod raw;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -202,6 +202,7 @@ async fn json_output_has_the_documented_fields() {
         "own",
         "text",
         "ts_ms",
+        "kind",
     ];
     assert_fields(&history.json_lines()[0], &message_fields);
 
@@ -576,4 +577,331 @@ async fn a_send_repeated_with_its_client_msg_id_is_stored_once() {
     assert_eq!(first, again, "the retry got the first answer");
     let history = p.tern.run("bob", &["--json", "history", &chat]).await.ok();
     assert_eq!(texts(&history.records("message")), ["once"]);
+}
+
+/// Runs `tern --json args` as `profile`, expecting success; its JSON lines.
+async fn json_ok(tern: &Tern, profile: &str, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    tern.run(profile, &all).await.ok().json_lines()
+}
+
+/// Runs `tern --json args` as `profile`, expecting a refusal (exit 2) with `code`; the error.
+async fn json_refused(tern: &Tern, profile: &str, args: &[&str], code: &str) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let run = tern.run(profile, &all).await;
+    assert_eq!(run.code, 2, "{args:?}: {run:?}");
+    assert_eq!(run.stdout, "", "nothing on stdout");
+    let err: Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    assert_eq!(err["error"], "refused", "{err}");
+    assert_eq!(err["code"], code, "{args:?}: {err}");
+    assert_eq!(err["exit_code"], 2);
+    err
+}
+
+fn by_seq(messages: &[Value], seq: u64) -> &Value {
+    messages
+        .iter()
+        .find(|m| m["seq"] == seq)
+        .unwrap_or_else(|| panic!("no seq {seq} in {messages:?}"))
+}
+
+fn ids(v: &Value) -> BTreeSet<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_driven_end_to_end_through_the_cli() {
+    let server = TestServer::start().await;
+    let tern = Tern::new(&server);
+    let mut user = std::collections::BTreeMap::new();
+    for name in ["alice", "bob", "carol", "dave"] {
+        let login = tern.login(name, &format!("{name}@example.org")).await;
+        user.insert(name, login["user_id"].as_u64().unwrap());
+    }
+    let (alice, bob, carol) = (user["alice"], user["bob"], user["carol"]);
+    let (b, c) = (bob.to_string(), carol.to_string());
+
+    // Alice creates the group with Bob and Carol: seq 1 Created, seq 2 MembersAdded.
+    let created = json_ok(
+        &tern,
+        "alice",
+        &["group", "create", "Ops", "--member", &b, "--member", &c],
+    )
+    .await;
+    let group = &created[0];
+    assert_eq!(group["type"], "chat");
+    assert_eq!(group["kind"], "group");
+    assert_eq!(ids(&group["members"]), BTreeSet::from([alice, bob, carol]));
+    let chat = group["chat_id"].as_u64().unwrap().to_string();
+    let sent_seq = |lines: Vec<Value>| {
+        assert_eq!(lines[0]["type"], "sent", "{lines:?}");
+        lines[0]["seq"].as_u64().unwrap()
+    };
+
+    // Send, reply, react, edit, delete: each a message of its own.
+    let question = sent_seq(json_ok(&tern, "alice", &["send", &chat, "deploy at 5?"]).await);
+    assert_eq!(question, 3);
+    let q = question.to_string();
+    let reply = sent_seq(json_ok(&tern, "bob", &["reply", &chat, &q, "yes"]).await);
+    let reaction = sent_seq(json_ok(&tern, "carol", &["react", &chat, &q, "👍"]).await);
+    let edit = sent_seq(json_ok(&tern, "alice", &["edit", &chat, &q, "deploy at 6?"]).await);
+    let r = reply.to_string();
+    // An admin may delete anyone's message in a group.
+    let delete = sent_seq(json_ok(&tern, "alice", &["delete", &chat, &r]).await);
+    assert_eq!([reply, reaction, edit, delete], [4, 5, 6, 7]);
+
+    // Everyone's history: the edit shows at the target, the reply reads as deleted.
+    let history = json_ok(&tern, "carol", &["history", &chat]).await;
+    assert_eq!(seqs(&history), [1, 2, 3, 4, 5, 6, 7]);
+    let m = by_seq(&history, 1);
+    assert_eq!(
+        (&m["kind"], &m["sender"]),
+        (&"system".into(), &alice.into())
+    );
+    assert_eq!(m["system"]["change"], "created");
+    assert_eq!(m["system"]["title"], "Ops");
+    let m = by_seq(&history, 2);
+    assert_eq!(m["system"]["change"], "members_added");
+    assert_eq!(m["system"]["actor"], alice);
+    assert_eq!(ids(&m["system"]["users"]), BTreeSet::from([bob, carol]));
+    let m = by_seq(&history, 3);
+    assert_eq!(
+        (&m["kind"], &m["text"]),
+        (&"text".into(), &"deploy at 6?".into())
+    );
+    assert_eq!(by_seq(&history, 4)["kind"], "deleted");
+    let m = by_seq(&history, 5);
+    assert_eq!(
+        (&m["kind"], &m["target"], &m["emoji"]),
+        (&"reaction".into(), &3.into(), &"👍".into())
+    );
+    assert_eq!(m["own"], true, "carol reacted");
+    let m = by_seq(&history, 6);
+    assert_eq!(
+        (&m["kind"], &m["target"], &m["text"]),
+        (&"edit".into(), &3.into(), &"deploy at 6?".into())
+    );
+    let m = by_seq(&history, 7);
+    assert_eq!((&m["kind"], &m["target"]), (&"delete".into(), &4.into()));
+    // People read the same history as sentences.
+    let text = tern.run("bob", &["history", &chat]).await.ok().stdout;
+    assert!(
+        text.contains(&format!("user {alice} created the group \"Ops\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("user {carol} reacted 👍 to #3")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("user {alice} edited #3: deploy at 6?")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("user {alice} deleted #4 for everyone")),
+        "{text}"
+    );
+
+    // Group info, as any member sees it.
+    let info = json_ok(&tern, "bob", &["group", "info", &chat]).await;
+    let info = &info[0];
+    assert_fields(
+        info,
+        &[
+            "type",
+            "chat_id",
+            "title",
+            "description",
+            "settings",
+            "created_by",
+            "created_ms",
+            "members",
+            "last_seq",
+        ],
+    );
+    assert_eq!(
+        (&info["title"], &info["created_by"]),
+        (&"Ops".into(), &alice.into())
+    );
+    assert_eq!(info["settings"]["members_can_add"], false);
+    let members = info["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    for m in members {
+        assert_eq!(m["admin"], m["user_id"] == alice, "{m}");
+        assert_eq!(m["since_seq"], 1, "{m}");
+    }
+
+    // Message receipts: Bob read the question; only its sender may ask.
+    json_ok(&tern, "bob", &["read", &chat, &q]).await;
+    let receipts = json_ok(&tern, "alice", &["receipts", &chat, &q]).await;
+    let receipts = &receipts[0];
+    assert_fields(
+        receipts,
+        &["type", "chat_id", "seq", "delivered", "read", "pending"],
+    );
+    assert_eq!(receipts["type"], "message_receipts");
+    let readers: Vec<&Value> = receipts["read"].as_array().unwrap().iter().collect();
+    assert_eq!(readers.len(), 1, "{receipts}");
+    assert_eq!(readers[0]["user_id"], bob);
+    assert!(readers[0]["at_ms"].as_u64().unwrap() > 0);
+    let delivered = receipts["delivered"].as_array().unwrap();
+    assert!(delivered.iter().any(|d| d["user_id"] == bob), "{receipts}");
+    assert_eq!(
+        delivered.len() as u64 + receipts["pending"].as_u64().unwrap(),
+        2,
+        "bob and carol, the members besides the sender: {receipts}"
+    );
+    json_refused(&tern, "carol", &["receipts", &chat, &q], "Forbidden").await;
+    let text = tern
+        .run("alice", &["receipts", &chat, &q])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        text.contains(&format!("chat {chat} #3: delivered to ")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("read by user {bob} at ")), "{text}");
+    let text = tern
+        .run("alice", &["group", "info", &chat])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        text.starts_with(&format!("group chat {chat} \"Ops\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("member user {alice} (admin) since #1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("member user {bob} since #1")),
+        "{text}"
+    );
+
+    // A member who is not an admin may not remove: exit 2, Forbidden, said in words too.
+    let err = json_refused(&tern, "bob", &["group", "remove", &chat, &c], "Forbidden").await;
+    assert_eq!(err["code_number"], 21);
+    assert!(
+        err["message"].as_str().unwrap().starts_with("not allowed"),
+        "{err}"
+    );
+    let run = tern.run("bob", &["group", "remove", &chat, &c]).await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.starts_with("tern: not allowed"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("[Forbidden(21)]"), "{}", run.stderr);
+    // A user who was never a member learns nothing: the answer of a chat that does not exist.
+    let err = json_refused(&tern, "dave", &["group", "info", &chat], "NotFound").await;
+    assert!(
+        err["message"].as_str().unwrap().contains("no such chat"),
+        "{err}"
+    );
+
+    // Bob deletes the question for himself only.
+    let hidden = json_ok(&tern, "bob", &["delete", &chat, &q, "--for-me"]).await;
+    assert_eq!(hidden[0]["type"], "hidden_for_me");
+    assert_eq!(hidden[0]["seqs"], serde_json::json!([3]));
+    let bobs = json_ok(&tern, "bob", &["history", &chat]).await;
+    assert_eq!(by_seq(&bobs, 3)["kind"], "deleted");
+    let alices = json_ok(&tern, "alice", &["history", &chat]).await;
+    assert_eq!(by_seq(&alices, 3)["text"], "deploy at 6?");
+
+    // Alice removes Carol: the system message is the last thing Carol gets, then chat_left.
+    let removed = json_ok(&tern, "alice", &["group", "remove", &chat, &c]).await;
+    let removed = &removed[0];
+    assert_fields(
+        removed,
+        &["type", "chat_id", "seq", "msg_id", "ts_ms", "change"],
+    );
+    assert_eq!(
+        (&removed["type"], &removed["change"]),
+        (&"group_changed".into(), &"member_removed".into())
+    );
+    let at = removed["seq"].as_u64().unwrap();
+    assert_eq!(at, 8);
+    let count = (at + 1).to_string();
+    let tail = tern
+        .run(
+            "carol",
+            &[
+                "--json",
+                "tail",
+                "--only",
+                "message",
+                "--only",
+                "chat_left",
+                "--count",
+                &count,
+                "--timeout",
+                "60s",
+            ],
+        )
+        .await
+        .ok();
+    let events = tail.json_lines();
+    let last = &events[events.len() - 2];
+    assert_eq!(
+        (&last["seq"], &last["kind"]),
+        (&at.into(), &"system".into())
+    );
+    assert_eq!(last["system"]["change"], "member_removed");
+    assert_eq!(last["system"]["user"], carol);
+    let left = events.last().unwrap();
+    assert_fields(left, &["type", "chat_id", "at_seq", "pts"]);
+    assert_eq!(
+        (&left["type"], &left["at_seq"]),
+        (&"chat_left".into(), &at.into())
+    );
+    // From then on Carol gets what a stranger gets.
+    json_refused(&tern, "carol", &["group", "info", &chat], "NotFound").await;
+    json_refused(&tern, "carol", &["send", &chat, "still here?"], "NotFound").await;
+
+    // Title and settings; a group command on a direct chat is refused as not a group.
+    let edited = json_ok(
+        &tern,
+        "alice",
+        &["group", "edit", &chat, "--title", "Ops 2"],
+    )
+    .await;
+    assert_eq!(edited[0]["change"], "info_changed");
+    let set = json_ok(
+        &tern,
+        "alice",
+        &["group", "settings", &chat, "--members-can-add", "true"],
+    )
+    .await;
+    assert_eq!(set[0]["change"], "settings_changed");
+    let info = json_ok(&tern, "bob", &["group", "info", &chat]).await;
+    assert_eq!(info[0]["title"], "Ops 2");
+    assert_eq!(info[0]["settings"]["members_can_add"], true);
+    assert_eq!(info[0]["settings"]["members_can_edit_info"], true, "kept");
+    let direct = json_ok(&tern, "alice", &["open", &b]).await;
+    let direct = direct[0]["chat_id"].as_u64().unwrap().to_string();
+    let err = json_refused(
+        &tern,
+        "alice",
+        &["group", "info", &direct],
+        "InvalidArgument",
+    )
+    .await;
+    assert!(
+        err["message"].as_str().unwrap().contains("not a group"),
+        "{err}"
+    );
+    // Arguments the CLI can judge itself are usage errors (exit 1) before connecting.
+    let run = tern.run("alice", &["group", "create", "  "]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    let run = tern.run("alice", &["edit", &chat, &q, ""]).await;
+    assert_eq!(run.code, 1, "{run:?}");
 }

@@ -97,11 +97,26 @@ pub enum Command {
         /// Highest seq read.
         seq: u64,
     },
-    /// Print every member's delivered and read watermarks.
+    /// Print every member's delivered and read watermarks; with SEQ, who that message (sent
+    /// by this user) was delivered to and read by, and when.
     Receipts {
         /// The chat id.
         chat: u64,
+        /// A message of this user's.
+        seq: Option<u64>,
     },
+    /// Reply to a message; the text comes from stdin when TEXT is absent or `-`.
+    Reply(ReplyArgs),
+    /// React to a message with an emoji (one per user per message: a new one replaces it).
+    React(ReactArgs),
+    /// Replace the text of one of this user's messages (within the server's edit window).
+    Edit(EditArgs),
+    /// Delete messages for everyone (own ones within the delete window; group admins: any), or
+    /// with --for-me only on this user's devices.
+    Delete(DeleteArgs),
+    /// Groups: create one, change its members, admins, title and settings, or show it.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Stay connected and print every event: first what was missed, then live.
     Tail(TailArgs),
 }
@@ -132,6 +147,152 @@ pub struct SendArgs {
     /// Idempotency key: repeating a send with the same key (from this profile) stores it once.
     #[arg(long, value_name = "N")]
     pub client_msg_id: Option<u64>,
+}
+
+/// The idempotency key of a message command, as `send` has it.
+#[derive(Debug, Args)]
+pub struct MsgIdArg {
+    /// Idempotency key: repeating the command with the same key (from this profile) stores the
+    /// message once.
+    #[arg(long, value_name = "N")]
+    pub client_msg_id: Option<u64>,
+}
+
+/// `tern reply`.
+#[derive(Debug, Args)]
+pub struct ReplyArgs {
+    /// The chat id.
+    pub chat: u64,
+    /// The message replied to.
+    pub seq: u64,
+    /// The text; absent or `-` reads stdin.
+    pub text: Option<String>,
+    /// Mention this member (repeatable).
+    #[arg(long = "mention", value_name = "USER")]
+    pub mentions: Vec<u64>,
+    #[command(flatten)]
+    pub id: MsgIdArg,
+}
+
+/// `tern react`.
+#[derive(Debug, Args)]
+pub struct ReactArgs {
+    /// The chat id.
+    pub chat: u64,
+    /// The message reacted to.
+    pub seq: u64,
+    /// The emoji (not with --remove).
+    #[arg(required_unless_present = "remove")]
+    pub emoji: Option<String>,
+    /// Remove this user's reaction instead.
+    #[arg(long, conflicts_with = "emoji")]
+    pub remove: bool,
+    #[command(flatten)]
+    pub id: MsgIdArg,
+}
+
+/// `tern edit`.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// The chat id.
+    pub chat: u64,
+    /// The message to edit (this user's).
+    pub seq: u64,
+    /// The new text; absent or `-` reads stdin.
+    pub text: Option<String>,
+    #[command(flatten)]
+    pub id: MsgIdArg,
+}
+
+/// `tern delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The chat id.
+    pub chat: u64,
+    /// The messages (for everyone: one delete message each, in this order).
+    #[arg(required = true, num_args = 1..)]
+    pub seqs: Vec<u64>,
+    /// Hide them on this user's devices only; the other members keep them.
+    #[arg(long)]
+    pub for_me: bool,
+    /// Idempotency key of the (single) delete for everyone.
+    #[arg(long, value_name = "N", conflicts_with = "for_me")]
+    pub client_msg_id: Option<u64>,
+}
+
+/// `tern group ...`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group; this user becomes its admin.
+    Create {
+        /// The title.
+        title: String,
+        /// A member to add besides this user (repeatable).
+        #[arg(long = "member", value_name = "USER")]
+        members: Vec<u64>,
+    },
+    /// Add members (admins; everyone when the group's settings allow it).
+    Add {
+        /// The group's chat id.
+        chat: u64,
+        /// The users to add.
+        #[arg(required = true, num_args = 1..)]
+        users: Vec<u64>,
+    },
+    /// Remove a member (admins only).
+    Remove {
+        /// The group's chat id.
+        chat: u64,
+        /// The member.
+        user: u64,
+    },
+    /// Leave the group.
+    Leave {
+        /// The group's chat id.
+        chat: u64,
+    },
+    /// Make a member an admin, or with --demote take admin rights away (admins only).
+    Admin {
+        /// The group's chat id.
+        chat: u64,
+        /// The member.
+        user: u64,
+        /// Take admin rights away instead.
+        #[arg(long)]
+        demote: bool,
+    },
+    /// Show the title, description, settings and members.
+    Info {
+        /// The group's chat id.
+        chat: u64,
+    },
+    /// Change the title and/or the description.
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)))]
+    Edit {
+        /// The group's chat id.
+        chat: u64,
+        /// The new title.
+        #[arg(long, group = "change")]
+        title: Option<String>,
+        /// The new description (`""` clears it).
+        #[arg(long, group = "change")]
+        description: Option<String>,
+    },
+    /// Change settings (admins only); settings not given stay as they are.
+    #[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)))]
+    Settings {
+        /// The group's chat id.
+        chat: u64,
+        /// Whether members who are not admins may add members.
+        #[arg(long, group = "setting", value_name = "BOOL", action = clap::ArgAction::Set)]
+        members_can_add: Option<bool>,
+        /// Whether members who are not admins may change title and description.
+        #[arg(long, group = "setting", value_name = "BOOL", action = clap::ArgAction::Set)]
+        members_can_edit_info: Option<bool>,
+        /// Whether only admins may send.
+        #[arg(long, group = "setting", value_name = "BOOL", action = clap::ArgAction::Set)]
+        announcement_only: Option<bool>,
+    },
 }
 
 /// `tern history`.
@@ -171,4 +332,8 @@ pub enum EventKind {
     Receipt,
     /// This user joined a chat.
     ChatJoined,
+    /// This user's membership of a group ended.
+    ChatLeft,
+    /// This user hid messages for themself.
+    HiddenForMe,
 }

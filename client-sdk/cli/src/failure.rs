@@ -196,6 +196,8 @@ impl From<SdkError> for Failure {
                 hint: "try again; if it persists, run `tern login IDENTIFIER` again".into(),
             },
             SdkError::Config(m) => Failure::Usage(m),
+            // Caught before sending: the arguments, not the server, are at fault.
+            SdkError::Rejected(body) => Failure::Usage(body.message),
             other => Failure::Local(other.to_string()),
         }
     }
@@ -237,5 +239,9 @@ mod tests {
             Failure::from(SdkError::Config("bad".into())).exit_code(),
             EXIT_USAGE
         );
+        let rejected = ErrorBody::new(ErrorCode::InvalidArgument, "an edit needs a text");
+        let f = Failure::from(SdkError::Rejected(rejected));
+        assert_eq!(f.exit_code(), EXIT_USAGE);
+        assert_eq!(f.to_string(), "an edit needs a text");
     }
 }

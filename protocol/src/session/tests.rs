@@ -146,3 +146,25 @@ fn anonymous_sessions_must_authenticate_in_time() {
     );
     assert!(s.handle_timeout(t1 + auth * 10).is_ok());
 }
+
+/// Found by the `session` fuzz target: an auth timeout too large to add to an `Instant` (the
+/// server takes it from `auth_timeout_s` in its config, which has no upper bound) panicked with
+/// "overflow when adding duration to instant" on the first `Hello` of every connection. Such a
+/// timeout now means no auth deadline.
+#[test]
+fn an_auth_timeout_past_the_end_of_time_is_no_deadline() {
+    let start = Instant::now();
+    for timeout in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        let mut s = ServerSession::with_auth_timeout(start, timeout);
+        assert!(matches!(
+            s.handle_frame(hello(PROTOCOL_VERSION), start),
+            Ok(SessionInput::Hello(_))
+        ));
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(
+            s.handle_timeout(start + Duration::from_secs(1 << 40)),
+            Ok(())
+        );
+        assert_eq!(s.session(), None);
+    }
+}

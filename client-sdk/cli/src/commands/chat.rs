@@ -1,4 +1,5 @@
 //! The chat verbs: `chats`, `open`, `send`, `history`, `read`, `receipts`.
+//! (Replies, reactions, edits and deletes are in `message`, groups in `group`.)
 
 use std::io::Read;
 
@@ -40,7 +41,7 @@ pub async fn open(ctx: &mut Ctx, user: u64) -> Result<(), Failure> {
 
 /// The text to send: the argument, or all of stdin (one trailing newline dropped, as `echo`
 /// adds one).
-fn text_to_send(arg: Option<String>) -> Result<String, Failure> {
+pub(super) fn text_to_send(arg: Option<String>) -> Result<String, Failure> {
     let text = match arg {
         Some(t) if t != "-" => t,
         _ => {
@@ -57,28 +58,42 @@ fn text_to_send(arg: Option<String>) -> Result<String, Failure> {
             "nothing to send: give TEXT or pipe it to stdin".into(),
         ));
     }
-    if text.len() > MAX_TEXT_LEN {
+    check_len("the text", &text, "a message", MAX_TEXT_LEN)?;
+    Ok(text)
+}
+
+/// A usage error when `value` (`what`) is longer than `max` bytes, which `holder` holds.
+pub(super) fn check_len(what: &str, value: &str, holder: &str, max: usize) -> Result<(), Failure> {
+    if value.len() > max {
         return Err(Failure::Usage(format!(
-            "the text has {} bytes; a message holds at most {MAX_TEXT_LEN}",
-            text.len()
+            "{what} has {} bytes; {holder} holds at most {max}",
+            value.len()
         )));
     }
-    Ok(text)
+    Ok(())
 }
 
 /// `tern send CHAT [TEXT]`.
 pub async fn send(ctx: &mut Ctx, args: SendArgs) -> Result<(), Failure> {
     // Read the text before connecting: a failing pipe should not cost a connection.
     let text = text_to_send(args.text)?;
+    send_body(ctx, args.chat, MessageBody::Text(text), args.client_msg_id).await
+}
+
+/// Sends any message body through the SDK's outbox and prints `sent`.
+pub(super) async fn send_body(
+    ctx: &mut Ctx,
+    chat: u64,
+    body: MessageBody,
+    client_msg_id: Option<u64>,
+) -> Result<(), Failure> {
     let (conn, _) = ctx.connect().await?;
-    let chat = ChatId(args.chat);
-    let client_msg_id = args.client_msg_id.unwrap_or_else(rand::random);
+    let client_msg_id = client_msg_id.unwrap_or_else(rand::random);
     let result = conn
         .call(
             "sending (it may or may not have been stored; repeat with the same --client-msg-id \
              to be sure it is stored once)",
-            conn.client
-                .send(chat, MessageBody::Text(text), client_msg_id),
+            conn.client.send(ChatId(chat), body, client_msg_id),
         )
         .await;
     ctx.finish(conn).await?;
@@ -129,9 +144,19 @@ pub async fn read(ctx: &mut Ctx, chat: u64, seq: u64) -> Result<(), Failure> {
     ctx.out.print(&Record::Read { chat_id: chat, seq })
 }
 
-/// `tern receipts CHAT`.
-pub async fn receipts(ctx: &mut Ctx, chat: u64) -> Result<(), Failure> {
+/// `tern receipts CHAT [SEQ]`.
+pub async fn receipts(ctx: &mut Ctx, chat: u64, seq: Option<u64>) -> Result<(), Failure> {
     let (conn, _) = ctx.connect().await?;
+    if let Some(seq) = seq {
+        let result = conn
+            .call(
+                "reading the message's receipts",
+                conn.client.message_receipts(ChatId(chat), seq),
+            )
+            .await;
+        ctx.finish(conn).await?;
+        return ctx.out.print(&Record::message_receipts(&result?));
+    }
     let result = conn
         .call("reading receipts", conn.client.receipts(ChatId(chat)))
         .await;

@@ -7,6 +7,8 @@
 
 mod account;
 mod chat;
+mod group;
+mod message;
 mod tail;
 
 use tern_sdk::protocol::SessionInfo;
@@ -79,7 +81,12 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<(), Failure> {
         Command::Send(args) => chat::send(ctx, args).await,
         Command::History(args) => chat::history(ctx, args).await,
         Command::Read { chat, seq } => chat::read(ctx, chat, seq).await,
-        Command::Receipts { chat } => chat::receipts(ctx, chat).await,
+        Command::Receipts { chat, seq } => chat::receipts(ctx, chat, seq).await,
+        Command::Reply(args) => message::reply(ctx, args).await,
+        Command::React(args) => message::react(ctx, args).await,
+        Command::Edit(args) => message::edit(ctx, args).await,
+        Command::Delete(args) => message::delete(ctx, args).await,
+        Command::Group(command) => group::run(ctx, command).await,
         Command::Tail(args) => tail::tail(ctx, args).await,
     }
 }

@@ -48,9 +48,7 @@ async fn follow(
         let Some((update, kind)) = as_update(&ctx.profile.sync, event) else {
             continue;
         };
-        let Some(record) = record_of(&update, session) else {
-            continue;
-        };
+        let record = record_of(&update, session);
         let mut next = ctx.profile.sync.clone();
         next.cursor.pts = next.cursor.pts.max(update.pts.saturating_sub(1));
         next.apply(&update);
@@ -64,8 +62,8 @@ async fn follow(
     Ok(())
 }
 
-/// The update an event stands for. Receipts and joins carry no pts: theirs is the cursor's next,
-/// by the SDK's emission rule. A message carries its own, which wins should the two disagree.
+/// The update an event stands for. Receipts, joins, leaves and hides carry no pts: theirs is the
+/// cursor's next, by the SDK's emission rule. A message carries its own, which wins should the two disagree.
 fn as_update(sync: &SyncState, event: ClientEvent) -> Option<(Update, EventKind)> {
     let next = sync.cursor.pts + 1;
     let (pts, kind, event_kind) = match event {
@@ -74,18 +72,35 @@ fn as_update(sync: &SyncState, event: ClientEvent) -> Option<(Update, EventKind)
         }
         ClientEvent::Receipt(r) => (next, UpdateKind::Receipt(r), EventKind::Receipt),
         ClientEvent::ChatJoined(c) => (next, UpdateKind::ChatJoined(c), EventKind::ChatJoined),
+        ClientEvent::ChatLeft { chat_id, at_seq } => (
+            next,
+            UpdateKind::ChatLeft { chat_id, at_seq },
+            EventKind::ChatLeft,
+        ),
+        ClientEvent::HiddenForMe { chat_id, seqs } => (
+            next,
+            UpdateKind::HiddenForMe { chat_id, seqs },
+            EventKind::HiddenForMe,
+        ),
         _ => return None,
     };
     Some((Update { pts, kind }, event_kind))
 }
 
-fn record_of(update: &Update, session: SessionInfo) -> Option<Record> {
-    Some(match &update.kind {
+fn record_of(update: &Update, session: SessionInfo) -> Record {
+    match &update.kind {
         UpdateKind::Message(m) => Record::message(m, Some(session.user_id.0), Some(update.pts)),
         UpdateKind::Receipt(r) => Record::receipt(r, Some(update.pts)),
         UpdateKind::ChatJoined(c) => Record::chat_joined(c, update.pts),
-        _ => return None,
-    })
+        UpdateKind::ChatLeft { chat_id, at_seq } => Record::ChatLeft {
+            chat_id: chat_id.0,
+            at_seq: *at_seq,
+            pts: update.pts,
+        },
+        UpdateKind::HiddenForMe { chat_id, seqs } => {
+            Record::hidden_for_me(*chat_id, seqs, Some(update.pts))
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

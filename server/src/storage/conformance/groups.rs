@@ -113,10 +113,12 @@ pub async fn groups_record_membership_as_history(open: Opener<'_>) {
     let all = store.messages(u[0], chat, 1, 10).await.unwrap();
     assert_eq!(all.len(), 2, "creation writes two system messages");
     assert!(matches!(system(&all[0]), Some(GroupChange::Created { title }) if title == "g"));
+    let mut initial = vec![u[1], u[2]];
+    initial.sort_unstable();
     assert_eq!(
         system(&all[1]),
-        Some(&GroupChange::MembersAdded(vec![u[1], u[2]])),
-        "initial members, deduplicated, without the creator"
+        Some(&GroupChange::MembersAdded(initial)),
+        "initial members, deduplicated and sorted, without the creator"
     );
     let record = store.chat(chat).await.unwrap().unwrap();
     assert!(record.is_admin(u[0]) && !record.is_admin(u[1]));

@@ -139,7 +139,7 @@ pub(crate) fn check(txn: &Txn<'_>, record: &ChatRecord, new: &NewMessage) -> Sto
                 )));
             }
             if let Some(to) = reply_to {
-                visible_message(txn, chat, &intervals()?, *to)?;
+                content_target(txn, chat, &intervals()?, *to)?;
             }
             Ok(())
         }

@@ -96,6 +96,14 @@ impl Txn<'_> {
         self.ops.push((table, key.to_vec(), Some(value)));
     }
 
+    /// Stages a row that no job reads back within a batch (update-log rows: jobs read a user's
+    /// pts through the counters, never the rows). Skips the overlay and its undo entry, which
+    /// is most of a row's cost when a group message writes one per member; a rollback still
+    /// drops it with the staged ops.
+    pub fn put_unread(&mut self, table: Table, key: &[u8], value: Vec<u8>) {
+        self.ops.push((table, key.to_vec(), Some(value)));
+    }
+
     /// Deletes a row as part of the batch.
     pub fn remove(&mut self, table: Table, key: &[u8]) {
         let previous = self

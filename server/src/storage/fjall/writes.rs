@@ -243,7 +243,7 @@ pub(crate) fn push_update(
     kind: UpdateKind,
 ) -> StorageResult<()> {
     let pts = txn.bump(Counter::UserPts(user.0))?;
-    txn.put(Table::Updates, &key2(user.0, pts), encode(stored)?);
+    txn.put_unread(Table::Updates, &key2(user.0, pts), encode(stored)?);
     txn.updates.push((user, Update { pts, kind }));
     Ok(())
 }
@@ -347,7 +347,7 @@ pub(crate) fn point_members_at(
     })?;
     for &member in &record.members {
         let pts = txn.bump(Counter::UserPts(member.0))?;
-        txn.put(Table::Updates, &key2(member.0, pts), stored.clone());
+        txn.put_unread(Table::Updates, &key2(member.0, pts), stored.clone());
         txn.updates.push((
             member,
             Update {

@@ -1,0 +1,716 @@
+//! The authorization matrix of groups and message features (issue 9, `groups-spec.md`): every
+//! chat, group and message operation (rows) asked by every kind of actor (columns), each cell
+//! asserting the exact answer of the spec's table; and for every `NotFound` cell, that the
+//! answer is exactly what a chat id that does not exist gets (non-members learn nothing).
+//!
+//! One server, every user logged in once; cells that change a group's state get a fresh group
+//! with the same cast (admin, member, second member, removed member, member who left).
+
+#![allow(clippy::unwrap_used)]
+
+use std::fmt::Write as _;
+
+use tern_sdk::protocol::{
+    ChatId, ErrorCode, GroupSettings, MessageBody, Request, Response, RichText, Seq, UserId,
+};
+use tern_sdk::{Client, Error};
+use tern_tests::group_history::{create_group, send_body, sent};
+use tern_tests::{Device, TestServer};
+
+/// Who asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Actor {
+    /// The group's creator.
+    Admin,
+    /// A member who is not an admin.
+    Member,
+    /// A registered user who was never in any chat.
+    NonMember,
+    /// A member the admin removed.
+    Removed,
+    /// A member who left.
+    Left,
+    /// A member of another group, asking with this group's id.
+    Outsider,
+    /// A member of a direct chat, asking about it.
+    DmMember,
+    /// A member of another chat, asking about the direct chat with its id.
+    DmOutsider,
+}
+
+const ACTORS: [Actor; 8] = [
+    Actor::Admin,
+    Actor::Member,
+    Actor::NonMember,
+    Actor::Removed,
+    Actor::Left,
+    Actor::Outsider,
+    Actor::DmMember,
+    Actor::DmOutsider,
+];
+
+impl Actor {
+    fn label(self) -> &'static str {
+        match self {
+            Actor::Admin => "admin",
+            Actor::Member => "member",
+            Actor::NonMember => "non-member",
+            Actor::Removed => "removed",
+            Actor::Left => "left",
+            Actor::Outsider => "outsider",
+            Actor::DmMember => "dm member",
+            Actor::DmOutsider => "dm outsider",
+        }
+    }
+
+    fn direct(self) -> bool {
+        matches!(self, Actor::DmMember | Actor::DmOutsider)
+    }
+
+    fn member(self) -> bool {
+        matches!(self, Actor::Admin | Actor::Member | Actor::DmMember)
+    }
+}
+
+/// What is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Text,
+    Reply,
+    Reaction,
+    EditOwn,
+    EditOther,
+    EditEmptyText,
+    DeleteOwn,
+    DeleteOther,
+    DeleteForMe,
+    GetMessages,
+    Ack,
+    MarkRead,
+    GetReceipts,
+    MessageReceiptsOwn,
+    MessageReceiptsOther,
+    GetGroupInfo,
+    ListChats,
+    OpenDirectChat,
+    ReactionToSeq0,
+    SendDeletedBody,
+    // Rows below change the group: each cell gets a fresh one.
+    TextAnnouncementOnly,
+    ReactionAnnouncementOnly,
+    AddMembers,
+    AddMembersWhenMembersCanAdd,
+    RemoveMember,
+    SetAdmin,
+    DemoteOnlyAdmin,
+    EditGroupInfo,
+    EditGroupInfoWhenLocked,
+    SetGroupSettings,
+    LeaveGroup,
+}
+
+const OPS: [Op; 31] = [
+    Op::Text,
+    Op::Reply,
+    Op::Reaction,
+    Op::EditOwn,
+    Op::EditOther,
+    Op::EditEmptyText,
+    Op::DeleteOwn,
+    Op::DeleteOther,
+    Op::DeleteForMe,
+    Op::GetMessages,
+    Op::Ack,
+    Op::MarkRead,
+    Op::GetReceipts,
+    Op::MessageReceiptsOwn,
+    Op::MessageReceiptsOther,
+    Op::GetGroupInfo,
+    Op::ListChats,
+    Op::OpenDirectChat,
+    Op::ReactionToSeq0,
+    Op::SendDeletedBody,
+    Op::TextAnnouncementOnly,
+    Op::ReactionAnnouncementOnly,
+    Op::AddMembers,
+    Op::AddMembersWhenMembersCanAdd,
+    Op::RemoveMember,
+    Op::SetAdmin,
+    Op::DemoteOnlyAdmin,
+    Op::EditGroupInfo,
+    Op::EditGroupInfoWhenLocked,
+    Op::SetGroupSettings,
+    Op::LeaveGroup,
+];
+
+impl Op {
+    fn label(self) -> String {
+        format!("{self:?}")
+    }
+
+    /// The settings a fresh group for this row starts with, if the row needs one.
+    fn fresh(self) -> Option<GroupSettings> {
+        let d = GroupSettings::default();
+        match self {
+            Op::TextAnnouncementOnly | Op::ReactionAnnouncementOnly => Some(GroupSettings {
+                announcement_only: true,
+                ..d
+            }),
+            Op::AddMembersWhenMembersCanAdd => Some(GroupSettings {
+                members_can_add: true,
+                ..d
+            }),
+            Op::EditGroupInfoWhenLocked => Some(GroupSettings {
+                members_can_edit_info: false,
+                ..d
+            }),
+            Op::AddMembers
+            | Op::RemoveMember
+            | Op::SetAdmin
+            | Op::DemoteOnlyAdmin
+            | Op::EditGroupInfo
+            | Op::SetGroupSettings
+            | Op::LeaveGroup => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// The answer the spec prescribes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Want {
+    /// Success with this `Response` variant.
+    Ok(&'static str),
+    /// This code; the message contains the text when given.
+    Err(ErrorCode, Option<&'static str>),
+    /// `NotFound` "no such chat", identical to the answer for a chat that does not exist.
+    NotFound,
+    /// `ListChats` succeeds and lists the chat (or not).
+    Listed(bool),
+    /// Not meaningful for this actor.
+    Na,
+}
+
+impl Want {
+    fn short(&self) -> String {
+        match self {
+            Want::Ok(v) => (*v).to_owned(),
+            Want::Err(c, _) => format!("{c:?}"),
+            Want::NotFound => "NotFound".into(),
+            Want::Listed(true) => "listed".into(),
+            Want::Listed(false) => "unlisted".into(),
+            Want::Na => "-".into(),
+        }
+    }
+}
+
+/// The spec's table.
+fn want(op: Op, a: Actor) -> Want {
+    let forbidden = Want::Err(ErrorCode::Forbidden, None);
+    let invalid = Want::Err(ErrorCode::InvalidArgument, None);
+    let not_group = Want::Err(ErrorCode::InvalidArgument, Some("not a group"));
+    let dm = a.direct();
+    let admin = a == Actor::Admin;
+    if !a.member() {
+        return match op {
+            Op::ListChats => Want::Listed(false),
+            Op::OpenDirectChat => Want::Na,
+            // Group-only settings variants do not exist in a direct chat.
+            Op::TextAnnouncementOnly
+            | Op::ReactionAnnouncementOnly
+            | Op::AddMembersWhenMembersCanAdd
+            | Op::EditGroupInfoWhenLocked
+                if dm =>
+            {
+                Want::Na
+            }
+            _ => Want::NotFound,
+        };
+    }
+    let by_role = |admin_gets: Want, member_gets: Want| {
+        if dm {
+            not_group.clone()
+        } else if admin {
+            admin_gets
+        } else {
+            member_gets
+        }
+    };
+    match op {
+        Op::Text | Op::Reply | Op::Reaction | Op::EditOwn | Op::DeleteOwn => Want::Ok("Sent"),
+        Op::EditOther | Op::MessageReceiptsOther => forbidden,
+        Op::EditEmptyText | Op::SendDeletedBody => invalid,
+        Op::ReactionToSeq0 => Want::Err(ErrorCode::InvalidArgument, Some("no such message")),
+        // No admins in a direct chat: deleting the peer's message is refused.
+        Op::DeleteOther if admin => Want::Ok("Sent"),
+        Op::DeleteOther => forbidden,
+        Op::DeleteForMe | Op::Ack | Op::MarkRead => Want::Ok("Done"),
+        Op::GetMessages => Want::Ok("Messages"),
+        Op::GetReceipts => Want::Ok("Receipts"),
+        Op::MessageReceiptsOwn => Want::Ok("MessageReceipts"),
+        Op::GetGroupInfo => by_role(Want::Ok("GroupInfo"), Want::Ok("GroupInfo")),
+        Op::ListChats => Want::Listed(true),
+        Op::OpenDirectChat if dm => Want::Ok("Chat"),
+        Op::OpenDirectChat => Want::Na,
+        Op::TextAnnouncementOnly | Op::ReactionAnnouncementOnly if dm => Want::Na,
+        Op::TextAnnouncementOnly | Op::ReactionAnnouncementOnly => {
+            by_role(Want::Ok("Sent"), forbidden)
+        }
+        Op::AddMembersWhenMembersCanAdd | Op::EditGroupInfoWhenLocked if dm => Want::Na,
+        Op::AddMembersWhenMembersCanAdd => by_role(Want::Ok("Sent"), Want::Ok("Sent")),
+        Op::EditGroupInfoWhenLocked => by_role(Want::Ok("Sent"), forbidden),
+        Op::AddMembers | Op::RemoveMember | Op::SetAdmin | Op::SetGroupSettings => {
+            by_role(Want::Ok("Sent"), forbidden)
+        }
+        Op::DemoteOnlyAdmin => by_role(
+            Want::Err(ErrorCode::InvalidArgument, Some("a group needs an admin")),
+            // Whether a member hears Forbidden or InvalidArgument is not specified.
+            Want::Na,
+        ),
+        Op::EditGroupInfo | Op::LeaveGroup => by_role(Want::Ok("Sent"), Want::Ok("Sent")),
+    }
+}
+
+/// A group with the full cast: admin, member, member2, removed (sent a message, then was
+/// removed by the admin), left (sent a message, then left).
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    chat: ChatId,
+    seq_admin: Seq,
+    seq_member: Seq,
+    seq_removed: Seq,
+    seq_left: Seq,
+}
+
+struct Fixture {
+    admin: Device,
+    member: Device,
+    member2: Device,
+    nonmember: Device,
+    removed: Device,
+    left: Device,
+    outsider: Device,
+    dm_peer: Device,
+    spare: Device,
+    /// The direct chat of `member` and `dm_peer`.
+    dm: ChatId,
+    dm_seq_member: Seq,
+    dm_seq_peer: Seq,
+    /// A chat id that does not exist.
+    ghost: ChatId,
+    cmid: std::sync::atomic::AtomicU64,
+}
+
+impl Fixture {
+    fn uid(d: &Device) -> UserId {
+        d.session.user_id
+    }
+
+    fn client(&self, a: Actor) -> &Client {
+        match a {
+            Actor::Admin => &self.admin.client,
+            Actor::Member | Actor::DmMember => &self.member.client,
+            Actor::NonMember => &self.nonmember.client,
+            Actor::Removed => &self.removed.client,
+            Actor::Left => &self.left.client,
+            Actor::Outsider | Actor::DmOutsider => &self.outsider.client,
+        }
+    }
+
+    fn next_cmid(&self) -> u64 {
+        self.cmid.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn text(&self, c: &Client, chat: ChatId, what: &str) -> Seq {
+        let body = MessageBody::Text(what.into());
+        sent(what, send_body(c, chat, self.next_cmid(), body).await).seq
+    }
+
+    async fn group(&self, settings: GroupSettings) -> Group {
+        let members = [
+            Self::uid(&self.member),
+            Self::uid(&self.member2),
+            Self::uid(&self.removed),
+            Self::uid(&self.left),
+        ];
+        let chat = create_group(&self.admin.client, "matrix", &members).await;
+        let seq_removed = self.text(&self.removed.client, chat, "by removed").await;
+        let seq_left = self.text(&self.left.client, chat, "by left").await;
+        let seq_admin = self.text(&self.admin.client, chat, "by admin").await;
+        let seq_member = self.text(&self.member.client, chat, "by member").await;
+        let r = self
+            .admin
+            .client
+            .request(Request::RemoveMember {
+                chat_id: chat,
+                user_id: Self::uid(&self.removed),
+            })
+            .await;
+        sent("fixture RemoveMember", r);
+        let r = self
+            .left
+            .client
+            .request(Request::LeaveGroup { chat_id: chat })
+            .await;
+        sent("fixture LeaveGroup", r);
+        if settings != GroupSettings::default() {
+            let r = self
+                .admin
+                .client
+                .request(Request::SetGroupSettings {
+                    chat_id: chat,
+                    settings,
+                })
+                .await;
+            sent("fixture SetGroupSettings", r);
+        }
+        Group {
+            chat,
+            seq_admin,
+            seq_member,
+            seq_removed,
+            seq_left,
+        }
+    }
+
+    /// The request of a cell (after any set-up it needs, such as a fresh message to delete).
+    async fn request(&self, op: Op, a: Actor, g: &Group) -> Request {
+        let dm = a.direct();
+        let chat = if dm { self.dm } else { g.chat };
+        // A message of the actor's own (for non-members: some message of the chat).
+        let own = match a {
+            Actor::Admin => g.seq_admin,
+            Actor::Member => g.seq_member,
+            Actor::Removed => g.seq_removed,
+            Actor::Left => g.seq_left,
+            Actor::NonMember | Actor::Outsider => g.seq_admin,
+            Actor::DmMember | Actor::DmOutsider => self.dm_seq_member,
+        };
+        // Someone else's message.
+        let other = match a {
+            Actor::Admin => g.seq_member,
+            Actor::DmMember | Actor::DmOutsider => self.dm_seq_peer,
+            _ => g.seq_admin,
+        };
+        let mention = if dm {
+            Self::uid(&self.dm_peer)
+        } else {
+            Self::uid(&self.admin)
+        };
+        let group_target = if dm {
+            Self::uid(&self.dm_peer)
+        } else {
+            Self::uid(&self.member2)
+        };
+        let send = |body| Request::SendMessage {
+            chat_id: chat,
+            client_msg_id: self.next_cmid(),
+            body,
+        };
+        match op {
+            Op::Text | Op::TextAnnouncementOnly => send(MessageBody::Text("cell".into())),
+            Op::Reply => send(MessageBody::Rich(RichText {
+                text: "a reply".into(),
+                reply_to: Some(other),
+                mentions: vec![mention],
+            })),
+            Op::Reaction | Op::ReactionAnnouncementOnly => send(MessageBody::Reaction {
+                target: other,
+                emoji: Some("👍".into()),
+            }),
+            Op::ReactionToSeq0 => send(MessageBody::Reaction {
+                target: 0,
+                emoji: Some("👍".into()),
+            }),
+            Op::EditOwn => send(MessageBody::Edit {
+                target: own,
+                text: "edited".into(),
+            }),
+            Op::EditOther => send(MessageBody::Edit {
+                target: other,
+                text: "edited".into(),
+            }),
+            Op::EditEmptyText => send(MessageBody::Edit {
+                target: own,
+                text: String::new(),
+            }),
+            Op::DeleteOwn => {
+                let target = if a.member() {
+                    self.text(self.client(a), chat, "to delete").await
+                } else {
+                    own
+                };
+                send(MessageBody::Delete { target })
+            }
+            Op::DeleteOther => {
+                let target = if a == Actor::Admin {
+                    self.text(&self.member.client, chat, "member's, to delete")
+                        .await
+                } else {
+                    other
+                };
+                send(MessageBody::Delete { target })
+            }
+            Op::SendDeletedBody => send(MessageBody::Deleted),
+            Op::DeleteForMe => Request::DeleteForMe {
+                chat_id: chat,
+                seqs: vec![other],
+            },
+            Op::GetMessages => Request::GetMessages {
+                chat_id: chat,
+                from_seq: 1,
+                limit: 50,
+            },
+            Op::Ack => Request::Ack {
+                chat_id: chat,
+                upto_seq: other,
+            },
+            Op::MarkRead => Request::MarkRead {
+                chat_id: chat,
+                upto_seq: other,
+            },
+            Op::GetReceipts => Request::GetReceipts { chat_id: chat },
+            Op::MessageReceiptsOwn => Request::GetMessageReceipts {
+                chat_id: chat,
+                seq: own,
+            },
+            Op::MessageReceiptsOther => Request::GetMessageReceipts {
+                chat_id: chat,
+                seq: other,
+            },
+            Op::GetGroupInfo => Request::GetGroupInfo { chat_id: chat },
+            Op::ListChats => Request::ListChats,
+            Op::OpenDirectChat => Request::OpenDirectChat {
+                peer: Self::uid(&self.dm_peer),
+            },
+            Op::AddMembers | Op::AddMembersWhenMembersCanAdd => Request::AddMembers {
+                chat_id: chat,
+                members: vec![Self::uid(&self.spare)],
+            },
+            Op::RemoveMember => Request::RemoveMember {
+                chat_id: chat,
+                user_id: group_target,
+            },
+            Op::SetAdmin => Request::SetAdmin {
+                chat_id: chat,
+                user_id: group_target,
+                admin: true,
+            },
+            Op::DemoteOnlyAdmin => Request::SetAdmin {
+                chat_id: chat,
+                user_id: Self::uid(&self.admin),
+                admin: false,
+            },
+            Op::EditGroupInfo | Op::EditGroupInfoWhenLocked => Request::EditGroupInfo {
+                chat_id: chat,
+                title: Some("renamed".into()),
+                description: None,
+            },
+            Op::SetGroupSettings => Request::SetGroupSettings {
+                chat_id: chat,
+                settings: GroupSettings {
+                    announcement_only: true,
+                    ..GroupSettings::default()
+                },
+            },
+            Op::LeaveGroup => Request::LeaveGroup { chat_id: chat },
+        }
+    }
+}
+
+/// The same request about another chat.
+fn retarget(r: &Request, to: ChatId) -> Request {
+    let mut r = r.clone();
+    match &mut r {
+        Request::SendMessage { chat_id, .. }
+        | Request::Ack { chat_id, .. }
+        | Request::MarkRead { chat_id, .. }
+        | Request::GetMessages { chat_id, .. }
+        | Request::GetReceipts { chat_id }
+        | Request::AddMembers { chat_id, .. }
+        | Request::RemoveMember { chat_id, .. }
+        | Request::LeaveGroup { chat_id }
+        | Request::SetAdmin { chat_id, .. }
+        | Request::EditGroupInfo { chat_id, .. }
+        | Request::SetGroupSettings { chat_id, .. }
+        | Request::GetGroupInfo { chat_id }
+        | Request::GetMessageReceipts { chat_id, .. }
+        | Request::DeleteForMe { chat_id, .. } => *chat_id = to,
+        _ => {}
+    }
+    r
+}
+
+fn variant(r: &Response) -> String {
+    let s = format!("{r:?}");
+    s.split(['(', ' ', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn describe(r: &Result<Response, Error>) -> String {
+    match r {
+        Ok(resp) => format!("Ok({})", variant(resp)),
+        Err(Error::Server(b)) => format!("{:?} {:?}", b.code, b.message),
+        Err(e) => format!("client error {e}"),
+    }
+}
+
+/// `None` when the answer is what the spec says, else why not.
+fn judge(
+    want: &Want,
+    chat: ChatId,
+    got: &Result<Response, Error>,
+    ghost: Option<&Result<Response, Error>>,
+) -> Option<String> {
+    let bad = |why: &str| {
+        Some(format!(
+            "want {}, got {} {why}",
+            want.short(),
+            describe(got)
+        ))
+    };
+    match want {
+        Want::Na => None,
+        Want::Ok(v) => match got {
+            Ok(Response::Chat(c)) if *v == "Chat" && c.chat_id != chat => {
+                bad(&format!("(chat {} instead of {chat})", c.chat_id))
+            }
+            Ok(r) if variant(r) == *v => None,
+            _ => bad(""),
+        },
+        Want::Err(code, text) => match got {
+            Err(Error::Server(b))
+                if b.code == *code && text.is_none_or(|t| b.message.contains(t)) =>
+            {
+                None
+            }
+            _ => bad(&text
+                .map(|t| format!("(message should say {t:?})"))
+                .unwrap_or_default()),
+        },
+        Want::Listed(listed) => match got {
+            Ok(Response::Chats(chats)) => {
+                let is = chats.iter().any(|c| c.chat_id == chat);
+                (is != *listed).then(|| {
+                    format!(
+                        "want {}, got {}",
+                        want.short(),
+                        if is { "listed" } else { "unlisted" }
+                    )
+                })
+            }
+            _ => bad(""),
+        },
+        Want::NotFound => {
+            let Err(Error::Server(b)) = got else {
+                return bad("");
+            };
+            if b.code != ErrorCode::NotFound || b.message != "no such chat" {
+                return bad("(must be NotFound \"no such chat\")");
+            }
+            match ghost {
+                Some(Err(Error::Server(g))) if g == b => None,
+                other => Some(format!(
+                    "answer {} differs from the answer for a chat that does not exist: {}",
+                    describe(got),
+                    other.map(describe).unwrap_or_default()
+                )),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_actor_gets_exactly_the_answer_of_the_spec_table() {
+    let server = TestServer::start().await;
+    let login = |n: u32| {
+        let server = &server;
+        async move { server.login(&format!("+1555090{n:04}")).await }
+    };
+    let (admin, member, member2, nonmember, removed) =
+        tokio::join!(login(1), login(2), login(3), login(4), login(5));
+    let (left, outsider, dm_peer, spare) = tokio::join!(login(6), login(7), login(8), login(9));
+    let dm = member
+        .client
+        .open_direct_chat(dm_peer.session.user_id)
+        .await
+        .unwrap()
+        .chat_id;
+    // The outsider has a group of their own.
+    create_group(&outsider.client, "elsewhere", &[dm_peer.session.user_id]).await;
+    let mut fx = Fixture {
+        admin,
+        member,
+        member2,
+        nonmember,
+        removed,
+        left,
+        outsider,
+        dm_peer,
+        spare,
+        dm,
+        dm_seq_member: 0,
+        dm_seq_peer: 0,
+        ghost: ChatId(0x7fff_ffff_ffff_ff01),
+        cmid: std::sync::atomic::AtomicU64::new(1),
+    };
+    fx.dm_seq_member = fx.text(&fx.member.client, dm, "dm by member").await;
+    fx.dm_seq_peer = fx.text(&fx.dm_peer.client, dm, "dm by peer").await;
+    let shared = fx.group(GroupSettings::default()).await;
+
+    let mut cells: Vec<Vec<(Want, Option<String>)>> = Vec::new();
+    let mut failures = Vec::new();
+    for op in OPS {
+        let mut row = Vec::new();
+        for a in ACTORS {
+            let w = want(op, a);
+            if w == Want::Na {
+                row.push((w, None));
+                continue;
+            }
+            let g = match op.fresh() {
+                Some(settings) if !a.direct() => fx.group(settings).await,
+                _ => shared,
+            };
+            let chat = if a.direct() { fx.dm } else { g.chat };
+            let req = fx.request(op, a, &g).await;
+            let got = fx.client(a).request(req.clone()).await;
+            let ghost = if w == Want::NotFound {
+                Some(fx.client(a).request(retarget(&req, fx.ghost)).await)
+            } else {
+                None
+            };
+            let verdict = judge(&w, chat, &got, ghost.as_ref());
+            if let Some(why) = &verdict {
+                failures.push(format!("{} / {}: {req:?}: {why}", op.label(), a.label()));
+            }
+            row.push((w, verdict));
+        }
+        cells.push(row);
+    }
+
+    if !failures.is_empty() {
+        let mut table = String::new();
+        let _ = write!(table, "{:<28}", "operation \\ actor");
+        for a in ACTORS {
+            let _ = write!(table, "| {:<17}", a.label());
+        }
+        table.push('\n');
+        for (op, row) in OPS.iter().zip(&cells) {
+            let _ = write!(table, "{:<28}", op.label());
+            for (w, verdict) in row {
+                let mark = if verdict.is_some() { "✗ " } else { "" };
+                let _ = write!(table, "| {:<17}", format!("{mark}{}", w.short()));
+            }
+            table.push('\n');
+        }
+        panic!(
+            "{} of the matrix's cells broke (✗; the cell shows the answer the spec wants):\n\
+             {table}\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}
