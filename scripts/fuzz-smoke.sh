@@ -6,11 +6,16 @@
 #   FUZZ_SECONDS   seconds per target (default 30; 0 skips the run, saying so)
 #   FUZZ_TARGETS   space-separated targets (default: all of `cargo fuzz list`)
 #   FUZZ_RSS_MB    libFuzzer -rss_limit_mb (default 512)
+#   FUZZ_TARGET_DIR  cargo target dir of the fuzz build (default: a cache outside the checkout,
+#                  ~/.cache/tern/fuzz-target, so CI on a fresh clone reuses the sanitizer build
+#                  of the dependencies; cargo still rebuilds whatever changed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 seconds="${FUZZ_SECONDS:-30}"
 rss_mb="${FUZZ_RSS_MB:-512}"
+target_dir="${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tern/fuzz-target}"
+mkdir -p "$target_dir"
 
 die() {
     echo "=================================================================" >&2
@@ -38,7 +43,8 @@ targets="${FUZZ_TARGETS:-$(cargo +nightly fuzz list --fuzz-dir fuzz)}"
 [ -n "$targets" ] || die "no fuzz targets found"
 
 # The default build: release, debug assertions and overflow checks, AddressSanitizer.
-cargo +nightly fuzz build --fuzz-dir fuzz || die "the fuzz targets do not build"
+cargo +nightly fuzz build --fuzz-dir fuzz --target-dir "$target_dir" ||
+    die "the fuzz targets do not build"
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
@@ -55,7 +61,7 @@ for t in $targets; do
     log="$scratch/$t.log"
     echo "-- fuzz $t"
     set +e
-    cargo +nightly fuzz run --fuzz-dir fuzz "$t" "$work" -- \
+    cargo +nightly fuzz run --fuzz-dir fuzz --target-dir "$target_dir" "$t" "$work" -- \
         -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout=10 \
         -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" > "$log" 2>&1
     rc=$?
