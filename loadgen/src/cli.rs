@@ -25,6 +25,8 @@ pub struct Cli {
 }
 
 /// What to do.
+// Parsed once per process: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// A scenario.
