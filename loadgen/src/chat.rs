@@ -13,6 +13,7 @@ use tern_sdk::{Client, ClientEvent, Events};
 use tokio::task::JoinSet;
 
 use crate::cli::ChatArgs;
+use crate::history::{self, History};
 use crate::ledger::{Ledger, Verdict};
 use crate::openloop::{self, Core};
 use crate::report::Report;
@@ -28,9 +29,17 @@ struct Shared {
     index_of: HashMap<UserId, usize>,
     /// index -> (client, its chat with its partner).
     senders: Vec<(Client, ChatId)>,
+    /// index -> its device id (for the history).
+    devices: Vec<u64>,
+    /// `--history`.
+    history: Option<History>,
 }
 
 impl Shared {
+    fn device(&self, i: usize) -> u64 {
+        self.devices.get(i).copied().unwrap_or(0)
+    }
+
     fn ledger(&self, i: usize) -> Option<std::sync::MutexGuard<'_, Ledger>> {
         self.ledgers.get(i).and_then(|l| l.lock().ok())
     }
@@ -50,7 +59,21 @@ async fn send_one(
     let Some((client, chat)) = shared.senders.get(sender) else {
         return;
     };
-    if let Some((seq, cmid)) = shared.core.send(client, *chat, k, intended, payload).await
+    let device = shared.device(sender);
+    if let Some(h) = &shared.history {
+        h.invoke(history::process(sender), device, *chat, k + 1);
+    }
+    let result = shared.core.send(client, *chat, k, intended, payload).await;
+    if let Some(h) = &shared.history {
+        h.outcome(
+            history::process(sender),
+            device,
+            *chat,
+            k + 1,
+            result.as_ref().map(|&(seq, _)| seq),
+        );
+    }
+    if let Ok((seq, cmid)) = result
         && let Some(mut l) = shared.ledger(sender)
     {
         l.acked(seq, cmid);
@@ -72,6 +95,16 @@ fn on_message(shared: &Shared, receiver: usize, m: &Message) {
         return;
     }
     shared.core.delivered(ns);
+    if let Some(h) = &shared.history {
+        h.received(
+            history::process(receiver),
+            shared.device(receiver),
+            m.chat_id,
+            m.seq,
+            m.client_msg_id,
+            history::process(sender),
+        );
+    }
     if let Some(mut l) = shared.ledger(sender) {
         l.received(m.seq, m.client_msg_id);
     }
@@ -103,6 +136,7 @@ pub async fn run(
 ) -> anyhow::Result<Report> {
     let c = &args.common;
     openloop::validate(args.rate, args.payload_bytes)?;
+    let history = args.history.as_deref().map(History::create).transpose()?;
     let n = c.users.unwrap_or(100).max(2).next_multiple_of(2);
     let (fleet, users) =
         run::login_fleet(c, target, n, crate::cli::DEFAULT_PER_ENDPOINT, ui, &stop).await?;
@@ -130,11 +164,18 @@ pub async fn run(
         senders.push((u.client.clone(), *chat));
     }
 
+    if let Some(h) = &history {
+        for (u, (_, chat)) in users.iter().zip(&senders) {
+            h.join(history::process(u.index), u.session.device_id.0, *chat);
+        }
+    }
     let shared = Arc::new(Shared {
         core: Arc::new(Core::new(c, std::time::Duration::from_secs(1), args.rate)),
         ledgers: (0..n).map(|_| Mutex::new(Ledger::default())).collect(),
         index_of: users.iter().map(|u| (u.session.user_id, u.index)).collect(),
         senders,
+        devices: users.iter().map(|u| u.session.device_id.0).collect(),
+        history,
     });
     let mut clients = Vec::with_capacity(n);
     let mut drains = JoinSet::new();
@@ -166,6 +207,9 @@ pub async fn run(
     let own_rss = crate::procstat::rss_bytes(crate::procstat::Pid::SelfProcess).ok();
     run::close_all(clients).await;
     drains.abort_all();
+    if let Some(h) = &shared.history {
+        h.finish()?;
+    }
 
     let mut verdict = Verdict::default();
     for l in &shared.ledgers {

@@ -19,9 +19,24 @@ pub const EXIT_VIOLATION: i32 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "tern-loadgen", version)]
 pub struct Cli {
-    /// The scenario to run.
+    /// The scenario to run, or an offline check.
     #[command(subcommand)]
-    pub scenario: Scenario,
+    pub command: Command,
+}
+
+/// What to do.
+// Parsed once per process: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// A scenario.
+    #[command(flatten)]
+    Scenario(Scenario),
+    /// Checks a history written with `chat --history FILE` offline: every acknowledged send
+    /// received exactly once by each other member of its chat, in seq order, nothing received
+    /// that was never sent, no two acknowledged sends with one (chat, seq). Exit code 2 on a
+    /// violation.
+    CheckHistory(CheckHistoryArgs),
 }
 
 /// Scenarios.
@@ -160,6 +175,17 @@ pub struct ChatArgs {
     /// Message text size in bytes (at least 24: the text carries its intended send time).
     #[arg(long, default_value_t = 200)]
     pub payload_bytes: usize,
+    /// Write a JSON-lines history of every send (invoke / ok / fail / info) and reception to
+    /// FILE, for `tern-loadgen check-history FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+}
+
+/// `check-history` options.
+#[derive(Debug, Clone, Args)]
+pub struct CheckHistoryArgs {
+    /// A history written by `tern-loadgen chat --history FILE`.
+    pub file: PathBuf,
 }
 
 /// `group` options.
@@ -332,7 +358,7 @@ mod tests {
             "out.json",
         ])
         .unwrap();
-        let Scenario::Chat(a) = cli.scenario else {
+        let Command::Scenario(Scenario::Chat(a)) = cli.command else {
             panic!("not chat")
         };
         assert!(a.common.spawn_server);
@@ -342,7 +368,7 @@ mod tests {
 
     fn group(args: &[&str]) -> GroupArgs {
         let cli = Cli::try_parse_from(["tern-loadgen", "group"].iter().chain(args)).unwrap();
-        let Scenario::Group(a) = cli.scenario else {
+        let Command::Scenario(Scenario::Group(a)) = cli.command else {
             panic!("not group")
         };
         a

@@ -127,7 +127,7 @@ async fn send_one(shared: Arc<Shared>, k: u64, slot: usize, intended: Instant, p
     else {
         return;
     };
-    if let Some(ack) = shared
+    if let Ok(ack) = shared
         .core
         .send(client, group.chat, k, intended, payload)
         .await

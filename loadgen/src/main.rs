@@ -11,6 +11,7 @@ mod chat;
 mod churn;
 mod cli;
 mod group;
+mod history;
 mod idle;
 mod ledger;
 mod metrics;
@@ -26,11 +27,15 @@ mod users;
 
 use clap::Parser;
 
-use crate::cli::{Cli, EXIT_FAILURE, EXIT_VIOLATION, Scenario};
+use crate::cli::{Cli, Command, EXIT_FAILURE, EXIT_VIOLATION, Scenario};
 use crate::run::{Target, Ui};
 
 fn main() {
     let cli = Cli::parse();
+    let scenario = match cli.command {
+        Command::Scenario(s) => s,
+        Command::CheckHistory(a) => std::process::exit(check_history(&a.file)),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("loadgen")
@@ -42,7 +47,7 @@ fn main() {
             std::process::exit(EXIT_FAILURE);
         }
     };
-    let code = match runtime.block_on(run(&cli)) {
+    let code = match runtime.block_on(run(&scenario)) {
         Ok(ok) if ok => 0,
         Ok(_) => EXIT_VIOLATION,
         Err(e) => {
@@ -55,15 +60,35 @@ fn main() {
     std::process::exit(code);
 }
 
+/// `check-history FILE`: prints the summary; the exit code.
+fn check_history(path: &std::path::Path) -> i32 {
+    match history::check_file(path) {
+        Ok(summary) => {
+            print!("{}", summary.human());
+            if summary.violations() == 0 {
+                println!("history check passed");
+                0
+            } else {
+                println!("history check FAILED");
+                EXIT_VIOLATION
+            }
+        }
+        Err(e) => {
+            eprintln!("tern-loadgen: {e:#}");
+            EXIT_FAILURE
+        }
+    }
+}
+
 /// Runs the scenario; `Ok(false)` when the delivery check failed.
-async fn run(cli: &Cli) -> anyhow::Result<bool> {
+async fn run(scenario: &Scenario) -> anyhow::Result<bool> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    cli.scenario.validate()?;
-    let common = cli.scenario.common();
+    scenario.validate()?;
+    let common = scenario.common();
     let ui = Ui::new(common.no_progress);
     let stop = run::stop_flag();
     let mut target = Target::resolve(common).await?;
-    let result = match &cli.scenario {
+    let result = match scenario {
         Scenario::Chat(a) => chat::run(a, &target, ui, stop).await,
         Scenario::Idle(a) => idle::run(a, &target, ui, stop).await,
         Scenario::Churn(a) => churn::run(a, &target, ui, stop).await,
@@ -80,13 +105,13 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         println!("report written to {}", path.display());
     }
     if let Some(path) = &common.plot {
-        let kinds: &[&str] = match cli.scenario {
+        let kinds: &[&str] = match scenario {
             Scenario::Chat(_) | Scenario::Group(_) => &["ack", "deliver"],
             _ => &["connect", "sync"],
         };
         let title = format!(
             "tern-loadgen {}: latency per second (p50 solid, p99 dashed)",
-            cli.scenario.name()
+            scenario.name()
         );
         plot::latency_chart(
             path,

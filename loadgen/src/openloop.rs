@@ -143,7 +143,7 @@ impl Core {
     }
 
     /// Sends message `k` (due at `intended`) from `client` into `chat` with client_msg_id
-    /// `k + 1`, recording its dispatch lag and ack latency. `Some((seq, client_msg_id))` once
+    /// `k + 1`, recording its dispatch lag and ack latency. `Ok((seq, client_msg_id))` once
     /// acknowledged.
     pub async fn send(
         &self,
@@ -152,7 +152,7 @@ impl Core {
         k: u64,
         intended: Instant,
         payload: usize,
-    ) -> Option<(Seq, ClientMsgId)> {
+    ) -> Result<(Seq, ClientMsgId), tern_sdk::Error> {
         let (second, measured) = self.slot(intended);
         self.recorder.record(
             "dispatch_lag",
@@ -181,12 +181,12 @@ impl Core {
                 if sent.chat_id != chat {
                     self.errors.add("ack for another chat");
                 }
-                Some((sent.seq, cmid))
+                Ok((sent.seq, cmid))
             }
             Err(e) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 self.errors.add(run::sdk_error_kind("send", &e));
-                None
+                Err(e)
             }
         }
     }

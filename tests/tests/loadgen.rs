@@ -205,3 +205,74 @@ fn a_group_larger_than_the_protocol_allows_is_refused_before_connecting() {
     assert!(!stderr.contains("not found"), "stderr:\n{stderr}");
     assert!(out.stdout.is_empty(), "no report for a refused run");
 }
+
+/// `tern-loadgen check-history FILE`: its exit code, stdout and stderr.
+fn check_history(loadgen: &Path, file: &Path) -> (Option<i32>, String) {
+    let out = Command::new(loadgen)
+        .arg("check-history")
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn a_chat_history_is_written_and_passes_the_offline_checker() {
+    let (loadgen, server) = binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history.jsonl");
+    let out = Command::new(&loadgen)
+        .args(["chat", "--spawn-server", "--server-bin"])
+        .arg(&server)
+        .args(["--users", "6", "--rate", "100", "--duration", "2s"])
+        .args(["--warmup", "500ms", "--grace", "10s", "--no-progress"])
+        .arg("--history")
+        .arg(&history)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "chat --history failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&history).unwrap();
+    for line in text.lines() {
+        let _: serde_json::Value = serde_json::from_str(line).unwrap();
+    }
+    for needle in [
+        r#""type":"invoke","f":"send""#,
+        r#""type":"ok","f":"send""#,
+        r#""type":"ok","f":"receive""#,
+        r#""type":"ok","f":"join""#,
+    ] {
+        assert!(text.contains(needle), "no {needle} line in the history");
+    }
+
+    let (code, stdout) = check_history(&loadgen, &history);
+    assert_eq!(code, Some(0), "check-history failed\n{stdout}");
+    assert!(stdout.contains("violations 0"), "{stdout}");
+
+    // A doctored copy (one reception dropped) fails with the delivery check's exit code.
+    let mut dropped = false;
+    let doctored: String = text
+        .lines()
+        .filter(|l| {
+            let drop = !dropped && l.contains(r#""f":"receive""#);
+            dropped |= drop;
+            !drop
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let bad = dir.path().join("doctored.jsonl");
+    std::fs::write(&bad, doctored).unwrap();
+    let (code, stdout) = check_history(&loadgen, &bad);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(stdout.contains("lost 1"), "{stdout}");
+}
