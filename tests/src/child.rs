@@ -105,6 +105,22 @@ impl ChildServer {
         wait_ready(self.admin).await;
     }
 
+    /// Starts the server again on the same ports and data; false if it exits before its admin
+    /// listener is up (a data dir it cannot recover).
+    pub async fn try_restart(&mut self) -> bool {
+        self.child = spawn(&self.dir, self.quic, self.admin, &self.extra);
+        for _ in 0..1000 {
+            if tokio::net::TcpStream::connect(self.admin).await.is_ok() {
+                return true;
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
