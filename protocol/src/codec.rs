@@ -70,21 +70,7 @@ pub fn encode_to_vec(frame: &Frame) -> Result<Vec<u8>, CodecError> {
 /// server pushes every committed update this way. Byte-for-byte equal to [`encode_to_vec`] of the
 /// full frame (postcard writes an enum as its variant index followed by the variant's fields).
 pub fn encode_update_event(update: &Update) -> Result<Vec<u8>, CodecError> {
-    // Variant indices: `Frame::Event` is 4, `Event::Update` is 0.
-    const PREFIX: [u8; 2] = [4, 0];
-    let body = postcard::to_stdvec(update).map_err(|e| CodecError::Malformed(e.to_string()))?;
-    let len = PREFIX.len() + body.len();
-    if len > MAX_FRAME_LEN as usize {
-        return Err(CodecError::TooLarge {
-            len: len as u64,
-            max: MAX_FRAME_LEN,
-        });
-    }
-    let mut out = Vec::with_capacity(len + MAX_LEN_PREFIX);
-    put_varint(len as u32, &mut out);
-    out.extend_from_slice(&PREFIX);
-    out.extend_from_slice(&body);
-    Ok(out)
+    encode_update_event_parts(update.pts, &encode_update_kind(&update.kind)?)
 }
 
 /// The encoded `kind` of an update, to frame it for many recipients with
@@ -98,6 +84,7 @@ pub fn encode_update_kind(kind: &UpdateKind) -> Result<Vec<u8>, CodecError> {
 /// [`encode_update_kind`]; byte-for-byte equal to [`encode_update_event`] (postcard writes a
 /// struct as its fields in order and a `u64` as a LEB128 varint).
 pub fn encode_update_event_parts(pts: u64, kind: &[u8]) -> Result<Vec<u8>, CodecError> {
+    // Variant indices: `Frame::Event` is 4, `Event::Update` is 0.
     const PREFIX: [u8; 2] = [4, 0];
     let mut pts_bytes = [0u8; 10];
     let pts_len = put_varint_u64(pts, &mut pts_bytes);
