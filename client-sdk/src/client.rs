@@ -68,6 +68,11 @@ pub enum ClientEvent {
         /// The messages.
         seqs: Vec<Seq>,
     },
+    /// A contact's or chat peer's profile changed: fetch it with `Client::profile`.
+    ProfileChanged {
+        /// Whose profile.
+        user_id: UserId,
+    },
     /// New tokens: persist them to resume without OTP.
     TokensUpdated(Tokens),
     /// The session is over (device revoked, refresh token reused, logout). The client stops.

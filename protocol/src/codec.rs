@@ -7,7 +7,8 @@
 use crate::error::ErrorCode;
 use crate::event::{Update, UpdateKind};
 use crate::frame::Frame;
-use crate::limits::MAX_FRAME_LEN;
+use crate::limits::{MAX_DATAGRAM_LEN, MAX_FRAME_LEN};
+use crate::social::Datagram;
 
 /// Longest varint encoding of a `u32` frame length.
 const MAX_LEN_PREFIX: usize = 5;
@@ -134,6 +135,38 @@ pub fn decode_payload(payload: &[u8]) -> Result<Frame, CodecError> {
         return Err(CodecError::FieldTooLarge);
     }
     Ok(frame)
+}
+
+/// Encodes one QUIC datagram payload (no length prefix: a datagram is its own frame).
+pub fn encode_datagram(datagram: &Datagram) -> Result<Vec<u8>, CodecError> {
+    let out = postcard::to_stdvec(datagram).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if out.len() > MAX_DATAGRAM_LEN {
+        return Err(CodecError::TooLarge {
+            len: out.len() as u64,
+            max: MAX_DATAGRAM_LEN as u32,
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes one QUIC datagram payload; trailing bytes and oversized datagrams are errors (the
+/// receiver drops the datagram and counts it; it never closes the connection for one).
+pub fn decode_datagram(payload: &[u8]) -> Result<Datagram, CodecError> {
+    if payload.len() > MAX_DATAGRAM_LEN {
+        return Err(CodecError::TooLarge {
+            len: payload.len() as u64,
+            max: MAX_DATAGRAM_LEN as u32,
+        });
+    }
+    let (datagram, rest) = postcard::take_from_bytes::<Datagram>(payload)
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(datagram)
 }
 
 fn put_varint(mut n: u32, out: &mut Vec<u8>) {

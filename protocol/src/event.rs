@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::group::SystemEvent;
+use crate::social::{Presence, TypingEvent};
 use crate::ids::{ChatId, ClientMsgId, DeviceId, MessageId, Pts, Seq, UserId};
 use crate::limits::{MAX_CHAT_MEMBERS, MAX_MENTIONS, MAX_REACTION_LEN, MAX_TEXT_LEN};
 
@@ -185,6 +186,13 @@ pub enum UpdateKind {
         /// The hidden messages, at most [`crate::limits::MAX_DELETE_FOR_ME`].
         seqs: Vec<Seq>,
     },
+    /// A user's profile changed (display name, about, photo or username). Written to the logs of
+    /// their contacts' and chat peers' devices, not to users they blocked; carries no content:
+    /// fetch it with `GetProfile`, which applies the viewer's privacy at that time.
+    ProfileChanged {
+        /// Whose profile.
+        user_id: UserId,
+    },
 }
 
 /// A server push on the control stream.
@@ -192,4 +200,8 @@ pub enum UpdateKind {
 pub enum Event {
     /// A live update; the same entries a later `Sync` would return, with their `pts`.
     Update(Update),
+    /// A watched user's presence changed (only on the connection that watches them).
+    Presence(Presence),
+    /// Typing, on the control stream: only when this connection cannot take the datagram.
+    Typing(TypingEvent),
 }

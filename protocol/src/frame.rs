@@ -8,6 +8,7 @@ use crate::group::ChatFeatures;
 use crate::ids::{DeviceId, Pts, SyncCursor, UserId};
 use crate::limits::{self, MAX_CLIENT_INFO_LEN, MAX_TOKEN_LEN};
 use crate::request::{Request, Response};
+use crate::social::SocialFeatures;
 
 /// Everything sent on the control stream is one `Frame`, prefixed by its length.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +118,8 @@ pub struct Welcome {
     pub server_time_ms: u64,
     /// Message-feature windows and limits (edit and delete windows, group size). New in v2.
     pub features: ChatFeatures,
+    /// Social limits and timings (presence watch size, typing TTL, lookup budget).
+    pub social: SocialFeatures,
 }
 
 /// Why the server sends `GoAway`.
@@ -174,6 +177,7 @@ impl Frame {
                 Err(e) => e.message.len() <= limits::MAX_ERROR_MESSAGE_LEN,
             },
             Frame::Event(Event::Update(u)) => u.kind.within_limits(),
+            Frame::Event(Event::Presence(_) | Event::Typing(_)) => true,
         }
     }
 }

@@ -22,6 +22,7 @@ mod ids;
 pub mod limits;
 mod request;
 pub mod session;
+mod social;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use event::{
@@ -35,14 +36,19 @@ pub use group::{
     MessageReceipts, SystemEvent,
 };
 pub use ids::{ChatId, ClientMsgId, DeviceId, MessageId, Pts, Seq, SyncCursor, UserId};
+pub use social::{
+    Audience, Datagram, MediaRef, Presence, PresenceState, PrivacySettings, Profile, ProfileEdit,
+    SocialFeatures, TypingEvent, UserQuery,
+};
 pub use request::{
     ChatsPage, DeviceInfo, DevicesPage, LoginGrant, Request, Response, Sent, SyncPage, Tokens,
 };
 
 /// The protocol version this crate speaks. A `Hello` with any other version is refused with
 /// [`ErrorCode::UnsupportedVersion`].
-/// Version 2 added `Welcome.features` (groups and message features); v1 clients are refused.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 2 added `Welcome.features` (groups and message features); version 3 added
+/// `Welcome.social` (profiles, contacts, blocking, presence, typing). Older clients are refused.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// ALPN identifier negotiated in the TLS handshake.
 pub const ALPN: &[u8] = b"tern/1";

@@ -41,3 +41,15 @@ pub const MAX_REACTION_LEN: usize = 32;
 pub const MAX_MENTIONS: usize = 64;
 /// Most seqs in one `DeleteForMe`.
 pub const MAX_DELETE_FOR_ME: usize = 256;
+/// Longest username, in bytes (usernames are 3 to 32 of `a-z`, `0-9`, `_`, `.`).
+pub const MAX_USERNAME_LEN: usize = 32;
+/// Shortest username.
+pub const MIN_USERNAME_LEN: usize = 3;
+/// Longest display name, in bytes.
+pub const MAX_DISPLAY_NAME_LEN: usize = 64;
+/// Longest about text, in bytes.
+pub const MAX_ABOUT_LEN: usize = 256;
+/// Most users in one `ContactsExcept` audience.
+pub const MAX_PRIVACY_EXCEPTIONS: usize = 256;
+/// Most users one connection may watch (`WatchPresence`).
+pub const MAX_PRESENCE_WATCH: usize = 256;

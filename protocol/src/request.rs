@@ -7,9 +7,10 @@ use crate::group::{GroupInfo, GroupSettings, MessageReceipts};
 use crate::ids::{ChatId, ClientMsgId, DeviceId, MessageId, Seq, SyncCursor, UserId};
 use crate::limits::{
     MAX_CHAT_MEMBERS, MAX_DELETE_FOR_ME, MAX_DEVICE_NAME_LEN, MAX_GROUP_DESCRIPTION_LEN,
-    MAX_GROUP_TITLE_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN, MAX_MESSAGES_PAGE, MAX_SYNC_PAGE,
-    MAX_TOKEN_LEN, OTP_DIGITS,
+    MAX_GROUP_TITLE_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN, MAX_MESSAGES_PAGE,
+    MAX_PRESENCE_WATCH, MAX_SYNC_PAGE, MAX_TOKEN_LEN, MAX_USERNAME_LEN, OTP_DIGITS,
 };
+use crate::social::{Presence, PrivacySettings, Profile, ProfileEdit, UserQuery};
 
 /// A request. Only `RequestOtp`, `VerifyOtp`, `Refresh` and `Ping` work before authentication.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +184,76 @@ pub enum Request {
         /// At most [`MAX_DELETE_FOR_ME`] seqs.
         seqs: Vec<Seq>,
     },
+    /// A user's profile as this user may see it. A user with no relation to the caller (no
+    /// shared chat, not a contact either way) costs a directory lookup; an unknown id answers
+    /// `NotFound` exactly like a user who blocked the caller is still found.
+    GetProfile {
+        /// The user.
+        user_id: UserId,
+    },
+    /// Change one's own profile; answered with the new profile. Contacts and chat peers get a
+    /// `ProfileChanged` update.
+    SetProfile(ProfileEdit),
+    /// Take, change or (`None`) drop one's username: unique, 3 to 32 of `a-z0-9_.` (input is
+    /// lowercased), starting with a letter; changes are rate-limited. Answered with the profile.
+    SetUsername {
+        /// The new username.
+        username: Option<String>,
+    },
+    /// Find a user by username or identifier. Bounded per user per day (found or not, the same
+    /// cost); an unregistered identifier answers `Lookup(None)`, the same shape as any miss.
+    LookupUser(UserQuery),
+    /// Add a user to one's contacts (the audience of `Audience::Contacts`).
+    AddContact {
+        /// The user.
+        user_id: UserId,
+    },
+    /// Remove a user from one's contacts.
+    RemoveContact {
+        /// The user.
+        user_id: UserId,
+    },
+    /// One's contacts, with their profiles as visible to the caller.
+    ListContacts,
+    /// Block a user: they cannot message the caller in their direct chat (their messages are
+    /// stored and acknowledged but never delivered to the caller) and see none of the caller's
+    /// presence, last seen, profile changes or typing. The blocked user is not told.
+    Block {
+        /// The user.
+        user_id: UserId,
+    },
+    /// Lift a block. Messages withheld while blocked stay withheld.
+    Unblock {
+        /// The user.
+        user_id: UserId,
+    },
+    /// The users the caller blocked, in id order.
+    ListBlocked,
+    /// The caller's privacy settings.
+    GetPrivacy,
+    /// Replace the caller's privacy settings; answered with them.
+    SetPrivacy(PrivacySettings),
+    /// Replace this connection's watch list (at most [`MAX_PRESENCE_WATCH`] users; an empty list
+    /// stops watching). Answered with a snapshot in the same order; changes then arrive as
+    /// `Event::Presence` on this connection until the list is replaced or the connection ends.
+    WatchPresence {
+        /// The users to watch.
+        users: Vec<UserId>,
+    },
+    /// Whether the app on this connection is in the foreground (default: yes). A user is online
+    /// while any of their connections is in the foreground.
+    SetForeground {
+        /// In the foreground.
+        foreground: bool,
+    },
+    /// Typing in a chat, on the control stream: the fallback when datagrams are unavailable.
+    /// Always answered `Done`; a rate-limited or unauthorised one is dropped silently.
+    SetTyping {
+        /// The chat.
+        chat_id: ChatId,
+        /// Typing or stopped.
+        typing: bool,
+    },
 }
 
 impl Request {
@@ -227,6 +298,21 @@ impl Request {
             Request::GetGroupInfo { .. } => "get_group_info",
             Request::GetMessageReceipts { .. } => "get_message_receipts",
             Request::DeleteForMe { .. } => "delete_for_me",
+            Request::GetProfile { .. } => "get_profile",
+            Request::SetProfile(_) => "set_profile",
+            Request::SetUsername { .. } => "set_username",
+            Request::LookupUser(_) => "lookup_user",
+            Request::AddContact { .. } => "add_contact",
+            Request::RemoveContact { .. } => "remove_contact",
+            Request::ListContacts => "list_contacts",
+            Request::Block { .. } => "block",
+            Request::Unblock { .. } => "unblock",
+            Request::ListBlocked => "list_blocked",
+            Request::GetPrivacy => "get_privacy",
+            Request::SetPrivacy(_) => "set_privacy",
+            Request::WatchPresence { .. } => "watch_presence",
+            Request::SetForeground { .. } => "set_foreground",
+            Request::SetTyping { .. } => "set_typing",
         }
     }
 
@@ -259,6 +345,13 @@ impl Request {
                         .is_none_or(|d| d.len() <= MAX_GROUP_DESCRIPTION_LEN)
             }
             Request::DeleteForMe { seqs, .. } => seqs.len() <= MAX_DELETE_FOR_ME,
+            Request::SetProfile(edit) => edit.within_limits(),
+            Request::SetUsername { username } => username
+                .as_ref()
+                .is_none_or(|u| u.len() <= MAX_USERNAME_LEN),
+            Request::LookupUser(q) => q.within_limits(),
+            Request::SetPrivacy(p) => p.within_limits(),
+            Request::WatchPresence { users } => users.len() <= MAX_PRESENCE_WATCH,
             Request::Logout
             | Request::ListDevices
             | Request::RevokeDevice { .. }
@@ -277,7 +370,17 @@ impl Request {
             | Request::SetAdmin { .. }
             | Request::SetGroupSettings { .. }
             | Request::GetGroupInfo { .. }
-            | Request::GetMessageReceipts { .. } => true,
+            | Request::GetMessageReceipts { .. }
+            | Request::GetProfile { .. }
+            | Request::AddContact { .. }
+            | Request::RemoveContact { .. }
+            | Request::ListContacts
+            | Request::Block { .. }
+            | Request::Unblock { .. }
+            | Request::ListBlocked
+            | Request::GetPrivacy
+            | Request::SetForeground { .. }
+            | Request::SetTyping { .. } => true,
         }
     }
 }
@@ -395,6 +498,18 @@ pub enum Response {
     GroupInfo(GroupInfo),
     /// Answer to `GetMessageReceipts`.
     MessageReceipts(MessageReceipts),
+    /// `GetProfile`, `SetProfile`, `SetUsername`.
+    Profile(Profile),
+    /// `LookupUser`: the user found, or `None` (never distinguishes why).
+    Lookup(Option<Profile>),
+    /// `ListContacts`: at most [`MAX_LIST_LEN`].
+    Profiles(Vec<Profile>),
+    /// `ListBlocked`: at most [`MAX_LIST_LEN`].
+    Users(Vec<UserId>),
+    /// `GetPrivacy`, `SetPrivacy`.
+    Privacy(PrivacySettings),
+    /// `WatchPresence`: the snapshot, in the order asked.
+    Presence(Vec<Presence>),
 }
 
 impl Response {
@@ -428,6 +543,12 @@ impl Response {
             }
             Response::GroupInfo(g) => g.within_limits(),
             Response::MessageReceipts(r) => r.within_limits(),
+            Response::Profile(p) => p.within_limits(),
+            Response::Lookup(p) => p.as_ref().is_none_or(Profile::within_limits),
+            Response::Profiles(p) => p.len() <= MAX_LIST_LEN && p.iter().all(Profile::within_limits),
+            Response::Users(u) => u.len() <= MAX_LIST_LEN,
+            Response::Privacy(p) => p.within_limits(),
+            Response::Presence(p) => p.len() <= MAX_PRESENCE_WATCH,
             Response::OtpRequested { .. } | Response::Done | Response::Sent(_) | Response::Pong => {
                 true
             }
@@ -443,6 +564,7 @@ impl UpdateKind {
             UpdateKind::ChatJoined(c) => c.within_limits(),
             UpdateKind::ChatLeft { .. } => true,
             UpdateKind::HiddenForMe { seqs, .. } => seqs.len() <= MAX_DELETE_FOR_ME,
+            UpdateKind::ProfileChanged { .. } => true,
         }
     }
 }

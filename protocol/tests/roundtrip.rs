@@ -15,6 +15,7 @@ use tern_protocol::limits::{
     MAX_MESSAGES_PAGE, MAX_REACTION_LEN, MAX_SYNC_PAGE, MAX_TEXT_LEN, MAX_TOKEN_LEN, OTP_DIGITS,
 };
 use tern_protocol::{
+    SocialFeatures,
     ChatFeatures, ChatId, ChatInfo, ChatKind, ChatsPage, ClientInfo, DeviceId, DeviceInfo,
     DevicesPage, ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, GroupChange, GroupInfo,
     GroupMember, GroupSettings, Hello, LoginGrant, MemberReceipt, Message, MessageBody, MessageId,
@@ -470,9 +471,19 @@ fn welcome() -> impl Strategy<Value = Welcome> {
         proptest::option::of(any::<u64>()),
         any::<u64>(),
         features(),
+        social_features(),
     )
         .prop_map(
-            |(protocol_version, server, session, limits, latest_pts, server_time_ms, features)| {
+            |(
+                protocol_version,
+                server,
+                session,
+                limits,
+                latest_pts,
+                server_time_ms,
+                features,
+                social,
+            )| {
                 Welcome {
                     protocol_version,
                     server,
@@ -481,9 +492,20 @@ fn welcome() -> impl Strategy<Value = Welcome> {
                     latest_pts,
                     server_time_ms,
                     features,
+                    social,
                 }
             },
         )
+}
+
+fn social_features() -> impl Strategy<Value = SocialFeatures> {
+    any::<[u32; 5]>().prop_map(|f| SocialFeatures {
+        max_presence_watch: f[0],
+        typing_ttl_ms: f[1],
+        lookups_per_day: f[2],
+        max_contacts: f[3],
+        max_blocked: f[4],
+    })
 }
 
 fn features() -> impl Strategy<Value = ChatFeatures> {

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
 use crate::chat::limits::ChatConfig;
+use crate::presence::PresenceConfig;
+use crate::social::SocialConfig;
 
 /// Where OTP codes are delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -73,6 +75,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Chat settings: per-user send and first-contact limits, receipt coalescing.
     pub chat: ChatConfig,
+    /// Social settings: lookup budget, list sizes, typing and presence timings.
+    pub social: SocialConfig,
+    /// Presence and typing timings.
+    pub presence: PresenceConfig,
 }
 
 impl Default for Config {
@@ -98,6 +104,8 @@ impl Default for Config {
             production: false,
             auth: AuthConfig::default(),
             chat: ChatConfig::default(),
+            social: SocialConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }

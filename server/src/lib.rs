@@ -13,10 +13,12 @@ pub mod groups;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
+pub mod presence;
 pub mod router;
 pub mod server;
 pub mod services;
 pub mod shard;
+pub mod social;
 pub mod storage;
 pub mod transport;
 

@@ -14,6 +14,24 @@ use tern_protocol::{ErrorBody, UserId};
 
 use crate::chat::limits::{ChatConfig, UserLimiter};
 
+/// What one user may or may not see of another. Rules for each live in this module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Attribute {
+    /// When they were last online.
+    LastSeen,
+    /// That they are online now.
+    Online,
+    /// The profile photo.
+    Photo,
+    /// The about text.
+    About,
+    /// That they are typing (in a chat both are members of).
+    Typing,
+    /// That their profile changed (the `ProfileChanged` update).
+    ProfileChanges,
+}
+
 /// How two users stand to each other, as far as the policy is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -20,9 +20,11 @@ use crate::groups::{GroupDeps, GroupService};
 use crate::keys::{ServerKeys, load_or_create};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::presence::{PresenceDeps, PresenceService};
 use crate::router::{Router, RouterLimits, ShardInbox};
 use crate::services::Services;
 use crate::shard::{ConnectionLimits, DRAIN_TIMEOUT, Shard};
+use crate::social::{SocialDeps, SocialService};
 use crate::storage::Storage;
 use crate::storage::fjall::FjallStorage;
 use crate::transport::admission::{Admission, AdmissionLimits};
@@ -177,6 +179,19 @@ impl RunningServer {
             config: config.auth.clone(),
         }));
         let policy = Arc::new(Policy::new(&config.chat));
+        let social = Arc::new(SocialService::new(SocialDeps {
+            storage: storage.clone(),
+            metrics: metrics.clone(),
+            policy: policy.clone(),
+            config: config.social.clone(),
+        }));
+        let presence = Arc::new(PresenceService::new(PresenceDeps {
+            storage: storage.clone(),
+            social: social.clone(),
+            router: router.clone(),
+            metrics: metrics.clone(),
+            config: config.presence.clone(),
+        }));
         let chat = Arc::new(ChatService::new(ChatDeps {
             storage: storage.clone(),
             metrics: metrics.clone(),
@@ -199,6 +214,8 @@ impl RunningServer {
             auth,
             chat: chat.clone(),
             groups,
+            social,
+            presence,
             router: router.clone(),
             metrics: metrics.clone(),
             idle_timeout_ms: u32::try_from(idle_timeout.as_millis()).unwrap_or(u32::MAX),

@@ -12,6 +12,8 @@ use tern_protocol::{ErrorBody, ErrorCode, LoginGrant, Request, Response, Session
 use crate::auth::AuthService;
 use crate::chat::ChatService;
 use crate::groups::GroupService;
+use crate::presence::PresenceService;
+use crate::social::SocialService;
 use crate::metrics::{Metrics, RequestLabels, RequestTimingLabels, ShardLabel};
 use crate::router::Router;
 use crate::storage::GroupOp;
@@ -25,6 +27,10 @@ pub struct Services {
     pub chat: Arc<ChatService>,
     /// Group membership and settings.
     pub groups: Arc<GroupService>,
+    /// Profiles, contacts, blocking, privacy.
+    pub social: Arc<SocialService>,
+    /// Presence watches and typing.
+    pub presence: Arc<PresenceService>,
     /// Live connections.
     pub router: Arc<Router>,
     /// Counters.
@@ -49,6 +55,17 @@ pub struct Caller {
     pub session: Option<SessionInfo>,
     /// Source address, for rate limits.
     pub addr: IpAddr,
+    /// The connection asking, for per-connection state (presence watches, foreground).
+    pub conn: ConnRef,
+}
+
+/// One connection, as other parts of the server name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnRef {
+    /// The shard that owns it.
+    pub shard: usize,
+    /// Its id (unique per process).
+    pub conn_id: u64,
 }
 
 impl Services {
@@ -263,6 +280,68 @@ impl Services {
                 .delete_for_me(session, chat_id, seqs)
                 .await
                 .map(|()| Response::Done),
+            Request::GetProfile { user_id } => self
+                .social
+                .get_profile(session, user_id)
+                .await
+                .map(Response::Profile),
+            Request::SetProfile(edit) => self
+                .social
+                .set_profile(session, edit)
+                .await
+                .map(Response::Profile),
+            Request::SetUsername { username } => self
+                .social
+                .set_username(session, username)
+                .await
+                .map(Response::Profile),
+            Request::LookupUser(query) => self
+                .social
+                .lookup(session, query)
+                .await
+                .map(Response::Lookup),
+            Request::AddContact { user_id } => self
+                .social
+                .add_contact(session, user_id)
+                .await
+                .map(|()| Response::Done),
+            Request::RemoveContact { user_id } => self
+                .social
+                .remove_contact(session, user_id)
+                .await
+                .map(|()| Response::Done),
+            Request::ListContacts => self.social.contacts(session).await.map(Response::Profiles),
+            Request::Block { user_id } => self
+                .social
+                .block(session, user_id)
+                .await
+                .map(|()| Response::Done),
+            Request::Unblock { user_id } => self
+                .social
+                .unblock(session, user_id)
+                .await
+                .map(|()| Response::Done),
+            Request::ListBlocked => self.social.blocked(session).await.map(Response::Users),
+            Request::GetPrivacy => self.social.privacy(session).await.map(Response::Privacy),
+            Request::SetPrivacy(settings) => self
+                .social
+                .set_privacy(session, settings)
+                .await
+                .map(Response::Privacy),
+            Request::WatchPresence { users } => self
+                .presence
+                .watch(session, caller.conn, users)
+                .await
+                .map(Response::Presence),
+            Request::SetForeground { foreground } => self
+                .presence
+                .set_foreground(session, caller.conn, foreground)
+                .await
+                .map(|()| Response::Done),
+            Request::SetTyping { chat_id, typing } => {
+                self.presence.typing(session, chat_id, typing).await;
+                Ok(Response::Done)
+            }
             Request::RequestOtp { .. }
             | Request::VerifyOtp { .. }
             | Request::Refresh { .. }

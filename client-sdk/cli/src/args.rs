@@ -336,4 +336,6 @@ pub enum EventKind {
     ChatLeft,
     /// This user hid messages for themself.
     HiddenForMe,
+    /// A contact's or chat peer's profile changed.
+    ProfileChanged,
 }

@@ -179,6 +179,9 @@ impl Driver {
                     UpdateKind::HiddenForMe { chat_id, seqs } => {
                         self.emit(ClientEvent::HiddenForMe { chat_id, seqs })
                     }
+                    UpdateKind::ProfileChanged { user_id } => {
+                        self.emit(ClientEvent::ProfileChanged { user_id })
+                    }
                 }
             }
         }

@@ -418,6 +418,7 @@ fn update_size(u: &Update) -> usize {
         UpdateKind::ChatJoined(c) => chat_size(c),
         UpdateKind::ChatLeft { .. } => 32,
         UpdateKind::HiddenForMe { seqs, .. } => seqs.len() * 10 + 32,
+        UpdateKind::ProfileChanged { .. } => 16,
     }
 }
 

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use super::admission::Admitted;
 use super::outbound::{self, Outbound, OutboundRx};
 use crate::metrics::CloseLabels;
-use crate::services::{Caller, Services, SessionChange};
+use crate::services::{Caller, ConnRef, Services, SessionChange};
 use crate::shard::{ConnHandle, Shard};
 
 /// How long a closing connection may take to flush what is queued.
@@ -280,6 +280,10 @@ impl ConnTask {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             features: self.services.chat.features(),
+            social: self
+                .services
+                .social
+                .features(self.services.presence.config()),
         };
         // Welcome goes first; live updates start only after it is queued.
         self.send_frame(&Frame::Welcome(welcome));
@@ -330,6 +334,10 @@ impl ConnTask {
         let caller = Caller {
             session: self.session.session(),
             addr: self.remote.ip(),
+            conn: ConnRef {
+                shard: self.shard.index,
+                conn_id: self.conn_id,
+            },
         };
         // Requests that change the session run inline so later frames see the new state.
         if caller.session.is_none() {

@@ -82,6 +82,11 @@ fn as_update(sync: &SyncState, event: ClientEvent) -> Option<(Update, EventKind)
             UpdateKind::HiddenForMe { chat_id, seqs },
             EventKind::HiddenForMe,
         ),
+        ClientEvent::ProfileChanged { user_id } => (
+            next,
+            UpdateKind::ProfileChanged { user_id },
+            EventKind::ProfileChanged,
+        ),
         _ => return None,
     };
     Some((Update { pts, kind }, event_kind))
@@ -100,6 +105,10 @@ fn record_of(update: &Update, session: SessionInfo) -> Record {
         UpdateKind::HiddenForMe { chat_id, seqs } => {
             Record::hidden_for_me(*chat_id, seqs, Some(update.pts))
         }
+        UpdateKind::ProfileChanged { user_id } => Record::ProfileChanged {
+            user_id: user_id.0,
+            pts: update.pts,
+        },
     }
 }
 

@@ -105,6 +105,8 @@ pub enum Record {
     Read { chat_id: u64, seq: u64 },
     /// This user's membership of a group ended (`tail`).
     ChatLeft { chat_id: u64, at_seq: u64, pts: u64 },
+    /// A contact's or chat peer's profile changed (`tail`).
+    ProfileChanged { user_id: u64, pts: u64 },
     /// Messages hidden for this user only (`delete --for-me`, `tail`). `pts`: `tail` only.
     HiddenForMe {
         chat_id: u64,

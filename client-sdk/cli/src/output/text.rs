@@ -191,6 +191,9 @@ impl Record {
             Record::ChatLeft {
                 chat_id, at_seq, ..
             } => format!("left chat {chat_id} at #{at_seq}: nothing after it arrives"),
+            Record::ProfileChanged { user_id, .. } => {
+                format!("user {user_id} changed their profile (tern profile {user_id})")
+            }
             Record::HiddenForMe { chat_id, seqs, .. } => format!(
                 "chat {chat_id}: hid {} for me",
                 seqs.iter()
