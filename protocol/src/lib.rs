@@ -36,12 +36,12 @@ pub use group::{
     MessageReceipts, SystemEvent,
 };
 pub use ids::{ChatId, ClientMsgId, DeviceId, MessageId, Pts, Seq, SyncCursor, UserId};
+pub use request::{
+    ChatsPage, DeviceInfo, DevicesPage, LoginGrant, Request, Response, Sent, SyncPage, Tokens,
+};
 pub use social::{
     Audience, Datagram, MediaRef, Presence, PresenceState, PrivacySettings, Profile, ProfileEdit,
     SocialFeatures, TypingEvent, UserQuery,
-};
-pub use request::{
-    ChatsPage, DeviceInfo, DevicesPage, LoginGrant, Request, Response, Sent, SyncPage, Tokens,
 };
 
 /// The protocol version this crate speaks. A `Hello` with any other version is refused with

@@ -7,8 +7,8 @@ use crate::group::{GroupInfo, GroupSettings, MessageReceipts};
 use crate::ids::{ChatId, ClientMsgId, DeviceId, MessageId, Seq, SyncCursor, UserId};
 use crate::limits::{
     MAX_CHAT_MEMBERS, MAX_DELETE_FOR_ME, MAX_DEVICE_NAME_LEN, MAX_GROUP_DESCRIPTION_LEN,
-    MAX_GROUP_TITLE_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN, MAX_MESSAGES_PAGE,
-    MAX_PRESENCE_WATCH, MAX_SYNC_PAGE, MAX_TOKEN_LEN, MAX_USERNAME_LEN, OTP_DIGITS,
+    MAX_GROUP_TITLE_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN, MAX_MESSAGES_PAGE, MAX_PRESENCE_WATCH,
+    MAX_SYNC_PAGE, MAX_TOKEN_LEN, MAX_USERNAME_LEN, OTP_DIGITS,
 };
 use crate::social::{Presence, PrivacySettings, Profile, ProfileEdit, UserQuery};
 
@@ -545,7 +545,9 @@ impl Response {
             Response::MessageReceipts(r) => r.within_limits(),
             Response::Profile(p) => p.within_limits(),
             Response::Lookup(p) => p.as_ref().is_none_or(Profile::within_limits),
-            Response::Profiles(p) => p.len() <= MAX_LIST_LEN && p.iter().all(Profile::within_limits),
+            Response::Profiles(p) => {
+                p.len() <= MAX_LIST_LEN && p.iter().all(Profile::within_limits)
+            }
             Response::Users(u) => u.len() <= MAX_LIST_LEN,
             Response::Privacy(p) => p.within_limits(),
             Response::Presence(p) => p.len() <= MAX_PRESENCE_WATCH,

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChatId, UserId};
 use crate::limits::{
-    MAX_ABOUT_LEN, MAX_DISPLAY_NAME_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN,
-    MAX_PRIVACY_EXCEPTIONS, MAX_USERNAME_LEN,
+    MAX_ABOUT_LEN, MAX_DISPLAY_NAME_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN, MAX_PRIVACY_EXCEPTIONS,
+    MAX_USERNAME_LEN,
 };
 
 /// A content-addressed media reference: the SHA-256 of the stored bytes. Until media uploads

@@ -13,6 +13,10 @@ use std::collections::BTreeSet;
 
 use tern_protocol::codec::{FrameDecoder, encode_to_vec};
 use tern_protocol::{
+    Audience, MediaRef, Presence, PresenceState, PrivacySettings, Profile, ProfileEdit,
+    SocialFeatures, TypingEvent, UserQuery,
+};
+use tern_protocol::{
     ChatFeatures, ChatId, ChatInfo, ChatKind, ChatsPage, ClientInfo, DeviceId, DeviceInfo,
     DevicesPage, ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, GroupChange, GroupInfo,
     GroupMember, GroupSettings, Hello, LoginGrant, MemberReceipt, Message, MessageBody, MessageId,
@@ -38,6 +42,40 @@ fn features() -> ChatFeatures {
         delete_window_s: 172_800,
         max_edits: 20,
         max_mentions: 64,
+    }
+}
+
+/// The v3 social defaults, spelled out like `features()`.
+fn social() -> SocialFeatures {
+    SocialFeatures {
+        max_presence_watch: 256,
+        typing_ttl_ms: 6_000,
+        lookups_per_day: 100,
+        max_contacts: 1024,
+        max_blocked: 1024,
+    }
+}
+
+fn profile() -> Profile {
+    Profile {
+        user_id: UserId(2),
+        username: Some("ann".into()),
+        display_name: "Ann".into(),
+        about: Some("hi".into()),
+        avatar: Some(MediaRef([0xab; 32])),
+        updated_ms: 1_700_000_000_000,
+    }
+}
+
+/// A profile as a viewer who may not see the photo and about text gets it.
+fn profile_hidden() -> Profile {
+    Profile {
+        user_id: UserId(3),
+        username: None,
+        display_name: "Bo".into(),
+        about: None,
+        avatar: None,
+        updated_ms: 0,
     }
 }
 
@@ -189,26 +227,33 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             hello(2, None, None),
             "100002017403302e31056c696e75780000",
         ),
+        (
+            "hello/v3",
+            hello(3, None, None),
+            "100003017403302e31056c696e75780000",
+        ),
         // ---- Welcome ----
         (
             "welcome/unauthenticated",
             Frame::Welcome(Welcome {
-                protocol_version: 2,
+                protocol_version: 3,
                 server: "tern/0.1".into(),
                 session: None,
                 limits: limits(),
                 latest_pts: None,
                 server_time_ms: 1_700_000_000_000,
                 features: features(),
+                social: social(),
             }),
             // ... `00` latest_pts None, `80 d0 95 ff bc 31` server_time_ms, then features:
-            // `80 08` 1024, `84 07` 900, `80 c6 0a` 172800, `14` 20, `40` 64.
-            "290102087465726e2f302e310080800480800180028002b0ea010080d095ffbc318008840780c60a1440",
+            // `80 08` 1024, `84 07` 900, `80 c6 0a` 172800, `14` 20, `40` 64, then (v3) social:
+            // `80 02` 256, `f0 2e` 6000, `64` 100, `80 08` 1024, `80 08` 1024.
+            "320103087465726e2f302e310080800480800180028002b0ea010080d095ffbc318008840780c60a14408002f02e6480088008",
         ),
         (
             "welcome/authenticated",
             Frame::Welcome(Welcome {
-                protocol_version: 2,
+                protocol_version: 3,
                 server: "tern/0.1".into(),
                 session: Some(SessionInfo {
                     user_id: UserId(1),
@@ -218,14 +263,15 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
                 latest_pts: Some(7),
                 server_time_ms: 1_700_000_000_000,
                 features: features(),
+                social: social(),
             }),
-            "2c0102087465726e2f302e3101010280800480800180028002b0ea01010780d095ffbc318008840780c60a1440",
+            "350103087465726e2f302e3101010280800480800180028002b0ea01010780d095ffbc318008840780c60a14408002f02e6480088008",
         ),
         (
             // Distinct small values pin the order of the ChatFeatures fields.
             "welcome/features_order",
             Frame::Welcome(Welcome {
-                protocol_version: 2,
+                protocol_version: 3,
                 server: "s".into(),
                 session: None,
                 limits: limits(),
@@ -238,8 +284,199 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
                     max_edits: 4,
                     max_mentions: 5,
                 },
+                social: SocialFeatures {
+                    max_presence_watch: 6,
+                    typing_ttl_ms: 7,
+                    lookups_per_day: 8,
+                    max_contacts: 9,
+                    max_blocked: 10,
+                },
             }),
-            "19010201730080800480800180028002b0ea0100000102030405",
+            "1e010301730080800480800180028002b0ea0100000102030405060708090a",
+        ),
+        // ---- Social (v3): requests ----
+        (
+            "request/get_profile",
+            req(Request::GetProfile { user_id: UserId(2) }),
+            "0402011b02",
+        ),
+        (
+            "request/set_profile",
+            req(Request::SetProfile(ProfileEdit {
+                display_name: Some("Ann".into()),
+                about: None,
+                avatar: Some(Some(MediaRef([0xab; 32]))),
+            })),
+            "2b02011c0103416e6e000101abababababababababababababababababababababababababababababababab",
+        ),
+        (
+            "request/set_profile_remove_photo",
+            req(Request::SetProfile(ProfileEdit {
+                display_name: None,
+                about: Some(String::new()),
+                avatar: Some(None),
+            })),
+            "0802011c0001000100",
+        ),
+        (
+            "request/set_username",
+            req(Request::SetUsername {
+                username: Some("ann".into()),
+            }),
+            "0802011d0103616e6e",
+        ),
+        (
+            "request/set_username_none",
+            req(Request::SetUsername { username: None }),
+            "0402011d00",
+        ),
+        (
+            "request/lookup_username",
+            req(Request::LookupUser(UserQuery::Username("ann".into()))),
+            "0802011e0003616e6e",
+        ),
+        (
+            "request/lookup_identifier",
+            req(Request::LookupUser(UserQuery::Identifier(
+                "+15551234567".into(),
+            ))),
+            "1102011e010c2b3135353531323334353637",
+        ),
+        (
+            "request/add_contact",
+            req(Request::AddContact { user_id: UserId(2) }),
+            "0402011f02",
+        ),
+        (
+            "request/remove_contact",
+            req(Request::RemoveContact { user_id: UserId(2) }),
+            "0402012002",
+        ),
+        (
+            "request/list_contacts",
+            req(Request::ListContacts),
+            "03020121",
+        ),
+        (
+            "request/block",
+            req(Request::Block { user_id: UserId(2) }),
+            "0402012202",
+        ),
+        (
+            "request/unblock",
+            req(Request::Unblock { user_id: UserId(2) }),
+            "0402012302",
+        ),
+        (
+            "request/list_blocked",
+            req(Request::ListBlocked),
+            "03020124",
+        ),
+        ("request/get_privacy", req(Request::GetPrivacy), "03020125"),
+        (
+            // One of each audience, in field order last_seen, online, photo, about.
+            "request/set_privacy",
+            req(Request::SetPrivacy(PrivacySettings {
+                last_seen: Audience::ContactsExcept(vec![UserId(3)]),
+                online: Audience::Nobody,
+                photo: Audience::Everyone,
+                about: Audience::Contacts,
+            })),
+            "09020126020103030001",
+        ),
+        (
+            "request/watch_presence",
+            req(Request::WatchPresence {
+                users: vec![UserId(2), UserId(300)],
+            }),
+            "070201270202ac02",
+        ),
+        (
+            "request/set_foreground",
+            req(Request::SetForeground { foreground: false }),
+            "0402012800",
+        ),
+        (
+            "request/set_typing",
+            req(Request::SetTyping {
+                chat_id: ChatId(5),
+                typing: true,
+            }),
+            "050201290501",
+        ),
+        // ---- Social (v3): responses and events ----
+        (
+            "response/profile",
+            ok(Response::Profile(profile())),
+            "390301000f020103616e6e03416e6e0102686901abababababababababababababababababababababababababababababababab80d095ffbc31",
+        ),
+        (
+            "response/lookup_none",
+            ok(Response::Lookup(None)),
+            "050301001000",
+        ),
+        (
+            "response/lookup_hidden",
+            ok(Response::Lookup(Some(profile_hidden()))),
+            "0d0301001001030002426f000000",
+        ),
+        (
+            "response/profiles",
+            ok(Response::Profiles(vec![profile(), profile_hidden()])),
+            "420301001102020103616e6e03416e6e0102686901abababababababababababababababababababababababababababababababab80d095ffbc31030002426f000000",
+        ),
+        (
+            "response/users",
+            ok(Response::Users(vec![UserId(2), UserId(3)])),
+            "0703010012020203",
+        ),
+        (
+            "response/privacy_default",
+            ok(Response::Privacy(PrivacySettings::default())),
+            "080301001301010000",
+        ),
+        (
+            "response/presence",
+            ok(Response::Presence(vec![
+                Presence {
+                    user_id: UserId(2),
+                    state: PresenceState::Online,
+                },
+                Presence {
+                    user_id: UserId(3),
+                    state: PresenceState::LastSeen {
+                        at_ms: 1_700_000_000_000,
+                    },
+                },
+                Presence {
+                    user_id: UserId(4),
+                    state: PresenceState::Hidden,
+                },
+            ])),
+            "1103010014030200030180d095ffbc310402",
+        ),
+        (
+            "event/presence",
+            Frame::Event(Event::Presence(Presence {
+                user_id: UserId(2),
+                state: PresenceState::Online,
+            })),
+            "0404010200",
+        ),
+        (
+            "event/typing",
+            Frame::Event(Event::Typing(TypingEvent {
+                chat_id: ChatId(5),
+                user_id: UserId(2),
+                typing: true,
+                ttl_ms: 6000,
+            })),
+            "070402050201f02e",
+        ),
+        (
+            "event/profile_changed",
+            event(15, UpdateKind::ProfileChanged { user_id: UserId(2) }),
+            "0504000f0502",
         ),
         // ---- Request: every variant ----
         (
@@ -862,27 +1099,27 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
         (
             "doc/hello",
             Frame::Hello(Hello {
-                protocol_version: 2,
+                protocol_version: 3,
                 client: raw_client(),
                 auth: None,
                 resume: None,
             }),
-            "0f000203726177013004746573740000",
+            "0f000303726177013004746573740000",
         ),
         (
             "doc/hello_auth_resume",
             Frame::Hello(Hello {
-                protocol_version: 2,
+                protocol_version: 3,
                 client: raw_client(),
                 auth: Some("eyJ".into()),
                 resume: Some(SyncCursor { pts: 300 }),
             }),
-            "1500020372617701300474657374010365794a01ac02",
+            "1500030372617701300474657374010365794a01ac02",
         ),
         (
             "doc/welcome",
             Frame::Welcome(Welcome {
-                protocol_version: 2,
+                protocol_version: 3,
                 server: "tern-server/0.1.0".into(),
                 session: Some(SessionInfo {
                     user_id: UserId(1),
@@ -892,8 +1129,9 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
                 latest_pts: Some(5),
                 server_time_ms: 1_700_000_000_000,
                 features: features(),
+                social: social(),
             }),
-            "350102117465726e2d7365727665722f302e312e3001010280800480800180028002b0ea01010580d095ffbc318008840780c60a1440",
+            "3e0103117465726e2d7365727665722f302e312e3001010280800480800180028002b0ea01010580d095ffbc318008840780c60a14408002f02e6480088008",
         ),
         (
             "doc/create_group",
@@ -1183,6 +1421,11 @@ fn variants(frame: &Frame) -> Vec<&'static str> {
         Frame::Response { result: Err(_), .. } => out.push("Frame::Response(Err)"),
         Frame::Response { result: Ok(r), .. } => response_labels(r, &mut out),
         Frame::Event(Event::Update(u)) => update_labels(&u.kind, &mut out),
+        Frame::Event(Event::Presence(p)) => {
+            presence_label(p.state, &mut out);
+            out.push("Event::Presence");
+        }
+        Frame::Event(Event::Typing(_)) => out.push("Event::Typing"),
         Frame::Error(_) => out.push("Frame::Error"),
         Frame::GoAway(g) => out.push(match g.reason {
             GoAwayReason::Shutdown => "GoAwayReason::Shutdown",
@@ -1224,6 +1467,30 @@ fn request_labels(body: &Request, out: &mut Vec<&'static str>) {
         Request::GetGroupInfo { .. } => "Request::GetGroupInfo",
         Request::GetMessageReceipts { .. } => "Request::GetMessageReceipts",
         Request::DeleteForMe { .. } => "Request::DeleteForMe",
+        Request::GetProfile { .. } => "Request::GetProfile",
+        Request::SetProfile(_) => "Request::SetProfile",
+        Request::SetUsername { .. } => "Request::SetUsername",
+        Request::LookupUser(q) => {
+            out.push(match q {
+                UserQuery::Username(_) => "UserQuery::Username",
+                UserQuery::Identifier(_) => "UserQuery::Identifier",
+            });
+            "Request::LookupUser"
+        }
+        Request::AddContact { .. } => "Request::AddContact",
+        Request::RemoveContact { .. } => "Request::RemoveContact",
+        Request::ListContacts => "Request::ListContacts",
+        Request::Block { .. } => "Request::Block",
+        Request::Unblock { .. } => "Request::Unblock",
+        Request::ListBlocked => "Request::ListBlocked",
+        Request::GetPrivacy => "Request::GetPrivacy",
+        Request::SetPrivacy(p) => {
+            privacy_labels(p, out);
+            "Request::SetPrivacy"
+        }
+        Request::WatchPresence { .. } => "Request::WatchPresence",
+        Request::SetForeground { .. } => "Request::SetForeground",
+        Request::SetTyping { .. } => "Request::SetTyping",
     };
     out.push(label);
 }
@@ -1260,6 +1527,18 @@ fn response_labels(r: &Response, out: &mut Vec<&'static str>) {
         Response::DevicesPage(_) => "Response::DevicesPage",
         Response::GroupInfo(_) => "Response::GroupInfo",
         Response::MessageReceipts(_) => "Response::MessageReceipts",
+        Response::Profile(_) => "Response::Profile",
+        Response::Lookup(_) => "Response::Lookup",
+        Response::Profiles(_) => "Response::Profiles",
+        Response::Users(_) => "Response::Users",
+        Response::Privacy(p) => {
+            privacy_labels(p, out);
+            "Response::Privacy"
+        }
+        Response::Presence(ps) => {
+            ps.iter().for_each(|p| presence_label(p.state, out));
+            "Response::Presence"
+        }
     };
     out.push(label);
 }
@@ -1277,8 +1556,28 @@ fn update_labels(kind: &UpdateKind, out: &mut Vec<&'static str>) {
         }
         UpdateKind::ChatLeft { .. } => "UpdateKind::ChatLeft",
         UpdateKind::HiddenForMe { .. } => "UpdateKind::HiddenForMe",
+        UpdateKind::ProfileChanged { .. } => "UpdateKind::ProfileChanged",
     };
     out.push(label);
+}
+
+fn privacy_labels(p: &PrivacySettings, out: &mut Vec<&'static str>) {
+    for a in [&p.last_seen, &p.online, &p.photo, &p.about] {
+        out.push(match a {
+            Audience::Everyone => "Audience::Everyone",
+            Audience::Contacts => "Audience::Contacts",
+            Audience::ContactsExcept(_) => "Audience::ContactsExcept",
+            Audience::Nobody => "Audience::Nobody",
+        });
+    }
+}
+
+fn presence_label(state: PresenceState, out: &mut Vec<&'static str>) {
+    out.push(match state {
+        PresenceState::Online => "PresenceState::Online",
+        PresenceState::LastSeen { .. } => "PresenceState::LastSeen",
+        PresenceState::Hidden => "PresenceState::Hidden",
+    });
 }
 
 fn chat_labels(chat: &ChatInfo, out: &mut Vec<&'static str>) {
@@ -1347,6 +1646,27 @@ const ALL_VARIANTS: &[&str] = &[
     "Request::GetGroupInfo",
     "Request::GetMessageReceipts",
     "Request::DeleteForMe",
+    "Request::GetProfile",
+    "Request::SetProfile",
+    "Request::SetUsername",
+    "Request::LookupUser",
+    "UserQuery::Username",
+    "UserQuery::Identifier",
+    "Request::AddContact",
+    "Request::RemoveContact",
+    "Request::ListContacts",
+    "Request::Block",
+    "Request::Unblock",
+    "Request::ListBlocked",
+    "Request::GetPrivacy",
+    "Request::SetPrivacy",
+    "Audience::Everyone",
+    "Audience::Contacts",
+    "Audience::ContactsExcept",
+    "Audience::Nobody",
+    "Request::WatchPresence",
+    "Request::SetForeground",
+    "Request::SetTyping",
     "Frame::Response(Err)",
     "Response::OtpRequested",
     "Response::LoggedIn",
@@ -1363,11 +1683,23 @@ const ALL_VARIANTS: &[&str] = &[
     "Response::DevicesPage",
     "Response::GroupInfo",
     "Response::MessageReceipts",
+    "Response::Profile",
+    "Response::Lookup",
+    "Response::Profiles",
+    "Response::Users",
+    "Response::Privacy",
+    "Response::Presence",
+    "PresenceState::Online",
+    "PresenceState::LastSeen",
+    "PresenceState::Hidden",
+    "Event::Presence",
+    "Event::Typing",
     "UpdateKind::Message",
     "UpdateKind::Receipt",
     "UpdateKind::ChatJoined",
     "UpdateKind::ChatLeft",
     "UpdateKind::HiddenForMe",
+    "UpdateKind::ProfileChanged",
     "ChatKind::Direct",
     "ChatKind::Group",
     "MessageBody::Text",
@@ -1456,4 +1788,51 @@ fn every_known_error_code_has_a_vector() {
             _ => panic!("no golden vector {name} for {code:?}"),
         }
     }
+}
+
+/// QUIC datagram payloads (no length prefix: a datagram is its own frame). Same rule as the
+/// frame table: append, never edit.
+#[test]
+fn datagram_vectors() {
+    use tern_protocol::Datagram;
+    use tern_protocol::codec::{decode_datagram, encode_datagram};
+    let cases = [
+        (
+            "datagram/typing",
+            // `00` Datagram::Typing, `05` chat 5, `01` true.
+            Datagram::Typing {
+                chat_id: ChatId(5),
+                typing: true,
+            },
+            "000501",
+        ),
+        (
+            "datagram/typing_stopped",
+            Datagram::Typing {
+                chat_id: ChatId(300),
+                typing: false,
+            },
+            "00ac0200",
+        ),
+        (
+            "datagram/typing_event",
+            // `01` Datagram::TypingEvent, chat 5, user 2, true, ttl `f0 2e` 6000.
+            Datagram::TypingEvent(TypingEvent {
+                chat_id: ChatId(5),
+                user_id: UserId(2),
+                typing: true,
+                ttl_ms: 6000,
+            }),
+            "01050201f02e",
+        ),
+    ];
+    for (name, value, golden) in cases {
+        let bytes = encode_datagram(&value).unwrap();
+        assert_eq!(hex::encode(&bytes), golden, "{name}: encoding changed");
+        assert_eq!(decode_datagram(&bytes).unwrap(), value, "{name}");
+    }
+    // Trailing bytes, an unknown variant and an oversized payload are refused, never panic.
+    assert!(decode_datagram(&hex::decode("00050100").unwrap()).is_err());
+    assert!(decode_datagram(&[9]).is_err());
+    assert!(decode_datagram(&vec![0u8; tern_protocol::limits::MAX_DATAGRAM_LEN + 1]).is_err());
 }

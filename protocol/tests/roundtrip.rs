@@ -15,12 +15,13 @@ use tern_protocol::limits::{
     MAX_MESSAGES_PAGE, MAX_REACTION_LEN, MAX_SYNC_PAGE, MAX_TEXT_LEN, MAX_TOKEN_LEN, OTP_DIGITS,
 };
 use tern_protocol::{
-    SocialFeatures,
-    ChatFeatures, ChatId, ChatInfo, ChatKind, ChatsPage, ClientInfo, DeviceId, DeviceInfo,
-    DevicesPage, ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, GroupChange, GroupInfo,
-    GroupMember, GroupSettings, Hello, LoginGrant, MemberReceipt, Message, MessageBody, MessageId,
-    MessageReceipts, Receipt, Request, Response, RichText, Sent, ServerLimits, SessionInfo,
-    SyncCursor, SyncPage, SystemEvent, Tokens, Update, UpdateKind, UserId, Welcome,
+    Audience, ChatFeatures, ChatId, ChatInfo, ChatKind, ChatsPage, ClientInfo, DeviceId,
+    DeviceInfo, DevicesPage, ErrorBody, ErrorCode, Event, Frame, GoAway, GoAwayReason, GroupChange,
+    GroupInfo, GroupMember, GroupSettings, Hello, LoginGrant, MediaRef, MemberReceipt, Message,
+    MessageBody, MessageId, MessageReceipts, Presence, PresenceState, PrivacySettings, Profile,
+    ProfileEdit, Receipt, Request, Response, RichText, Sent, ServerLimits, SessionInfo,
+    SocialFeatures, SyncCursor, SyncPage, SystemEvent, Tokens, TypingEvent, Update, UpdateKind,
+    UserId, UserQuery, Welcome,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -306,7 +307,104 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(chat_id, seq)| Request::GetMessageReceipts { chat_id, seq }),
         (chat_id(), vec(any::<u64>(), 0..8))
             .prop_map(|(chat_id, seqs)| Request::DeleteForMe { chat_id, seqs }),
+        user_id().prop_map(|user_id| Request::GetProfile { user_id }),
+        (
+            proptest::option::of(text(20)),
+            proptest::option::of(text(40)),
+            proptest::option::of(proptest::option::of(media_ref()))
+        )
+            .prop_map(
+                |(display_name, about, avatar)| Request::SetProfile(ProfileEdit {
+                    display_name,
+                    about,
+                    avatar,
+                })
+            ),
+        proptest::option::of("[a-z][a-z0-9_.]{2,31}")
+            .prop_map(|username| Request::SetUsername { username }),
+        prop_oneof![
+            "[a-z0-9_.]{0,32}".prop_map(UserQuery::Username),
+            text(60).prop_map(UserQuery::Identifier),
+        ]
+        .prop_map(Request::LookupUser),
+        user_id().prop_map(|user_id| Request::AddContact { user_id }),
+        user_id().prop_map(|user_id| Request::RemoveContact { user_id }),
+        Just(Request::ListContacts),
+        user_id().prop_map(|user_id| Request::Block { user_id }),
+        user_id().prop_map(|user_id| Request::Unblock { user_id }),
+        Just(Request::ListBlocked),
+        Just(Request::GetPrivacy),
+        privacy().prop_map(Request::SetPrivacy),
+        vec(user_id(), 0..8).prop_map(|users| Request::WatchPresence { users }),
+        any::<bool>().prop_map(|foreground| Request::SetForeground { foreground }),
+        (chat_id(), any::<bool>())
+            .prop_map(|(chat_id, typing)| Request::SetTyping { chat_id, typing }),
     ]
+}
+
+fn media_ref() -> impl Strategy<Value = MediaRef> {
+    any::<[u8; 32]>().prop_map(MediaRef)
+}
+
+fn audience() -> impl Strategy<Value = Audience> {
+    prop_oneof![
+        Just(Audience::Everyone),
+        Just(Audience::Contacts),
+        vec(user_id(), 0..4).prop_map(Audience::ContactsExcept),
+        Just(Audience::Nobody),
+    ]
+}
+
+fn privacy() -> impl Strategy<Value = PrivacySettings> {
+    (audience(), audience(), audience(), audience()).prop_map(
+        |(last_seen, online, photo, about)| PrivacySettings {
+            last_seen,
+            online,
+            photo,
+            about,
+        },
+    )
+}
+
+fn profile() -> impl Strategy<Value = Profile> {
+    (
+        user_id(),
+        proptest::option::of("[a-z][a-z0-9_.]{2,31}"),
+        text(20),
+        proptest::option::of(text(40)),
+        proptest::option::of(media_ref()),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(user_id, username, display_name, about, avatar, updated_ms)| Profile {
+                user_id,
+                username,
+                display_name,
+                about,
+                avatar,
+                updated_ms,
+            },
+        )
+}
+
+fn presence() -> impl Strategy<Value = Presence> {
+    let state = prop_oneof![
+        Just(PresenceState::Online),
+        any::<u64>().prop_map(|at_ms| PresenceState::LastSeen { at_ms }),
+        Just(PresenceState::Hidden),
+    ];
+    (user_id(), state).prop_map(|(user_id, state)| Presence { user_id, state })
+}
+
+fn typing_event() -> impl Strategy<Value = TypingEvent> {
+    (chat_id(), user_id(), any::<bool>(), any::<u32>()).prop_map(
+        |(chat_id, user_id, typing, ttl_ms)| TypingEvent {
+            chat_id,
+            user_id,
+            typing,
+            ttl_ms,
+        },
+    )
 }
 
 fn response() -> impl Strategy<Value = Response> {
@@ -365,6 +463,12 @@ fn response() -> impl Strategy<Value = Response> {
             .prop_map(|(devices, next)| Response::DevicesPage(DevicesPage { devices, next })),
         group_info().prop_map(Response::GroupInfo),
         message_receipts().prop_map(Response::MessageReceipts),
+        profile().prop_map(Response::Profile),
+        proptest::option::of(profile()).prop_map(Response::Lookup),
+        vec(profile(), 0..4).prop_map(Response::Profiles),
+        vec(user_id(), 0..8).prop_map(Response::Users),
+        privacy().prop_map(Response::Privacy),
+        vec(presence(), 0..8).prop_map(Response::Presence),
     ]
 }
 
@@ -536,6 +640,8 @@ fn frame() -> impl Strategy<Value = Frame> {
         3 => (any::<u32>(), response()).prop_map(|(req_id, r)| Frame::Response { req_id, result: Ok(r) }),
         1 => (any::<u32>(), error_body()).prop_map(|(req_id, e)| Frame::Response { req_id, result: Err(e) }),
         3 => update().prop_map(|u| Frame::Event(Event::Update(u))),
+        1 => presence().prop_map(|p| Frame::Event(Event::Presence(p))),
+        1 => typing_event().prop_map(|t| Frame::Event(Event::Typing(t))),
         1 => hello().prop_map(Frame::Hello),
         1 => welcome().prop_map(Frame::Welcome),
         1 => error_body().prop_map(Frame::Error),
@@ -544,6 +650,24 @@ fn frame() -> impl Strategy<Value = Frame> {
 }
 
 /// Chunk sizes for feeding the decoder: mostly tiny (splitting prefixes and fields), some large.
+fn datagram() -> impl Strategy<Value = tern_protocol::Datagram> {
+    prop_oneof![
+        (chat_id(), any::<bool>())
+            .prop_map(|(chat_id, typing)| tern_protocol::Datagram::Typing { chat_id, typing }),
+        typing_event().prop_map(tern_protocol::Datagram::TypingEvent),
+    ]
+}
+
+proptest! {
+    /// Every datagram round-trips, and arbitrary bytes never panic the datagram decoder.
+    #[test]
+    fn datagrams_roundtrip(d in datagram(), junk in vec(any::<u8>(), 0..600)) {
+        let bytes = tern_protocol::codec::encode_datagram(&d).unwrap();
+        prop_assert_eq!(tern_protocol::codec::decode_datagram(&bytes).unwrap(), d);
+        let _ = tern_protocol::codec::decode_datagram(&junk);
+    }
+}
+
 fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {
     vec(prop_oneof![3 => 1usize..8, 1 => 8usize..2048], 1..16)
 }
@@ -1215,7 +1339,66 @@ fn with_long_string(s: &str) -> Vec<(&'static str, usize, Frame)> {
                 ..group_info_of(0, 0, 0)
             })),
         ),
+        (
+            "set_profile display_name",
+            tern_protocol::limits::MAX_DISPLAY_NAME_LEN,
+            req(Request::SetProfile(ProfileEdit {
+                display_name: Some(s()),
+                ..ProfileEdit::default()
+            })),
+        ),
+        (
+            "set_profile about",
+            tern_protocol::limits::MAX_ABOUT_LEN,
+            req(Request::SetProfile(ProfileEdit {
+                about: Some(s()),
+                ..ProfileEdit::default()
+            })),
+        ),
+        (
+            "set_username",
+            tern_protocol::limits::MAX_USERNAME_LEN,
+            req(Request::SetUsername {
+                username: Some(s()),
+            }),
+        ),
+        (
+            "lookup username",
+            tern_protocol::limits::MAX_USERNAME_LEN,
+            req(Request::LookupUser(UserQuery::Username(s()))),
+        ),
+        (
+            "lookup identifier",
+            MAX_IDENTIFIER_LEN,
+            req(Request::LookupUser(UserQuery::Identifier(s()))),
+        ),
+        (
+            "profile display_name",
+            tern_protocol::limits::MAX_DISPLAY_NAME_LEN,
+            ok(Response::Profile(profile_of(&s(), None, None))),
+        ),
+        (
+            "profile about",
+            tern_protocol::limits::MAX_ABOUT_LEN,
+            ok(Response::Profile(profile_of("", Some(s()), None))),
+        ),
+        (
+            "profile username",
+            tern_protocol::limits::MAX_USERNAME_LEN,
+            ok(Response::Lookup(Some(profile_of("", None, Some(s()))))),
+        ),
     ]
+}
+
+fn profile_of(display_name: &str, about: Option<String>, username: Option<String>) -> Profile {
+    Profile {
+        user_id: UserId(2),
+        username,
+        display_name: display_name.into(),
+        about,
+        avatar: None,
+        updated_ms: 0,
+    }
 }
 
 /// The frames whose one list has `n` entries, one per list limit of the groups and message
@@ -1313,6 +1496,42 @@ fn with_long_list(n: usize) -> Vec<(&'static str, usize, Frame)> {
                 members: users,
                 last_seq: 1,
             })),
+        ),
+        (
+            "watch_presence users",
+            tern_protocol::limits::MAX_PRESENCE_WATCH,
+            req(Request::WatchPresence {
+                users: vec![UserId(2); n],
+            }),
+        ),
+        (
+            "presence snapshot",
+            tern_protocol::limits::MAX_PRESENCE_WATCH,
+            ok(Response::Presence(vec![
+                Presence {
+                    user_id: UserId(2),
+                    state: PresenceState::Hidden,
+                };
+                n
+            ])),
+        ),
+        (
+            "set_privacy exceptions",
+            tern_protocol::limits::MAX_PRIVACY_EXCEPTIONS,
+            req(Request::SetPrivacy(PrivacySettings {
+                about: Audience::ContactsExcept(vec![UserId(2); n]),
+                ..PrivacySettings::default()
+            })),
+        ),
+        (
+            "blocked list",
+            MAX_LIST_LEN,
+            ok(Response::Users(vec![UserId(2); n])),
+        ),
+        (
+            "contacts list",
+            MAX_LIST_LEN,
+            ok(Response::Profiles(vec![profile_of("", None, None); n])),
         ),
     ]
 }
