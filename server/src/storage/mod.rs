@@ -353,6 +353,16 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// stored and read it, and when.
     async fn message_receipts(&self, chat: ChatId, seq: Seq) -> StorageResult<MessageReceipts>;
 
+    // --- last seen (partition: user) ---
+
+    /// Stores when each user last went offline (ms since the epoch), replacing older values.
+    /// One batch, not synced per row and off the commit path: presence flushes changed values
+    /// every few seconds, and a crash losing the newest ones only makes someone's last seen a
+    /// few seconds older. After [`Storage::close`] it answers [`StorageError::Closed`].
+    async fn save_last_seen(&self, rows: Vec<(UserId, u64)>) -> StorageResult<()>;
+    /// When the user last went offline, if that was ever saved.
+    async fn last_seen(&self, user: UserId) -> StorageResult<Option<u64>>;
+
     /// Makes everything written so far durable and stops accepting writes.
     async fn close(&self) -> StorageResult<()>;
 }

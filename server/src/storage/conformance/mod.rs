@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod groups;
+pub mod social;
 
 use std::sync::{Arc, Mutex};
 
@@ -55,6 +56,7 @@ pub async fn run_all(open: Opener<'_>) {
     lists_page(open).await;
     acks_are_published_coalesced(open).await;
     groups::run_all(open).await;
+    social::run_all(open).await;
 }
 
 fn fresh(open: Opener<'_>) -> (Arc<dyn Storage>, Arc<RecordingSink>) {

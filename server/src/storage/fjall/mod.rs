@@ -7,6 +7,7 @@
 
 mod features;
 mod groups;
+mod social;
 mod tables;
 mod writer;
 mod writes;
@@ -459,6 +460,18 @@ impl Storage for FjallStorage {
             }
         }
         Ok(out)
+    }
+
+    async fn save_last_seen(&self, rows: Vec<(UserId, u64)>) -> StorageResult<()> {
+        if self.writer.is_closed() {
+            return Err(StorageError::Closed);
+        }
+        let tables = self.tables.clone();
+        social::blocking(move || social::save_last_seen(&tables, &rows)).await
+    }
+
+    async fn last_seen(&self, user: UserId) -> StorageResult<Option<u64>> {
+        social::last_seen(&self.tables, user)
     }
 
     async fn close(&self) -> StorageResult<()> {

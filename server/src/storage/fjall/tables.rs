@@ -55,6 +55,9 @@ pub(crate) struct Tables {
     /// chat ++ user ++ tag (`D`elivered/`R`ead) ++ seq -> ms: when a member's watermark moved to
     /// seq, so "message info" can say when a message was delivered and read.
     pub receipt_times: Keyspace,
+    /// user -> u64 ms: when the user last went offline. Written in unsynced batches off the
+    /// commit path (presence flushes every few seconds); a crash may lose the newest values.
+    pub last_seen: Keyspace,
     /// Committed chat rows, read on every send. Only the writer thread fills it (from committed
     /// rows, and with every chat row it commits), so a reader can never put back a stale row.
     chat_cache: Arc<DashMap<ChatId, ChatRecord>>,
@@ -89,6 +92,7 @@ pub(crate) enum Table {
     Hidden,
     Edits,
     ReceiptTimes,
+    LastSeen,
 }
 
 impl Tables {
@@ -115,6 +119,7 @@ impl Tables {
             hidden: ks("hidden")?,
             edits: ks("edits")?,
             receipt_times: ks("receipt_times")?,
+            last_seen: ks("last_seen")?,
             chat_cache: Arc::new(DashMap::new()),
             db,
         })
@@ -139,6 +144,7 @@ impl Tables {
             Table::Hidden => &self.hidden,
             Table::Edits => &self.edits,
             Table::ReceiptTimes => &self.receipt_times,
+            Table::LastSeen => &self.last_seen,
         }
     }
 
