@@ -2,8 +2,9 @@
 
 use tern_protocol::{
     ChatFeatures, ChatId, ChatInfo, ChatsPage, DeviceId, DeviceInfo, DevicesPage, ErrorCode,
-    GroupInfo, GroupSettings, Message, MessageBody, MessageReceipts, Pts, Receipt, Request,
-    Response, RichText, Sent, Seq, SessionInfo, Tokens, UserId,
+    GroupInfo, GroupSettings, Message, MessageBody, MessageReceipts, Presence, Pts, Receipt,
+    Request, Response, RichText, Sent, Seq, SessionInfo, SocialFeatures, Tokens, TypingEvent,
+    UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -67,6 +68,18 @@ pub enum ClientEvent {
         chat_id: ChatId,
         /// The messages.
         seqs: Vec<Seq>,
+    },
+    /// A watched user's presence changed (as this user may see it). After a reconnect the
+    /// watch is restored by itself and the fresh snapshot arrives as these events.
+    Presence(Presence),
+    /// Someone else is typing in a chat, or stopped. A `typing: true` not refreshed within
+    /// its `ttl_ms` is followed by a synthesised `typing: false` (`ttl_ms` 0). `datagram`
+    /// says whether it came as a QUIC datagram or on the stream (the server's fallback).
+    Typing {
+        /// Who, where, and whether.
+        event: TypingEvent,
+        /// Arrived as a QUIC datagram.
+        datagram: bool,
     },
     /// A contact's or chat peer's profile changed: fetch it with `Client::profile`.
     ProfileChanged {
@@ -142,12 +155,18 @@ pub struct Snapshot {
     pub connected: bool,
     /// The message-feature limits of the last `Welcome` (`None` before the first connection).
     pub features: Option<ChatFeatures>,
+    /// The social limits of the last `Welcome`.
+    pub social: Option<SocialFeatures>,
+    /// Typing indicators received as datagrams.
+    pub typing_datagrams_in: u64,
+    /// Typing sent (as datagrams, as `SetTyping` requests on the stream).
+    pub typing_out: (u64, u64),
 }
 
 /// A handle to the client. Cheap to clone; all clones talk to the same driver.
 #[derive(Debug, Clone)]
 pub struct Client {
-    commands: mpsc::UnboundedSender<Command>,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
     device_name: std::sync::Arc<str>,
 }
 
@@ -170,6 +189,12 @@ impl Client {
 
     /// Sends a raw request and waits for its answer.
     pub async fn request(&self, body: Request) -> Result<Response, Error> {
+        if !body.within_limits() {
+            return Err(Error::Rejected(tern_protocol::ErrorBody::new(
+                ErrorCode::TooLarge,
+                format!("a field of {} is over its protocol limit", body.name()),
+            )));
+        }
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Request { body, reply })
@@ -540,7 +565,7 @@ impl Client {
 /// Items asked for per page by [`Client::chats`] and [`Client::devices`].
 const LIST_PAGE: u32 = 256;
 
-fn closed() -> Error {
+pub(crate) fn closed() -> Error {
     Error::Closed("the client has stopped".into())
 }
 
@@ -551,6 +576,6 @@ fn sent(r: Response) -> Result<Sent, Error> {
     }
 }
 
-fn unexpected(r: &Response) -> Error {
+pub(crate) fn unexpected(r: &Response) -> Error {
     Error::Protocol(format!("unexpected response {r:?}"))
 }

@@ -40,6 +40,9 @@ pub struct ClientConfig {
     /// A QUIC endpoint (one UDP socket) to share with other clients; `None` makes one per client.
     /// Load generators share one endpoint among many connections.
     pub endpoint: Option<quinn::Endpoint>,
+    /// Accept QUIC datagrams (typing arrives this way). `false` makes the server send typing
+    /// on the stream instead: for networks that drop datagrams, and for tests of the fallback.
+    pub datagrams: bool,
 }
 
 impl ClientConfig {
@@ -59,6 +62,7 @@ impl ClientConfig {
             keep_alive: Duration::from_secs(5),
             sync_page: tern_protocol::limits::MAX_SYNC_PAGE,
             endpoint: None,
+            datagrams: true,
         }
     }
 }

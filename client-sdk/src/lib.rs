@@ -28,6 +28,7 @@ mod client;
 mod config;
 mod driver;
 mod error;
+mod social;
 mod state;
 mod tls;
 

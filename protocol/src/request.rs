@@ -316,7 +316,9 @@ impl Request {
         }
     }
 
-    pub(crate) fn within_limits(&self) -> bool {
+    /// Whether every field respects its protocol limit (the server's decoder refuses the
+    /// frame otherwise, and closes the connection: clients check before sending).
+    pub fn within_limits(&self) -> bool {
         match self {
             Request::RequestOtp { identifier } => identifier.len() <= MAX_IDENTIFIER_LEN,
             Request::VerifyOtp {

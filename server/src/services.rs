@@ -12,10 +12,10 @@ use tern_protocol::{ErrorBody, ErrorCode, LoginGrant, Request, Response, Session
 use crate::auth::AuthService;
 use crate::chat::ChatService;
 use crate::groups::GroupService;
-use crate::presence::PresenceService;
-use crate::social::SocialService;
 use crate::metrics::{Metrics, RequestLabels, RequestTimingLabels, ShardLabel};
+use crate::presence::PresenceService;
 use crate::router::Router;
+use crate::social::SocialService;
 use crate::storage::GroupOp;
 
 /// Everything a connection may call, shared by all connections.

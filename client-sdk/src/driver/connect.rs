@@ -40,6 +40,7 @@ impl Driver {
         let (out_tx, out_rx) = mpsc::channel(4096);
         let (in_tx, in_rx) = mpsc::channel(1024);
         tokio::spawn(write_loop(send, out_rx));
+        tokio::spawn(datagram_loop(conn.clone(), in_tx.clone()));
         tokio::spawn(read_loop(recv, conn.clone(), in_tx));
         Ok(Link {
             out: out_tx,
@@ -96,6 +97,8 @@ impl Driver {
             };
             match tokio::time::timeout_at(deadline, link.inbound.recv()).await {
                 Ok(Some(Inbound::Frame(Frame::Welcome(w)))) => break w,
+                // Nothing to show before the session is up.
+                Ok(Some(Inbound::Datagram(_))) => {}
                 // An overloaded server says when to come back before it refuses us.
                 Ok(Some(Inbound::Frame(Frame::GoAway(g)))) => {
                     hint = Some(Duration::from_millis(u64::from(g.reconnect_after_ms)));
@@ -129,6 +132,7 @@ impl Driver {
         };
         self.connected = true;
         self.features = Some(welcome.features);
+        self.social_features = Some(welcome.social);
         if let Some(session) = welcome.session {
             self.on_authenticated(&mut link, session, welcome.latest_pts);
         } else if let Some(t) = self.tokens.clone() {
@@ -207,6 +211,16 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) 
         }
     }
     let _ = send.finish();
+}
+
+/// Forwards datagrams until the connection ends. A full inbound queue drops the datagram: typing
+/// is a hint, and frames must not wait behind it.
+async fn datagram_loop(conn: quinn::Connection, tx: mpsc::Sender<Inbound>) {
+    while let Ok(d) = conn.read_datagram().await {
+        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Inbound::Datagram(d)) {
+            return;
+        }
+    }
 }
 
 async fn read_loop(

@@ -17,6 +17,7 @@
 mod connect;
 mod requests;
 mod serve;
+mod social;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -26,8 +27,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tern_protocol::codec;
 use tern_protocol::{
-    ChatFeatures, ChatId, ClientMsgId, ErrorCode, Frame, MessageBody, Request, Response, Sent,
-    SessionInfo, Tokens,
+    ChatFeatures, ChatId, ClientMsgId, ErrorCode, Frame, MessageBody, Presence, Request, Response,
+    Sent, SessionInfo, SocialFeatures, Tokens, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,6 +54,18 @@ pub(crate) enum Command {
     },
     Snapshot {
         reply: oneshot::Sender<Snapshot>,
+    },
+    /// Replace the presence watch list.
+    Watch {
+        users: Vec<UserId>,
+        reply: oneshot::Sender<Result<Vec<Presence>, Error>>,
+    },
+    /// The app went to the foreground (true) or the background.
+    Foreground(bool),
+    /// This user is typing (or stopped) in a chat.
+    Typing {
+        chat_id: ChatId,
+        typing: bool,
     },
     Reconnect,
     Rebind,
@@ -97,7 +110,11 @@ enum Pending {
     Send(ClientMsgId),
     Sync,
     Refresh,
+    /// Answer ignored (acks, foreground, typing on the stream).
     Ack,
+    /// A presence watch: the app's call waiting for its snapshot, or one restored after a
+    /// reconnect (`None`: the snapshot becomes events).
+    Watch(Option<oneshot::Sender<Result<Vec<Presence>, Error>>>),
 }
 
 /// Why a link ended.
@@ -120,6 +137,8 @@ enum LinkEnd {
 /// What the reader task reports.
 enum Inbound {
     Frame(Frame),
+    /// A QUIC datagram payload.
+    Datagram(Bytes),
     End {
         code: Option<ErrorCode>,
         reason: String,
@@ -187,6 +206,10 @@ pub(crate) struct Driver {
     connected: bool,
     /// From the last `Welcome`.
     features: Option<ChatFeatures>,
+    /// Social limits from the last `Welcome`.
+    social_features: Option<SocialFeatures>,
+    /// Presence watch, foreground flag and typing, kept across links.
+    social: social::SocialState,
 }
 
 fn now_ms() -> u64 {
@@ -210,7 +233,10 @@ impl Driver {
                     .map_err(|e| Error::Config(e.to_string()))?,
             ))
             .max_concurrent_bidi_streams(0u32.into())
-            .max_concurrent_uni_streams(0u32.into());
+            .max_concurrent_uni_streams(0u32.into())
+            // Typing arrives as datagrams; a few KiB hold many (each is tens of bytes), and
+            // `None` makes the server fall back to the stream.
+            .datagram_receive_buffer_size(cfg.datagrams.then_some(64 * 1024));
         client_cfg.transport_config(Arc::new(transport));
         let (endpoint, own_endpoint) = match &cfg.endpoint {
             Some(e) => (e.clone(), false),
@@ -230,6 +256,8 @@ impl Driver {
             waiting: VecDeque::new(),
             connected: false,
             features: None,
+            social_features: None,
+            social: social::SocialState::default(),
         })
     }
 
@@ -338,7 +366,13 @@ impl Driver {
                 Command::Send { reply, .. } => {
                     let _ = reply.send(Err(Error::Closed(reason.into())));
                 }
-                Command::Reconnect | Command::Rebind => {}
+                Command::Watch { reply, .. } => {
+                    let _ = reply.send(Err(Error::Closed(reason.into())));
+                }
+                Command::Reconnect
+                | Command::Rebind
+                | Command::Foreground(_)
+                | Command::Typing { .. } => {}
             }
         }
         None
@@ -352,6 +386,9 @@ impl Driver {
             outbox_len: self.outbox.len(),
             connected: self.connected,
             features: self.features,
+            social: self.social_features,
+            typing_datagrams_in: self.social.datagrams_in,
+            typing_out: self.social.typing_out,
         }
     }
 }

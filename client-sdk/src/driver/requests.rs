@@ -34,6 +34,10 @@ impl Driver {
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
             }
+            Command::Watch { users, reply } => self.on_watch(None, users, reply),
+            Command::Foreground(foreground) => self.on_foreground(None, foreground),
+            // A hint: dropped while offline.
+            Command::Typing { .. } => {}
             Command::Reconnect | Command::Rebind | Command::Close { .. } => {}
         }
     }
@@ -46,6 +50,9 @@ impl Driver {
         }
         for (_, reply, _) in self.waiting.drain(..) {
             let _ = reply.send(Err(Error::Closed(reason.into())));
+        }
+        if let Some(r) = self.social.watch_reply.take() {
+            let _ = r.send(Err(Error::Closed(reason.into())));
         }
     }
 
@@ -89,6 +96,12 @@ impl Driver {
                 }
                 Some(Pending::Refresh) => restart = Some("refresh timed out"),
                 Some(Pending::Sync) => restart = Some("sync timed out"),
+                // The watch list stays; the next session sends it again.
+                Some(Pending::Watch(reply)) => {
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(Error::Timeout));
+                    }
+                }
                 Some(Pending::Ack) | None => {}
             }
         }
@@ -201,6 +214,7 @@ impl Driver {
                 }
             },
             Pending::Ack => {}
+            Pending::Watch(reply) => self.on_watch_answer(reply, result),
         }
         None
     }

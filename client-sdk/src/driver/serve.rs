@@ -44,6 +44,7 @@ impl Driver {
                 entry.in_flight = true;
             }
         }
+        self.restore_social(link);
         self.flush_waiting(link);
     }
 
@@ -75,11 +76,13 @@ impl Driver {
                                         return self.finish(link, end);
                                     }
                                 }
+                                Inbound::Datagram(d) => self.on_datagram(&d),
                                 Inbound::End { code, reason } => return self.finish_end(link, code, reason),
                             }
                         }
                         self.flush_acks(&mut link);
                     }
+                    Some(Inbound::Datagram(d)) => self.on_datagram(&d),
                     Some(Inbound::End { code, reason }) => return self.finish_end(link, code, reason),
                     None => break LinkEnd::Lost { reason: "reader stopped".into(), retry_after: None, was_up: true },
                 },
@@ -103,6 +106,9 @@ impl Driver {
                         }
                         self.outbox.insert(client_msg_id, entry);
                     }
+                    Some(Command::Watch { users, reply }) => self.on_watch(Some(&mut link), users, reply),
+                    Some(Command::Foreground(fg)) => self.on_foreground(Some(&mut link), fg),
+                    Some(Command::Typing { chat_id, typing }) => self.on_typing_command(Some(&mut link), chat_id, typing),
                 },
                 _ = tick.tick() => {
                     if let Some(reason) = self.expire_requests(&mut link) {
@@ -113,6 +119,7 @@ impl Driver {
                         };
                     }
                     self.retry_outbox(&mut link);
+                    self.expire_typing(Instant::now());
                 }
             }
         };
@@ -256,6 +263,14 @@ impl Driver {
             Frame::Response { req_id, result } => self.on_response(link, req_id, result),
             Frame::Event(Event::Update(u)) => {
                 self.on_update(link, u);
+                None
+            }
+            Frame::Event(Event::Presence(p)) => {
+                self.emit(ClientEvent::Presence(p));
+                None
+            }
+            Frame::Event(Event::Typing(t)) => {
+                self.on_typing(t, false);
                 None
             }
             Frame::GoAway(g) => {
