@@ -119,6 +119,118 @@ pub enum Command {
     Group(GroupCommand),
     /// Stay connected and print every event: first what was missed, then live.
     Tail(TailArgs),
+    /// Show a profile (this user's without USER); with --name, --about, --username or
+    /// --clear-username, change this user's.
+    Profile(ProfileArgs),
+    /// Find a user by @username, phone number (+...) or email address. Lookups are limited per
+    /// day, found or not.
+    Lookup {
+        /// `@ann`, `ann`, `+15550001111` or `ann@example.org`.
+        query: String,
+    },
+    /// List contacts, or add / remove one.
+    Contacts {
+        #[command(subcommand)]
+        action: Option<ContactsAction>,
+    },
+    /// Block a user: they can no longer reach this user in their direct chat, nor see presence,
+    /// last seen, photo, about, profile changes or typing. They are not told.
+    Block {
+        /// The user id.
+        user: u64,
+    },
+    /// Lift a block (messages sent meanwhile stay undelivered).
+    Unblock {
+        /// The user id.
+        user: u64,
+    },
+    /// List the users this user blocked.
+    Blocked,
+    /// Show privacy settings; with flags, change them. AUDIENCE: everyone, contacts, nobody,
+    /// or contacts_except:ID,ID,...
+    Privacy(PrivacyArgs),
+    /// Print the presence of users once (online, last seen, or hidden by their privacy).
+    Presence {
+        /// The user ids.
+        #[arg(required = true, num_args = 1..)]
+        users: Vec<u64>,
+    },
+    /// Watch users' presence: the current state, then every change, until --timeout or Ctrl-C.
+    Watch(WatchArgs),
+    /// Tell a chat's members this user is typing (or with --stop, stopped).
+    Typing {
+        /// The chat id.
+        chat: u64,
+        /// Stopped typing instead.
+        #[arg(long)]
+        stop: bool,
+    },
+}
+
+/// `tern profile`.
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// Whose profile to show (default: this user's). Not with the change flags.
+    #[arg(conflicts_with_all = ["name", "about", "username", "clear_username"])]
+    pub user: Option<u64>,
+    /// New display name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// New about text (`""` clears it).
+    #[arg(long, value_name = "TEXT")]
+    pub about: Option<String>,
+    /// New username (3 to 32 of a-z, 0-9, _ and ., starting with a letter).
+    #[arg(long, value_name = "NAME", conflicts_with = "clear_username")]
+    pub username: Option<String>,
+    /// Drop this user's username.
+    #[arg(long)]
+    pub clear_username: bool,
+}
+
+/// `tern contacts ...`.
+#[derive(Debug, Subcommand)]
+pub enum ContactsAction {
+    /// Add a user to the contacts.
+    Add {
+        /// The user id.
+        user: u64,
+    },
+    /// Remove a user from the contacts.
+    Remove {
+        /// The user id.
+        user: u64,
+    },
+}
+
+/// `tern privacy`.
+#[derive(Debug, Args)]
+pub struct PrivacyArgs {
+    /// Who sees when this user was last online (reciprocal: hiding it hides others' too).
+    #[arg(long, value_name = "AUDIENCE")]
+    pub last_seen: Option<String>,
+    /// Who sees that this user is online (reciprocal).
+    #[arg(long, value_name = "AUDIENCE")]
+    pub online: Option<String>,
+    /// Who sees the profile photo.
+    #[arg(long, value_name = "AUDIENCE")]
+    pub photo: Option<String>,
+    /// Who sees the about text.
+    #[arg(long, value_name = "AUDIENCE")]
+    pub about: Option<String>,
+}
+
+/// `tern watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The user ids.
+    #[arg(required = true, num_args = 1..)]
+    pub users: Vec<u64>,
+    /// Exit 0 after this long (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Exit 0 after printing this many lines (the snapshot counts).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
 }
 
 /// `tern login`.
@@ -320,6 +432,9 @@ pub struct TailArgs {
     /// Print only these kinds of event (repeatable); the others still count as seen.
     #[arg(long, value_enum, value_name = "KIND")]
     pub only: Vec<EventKind>,
+    /// Also watch these users' presence (repeatable) and print their changes.
+    #[arg(long = "watch", value_name = "USER")]
+    pub watch: Vec<u64>,
 }
 
 /// The kinds of event `tail` prints; the names are the JSON `type` field.
@@ -338,4 +453,8 @@ pub enum EventKind {
     HiddenForMe,
     /// A contact's or chat peer's profile changed.
     ProfileChanged,
+    /// Someone typing in a chat (never saved: only while tail runs).
+    Typing,
+    /// A watched user's presence (with `tail --watch`).
+    Presence,
 }

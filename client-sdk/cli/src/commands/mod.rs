@@ -9,6 +9,7 @@ mod account;
 mod chat;
 mod group;
 mod message;
+mod social;
 mod tail;
 
 use tern_sdk::protocol::SessionInfo;
@@ -88,5 +89,15 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<(), Failure> {
         Command::Delete(args) => message::delete(ctx, args).await,
         Command::Group(command) => group::run(ctx, command).await,
         Command::Tail(args) => tail::tail(ctx, args).await,
+        Command::Profile(args) => social::profile(ctx, args).await,
+        Command::Lookup { query } => social::lookup(ctx, &query).await,
+        Command::Contacts { action } => social::contacts(ctx, action).await,
+        Command::Block { user } => social::block(ctx, user, true).await,
+        Command::Unblock { user } => social::block(ctx, user, false).await,
+        Command::Blocked => social::blocked(ctx).await,
+        Command::Privacy(args) => social::privacy(ctx, args).await,
+        Command::Presence { users } => social::presence(ctx, users).await,
+        Command::Watch(args) => social::watch(ctx, args).await,
+        Command::Typing { chat, stop } => social::typing(ctx, chat, !stop).await,
     }
 }

@@ -9,7 +9,7 @@
 //! SIGTERM) happens only between events, so no event is printed without being saved, or saved
 //! without being printed; only a SIGKILL between the two can print one event twice.
 
-use tern_sdk::protocol::{SessionInfo, Update, UpdateKind};
+use tern_sdk::protocol::{SessionInfo, Update, UpdateKind, UserId};
 use tern_sdk::{ClientEvent, SyncState};
 
 use super::Ctx;
@@ -36,6 +36,19 @@ async fn follow(
 ) -> Result<(), Failure> {
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut printed: u64 = 0;
+    let shown = |kind: EventKind| args.only.is_empty() || args.only.contains(&kind);
+    if !args.watch.is_empty() {
+        let users = args.watch.iter().copied().map(UserId).collect();
+        let snapshot = conn
+            .call("watching presence", conn.client.watch_presence(users))
+            .await?;
+        for p in &snapshot {
+            if shown(EventKind::Presence) && args.count.is_none_or(|n| printed < n) {
+                ctx.out.print(&Record::presence(p))?;
+                printed += 1;
+            }
+        }
+    }
     while args.count.is_none_or(|n| printed < n) {
         let event = tokio::select! {
             event = conn.next_update(&ctx.store, &mut ctx.profile) => event?,
@@ -45,6 +58,27 @@ async fn follow(
         let Some(event) = event else {
             return Err(Failure::Local("the SDK client stopped".into()));
         };
+        // Presence and typing are not updates: printed as they come, never saved.
+        let ephemeral = match &event {
+            ClientEvent::Presence(p) => Some((Record::presence(p), EventKind::Presence)),
+            ClientEvent::Typing { event, datagram } => Some((
+                Record::Typing {
+                    chat_id: event.chat_id.0,
+                    user_id: event.user_id.0,
+                    typing: event.typing,
+                    datagram: *datagram,
+                },
+                EventKind::Typing,
+            )),
+            _ => None,
+        };
+        if let Some((record, kind)) = ephemeral {
+            if shown(kind) {
+                ctx.out.print(&record)?;
+                printed += 1;
+            }
+            continue;
+        }
         let Some((update, kind)) = as_update(&ctx.profile.sync, event) else {
             continue;
         };
@@ -52,7 +86,7 @@ async fn follow(
         let mut next = ctx.profile.sync.clone();
         next.cursor.pts = next.cursor.pts.max(update.pts.saturating_sub(1));
         next.apply(&update);
-        if args.only.is_empty() || args.only.contains(&kind) {
+        if shown(kind) {
             ctx.out.print(&record)?;
             printed += 1;
         }
@@ -112,7 +146,7 @@ fn record_of(update: &Update, session: SessionInfo) -> Record {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
@@ -120,7 +154,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Ctrl-C and SIGTERM, registered before connecting so an early signal is not lost.
-struct Stop {
+pub(super) struct Stop {
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -128,7 +162,7 @@ struct Stop {
 }
 
 impl Stop {
-    fn new() -> Result<Stop, Failure> {
+    pub(super) fn new() -> Result<Stop, Failure> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -146,7 +180,7 @@ impl Stop {
     }
 
     /// Resolves at the first Ctrl-C or SIGTERM. Cancel-safe.
-    async fn wait(&mut self) {
+    pub(super) async fn wait(&mut self) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.int.recv() => {}

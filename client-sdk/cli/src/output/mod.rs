@@ -107,6 +107,47 @@ pub enum Record {
     ChatLeft { chat_id: u64, at_seq: u64, pts: u64 },
     /// A contact's or chat peer's profile changed (`tail`).
     ProfileChanged { user_id: u64, pts: u64 },
+    /// A profile as this user may see it (`profile`, `lookup`, `contacts`). `avatar` is the
+    /// photo's media reference in hex; hidden and unset both read as absent.
+    Profile {
+        user_id: u64,
+        username: Option<String>,
+        display_name: String,
+        about: Option<String>,
+        avatar: Option<String>,
+        updated_ms: u64,
+    },
+    /// `lookup` found nobody (unregistered, unknown username: one answer for all).
+    NotFound { query: String },
+    /// `contacts add|remove`.
+    Contact { user_id: u64, contact: bool },
+    /// `block`, `unblock`, and each line of `blocked`.
+    Blocked { user_id: u64, blocked: bool },
+    /// `privacy`: each attribute's audience (`everyone`, `contacts`, `nobody`,
+    /// `contacts_except:ID,ID`).
+    Privacy {
+        last_seen: String,
+        online: String,
+        photo: String,
+        about: String,
+    },
+    /// A watched user's presence (`presence`, `watch`, `tail --watch`): `online`,
+    /// `last_seen` (with `last_seen_ms`) or `hidden`.
+    Presence {
+        user_id: u64,
+        state: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_seen_ms: Option<u64>,
+    },
+    /// Someone typing in a chat (`tail`); `datagram` says it came as a QUIC datagram.
+    Typing {
+        chat_id: u64,
+        user_id: u64,
+        typing: bool,
+        datagram: bool,
+    },
+    /// `typing CHAT`: this user's typing was sent.
+    TypingSent { chat_id: u64, typing: bool },
     /// Messages hidden for this user only (`delete --for-me`, `tail`). `pts`: `tail` only.
     HiddenForMe {
         chat_id: u64,

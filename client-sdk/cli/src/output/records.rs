@@ -5,8 +5,9 @@
 //! grow) to the stable JSON fields is in one place.
 
 use tern_sdk::protocol::{
-    ChatId, ChatInfo, ChatKind, DeviceInfo, GroupChange, GroupInfo, Message, MessageBody,
-    MessageReceipts, Receipt, RichText, Sent, Seq, SystemEvent,
+    Audience, ChatId, ChatInfo, ChatKind, DeviceInfo, GroupChange, GroupInfo, Message, MessageBody,
+    MessageReceipts, Presence, PresenceState, PrivacySettings, Profile, Receipt, RichText, Sent,
+    Seq, SystemEvent,
 };
 
 use super::text::{change_phrase, describe_change};
@@ -220,6 +221,44 @@ impl Record {
         }
     }
 
+    /// A profile as the SDK returned it.
+    pub fn profile(p: &Profile) -> Record {
+        Record::Profile {
+            user_id: p.user_id.0,
+            username: p.username.clone(),
+            display_name: p.display_name.clone(),
+            about: p.about.clone(),
+            avatar: p
+                .avatar
+                .map(|a| a.0.iter().map(|b| format!("{b:02x}")).collect()),
+            updated_ms: p.updated_ms,
+        }
+    }
+
+    /// A presence as the SDK returned it.
+    pub fn presence(p: &Presence) -> Record {
+        let (state, last_seen_ms) = match p.state {
+            PresenceState::Online => ("online", None),
+            PresenceState::LastSeen { at_ms } => ("last_seen", Some(at_ms)),
+            _ => ("hidden", None),
+        };
+        Record::Presence {
+            user_id: p.user_id.0,
+            state,
+            last_seen_ms,
+        }
+    }
+
+    /// Privacy settings, each audience as `tern privacy` takes it.
+    pub fn privacy(p: &PrivacySettings) -> Record {
+        Record::Privacy {
+            last_seen: audience_name(&p.last_seen),
+            online: audience_name(&p.online),
+            photo: audience_name(&p.photo),
+            about: audience_name(&p.about),
+        }
+    }
+
     /// A send's answer.
     pub fn sent(s: &Sent) -> Record {
         Record::Sent {
@@ -228,5 +267,21 @@ impl Record {
             msg_id: s.msg_id.0,
             ts_ms: s.ts_ms,
         }
+    }
+}
+
+/// An audience as `tern privacy` spells it.
+pub fn audience_name(a: &Audience) -> String {
+    match a {
+        Audience::Everyone => "everyone".into(),
+        Audience::Contacts => "contacts".into(),
+        Audience::ContactsExcept(ids) => format!(
+            "contacts_except:{}",
+            ids.iter()
+                .map(|u| u.0.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        _ => "nobody".into(),
     }
 }

@@ -188,6 +188,76 @@ impl Record {
                 join(members)
             ),
             Record::Read { chat_id, seq } => format!("chat {chat_id} read up to #{seq}"),
+            Record::Profile {
+                user_id,
+                username,
+                display_name,
+                about,
+                avatar,
+                ..
+            } => {
+                let mut line = format!("user {user_id}");
+                if let Some(u) = username {
+                    line.push_str(&format!(" @{u}"));
+                }
+                if !display_name.is_empty() {
+                    line.push_str(&format!(" {display_name:?}"));
+                }
+                if let Some(a) = about.as_ref().filter(|a| !a.is_empty()) {
+                    line.push_str(&format!(" about {a:?}"));
+                }
+                if avatar.is_some() {
+                    line.push_str(" (has a photo)");
+                }
+                line
+            }
+            Record::NotFound { query } => format!("nobody found for {query:?}"),
+            Record::Contact { user_id, contact } => {
+                let what = if *contact {
+                    "is now a contact"
+                } else {
+                    "is no longer a contact"
+                };
+                format!("user {user_id} {what}")
+            }
+            Record::Blocked { user_id, blocked } => {
+                let what = if *blocked { "blocked" } else { "not blocked" };
+                format!("user {user_id} {what}")
+            }
+            Record::Privacy {
+                last_seen,
+                online,
+                photo,
+                about,
+            } => {
+                format!("last seen: {last_seen}, online: {online}, photo: {photo}, about: {about}")
+            }
+            Record::Presence {
+                user_id,
+                state,
+                last_seen_ms,
+            } => match last_seen_ms {
+                Some(ms) => format!("user {user_id} last seen {}", time(*ms)),
+                None if *state == "online" => format!("user {user_id} is online"),
+                None => format!("user {user_id}: presence hidden"),
+            },
+            Record::Typing {
+                chat_id,
+                user_id,
+                typing,
+                ..
+            } => {
+                let what = if *typing {
+                    "is typing"
+                } else {
+                    "stopped typing"
+                };
+                format!("chat {chat_id}: user {user_id} {what}")
+            }
+            Record::TypingSent { chat_id, typing } => {
+                let what = if *typing { "typing" } else { "stopped typing" };
+                format!("chat {chat_id}: told the members you are {what}")
+            }
             Record::ChatLeft {
                 chat_id, at_seq, ..
             } => format!("left chat {chat_id} at #{at_seq}: nothing after it arrives"),
