@@ -60,6 +60,25 @@ pub struct RequestTimingLabels {
     pub request: String,
 }
 
+/// Labels of the typing series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypingLabels {
+    /// `delivered`, `dropped_rate`, `dropped_not_member`, `dropped_load`, `dropped_policy`.
+    pub result: String,
+}
+
+/// Labels of the datagram series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatagramLabels {
+    /// Shard index.
+    pub shard: String,
+    /// `in` or `out`.
+    pub dir: String,
+    /// In: `ok`, `unauthenticated`, `malformed`, `wrong_kind`, `rate_limited`; out: `ok`,
+    /// `failed` (the event then went on the control stream).
+    pub result: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -104,6 +123,17 @@ pub struct Metrics {
     pub storage_commit_jobs: Histogram,
     /// Failed commits.
     pub storage_commit_errors: Counter,
+    /// Presence changes published (after the debounce), one per user per change.
+    pub presence_changes: Counter,
+    /// `Event::Presence` frames queued to watching connections.
+    pub presence_events: Family<ShardLabel, Counter>,
+    /// Typing indicators by outcome (per receiving connection for `delivered` and the load
+    /// drops at a connection; per indicator or per receiver for the others).
+    pub typing: Family<TypingLabels, Counter>,
+    /// QUIC datagrams in and out, by outcome.
+    pub datagrams: Family<DatagramLabels, Counter>,
+    /// Distinct users watched by at least one connection on this node.
+    pub presence_watched_users: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -214,6 +244,43 @@ impl Metrics {
             "Failed group commits",
             storage_commit_errors.clone(),
         );
+        let presence_changes = Counter::default();
+        r.register(
+            "presence_changes",
+            "Presence changes published after the debounce",
+            presence_changes.clone(),
+        );
+        let presence_events = Family::<ShardLabel, Counter>::default();
+        r.register(
+            "presence_events",
+            "Presence events queued to watching connections",
+            presence_events.clone(),
+        );
+        let typing = Family::<TypingLabels, Counter>::default();
+        r.register("typing", "Typing indicators by outcome", typing.clone());
+        let datagrams = Family::<DatagramLabels, Counter>::default();
+        r.register(
+            "datagrams",
+            "QUIC datagrams by direction and outcome",
+            datagrams.clone(),
+        );
+        let presence_watched_users = Gauge::default();
+        r.register(
+            "presence_watched_users",
+            "Users watched by at least one connection",
+            presence_watched_users.clone(),
+        );
+        for result in [
+            "delivered",
+            "dropped_rate",
+            "dropped_not_member",
+            "dropped_load",
+            "dropped_policy",
+        ] {
+            let _ = typing.get_or_create(&TypingLabels {
+                result: result.into(),
+            });
+        }
         // Create every shard's series up front so dashboards see zeros rather than gaps.
         for n in 0..shards.max(1) {
             let s = Self::shard(n);
@@ -236,6 +303,7 @@ impl Metrics {
             let _ = mailbox_overflows.get_or_create(&s);
             let _ = mailbox_depth.get_or_create(&s);
             let _ = delivery_seconds.get_or_create(&s);
+            let _ = presence_events.get_or_create(&s);
         }
         Metrics {
             registry: Arc::new(r),
@@ -256,7 +324,32 @@ impl Metrics {
             storage_commit_seconds,
             storage_commit_jobs,
             storage_commit_errors,
+            presence_changes,
+            presence_events,
+            typing,
+            datagrams,
+            presence_watched_users,
         }
+    }
+
+    /// Counts a typing indicator's outcome.
+    pub fn typing(&self, result: &'static str) {
+        self.typing
+            .get_or_create(&TypingLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a datagram on `shard` (`dir` is `in` or `out`).
+    pub fn datagram(&self, shard: &ShardLabel, dir: &'static str, result: &'static str) {
+        self.datagrams
+            .get_or_create(&DatagramLabels {
+                shard: shard.shard.clone(),
+                dir: dir.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// The label of shard `n`.

@@ -10,6 +10,12 @@
 //! tells the shard, which closes their connections with `SlowConsumer`; those devices reconnect
 //! and sync what they missed (everything delivered is durable, so nothing is lost).
 //!
+//! Besides committed updates, the router carries presence events to one watching connection
+//! (reliable: a full mailbox closes that connection, which reconnects and re-watches) and typing
+//! indicators to all of a user's connections. Typing is ephemeral and dropped first under load:
+//! it is not queued at all when the mailbox is above half its byte budget or half its entries,
+//! so hints never take room that durable updates need (counted as `dropped_load`).
+//!
 //! The router also counts each device's connections across shards and closes the oldest one
 //! when a device goes over its cap: a phone on a bad network reconnects before its old
 //! connection has timed out, so the newest connection is the one worth keeping.
@@ -25,15 +31,37 @@ use tern_protocol::{ChatId, DeviceId, ErrorCode, Seq, Update, UpdateKind, UserId
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
+use crate::presence::typing::EncodedTyping;
+use crate::services::ConnRef;
 use crate::storage::UpdateSink;
 
-/// An encoded update for one user's connections on one shard.
+/// What a delivery carries, and so how the shard hands it over.
+#[derive(Debug, Clone)]
+pub enum DeliveryKind {
+    /// A committed update, to every connection of the user.
+    Update,
+    /// A presence event, to one connection of the user (reliable).
+    Presence {
+        /// The watching connection.
+        conn_id: u64,
+    },
+    /// A typing indicator, to every connection of the user (ephemeral): as this datagram
+    /// where the connection takes it, else as `frame`.
+    Typing {
+        /// The encoded `Datagram::TypingEvent`.
+        datagram: Bytes,
+    },
+}
+
+/// An encoded frame for one user's connections on one shard.
 #[derive(Debug)]
 pub struct Delivery {
     /// Recipient.
     pub user: UserId,
-    /// The encoded `Event::Update` frame.
+    /// The encoded frame (`Event::Update`, `Event::Presence` or `Event::Typing`).
     pub frame: Bytes,
+    /// What it is.
+    pub kind: DeliveryKind,
     /// When storage committed it, for the delivery latency histogram.
     pub committed_at: Instant,
     /// Releases the delivery's bytes from its mailbox budget when dropped.
@@ -276,44 +304,119 @@ impl Router {
             .unwrap_or_default()
     }
 
+    /// Whether any connection of `user` is live on this node.
+    pub fn is_connected(&self, user: UserId) -> bool {
+        self.directory.contains_key(&user)
+    }
+
     fn post(&self, user: UserId, frame: &Bytes, committed_at: Instant) {
+        for shard in self.hosting(user) {
+            self.post_to(shard, user, frame, DeliveryKind::Update, committed_at);
+        }
+    }
+
+    /// Queues a presence event for one watching connection. Presence is state: a full mailbox
+    /// closes that connection (`SlowConsumer`); it reconnects, watches again and gets a fresh
+    /// snapshot.
+    pub fn post_presence(&self, conn: ConnRef, user: UserId, frame: Bytes) {
+        let kind = DeliveryKind::Presence {
+            conn_id: conn.conn_id,
+        };
+        self.post_to(conn.shard, user, &frame, kind, Instant::now());
+    }
+
+    /// Queues a typing indicator for every connection of `user`, on each hosting shard whose
+    /// mailbox is at most half full (else dropped and counted).
+    pub fn post_typing(&self, user: UserId, typing: &EncodedTyping) {
         for shard in self.hosting(user) {
             let Some(link) = self.shards.get(shard) else {
                 continue;
             };
-            let len = frame.len();
-            let before = link.queued_bytes.fetch_add(len, Ordering::AcqRel);
-            let bytes = MailboxBytes {
-                queued: link.queued_bytes.clone(),
-                len,
-            };
-            let over_bytes = before > 0 && before + len > self.limits.mailbox_bytes;
-            let full = over_bytes || {
-                let delivery = Delivery {
-                    user,
-                    frame: frame.clone(),
-                    committed_at,
-                    _bytes: bytes,
-                };
-                matches!(
-                    link.deliveries.try_send(delivery),
-                    Err(mpsc::error::TrySendError::Full(_))
-                )
-            };
-            if full {
-                self.metrics
-                    .mailbox_overflows
-                    .get_or_create(&Metrics::shard(shard))
-                    .inc();
-                let first = link.overflow.lock().map(|mut g| {
-                    let was_empty = g.is_empty();
-                    g.insert(user);
-                    was_empty
-                });
-                if first.unwrap_or(false) {
-                    let _ = link.control.send(Control::Overflow);
-                }
+            let bytes = link.queued_bytes.load(Ordering::Acquire);
+            let free = link.deliveries.capacity();
+            let max = link.deliveries.max_capacity();
+            if bytes > self.limits.mailbox_bytes / 2 || free < max.div_ceil(2) {
+                self.metrics.typing("dropped_load");
+                continue;
             }
+            let kind = DeliveryKind::Typing {
+                datagram: typing.datagram.clone(),
+            };
+            let len = typing.frame.len() + typing.datagram.len();
+            link.queued_bytes.fetch_add(len, Ordering::AcqRel);
+            let delivery = Delivery {
+                user,
+                frame: typing.frame.clone(),
+                kind,
+                committed_at: Instant::now(),
+                _bytes: MailboxBytes {
+                    queued: link.queued_bytes.clone(),
+                    len,
+                },
+            };
+            if link.deliveries.try_send(delivery).is_err() {
+                self.metrics.typing("dropped_load");
+            }
+        }
+    }
+
+    fn post_to(
+        &self,
+        shard: usize,
+        user: UserId,
+        frame: &Bytes,
+        kind: DeliveryKind,
+        committed_at: Instant,
+    ) {
+        let Some(link) = self.shards.get(shard) else {
+            return;
+        };
+        let close_one = match &kind {
+            DeliveryKind::Presence { conn_id } => Some(*conn_id),
+            _ => None,
+        };
+        let len = frame.len();
+        let before = link.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        let bytes = MailboxBytes {
+            queued: link.queued_bytes.clone(),
+            len,
+        };
+        let over_bytes = before > 0 && before + len > self.limits.mailbox_bytes;
+        let full = over_bytes || {
+            let delivery = Delivery {
+                user,
+                frame: frame.clone(),
+                kind,
+                committed_at,
+                _bytes: bytes,
+            };
+            matches!(
+                link.deliveries.try_send(delivery),
+                Err(mpsc::error::TrySendError::Full(_))
+            )
+        };
+        if !full {
+            return;
+        }
+        self.metrics
+            .mailbox_overflows
+            .get_or_create(&Metrics::shard(shard))
+            .inc();
+        if let Some(conn_id) = close_one {
+            let _ = link.control.send(Control::CloseConn {
+                user,
+                conn_id,
+                code: ErrorCode::SlowConsumer,
+            });
+            return;
+        }
+        let first = link.overflow.lock().map(|mut g| {
+            let was_empty = g.is_empty();
+            g.insert(user);
+            was_empty
+        });
+        if first.unwrap_or(false) {
+            let _ = link.control.send(Control::Overflow);
         }
     }
 }

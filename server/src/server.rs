@@ -50,6 +50,8 @@ pub struct RunningServer {
     admin_task: tokio::task::JoinHandle<()>,
     chat: Arc<ChatService>,
     receipt_task: tokio::task::JoinHandle<()>,
+    presence_task: tokio::task::JoinHandle<()>,
+    presence_stop: tokio::sync::watch::Sender<bool>,
     shard_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -209,6 +211,8 @@ impl RunningServer {
             ),
         }));
         let receipt_task = chat.spawn_receipt_flusher();
+        let (presence_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let presence_task = presence.spawn_driver(stop_rx);
         let idle_timeout = Duration::from_secs(config.idle_timeout_s);
         let services = Services {
             auth,
@@ -293,6 +297,8 @@ impl RunningServer {
             admin_task,
             chat,
             receipt_task,
+            presence_task,
+            presence_stop,
             shard_threads,
         })
     }
@@ -316,6 +322,10 @@ impl RunningServer {
             }
         })
         .await;
+        // Every connection is closed now, so every last seen is final: the presence driver
+        // flushes them once more as it stops.
+        let _ = self.presence_stop.send(true);
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.presence_task).await;
         // Held delivered receipts are published before storage stops taking writes.
         self.receipt_task.abort();
         self.chat.flush_receipts().await;

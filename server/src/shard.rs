@@ -19,7 +19,8 @@ use tern_protocol::{DeviceId, ErrorCode, UserId};
 use tokio::sync::watch;
 
 use crate::metrics::{Metrics, ShardLabel};
-use crate::router::{Control, Router, ShardInbox};
+use crate::router::{Control, Delivery, DeliveryKind, Router, ShardInbox};
+use crate::transport::datagram::DatagramSender;
 use crate::transport::outbound::Outbound;
 
 /// A live connection as its shard sees it.
@@ -34,6 +35,8 @@ pub struct ConnHandle {
     /// Set to ask the connection to close with a code. A channel of its own, so a close is
     /// never queued behind data.
     pub close: watch::Sender<Option<ErrorCode>>,
+    /// Hands it QUIC datagrams (typing); `None` for connections that have not logged in.
+    pub datagrams: Option<DatagramSender>,
 }
 
 /// Per-connection settings the shard's connections follow.
@@ -155,6 +158,60 @@ impl Shard {
         });
     }
 
+    /// Hands one mailbox delivery to its connections.
+    fn deliver(&self, d: &Delivery) {
+        match &d.kind {
+            DeliveryKind::Update => self.push(d.user, &d.frame),
+            DeliveryKind::Presence { conn_id } => self.each(Some(d.user), |h| {
+                if h.conn_id != *conn_id {
+                    return;
+                }
+                match h.outbound.push(d.frame.clone()) {
+                    Ok(()) => {
+                        self.metrics
+                            .presence_events
+                            .get_or_create(&self.label)
+                            .inc();
+                        self.metrics.frame_out(&self.label, "event");
+                    }
+                    Err(_full) => {
+                        self.metrics.slow_consumers.get_or_create(&self.label).inc();
+                        let _ = h.close.send(Some(ErrorCode::SlowConsumer));
+                    }
+                }
+            }),
+            DeliveryKind::Typing { datagram } => {
+                self.each(Some(d.user), |h| self.typing(h, datagram, &d.frame));
+            }
+        }
+    }
+
+    /// Typing to one connection: as a datagram when it fits, else on the control stream; not at
+    /// all when the connection's queue is over half full (a hint never sheds a client).
+    fn typing(&self, h: &ConnHandle, datagram: &Bytes, frame: &Bytes) {
+        if h.outbound.over_half() {
+            self.metrics.typing("dropped_load");
+            return;
+        }
+        if let Some(tx) = &h.datagrams
+            && tx.fits(datagram.len())
+        {
+            if tx.send(datagram.clone()).is_ok() {
+                self.metrics.datagram(&self.label, "out", "ok");
+                self.metrics.typing("delivered");
+                return;
+            }
+            self.metrics.datagram(&self.label, "out", "failed");
+        }
+        match h.outbound.push(frame.clone()) {
+            Ok(()) => {
+                self.metrics.frame_out(&self.label, "event");
+                self.metrics.typing("delivered");
+            }
+            Err(_full) => self.metrics.typing("dropped_load"),
+        }
+    }
+
     /// Handles the shard's mailboxes until it is told to shut down; then sends `GoAway`, closes
     /// every connection and returns.
     pub async fn run_mailbox(
@@ -188,7 +245,7 @@ impl Shard {
                         stop_accepting();
                         // Drain what is already queued, then tell everyone to go.
                         while let Ok(d) = inbox.deliveries.try_recv() {
-                            self.push(d.user, &d.frame);
+                            self.deliver(&d);
                         }
                         let go = |h: &ConnHandle| {
                             let _ = h.outbound.push(go_away.clone());
@@ -208,11 +265,13 @@ impl Shard {
                     }
                     let now = Instant::now();
                     for d in batch.drain(..) {
-                        self.metrics
-                            .delivery_seconds
-                            .get_or_create(&self.label)
-                            .observe(now.saturating_duration_since(d.committed_at).as_secs_f64());
-                        self.push(d.user, &d.frame);
+                        if matches!(d.kind, DeliveryKind::Update) {
+                            self.metrics
+                                .delivery_seconds
+                                .get_or_create(&self.label)
+                                .observe(now.saturating_duration_since(d.committed_at).as_secs_f64());
+                        }
+                        self.deliver(&d);
                     }
                     self.metrics.mailbox_depth.get_or_create(&self.label).set(inbox.deliveries.len() as i64);
                 }

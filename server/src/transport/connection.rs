@@ -27,6 +27,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::admission::Admitted;
+use super::datagram::{
+    DATAGRAM_BURST, DATAGRAMS_PER_S, DatagramGate, DatagramSender, Inbound, MAX_TYPING_IN_FLIGHT,
+};
 use super::outbound::{self, Outbound, OutboundRx};
 use crate::metrics::CloseLabels;
 use crate::services::{Caller, ConnRef, Services, SessionChange};
@@ -120,6 +123,8 @@ struct ConnTask {
     close_tx: watch::Sender<Option<ErrorCode>>,
     close_rx: watch::Receiver<Option<ErrorCode>>,
     in_flight: JoinSet<()>,
+    /// Typing indicators from datagrams being processed (at most `MAX_TYPING_IN_FLIGHT`).
+    typing: JoinSet<()>,
     registered: Option<SessionInfo>,
 }
 
@@ -141,6 +146,7 @@ impl ConnTask {
             device_id: DeviceId(0),
             outbound: tx.clone(),
             close: close_tx.clone(),
+            datagrams: None,
         });
         ConnTask {
             conn,
@@ -154,12 +160,16 @@ impl ConnTask {
             close_tx,
             close_rx,
             in_flight: JoinSet::new(),
+            typing: JoinSet::new(),
             registered: None,
         }
     }
 
     async fn run(&mut self, mut recv: RecvStream) {
         let mut decoder = FrameDecoder::new();
+        let conn = self.conn.clone();
+        let mut gate = DatagramGate::new(DATAGRAMS_PER_S, DATAGRAM_BURST, Instant::now());
+        let mut datagrams_open = true;
         let fatal = loop {
             let deadline = self.session.poll_timeout();
             let wake = tokio::time::Instant::from_std(deadline.unwrap_or_else(Instant::now));
@@ -189,16 +199,54 @@ impl ConnTask {
                     }
                 }
                 Some(_) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {}
+                Some(_) = self.typing.join_next(), if !self.typing.is_empty() => {}
+                datagram = conn.read_datagram(), if datagrams_open => match datagram {
+                    Ok(bytes) => self.on_datagram(&bytes, &mut gate),
+                    // The connection is closing (the control stream will see it too).
+                    Err(_) => datagrams_open = false,
+                },
             }
         };
         let user = self.registered.take().map(|s| s.user_id);
         self.shard.unregister(user, self.conn_id);
+        self.typing.abort_all();
+        if user.is_some() {
+            self.services.presence.disconnected(self.conn_ref());
+        }
         match fatal {
             Some(error) => self.shutdown(error).await,
             None => {
                 self.outbound = None;
                 self.in_flight.abort_all();
                 self.writer.abort();
+            }
+        }
+    }
+
+    fn conn_ref(&self) -> ConnRef {
+        ConnRef {
+            shard: self.shard.index,
+            conn_id: self.conn_id,
+        }
+    }
+
+    /// One received QUIC datagram: admitted by the gate (authenticated, decodable, a client
+    /// kind, within the rate) or dropped and counted. Never fatal.
+    fn on_datagram(&mut self, bytes: &[u8], gate: &mut DatagramGate) {
+        let session = self.session.session();
+        let label = &self.shard.label;
+        let metrics = &self.services.metrics;
+        match gate.admit(bytes, session.is_some(), Instant::now()) {
+            Inbound::Dropped(reason) => metrics.datagram(label, "in", reason),
+            Inbound::Typing { .. } if self.typing.len() >= MAX_TYPING_IN_FLIGHT => {
+                metrics.datagram(label, "in", "rate_limited");
+            }
+            Inbound::Typing { chat_id, typing } => {
+                let Some(s) = session else { return };
+                metrics.datagram(label, "in", "ok");
+                let presence = self.services.presence.clone();
+                self.typing
+                    .spawn(async move { presence.typing(s, chat_id, typing).await });
             }
         }
     }
@@ -320,9 +368,13 @@ impl ConnTask {
                 device_id: session.device_id,
                 outbound: outbound.clone(),
                 close: self.close_tx.clone(),
+                datagrams: Some(DatagramSender::new(self.conn.clone())),
             },
         );
         self.registered = Some(session);
+        self.services
+            .presence
+            .connected(self.conn_ref(), session.user_id);
         self.services.auth.check_session(session).await?;
         self.session.authenticate(session);
         outbound.set_limit(self.shard.connection_limits().outbound_queue);
@@ -363,6 +415,7 @@ impl ConnTask {
             return Ok(());
         };
         let close = self.close_tx.clone();
+        let watch = matches!(body, Request::WatchPresence { .. });
         self.in_flight.spawn(async move {
             let (result, _) = services.handle(&label, caller, body).await;
             let frame = Frame::Response { req_id, result };
@@ -371,6 +424,9 @@ impl ConnTask {
                 if outbound.push(bytes).is_err() {
                     services.metrics.slow_consumers.get_or_create(&label).inc();
                     let _ = close.send(Some(ErrorCode::SlowConsumer));
+                } else if watch {
+                    // Presence events for this watch set may follow the snapshot now.
+                    services.presence.watch_answered(caller.conn);
                 }
             }
         });

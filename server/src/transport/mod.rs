@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod connection;
+pub mod datagram;
 pub mod limits;
 pub mod outbound;
 pub mod tls;

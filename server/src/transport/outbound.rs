@@ -77,6 +77,17 @@ impl Outbound {
         self.budget.limit.store(limit, Ordering::Relaxed);
     }
 
+    /// The budget now, bytes.
+    pub fn limit(&self) -> usize {
+        self.budget.limit.load(Ordering::Relaxed)
+    }
+
+    /// Whether more than half the budget is queued: ephemeral frames (typing) are not queued
+    /// then, so they never push a connection into `SlowConsumer`.
+    pub fn over_half(&self) -> bool {
+        self.queued() > self.limit() / 2
+    }
+
     /// Bytes queued now.
     pub fn queued(&self) -> usize {
         self.budget.queued.load(Ordering::Relaxed)
