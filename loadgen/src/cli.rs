@@ -55,6 +55,10 @@ pub enum Scenario {
     /// and every member receives every message: reports fan-out deliveries per server
     /// CPU-second and checks every member's receptions.
     Group(GroupArgs),
+    /// N users each watching K others while users switch between foreground and background:
+    /// reports presence events delivered per server CPU-second and latency, and checks that
+    /// each watcher's final view matches the truth.
+    Presence(PresenceArgs),
 }
 
 impl Scenario {
@@ -65,6 +69,7 @@ impl Scenario {
             Scenario::Idle(a) => &a.common,
             Scenario::Churn(a) => &a.common,
             Scenario::Group(a) => &a.common,
+            Scenario::Presence(a) => &a.common,
         }
     }
 
@@ -72,7 +77,9 @@ impl Scenario {
     pub fn validate(&self) -> Result<(), ArgsError> {
         match self {
             Scenario::Group(a) => a.validate(),
-            Scenario::Chat(_) | Scenario::Idle(_) | Scenario::Churn(_) => Ok(()),
+            Scenario::Chat(_) | Scenario::Idle(_) | Scenario::Churn(_) | Scenario::Presence(_) => {
+                Ok(())
+            }
         }
     }
 
@@ -83,6 +90,7 @@ impl Scenario {
             Scenario::Idle(_) => "idle",
             Scenario::Churn(_) => "churn",
             Scenario::Group(_) => "group",
+            Scenario::Presence(_) => "presence",
         }
     }
 }
@@ -186,6 +194,24 @@ pub struct ChatArgs {
 pub struct CheckHistoryArgs {
     /// A history written by `tern-loadgen chat --history FILE`.
     pub file: PathBuf,
+}
+
+/// `presence` options.
+#[derive(Debug, Clone, Args)]
+pub struct PresenceArgs {
+    /// Shared options (`--users`: N, default 200).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Users each user watches (K), at most N - 1 and the server's watch limit (256).
+    #[arg(long, default_value_t = 16)]
+    pub watch: usize,
+    /// Foreground/background switches per second, over all users.
+    #[arg(long, default_value_t = 20.0)]
+    pub churn_rate: f64,
+    /// Each user switches at most once per this (default: twice the server's 3 s debounce, so
+    /// every switch is published).
+    #[arg(long, value_parser = parse_duration, default_value = "6s")]
+    pub min_switch_interval: Duration,
 }
 
 /// `group` options.

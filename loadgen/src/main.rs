@@ -18,6 +18,7 @@ mod metrics;
 mod openloop;
 mod otp;
 mod plot;
+mod presence;
 mod procstat;
 mod report;
 mod run;
@@ -93,6 +94,7 @@ async fn run(scenario: &Scenario) -> anyhow::Result<bool> {
         Scenario::Idle(a) => idle::run(a, &target, ui, stop).await,
         Scenario::Churn(a) => churn::run(a, &target, ui, stop).await,
         Scenario::Group(a) => group::run(a, &target, ui, stop).await,
+        Scenario::Presence(a) => presence::run(a, &target, ui, stop).await,
     };
     if let Some(server) = target.spawned.as_mut() {
         server.stop();
@@ -107,6 +109,7 @@ async fn run(scenario: &Scenario) -> anyhow::Result<bool> {
     if let Some(path) = &common.plot {
         let kinds: &[&str] = match scenario {
             Scenario::Chat(_) | Scenario::Group(_) => &["ack", "deliver"],
+            Scenario::Presence(_) => &["online", "offline"],
             _ => &["connect", "sync"],
         };
         let title = format!(

@@ -97,6 +97,8 @@ pub struct Report {
     pub delivery_check: Option<Verdict>,
     /// Group: sizes, fan-out and the per-member check.
     pub group: Option<GroupSummary>,
+    /// Presence: watches, switches and the final-view check.
+    pub presence: Option<PresenceSummary>,
     /// Per second of intended send time: p50/p99 per latency kind.
     pub latency_per_second_us: BTreeMap<String, Vec<Point>>,
     /// The command line.
@@ -128,6 +130,20 @@ pub struct GroupSummary {
     pub members_failed: u64,
     /// The first of them.
     pub failed_members: Vec<MemberCheck>,
+}
+
+/// The `presence` scenario's own figures. The rate is the report's
+/// `delivered_per_server_cpu_s` (presence events delivered to watchers per server CPU-second).
+#[derive(Debug, Default, Serialize)]
+pub struct PresenceSummary {
+    /// Users each user watches (K).
+    pub watch_per_user: u64,
+    /// Foreground/background switches made.
+    pub switches: u64,
+    /// (watcher, watched) views compared with the truth at the end.
+    pub views_checked: u64,
+    /// Views that did not match.
+    pub views_wrong: u64,
 }
 
 /// One member's failed check.
