@@ -1,22 +1,40 @@
 //! The social layer: profiles and usernames, directory lookup, contacts, blocking and privacy
 //! settings (issue 11). Facts (who is whose contact, who blocked whom, settings) live in
-//! storage and a bounded in-memory cache here; the rules that turn facts into "may see" live
-//! in [`crate::policy`], the one module every feature asks.
+//! storage and a bounded in-memory cache ([`facts`]); the rules that turn facts into "may see"
+//! live in [`crate::policy`], the one module every feature asks, through
+//! [`SocialService::visible`].
 //!
-//! SKELETON: the request methods are placeholders answered `Internal` until the social
-//! service lands; `visible` admits everything until then.
+//! - [`profiles`]: the username rule, `SetProfile`, `SetUsername`, what a viewer sees.
+//! - [`directory`]: `GetProfile`, `LookupUser` and the lookup budget (no enumeration).
+//! - [`graph`]: contacts, blocks, privacy settings.
+//! - [`facts`]: the cache `visible` reads.
+//!
+//! Blocking and messages (the contract): in a direct chat, a message from a user the
+//! recipient blocked is accepted, stored and answered `Sent` (the sender's devices get it),
+//! but withheld from the blocker for good: no log row, no push, never in their `Sync` or
+//! `GetMessages`, also after an unblock; `GetMessageReceipts` counts the blocker as pending.
+//! The blocked sender is not told ("delivered" never comes for it). The blocker sending into
+//! that chat is `Forbidden` "unblock this user to message them". Groups are unaffected.
+
+pub mod directory;
+pub mod facts;
+pub mod graph;
+pub mod profiles;
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use tern_protocol::{
-    ErrorBody, ErrorCode, PrivacySettings, Profile, ProfileEdit, SessionInfo, SocialFeatures,
-    UserId, UserQuery,
+    ErrorBody, PrivacySettings, Profile, ProfileEdit, SessionInfo, SocialFeatures, UserId,
+    UserQuery,
 };
 
+use self::facts::{FactsCache, UserFacts};
+use crate::auth::storage_error;
+use crate::chat::limits::UserLimiter;
 use crate::metrics::Metrics;
-use crate::policy::{Attribute, Policy};
+use crate::policy::{Attribute, Facts, Policy};
 use crate::storage::Storage;
 
 /// Limits of the social layer (`[social]` in the TOML file).
@@ -37,6 +55,12 @@ pub struct SocialConfig {
     pub username_changes_per_day: u32,
     /// Most users tracked per limiter.
     pub max_limited_users: usize,
+    /// `SetProfile` changes one user may make at once.
+    pub profile_burst: u32,
+    /// `SetProfile` changes per user per day after the burst.
+    pub profile_changes_per_day: u32,
+    /// Most users whose facts (settings, contacts, blocks) are cached for `visible`.
+    pub max_cached_users: usize,
 }
 
 impl Default for SocialConfig {
@@ -49,6 +73,9 @@ impl Default for SocialConfig {
             username_burst: 2,
             username_changes_per_day: 5,
             max_limited_users: 100_000,
+            profile_burst: 5,
+            profile_changes_per_day: 50,
+            max_cached_users: 50_000,
         }
     }
 }
@@ -69,23 +96,40 @@ pub struct SocialDeps {
 /// Social requests, and the visibility question every other feature asks.
 #[derive(Debug)]
 pub struct SocialService {
-    #[allow(dead_code)]
     storage: Arc<dyn Storage>,
     #[allow(dead_code)]
     metrics: Metrics,
     #[allow(dead_code)]
     policy: Arc<Policy>,
     config: SocialConfig,
-}
-
-fn not_built() -> ErrorBody {
-    ErrorBody::new(ErrorCode::Internal, "not built yet")
+    /// Directory lookups (and profile reads of strangers), per user.
+    lookups: UserLimiter,
+    /// Username changes, per user.
+    username_changes: UserLimiter,
+    /// Other profile changes, per user.
+    profile_changes: UserLimiter,
+    facts_cache: FactsCache,
 }
 
 impl SocialService {
     /// Builds the service from its dependencies.
     pub fn new(deps: SocialDeps) -> Self {
+        let c = &deps.config;
+        let per_day =
+            |what, burst, rate| UserLimiter::per_day(what, burst, rate, c.max_limited_users);
         SocialService {
+            lookups: per_day("directory lookups", c.lookup_burst, c.lookups_per_day),
+            username_changes: per_day(
+                "username changes",
+                c.username_burst,
+                c.username_changes_per_day,
+            ),
+            profile_changes: per_day(
+                "profile changes",
+                c.profile_burst,
+                c.profile_changes_per_day,
+            ),
+            facts_cache: FactsCache::new(c.max_cached_users),
             storage: deps.storage,
             metrics: deps.metrics,
             policy: deps.policy,
@@ -104,77 +148,112 @@ impl SocialService {
         }
     }
 
+    /// A user's facts, through the cache.
+    async fn facts(&self, user: UserId) -> Result<Arc<UserFacts>, ErrorBody> {
+        self.facts_cache
+            .get(self.storage.as_ref(), user)
+            .await
+            .map_err(storage_error)
+    }
+
     /// Whether `viewer` may see `attr` of `owner` now (blocks either way, contacts, settings,
-    /// reciprocity). Every feature asks this; none decides on its own.
-    pub async fn visible(&self, _viewer: UserId, _owner: UserId, _attr: Attribute) -> bool {
-        true
+    /// reciprocity): gathers the facts and asks [`crate::policy::visible`]. Every feature asks
+    /// this; none decides on its own. Fails closed: a storage error hides.
+    pub async fn visible(&self, viewer: UserId, owner: UserId, attr: Attribute) -> bool {
+        if viewer == owner {
+            return true;
+        }
+        let (o, v) = match (self.facts(owner).await, self.facts(viewer).await) {
+            (Ok(o), Ok(v)) => (o, v),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = ?e, "visibility facts unavailable; hiding");
+                return false;
+            }
+        };
+        crate::policy::visible(
+            &Facts {
+                viewer,
+                owner,
+                owner_settings: &o.privacy,
+                viewer_settings: &v.privacy,
+                owner_has_viewer: o.has_contact(viewer),
+                viewer_has_owner: v.has_contact(owner),
+                owner_blocked_viewer: o.blocks(viewer),
+                viewer_blocked_owner: v.blocks(owner),
+            },
+            attr,
+        )
     }
 
     /// `GetProfile`.
-    pub async fn get_profile(&self, _s: SessionInfo, _user: UserId) -> Result<Profile, ErrorBody> {
-        Err(not_built())
+    pub async fn get_profile(&self, s: SessionInfo, user: UserId) -> Result<Profile, ErrorBody> {
+        self.profile_of(s, user).await
     }
 
     /// `SetProfile`.
-    pub async fn set_profile(&self, _s: SessionInfo, _edit: ProfileEdit) -> Result<Profile, ErrorBody> {
-        Err(not_built())
+    pub async fn set_profile(
+        &self,
+        s: SessionInfo,
+        edit: ProfileEdit,
+    ) -> Result<Profile, ErrorBody> {
+        self.edit_profile(s, edit).await
     }
 
     /// `SetUsername`.
     pub async fn set_username(
         &self,
-        _s: SessionInfo,
-        _username: Option<String>,
+        s: SessionInfo,
+        username: Option<String>,
     ) -> Result<Profile, ErrorBody> {
-        Err(not_built())
+        self.change_username(s, username).await
     }
 
     /// `LookupUser`.
-    pub async fn lookup(&self, _s: SessionInfo, _q: UserQuery) -> Result<Option<Profile>, ErrorBody> {
-        Err(not_built())
+    pub async fn lookup(&self, s: SessionInfo, q: UserQuery) -> Result<Option<Profile>, ErrorBody> {
+        self.find(s, q).await
     }
 
     /// `AddContact`.
-    pub async fn add_contact(&self, _s: SessionInfo, _user: UserId) -> Result<(), ErrorBody> {
-        Err(not_built())
+    pub async fn add_contact(&self, s: SessionInfo, user: UserId) -> Result<(), ErrorBody> {
+        self.add_contact_of(s, user).await
     }
 
     /// `RemoveContact`.
-    pub async fn remove_contact(&self, _s: SessionInfo, _user: UserId) -> Result<(), ErrorBody> {
-        Err(not_built())
+    pub async fn remove_contact(&self, s: SessionInfo, user: UserId) -> Result<(), ErrorBody> {
+        self.remove_contact_of(s, user).await
     }
 
     /// `ListContacts`.
-    pub async fn contacts(&self, _s: SessionInfo) -> Result<Vec<Profile>, ErrorBody> {
-        Err(not_built())
+    pub async fn contacts(&self, s: SessionInfo) -> Result<Vec<Profile>, ErrorBody> {
+        self.contact_profiles(s).await
     }
 
     /// `Block`.
-    pub async fn block(&self, _s: SessionInfo, _user: UserId) -> Result<(), ErrorBody> {
-        Err(not_built())
+    pub async fn block(&self, s: SessionInfo, user: UserId) -> Result<(), ErrorBody> {
+        self.set_blocked(s, user, true).await
     }
 
     /// `Unblock`.
-    pub async fn unblock(&self, _s: SessionInfo, _user: UserId) -> Result<(), ErrorBody> {
-        Err(not_built())
+    pub async fn unblock(&self, s: SessionInfo, user: UserId) -> Result<(), ErrorBody> {
+        self.set_blocked(s, user, false).await
     }
 
     /// `ListBlocked`.
-    pub async fn blocked(&self, _s: SessionInfo) -> Result<Vec<UserId>, ErrorBody> {
-        Err(not_built())
+    pub async fn blocked(&self, s: SessionInfo) -> Result<Vec<UserId>, ErrorBody> {
+        self.blocked_list(s).await
     }
 
     /// `GetPrivacy`.
-    pub async fn privacy(&self, _s: SessionInfo) -> Result<PrivacySettings, ErrorBody> {
-        Err(not_built())
+    pub async fn privacy(&self, s: SessionInfo) -> Result<PrivacySettings, ErrorBody> {
+        self.privacy_of(s).await
     }
 
     /// `SetPrivacy`.
     pub async fn set_privacy(
         &self,
-        _s: SessionInfo,
-        _p: PrivacySettings,
+        s: SessionInfo,
+        p: PrivacySettings,
     ) -> Result<PrivacySettings, ErrorBody> {
-        Err(not_built())
+        self.replace_privacy(s, p).await
     }
 }

@@ -24,10 +24,12 @@ pub const RECEIPT_SENDER_SCAN: u64 = 64;
 use async_trait::async_trait;
 use tern_protocol::{
     ChatId, ChatInfo, ClientMsgId, DeviceId, GroupSettings, Message, MessageBody, MessageReceipts,
-    Pts, Receipt, Seq, Update, UserId,
+    PrivacySettings, Pts, Receipt, Seq, Update, UserId,
 };
 
-pub use record::{ChatRecord, DeviceRecord, GroupState, RefreshRecord, Rotation};
+pub use record::{
+    ChatRecord, DeviceRecord, GroupState, ProfileChange, ProfileRecord, RefreshRecord, Rotation,
+};
 
 /// What can go wrong in storage.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -186,6 +188,30 @@ pub struct GroupCommand {
     pub now_ms: u64,
 }
 
+/// A directed relation one user keeps about another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeKind {
+    /// `owner` has `other` in their contacts (the audience of `Audience::Contacts`).
+    Contact,
+    /// `owner` blocked `other`.
+    Block,
+}
+
+/// Adding or removing one edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeChange {
+    /// Which relation.
+    pub kind: EdgeKind,
+    /// Whose.
+    pub owner: UserId,
+    /// About whom.
+    pub other: UserId,
+    /// Add (true) or remove.
+    pub on: bool,
+    /// Most edges of this kind per owner (checked when adding).
+    pub max: u32,
+}
+
 /// Outcome of an append.
 #[derive(Debug, Clone)]
 pub struct Appended {
@@ -306,9 +332,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 
     /// Appends a message durably, assigning the next seq; idempotent per `(device, client_msg_id)`.
     /// Edits, reactions, deletes and replies are checked against their target here.
+    ///
+    /// Blocks, in a direct chat, checked against the state the message is appended to: a
+    /// sender who blocked the other member is [`StorageError::Forbidden`]; a sender the other
+    /// member blocked is stored as usual (the sender's log gets it) but withheld from the
+    /// blocker: no log row, a withheld marker instead, so [`Storage::messages`] skips it for
+    /// them and [`Storage::message_receipts`] counts them pending, also after an unblock.
     async fn append_message(&self, message: NewMessage) -> StorageResult<Appended>;
-    /// Messages with `seq >= from` that `viewer` may see (inside their membership intervals;
-    /// hidden ones read as `Deleted`), at most `limit`, in seq order.
+    /// Messages with `seq >= from` that `viewer` may see (inside their membership intervals,
+    /// not withheld from them; hidden ones read as `Deleted`), at most `limit`, in seq order.
     async fn messages(
         &self,
         viewer: UserId,
@@ -352,6 +384,31 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Which current members (other than the message's sender) whose interval covers `seq`
     /// stored and read it, and when.
     async fn message_receipts(&self, chat: ChatId, seq: Seq) -> StorageResult<MessageReceipts>;
+
+    // --- profiles, contacts, blocks, privacy (partition: user) ---
+
+    /// A user's stored profile, `None` if they never set one.
+    async fn profile(&self, user: UserId) -> StorageResult<Option<ProfileRecord>>;
+    /// Applies a profile change in one commit: the profile row, the username index (a taken
+    /// name is [`StorageError::Invalid`] "username is taken" and writes nothing; the old name
+    /// is released), and a `ProfileChanged` update in the log of every recipient: the user
+    /// themself, everyone who has the user as a contact, and every member of every chat the
+    /// user is in, minus users the user blocked or who blocked the user; each once.
+    async fn change_profile(&self, change: ProfileChange) -> StorageResult<ProfileRecord>;
+    /// The user holding a (normalised) username.
+    async fn user_by_username(&self, username: &str) -> StorageResult<Option<UserId>>;
+    /// Adds or removes one edge (a contact or a block) of `owner`'s; idempotent. Adding an
+    /// unregistered user (or oneself) is [`StorageError::UserNotFound`]; beyond `max` edges of
+    /// the kind [`StorageError::TooLarge`]. From the commit of a block on, direct messages
+    /// from `other` to `owner` are withheld from `owner` (see [`Storage::append_message`]).
+    async fn set_edge(&self, change: EdgeChange) -> StorageResult<()>;
+    /// `owner`'s first [`tern_protocol::limits::MAX_LIST_LEN`] edges of a kind (their contacts,
+    /// or the users they blocked), in id order.
+    async fn edges(&self, owner: UserId, kind: EdgeKind) -> StorageResult<Vec<UserId>>;
+    /// A user's privacy settings, `None` if never set (the default applies).
+    async fn privacy(&self, user: UserId) -> StorageResult<Option<PrivacySettings>>;
+    /// Replaces a user's privacy settings.
+    async fn set_privacy(&self, user: UserId, settings: PrivacySettings) -> StorageResult<()>;
 
     // --- last seen (partition: user) ---
 

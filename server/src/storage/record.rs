@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 use tern_protocol::{
-    ChatId, ChatInfo, ChatKind, DeviceId, DeviceInfo, GroupInfo, GroupMember, GroupSettings, Seq,
-    UserId,
+    ChatId, ChatInfo, ChatKind, DeviceId, DeviceInfo, GroupInfo, GroupMember, GroupSettings,
+    MediaRef, Profile, Seq, UserId,
 };
 
 /// A registered device.
@@ -208,4 +208,53 @@ impl ChatRecord {
             last_seq,
         })
     }
+}
+
+/// A user's stored profile (everything, as the user themself sees it). A registered user
+/// without a row reads as the default: no username, empty name, nothing else, updated 0.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProfileRecord {
+    /// Unique handle, normalised (lowercase).
+    pub username: Option<String>,
+    /// Display name (may be empty).
+    pub display_name: String,
+    /// About text; `None` when unset.
+    pub about: Option<String>,
+    /// Profile photo.
+    pub avatar: Option<MediaRef>,
+    /// Last change, ms since the epoch (0: never).
+    pub updated_ms: u64,
+}
+
+impl ProfileRecord {
+    /// The wire view of `user`'s profile with everything in it (privacy is applied by the
+    /// social service, which blanks what a viewer may not see).
+    pub fn profile(&self, user: UserId) -> Profile {
+        Profile {
+            user_id: user,
+            username: self.username.clone(),
+            display_name: self.display_name.clone(),
+            about: self.about.clone(),
+            avatar: self.avatar,
+            updated_ms: self.updated_ms,
+        }
+    }
+}
+
+/// A change of one user's profile, validated by the social service; `None` fields stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileChange {
+    /// Whose profile.
+    pub user: UserId,
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New about text (`Some(None)` clears it).
+    pub about: Option<Option<String>>,
+    /// New photo (`Some(None)` removes it).
+    pub avatar: Option<Option<MediaRef>>,
+    /// New username, normalised (`Some(None)` drops it). Taken by someone else:
+    /// [`crate::storage::StorageError::Invalid`] "username is taken", and nothing is written.
+    pub username: Option<Option<String>>,
+    /// Server time, ms since the epoch.
+    pub now_ms: u64,
 }

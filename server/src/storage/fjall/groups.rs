@@ -61,7 +61,7 @@ fn write_system(
         body: MessageBody::System(SystemEvent { actor, change }),
     };
     txn.put(Table::Messages, &key2(chat.0, seq), encode(&message)?);
-    super::writes::point_members_at(txn, record, &message)?;
+    super::writes::point_members_at(txn, record, &message, None)?;
     Ok(message)
 }
 

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tern_protocol::limits::MAX_LIST_LEN;
 use tern_protocol::{
-    ChatId, ChatInfo, DeviceId, MemberReceipt, Message, MessageBody, MessageReceipts, Pts, Receipt,
-    Seq, Update, UpdateKind, UserId,
+    ChatId, ChatInfo, DeviceId, MemberReceipt, Message, MessageBody, MessageReceipts,
+    PrivacySettings, Pts, Receipt, Seq, Update, UpdateKind, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,8 +29,9 @@ use self::tables::{
 use self::writer::{Command, Completion, Txn};
 pub use self::writer::{CommitObserver, Durability};
 use super::{
-    Appended, ChatRecord, DeviceRecord, GroupCommand, NewGroup, NewMessage, ReceiptChange,
-    RefreshRecord, Rotation, Storage, StorageError, StorageResult, UpdateSink,
+    Appended, ChatRecord, DeviceRecord, EdgeChange, EdgeKind, GroupCommand, NewGroup, NewMessage,
+    ProfileChange, ProfileRecord, ReceiptChange, RefreshRecord, Rotation, Storage, StorageError,
+    StorageResult, UpdateSink,
 };
 
 /// The fjall-backed store. Cheap to share behind an `Arc`; one process per data directory.
@@ -120,6 +121,24 @@ impl FjallStorage {
             Some((_, v)) => tables::decode_u64(v),
             None => Ok(0),
         }
+    }
+
+    /// Seqs in `[from, to]` of `chat` withheld from `viewer` (direct messages from a user they
+    /// blocked).
+    fn withheld(
+        &self,
+        viewer: UserId,
+        chat: ChatId,
+        from: Seq,
+        to: Seq,
+    ) -> StorageResult<Vec<Seq>> {
+        let rows = self.tables.scan(
+            Table::Withheld,
+            &key3(viewer.0, chat.0, from),
+            &key3(viewer.0, chat.0, to),
+            usize::MAX,
+        )?;
+        rows.iter().map(|(k, _)| tables::key_tail(k)).collect()
     }
 
     fn chat_record(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
@@ -307,14 +326,30 @@ impl Storage for FjallStorage {
             if b < from {
                 continue;
             }
-            let rows = self.tables.scan(
-                Table::Messages,
-                &key2(chat.0, a.max(from)),
-                &key2(chat.0, b),
-                want,
-            )?;
-            for (_, v) in rows {
-                out.push(decode("messages", &v)?);
+            // Withheld seqs are gaps like those between intervals: scan on past them until
+            // the page is full or the interval ends.
+            let mut start = a.max(from);
+            while start <= b && out.len() < limit as usize {
+                let want = limit as usize - out.len();
+                let rows = self.tables.scan(
+                    Table::Messages,
+                    &key2(chat.0, start),
+                    &key2(chat.0, b),
+                    want,
+                )?;
+                let Some(last) = rows.last().map(|(k, _)| tables::key_tail(k)).transpose()? else {
+                    break;
+                };
+                let withheld = self.withheld(viewer, chat, start, last)?;
+                for (k, v) in &rows {
+                    if !withheld.contains(&tables::key_tail(k)?) {
+                        out.push(decode("messages", v)?);
+                    }
+                }
+                if rows.len() < want || last == Seq::MAX {
+                    break;
+                }
+                start = last + 1;
             }
         }
         if let (Some(first), Some(last)) = (out.first().map(|m| m.seq), out.last().map(|m| m.seq)) {
@@ -382,6 +417,7 @@ impl Storage for FjallStorage {
                     UpdateKind::ChatJoined(self.chat_info(chat_id)?)
                 }
                 StoredUpdate::ChatJoinedAt(info) => UpdateKind::ChatJoined(info),
+                StoredUpdate::ProfileChanged { user_id } => UpdateKind::ProfileChanged { user_id },
             };
             out.push(Update { pts, kind });
         }
@@ -444,7 +480,11 @@ impl Storage for FjallStorage {
                 continue;
             }
             let row = self.receipt_row(chat, member)?;
-            if row.delivered < seq {
+            let withheld = self
+                .tables
+                .get(Table::Withheld, &key3(member.0, chat.0, seq))?
+                .is_some();
+            if row.delivered < seq || withheld {
                 out.pending += 1;
                 continue;
             }
@@ -460,6 +500,42 @@ impl Storage for FjallStorage {
             }
         }
         Ok(out)
+    }
+
+    async fn profile(&self, user: UserId) -> StorageResult<Option<ProfileRecord>> {
+        social::profile(&self.tables, user)
+    }
+
+    async fn change_profile(&self, change: ProfileChange) -> StorageResult<ProfileRecord> {
+        self.write(move |txn| social::change_profile(txn, change))
+            .await
+    }
+
+    async fn user_by_username(&self, username: &str) -> StorageResult<Option<UserId>> {
+        social::user_by_username(&self.tables, username)
+    }
+
+    async fn set_edge(&self, change: EdgeChange) -> StorageResult<()> {
+        // Users are never deleted, so this check cannot go stale before the write.
+        if change.on
+            && (change.owner == change.other || !writes::user_exists(&self.tables, change.other)?)
+        {
+            return Err(StorageError::UserNotFound);
+        }
+        self.write(move |txn| social::set_edge(txn, change)).await
+    }
+
+    async fn edges(&self, owner: UserId, kind: EdgeKind) -> StorageResult<Vec<UserId>> {
+        social::edges(&self.tables, owner, kind)
+    }
+
+    async fn privacy(&self, user: UserId) -> StorageResult<Option<PrivacySettings>> {
+        social::privacy(&self.tables, user)
+    }
+
+    async fn set_privacy(&self, user: UserId, settings: PrivacySettings) -> StorageResult<()> {
+        self.write(move |txn| social::set_privacy(txn, user, &settings))
+            .await
     }
 
     async fn save_last_seen(&self, rows: Vec<(UserId, u64)>) -> StorageResult<()> {

@@ -58,6 +58,20 @@ pub(crate) struct Tables {
     /// user -> u64 ms: when the user last went offline. Written in unsynced batches off the
     /// commit path (presence flushes every few seconds); a crash may lose the newest values.
     pub last_seen: Keyspace,
+    /// user -> ProfileRecord
+    pub profiles: Keyspace,
+    /// normalised username bytes -> user id (u64 BE); changed in the commit of the profile
+    pub usernames: Keyspace,
+    /// owner ++ other -> (): `owner` has `other` as a contact
+    pub contacts: Keyspace,
+    /// other ++ owner -> (): the reverse of `contacts`, for the `ProfileChanged` recipients
+    pub contact_of: Keyspace,
+    /// owner ++ other -> (): `owner` blocked `other`
+    pub blocks: Keyspace,
+    /// user -> PrivacySettings (absent: the default)
+    pub privacy: Keyspace,
+    /// user ++ chat ++ seq -> (): a direct message from someone the user blocked, withheld
+    pub withheld: Keyspace,
     /// Committed chat rows, read on every send. Only the writer thread fills it (from committed
     /// rows, and with every chat row it commits), so a reader can never put back a stale row.
     chat_cache: Arc<DashMap<ChatId, ChatRecord>>,
@@ -93,6 +107,13 @@ pub(crate) enum Table {
     Edits,
     ReceiptTimes,
     LastSeen,
+    Profiles,
+    Usernames,
+    Contacts,
+    ContactOf,
+    Blocks,
+    Privacy,
+    Withheld,
 }
 
 impl Tables {
@@ -120,6 +141,13 @@ impl Tables {
             edits: ks("edits")?,
             receipt_times: ks("receipt_times")?,
             last_seen: ks("last_seen")?,
+            profiles: ks("profiles")?,
+            usernames: ks("usernames")?,
+            contacts: ks("contacts")?,
+            contact_of: ks("contact_of")?,
+            blocks: ks("blocks")?,
+            privacy: ks("privacy")?,
+            withheld: ks("withheld")?,
             chat_cache: Arc::new(DashMap::new()),
             db,
         })
@@ -145,6 +173,13 @@ impl Tables {
             Table::Edits => &self.edits,
             Table::ReceiptTimes => &self.receipt_times,
             Table::LastSeen => &self.last_seen,
+            Table::Profiles => &self.profiles,
+            Table::Usernames => &self.usernames,
+            Table::Contacts => &self.contacts,
+            Table::ContactOf => &self.contact_of,
+            Table::Blocks => &self.blocks,
+            Table::Privacy => &self.privacy,
+            Table::Withheld => &self.withheld,
         }
     }
 
@@ -297,6 +332,10 @@ pub(crate) enum StoredUpdate {
     HiddenForMe {
         chat_id: ChatId,
         seqs: Vec<Seq>,
+    },
+    /// A user's profile changed (appended last: older rows keep decoding).
+    ProfileChanged {
+        user_id: UserId,
     },
 }
 

@@ -9,7 +9,7 @@ use tern_protocol::{
 use super::features;
 use super::tables::{
     Counter, DELIVERED_TAG, READ_TAG, ReceiptRow, StoredUpdate, Table, decode, decode_receipt,
-    encode, key2, receipt_time_key, split_key2,
+    encode, key2, key3, receipt_time_key, split_key2,
 };
 use super::writer::Txn;
 use crate::storage::record::LegacyRefreshRecord;
@@ -304,6 +304,7 @@ pub(crate) fn append(txn: &mut Txn<'_>, new: NewMessage) -> StorageResult<Append
         return Err(StorageError::ChatNotFound);
     }
     features::check(txn, &record, &new)?;
+    let withheld = super::social::withheld_from(txn, &record, new.sender)?;
     let seq = txn.bump(Counter::ChatSeq(new.chat_id))?;
     let msg_id = MessageId(txn.bump(Counter::NextMessage)?);
     let message = Message {
@@ -327,25 +328,34 @@ pub(crate) fn append(txn: &mut Txn<'_>, new: NewMessage) -> StorageResult<Append
         key2(new.chat_id.0, seq).to_vec(),
     );
     features::apply(txn, &message)?;
-    point_members_at(txn, &record, &message)?;
+    if let Some(blocker) = withheld {
+        txn.put(
+            Table::Withheld,
+            &key3(blocker.0, new.chat_id.0, seq),
+            Vec::new(),
+        );
+    }
+    point_members_at(txn, &record, &message, withheld)?;
     Ok(Appended {
         message,
         duplicate: false,
     })
 }
 
-/// Appends a pointer to `message` (stored once) to every current member's log: one small row
-/// per member in the same group commit, no copy of the body.
+/// Appends a pointer to `message` (stored once) to every current member's log but `skip`'s
+/// (a blocker the message is withheld from): one small row per member in the same group
+/// commit, no copy of the body.
 pub(crate) fn point_members_at(
     txn: &mut Txn<'_>,
     record: &ChatRecord,
     message: &Message,
+    skip: Option<UserId>,
 ) -> StorageResult<()> {
     let stored = encode(&StoredUpdate::Message {
         chat_id: message.chat_id,
         seq: message.seq,
     })?;
-    for &member in &record.members {
+    for &member in record.members.iter().filter(|&&m| Some(m) != skip) {
         let pts = txn.bump(Counter::UserPts(member.0))?;
         txn.put_unread(Table::Updates, &key2(member.0, pts), stored.clone());
         txn.updates.push((
