@@ -174,6 +174,8 @@ impl PresenceService {
 
     /// Typing, from a datagram or `SetTyping`: never answered with an error (a hint).
     pub async fn typing(&self, s: SessionInfo, chat: ChatId, typing: bool) {
-        self.send_typing(s, chat, typing).await;
+        if self.admit_typing(s.user_id, chat, typing) {
+            self.deliver_typing(s, chat, typing).await;
+        }
     }
 }

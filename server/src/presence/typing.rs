@@ -90,13 +90,20 @@ impl EncodedTyping {
 }
 
 impl PresenceService {
-    /// Typing of `s` in `chat`: see the module docs for what is checked and dropped.
-    pub(super) async fn send_typing(&self, s: SessionInfo, chat: ChatId, typing: bool) {
-        let m = &self.deps.metrics;
-        if !self.limiter.allow(s.user_id, chat, typing, Instant::now()) {
-            m.typing("dropped_rate");
-            return;
+    /// The per (sender, chat) rate limit alone: synchronous, so the transport can apply it to
+    /// a datagram before it spends a task on it. False (counted) if over the rate.
+    pub fn admit_typing(&self, user: UserId, chat: ChatId, typing: bool) -> bool {
+        let ok = self.limiter.allow(user, chat, typing, Instant::now());
+        if !ok {
+            self.deps.metrics.typing("dropped_rate");
         }
+        ok
+    }
+
+    /// Delivers an admitted typing indicator of `s` in `chat`: membership, policy per receiver,
+    /// fan-out (see the module docs).
+    pub async fn deliver_typing(&self, s: SessionInfo, chat: ChatId, typing: bool) {
+        let m = &self.deps.metrics;
         let record = match self.deps.storage.chat(chat).await {
             Ok(Some(r)) if r.members.binary_search(&s.user_id).is_ok() => r,
             Ok(_) => {

@@ -238,15 +238,20 @@ impl ConnTask {
         let metrics = &self.services.metrics;
         match gate.admit(bytes, session.is_some(), Instant::now()) {
             Inbound::Dropped(reason) => metrics.datagram(label, "in", reason),
-            Inbound::Typing { .. } if self.typing.len() >= MAX_TYPING_IN_FLIGHT => {
-                metrics.datagram(label, "in", "rate_limited");
-            }
             Inbound::Typing { chat_id, typing } => {
                 let Some(s) = session else { return };
                 metrics.datagram(label, "in", "ok");
-                let presence = self.services.presence.clone();
+                let presence = &self.services.presence;
+                if !presence.admit_typing(s.user_id, chat_id, typing) {
+                    return;
+                }
+                if self.typing.len() >= MAX_TYPING_IN_FLIGHT {
+                    metrics.typing("dropped_load");
+                    return;
+                }
+                let presence = presence.clone();
                 self.typing
-                    .spawn(async move { presence.typing(s, chat_id, typing).await });
+                    .spawn(async move { presence.deliver_typing(s, chat_id, typing).await });
             }
         }
     }
