@@ -41,6 +41,16 @@ async fn contacts(a: &Device, b: &Device) {
     }
 }
 
+/// A server, a watcher alice and a watched bob who are each other's contacts, and bob's id.
+async fn pair(n: u32) -> (TestServer, Device, Device, UserId) {
+    let server = server().await;
+    let alice = server.login(&format!("+155540{n:04}1")).await;
+    let bob = server.login(&format!("+155540{n:04}2")).await;
+    contacts(&alice, &bob).await;
+    let bob_id = bob.session.user_id;
+    (server, alice, bob, bob_id)
+}
+
 /// Presence events for `user` until `quiet` passes with no event at all.
 async fn presence_of(events: &mut Events, user: UserId, quiet: Duration) -> Vec<PresenceState> {
     let mut out = Vec::new();
@@ -74,11 +84,7 @@ async fn raw(server: &TestServer, token: &str) -> EphemeralClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_answers_a_snapshot_then_each_change() {
-    let server = server().await;
-    let mut alice = server.login("+15554000001").await;
-    let bob = server.login("+15554000002").await;
-    contacts(&alice, &bob).await;
-    let bob_id = bob.session.user_id;
+    let (server, mut alice, bob, bob_id) = pair(0).await;
     let stranger = UserId(123_456_789);
     let snap = alice
         .client
@@ -140,11 +146,7 @@ async fn a_watch_answers_a_snapshot_then_each_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_storm_shows_at_most_one_change_and_ends_with_the_truth() {
-    let server = server().await;
-    let mut alice = server.login("+15554000011").await;
-    let bob = server.login("+15554000012").await;
-    contacts(&alice, &bob).await;
-    let bob_id = bob.session.user_id;
+    let (server, mut alice, bob, bob_id) = pair(1).await;
     let bob_token = token(&bob).await;
     // Bob's one connection is a raw one from now on.
     let first = raw(&server, &bob_token).await;
@@ -216,11 +218,7 @@ async fn watching_more_than_the_bound_is_too_large() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_background_is_offline_and_the_foreground_online() {
-    let server = server().await;
-    let mut alice = server.login("+15554000031").await;
-    let bob = server.login("+15554000032").await;
-    contacts(&alice, &bob).await;
-    let bob_id = bob.session.user_id;
+    let (server, mut alice, bob, bob_id) = pair(3).await;
     alice.client.watch_presence(vec![bob_id]).await.unwrap();
     bob.client.set_foreground(false).unwrap();
     let state = next_presence(&mut alice.events, bob_id).await;
@@ -249,11 +247,7 @@ async fn the_background_is_offline_and_the_foreground_online() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_hides_presence_end_to_end() {
-    let server = server().await;
-    let alice = server.login("+15554000041").await;
-    let bob = server.login("+15554000042").await;
-    contacts(&alice, &bob).await;
-    let bob_id = bob.session.user_id;
+    let (_server, alice, bob, bob_id) = pair(4).await;
     let snap = alice.client.watch_presence(vec![bob_id]).await.unwrap();
     assert_eq!(snap[0].state, PresenceState::Online);
     bob.client
