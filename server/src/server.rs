@@ -50,6 +50,7 @@ pub struct RunningServer {
     admin_task: tokio::task::JoinHandle<()>,
     chat: Arc<ChatService>,
     receipt_task: tokio::task::JoinHandle<()>,
+    presence: Arc<PresenceService>,
     presence_task: tokio::task::JoinHandle<()>,
     presence_stop: tokio::sync::watch::Sender<bool>,
     shard_threads: Vec<std::thread::JoinHandle<()>>,
@@ -219,7 +220,7 @@ impl RunningServer {
             chat: chat.clone(),
             groups,
             social,
-            presence,
+            presence: presence.clone(),
             router: router.clone(),
             metrics: metrics.clone(),
             idle_timeout_ms: u32::try_from(idle_timeout.as_millis()).unwrap_or(u32::MAX),
@@ -297,6 +298,7 @@ impl RunningServer {
             admin_task,
             chat,
             receipt_task,
+            presence,
             presence_task,
             presence_stop,
             shard_threads,
@@ -324,6 +326,7 @@ impl RunningServer {
         .await;
         // Every connection is closed now, so every last seen is final: the presence driver
         // flushes them once more as it stops.
+        self.presence.disconnect_all();
         let _ = self.presence_stop.send(true);
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.presence_task).await;
         // Held delivered receipts are published before storage stops taking writes.

@@ -189,6 +189,15 @@ impl Hub {
         });
     }
 
+    /// Every connection ended (server shutdown): each online user goes offline now, so their
+    /// last seen is recorded and flushed even if a connection task was dropped mid-way.
+    pub fn disconnect_all(&self, now: Instant, wall_ms: u64) {
+        let conns: Vec<ConnRef> = self.with(|s| s.conns.keys().copied().collect());
+        for conn in conns {
+            self.disconnected(conn, now, wall_ms);
+        }
+    }
+
     /// `SetForeground` of one connection. False if the connection is unknown.
     pub fn set_foreground(&self, conn: ConnRef, fg: bool, now: Instant, wall_ms: u64) -> bool {
         let d = self.interval;

@@ -111,6 +111,12 @@ impl PresenceService {
         self.wake.notify_one();
     }
 
+    /// The server is shutting down and its shards have stopped: every connection is gone.
+    pub fn disconnect_all(&self) {
+        self.hub.disconnect_all(Instant::now(), wall_ms());
+        self.wake.notify_one();
+    }
+
     /// The snapshot answer of `conn`'s last `WatchPresence` is queued: events may follow.
     pub fn watch_answered(&self, conn: ConnRef) {
         self.hub.answered(conn);

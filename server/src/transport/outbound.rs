@@ -123,6 +123,16 @@ mod tests {
         assert_eq!(tx.push(Bytes::from(vec![0; 1])), Err(Full));
     }
 
+    #[test]
+    fn over_half_is_where_ephemeral_frames_stop() {
+        let (tx, _rx) = channel(100);
+        tx.push(Bytes::from(vec![0; 50])).unwrap();
+        assert!(!tx.over_half(), "exactly half still takes a typing event");
+        tx.push(Bytes::from(vec![0; 1])).unwrap();
+        assert!(tx.over_half());
+        assert_eq!(tx.limit(), 100);
+    }
+
     #[tokio::test]
     async fn one_oversized_frame_fits_an_empty_queue() {
         let (tx, mut rx) = channel(10);
