@@ -36,9 +36,13 @@ enum Actor {
     DmMember,
     /// A member of another chat, asking about the direct chat with its id.
     DmOutsider,
+    /// A member of a direct chat whose peer blocked them (their messages are withheld).
+    DmBlocked,
+    /// A member of a direct chat who blocked the peer (their sends are refused).
+    DmBlocker,
 }
 
-const ACTORS: [Actor; 8] = [
+const ACTORS: [Actor; 10] = [
     Actor::Admin,
     Actor::Member,
     Actor::NonMember,
@@ -47,6 +51,8 @@ const ACTORS: [Actor; 8] = [
     Actor::Outsider,
     Actor::DmMember,
     Actor::DmOutsider,
+    Actor::DmBlocked,
+    Actor::DmBlocker,
 ];
 
 impl Actor {
@@ -60,15 +66,23 @@ impl Actor {
             Actor::Outsider => "outsider",
             Actor::DmMember => "dm member",
             Actor::DmOutsider => "dm outsider",
+            Actor::DmBlocked => "dm blocked",
+            Actor::DmBlocker => "dm blocker",
         }
     }
 
     fn direct(self) -> bool {
-        matches!(self, Actor::DmMember | Actor::DmOutsider)
+        matches!(
+            self,
+            Actor::DmMember | Actor::DmOutsider | Actor::DmBlocked | Actor::DmBlocker
+        )
     }
 
     fn member(self) -> bool {
-        matches!(self, Actor::Admin | Actor::Member | Actor::DmMember)
+        matches!(
+            self,
+            Actor::Admin | Actor::Member | Actor::DmMember | Actor::DmBlocked | Actor::DmBlocker
+        )
     }
 }
 
@@ -236,7 +250,16 @@ fn want(op: Op, a: Actor) -> Want {
             member_gets
         }
     };
+    // Blocking (social-spec "Blocking and messages"): the blocker's sends into the direct
+    // chat are refused once the body itself passed its checks; the blocked member's are
+    // answered `Sent` as usual (and withheld from the blocker, see tests/social.rs).
+    let unblock_first = Want::Err(ErrorCode::Forbidden, Some("unblock this user"));
     match op {
+        Op::Text | Op::Reply | Op::Reaction | Op::EditOwn | Op::DeleteOwn
+            if a == Actor::DmBlocker =>
+        {
+            unblock_first
+        }
         Op::Text | Op::Reply | Op::Reaction | Op::EditOwn | Op::DeleteOwn => Want::Ok("Sent"),
         Op::EditOther | Op::MessageReceiptsOther => forbidden,
         Op::EditEmptyText | Op::SendDeletedBody => invalid,
@@ -292,6 +315,12 @@ struct Fixture {
     outsider: Device,
     dm_peer: Device,
     spare: Device,
+    dm_blocked: Device,
+    dm_blocker: Device,
+    /// The direct chat of `dm_blocked` and `dm_blocker` (who blocked the other).
+    bdm: ChatId,
+    bdm_seq_blocked: Seq,
+    bdm_seq_blocker: Seq,
     /// The direct chat of `member` and `dm_peer`.
     dm: ChatId,
     dm_seq_member: Seq,
@@ -314,6 +343,32 @@ impl Fixture {
             Actor::Removed => &self.removed.client,
             Actor::Left => &self.left.client,
             Actor::Outsider | Actor::DmOutsider => &self.outsider.client,
+            Actor::DmBlocked => &self.dm_blocked.client,
+            Actor::DmBlocker => &self.dm_blocker.client,
+        }
+    }
+
+    /// A direct actor's chat, own message, the other member's message, and the other member.
+    fn direct(&self, a: Actor) -> (ChatId, Seq, Seq, UserId) {
+        match a {
+            Actor::DmBlocked => (
+                self.bdm,
+                self.bdm_seq_blocked,
+                self.bdm_seq_blocker,
+                Self::uid(&self.dm_blocker),
+            ),
+            Actor::DmBlocker => (
+                self.bdm,
+                self.bdm_seq_blocker,
+                self.bdm_seq_blocked,
+                Self::uid(&self.dm_blocked),
+            ),
+            _ => (
+                self.dm,
+                self.dm_seq_member,
+                self.dm_seq_peer,
+                Self::uid(&self.dm_peer),
+            ),
         }
     }
 
@@ -376,29 +431,26 @@ impl Fixture {
     /// The request of a cell (after any set-up it needs, such as a fresh message to delete).
     async fn request(&self, op: Op, a: Actor, g: &Group) -> Request {
         let dm = a.direct();
-        let chat = if dm { self.dm } else { g.chat };
+        let (dm_chat, dm_own, dm_other, dm_peer) = self.direct(a);
+        let chat = if dm { dm_chat } else { g.chat };
         // A message of the actor's own (for non-members: some message of the chat).
         let own = match a {
+            _ if dm => dm_own,
             Actor::Admin => g.seq_admin,
             Actor::Member => g.seq_member,
             Actor::Removed => g.seq_removed,
             Actor::Left => g.seq_left,
-            Actor::NonMember | Actor::Outsider => g.seq_admin,
-            Actor::DmMember | Actor::DmOutsider => self.dm_seq_member,
+            _ => g.seq_admin,
         };
         // Someone else's message.
         let other = match a {
+            _ if dm => dm_other,
             Actor::Admin => g.seq_member,
-            Actor::DmMember | Actor::DmOutsider => self.dm_seq_peer,
             _ => g.seq_admin,
         };
-        let mention = if dm {
-            Self::uid(&self.dm_peer)
-        } else {
-            Self::uid(&self.admin)
-        };
+        let mention = if dm { dm_peer } else { Self::uid(&self.admin) };
         let group_target = if dm {
-            Self::uid(&self.dm_peer)
+            dm_peer
         } else {
             Self::uid(&self.member2)
         };
@@ -435,7 +487,8 @@ impl Fixture {
                 text: String::new(),
             }),
             Op::DeleteOwn => {
-                let target = if a.member() {
+                // The blocker cannot send a fresh one: it deletes its message from before.
+                let target = if a.member() && a != Actor::DmBlocker {
                     self.text(self.client(a), chat, "to delete").await
                 } else {
                     own
@@ -480,9 +533,7 @@ impl Fixture {
             },
             Op::GetGroupInfo => Request::GetGroupInfo { chat_id: chat },
             Op::ListChats => Request::ListChats,
-            Op::OpenDirectChat => Request::OpenDirectChat {
-                peer: Self::uid(&self.dm_peer),
-            },
+            Op::OpenDirectChat => Request::OpenDirectChat { peer: dm_peer },
             Op::AddMembers | Op::AddMembersWhenMembersCanAdd => Request::AddMembers {
                 chat_id: chat,
                 members: vec![Self::uid(&self.spare)],
@@ -632,6 +683,13 @@ async fn every_actor_gets_exactly_the_answer_of_the_spec_table() {
     let (admin, member, member2, nonmember, removed) =
         tokio::join!(login(1), login(2), login(3), login(4), login(5));
     let (left, outsider, dm_peer, spare) = tokio::join!(login(6), login(7), login(8), login(9));
+    let (dm_blocked, dm_blocker) = tokio::join!(login(10), login(11));
+    let bdm = dm_blocked
+        .client
+        .open_direct_chat(dm_blocker.session.user_id)
+        .await
+        .unwrap()
+        .chat_id;
     let dm = member
         .client
         .open_direct_chat(dm_peer.session.user_id)
@@ -650,6 +708,11 @@ async fn every_actor_gets_exactly_the_answer_of_the_spec_table() {
         outsider,
         dm_peer,
         spare,
+        dm_blocked,
+        dm_blocker,
+        bdm,
+        bdm_seq_blocked: 0,
+        bdm_seq_blocker: 0,
         dm,
         dm_seq_member: 0,
         dm_seq_peer: 0,
@@ -658,6 +721,13 @@ async fn every_actor_gets_exactly_the_answer_of_the_spec_table() {
     };
     fx.dm_seq_member = fx.text(&fx.member.client, dm, "dm by member").await;
     fx.dm_seq_peer = fx.text(&fx.dm_peer.client, dm, "dm by peer").await;
+    fx.bdm_seq_blocked = fx.text(&fx.dm_blocked.client, bdm, "by blocked").await;
+    fx.bdm_seq_blocker = fx.text(&fx.dm_blocker.client, bdm, "by blocker").await;
+    fx.dm_blocker
+        .client
+        .block(fx.dm_blocked.session.user_id)
+        .await
+        .unwrap();
     let shared = fx.group(GroupSettings::default()).await;
 
     let mut cells: Vec<Vec<(Want, Option<String>)>> = Vec::new();
@@ -674,7 +744,7 @@ async fn every_actor_gets_exactly_the_answer_of_the_spec_table() {
                 Some(settings) if !a.direct() => fx.group(settings).await,
                 _ => shared,
             };
-            let chat = if a.direct() { fx.dm } else { g.chat };
+            let chat = if a.direct() { fx.direct(a).0 } else { g.chat };
             let req = fx.request(op, a, &g).await;
             let got = fx.client(a).request(req.clone()).await;
             let ghost = if w == Want::NotFound {
