@@ -5,6 +5,13 @@
 //!
 //! One server, every user logged in once; cells that change a group's state get a fresh group
 //! with the same cast (admin, member, second member, removed member, member who left).
+//! Two direct-chat columns cover blocking (issue 11): a member the peer blocked, and a member
+//! who blocked the peer.
+//!
+//! The second table covers the social requests of issue 11 (`social-spec.md`): every
+//! profile, directory, contact, block, privacy, presence and typing request (rows) asked by
+//! users in every relation to a target user `T` (columns: `T` itself, contacts either way,
+//! direct and group peers, a stranger, blocked either way), each cell asserting the answer.
 
 #![allow(clippy::unwrap_used)]
 
@@ -783,4 +790,302 @@ async fn every_actor_gets_exactly_the_answer_of_the_spec_table() {
             failures.join("\n")
         );
     }
+}
+
+// ---- The social requests (issue 11, social-spec.md) ----
+
+/// How the asking user stands to the target user `T`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rel {
+    /// `T` itself.
+    Oneself,
+    /// Has `T` as a contact.
+    Contact,
+    /// `T` has them as a contact.
+    ContactOf,
+    /// Shares a direct chat with `T`.
+    DmPeer,
+    /// Shares a group with `T`.
+    GroupPeer,
+    /// No relation.
+    Stranger,
+    /// `T` blocked them.
+    BlockedByT,
+    /// They blocked `T`.
+    BlocksT,
+}
+
+const RELS: [Rel; 8] = [
+    Rel::Oneself,
+    Rel::Contact,
+    Rel::ContactOf,
+    Rel::DmPeer,
+    Rel::GroupPeer,
+    Rel::Stranger,
+    Rel::BlockedByT,
+    Rel::BlocksT,
+];
+
+/// A social request. Rows that change the relation to `T` come last, so every earlier row of
+/// every column sees the relation its column names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SocialOp {
+    GetProfileOfT,
+    GetProfileGhost,
+    LookupT,
+    LookupUnknownName,
+    LookupUnregisteredIdentifier,
+    ListContacts,
+    ListBlocked,
+    GetPrivacy,
+    SetPrivacy,
+    SetProfile,
+    WatchPresenceT,
+    SetForeground,
+    SetTypingInTsGroup,
+    SetUsernameInvalid,
+    SetUsernameTaken,
+    SetUsername,
+    AddContactGhost,
+    BlockGhost,
+    AddContactT,
+    RemoveContactT,
+    BlockT,
+    UnblockT,
+}
+
+const SOCIAL_OPS: [SocialOp; 22] = [
+    SocialOp::GetProfileOfT,
+    SocialOp::GetProfileGhost,
+    SocialOp::LookupT,
+    SocialOp::LookupUnknownName,
+    SocialOp::LookupUnregisteredIdentifier,
+    SocialOp::ListContacts,
+    SocialOp::ListBlocked,
+    SocialOp::GetPrivacy,
+    SocialOp::SetPrivacy,
+    SocialOp::SetProfile,
+    SocialOp::WatchPresenceT,
+    SocialOp::SetForeground,
+    SocialOp::SetTypingInTsGroup,
+    SocialOp::SetUsernameInvalid,
+    SocialOp::SetUsernameTaken,
+    SocialOp::SetUsername,
+    SocialOp::AddContactGhost,
+    SocialOp::BlockGhost,
+    SocialOp::AddContactT,
+    SocialOp::RemoveContactT,
+    SocialOp::BlockT,
+    SocialOp::UnblockT,
+];
+
+/// What a social cell must answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SocialWant {
+    /// Success with this `Response` variant.
+    Ok(&'static str),
+    /// `Profile` (or `Lookup(Some)`) of `T`, with about and photo shown or hidden.
+    ProfileOfT { hidden: bool },
+    /// `Lookup(None)`.
+    Miss,
+    /// This code; the message contains the text when given.
+    Err(ErrorCode, Option<&'static str>),
+}
+
+/// The spec's table for the social requests.
+fn social_want(op: SocialOp, r: Rel) -> SocialWant {
+    use SocialWant::{Err, Miss, Ok, ProfileOfT};
+    let me = r == Rel::Oneself;
+    let blocked = matches!(r, Rel::BlockedByT | Rel::BlocksT);
+    let invalid = Err(ErrorCode::InvalidArgument, None);
+    let no_such_user = Err(ErrorCode::NotFound, Some("no such user"));
+    match op {
+        // T's photo and about are for everyone (the default), so only a block hides them.
+        SocialOp::GetProfileOfT | SocialOp::LookupT => ProfileOfT { hidden: blocked },
+        SocialOp::GetProfileGhost | SocialOp::AddContactGhost | SocialOp::BlockGhost => {
+            no_such_user
+        }
+        SocialOp::LookupUnknownName | SocialOp::LookupUnregisteredIdentifier => Miss,
+        SocialOp::ListContacts => Ok("Profiles"),
+        SocialOp::ListBlocked => Ok("Users"),
+        SocialOp::GetPrivacy | SocialOp::SetPrivacy => Ok("Privacy"),
+        SocialOp::SetProfile | SocialOp::SetUsername => Ok("Profile"),
+        SocialOp::WatchPresenceT => Ok("Presence"),
+        SocialOp::SetForeground | SocialOp::SetTypingInTsGroup => Ok("Done"),
+        SocialOp::SetUsernameInvalid => invalid,
+        // T setting its own name again is free and fine.
+        SocialOp::SetUsernameTaken if me => Ok("Profile"),
+        SocialOp::SetUsernameTaken => Err(ErrorCode::InvalidArgument, Some("username is taken")),
+        SocialOp::AddContactT | SocialOp::BlockT if me => invalid,
+        SocialOp::AddContactT | SocialOp::RemoveContactT | SocialOp::BlockT => Ok("Done"),
+        SocialOp::UnblockT => Ok("Done"),
+    }
+}
+
+const T_NAME: &str = "matrix_target";
+
+struct SocialFixture {
+    target: Device,
+    /// One user per relation but `Oneself`, in [`RELS`] order.
+    others: Vec<Device>,
+    group: ChatId,
+}
+
+impl SocialFixture {
+    fn t(&self) -> UserId {
+        self.target.session.user_id
+    }
+
+    fn device(&self, r: Rel) -> &Device {
+        match RELS.iter().position(|x| *x == r) {
+            Some(0) | None => &self.target,
+            Some(i) => &self.others[i - 1],
+        }
+    }
+
+    fn request(&self, op: SocialOp, r: Rel) -> Request {
+        use tern_sdk::protocol::{PrivacySettings, ProfileEdit, UserQuery};
+        let ghost = UserId(0x1f_ffff_ffff_ff07);
+        let me = self.device(r).session.user_id;
+        match op {
+            SocialOp::GetProfileOfT => Request::GetProfile { user_id: self.t() },
+            SocialOp::GetProfileGhost => Request::GetProfile { user_id: ghost },
+            SocialOp::LookupT => Request::LookupUser(UserQuery::Username(T_NAME.into())),
+            SocialOp::LookupUnknownName => {
+                Request::LookupUser(UserQuery::Username("nobody_here".into()))
+            }
+            SocialOp::LookupUnregisteredIdentifier => {
+                Request::LookupUser(UserQuery::Identifier("+15550999999".into()))
+            }
+            SocialOp::ListContacts => Request::ListContacts,
+            SocialOp::ListBlocked => Request::ListBlocked,
+            SocialOp::GetPrivacy => Request::GetPrivacy,
+            SocialOp::SetPrivacy => Request::SetPrivacy(PrivacySettings::default()),
+            SocialOp::SetProfile => Request::SetProfile(ProfileEdit {
+                display_name: Some(format!("{r:?}")),
+                ..ProfileEdit::default()
+            }),
+            SocialOp::WatchPresenceT => Request::WatchPresence {
+                users: vec![self.t()],
+            },
+            SocialOp::SetForeground => Request::SetForeground { foreground: true },
+            SocialOp::SetTypingInTsGroup => Request::SetTyping {
+                chat_id: self.group,
+                typing: true,
+            },
+            SocialOp::SetUsernameInvalid => Request::SetUsername {
+                username: Some("1nvalid".into()),
+            },
+            SocialOp::SetUsernameTaken => Request::SetUsername {
+                username: Some(T_NAME.to_uppercase()),
+            },
+            SocialOp::SetUsername => Request::SetUsername {
+                username: Some(format!("user_{}", me.0)),
+            },
+            SocialOp::AddContactGhost => Request::AddContact { user_id: ghost },
+            SocialOp::BlockGhost => Request::Block { user_id: ghost },
+            SocialOp::AddContactT => Request::AddContact { user_id: self.t() },
+            SocialOp::RemoveContactT => Request::RemoveContact { user_id: self.t() },
+            SocialOp::BlockT => Request::Block { user_id: self.t() },
+            SocialOp::UnblockT => Request::Unblock { user_id: self.t() },
+        }
+    }
+}
+
+/// `None` when a social answer is what the table says, else why not.
+fn social_judge(want: &SocialWant, t: UserId, got: &Result<Response, Error>) -> Option<String> {
+    let profile_ok = |p: &tern_sdk::protocol::Profile, hidden: bool| {
+        p.user_id == t
+            && p.username.as_deref() == Some(T_NAME)
+            && p.display_name == "Target"
+            && p.about.is_none() == hidden
+            && p.avatar.is_none() == hidden
+    };
+    let ok = match (want, got) {
+        (SocialWant::Ok(v), Ok(r)) => variant(r) == *v,
+        (
+            SocialWant::ProfileOfT { hidden },
+            Ok(Response::Profile(p) | Response::Lookup(Some(p))),
+        ) => profile_ok(p, *hidden),
+        (SocialWant::Miss, Ok(Response::Lookup(None))) => true,
+        (SocialWant::Err(code, text), Err(Error::Server(b))) => {
+            b.code == *code && text.is_none_or(|t| b.message.contains(t))
+        }
+        _ => false,
+    };
+    (!ok).then(|| format!("want {want:?}, got {}", describe_full(got)))
+}
+
+fn describe_full(r: &Result<Response, Error>) -> String {
+    match r {
+        Ok(Response::Profile(p) | Response::Lookup(Some(p))) => format!("{p:?}"),
+        other => describe(other),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_social_request_answers_as_the_spec_says_for_every_relation() {
+    use tern_sdk::protocol::{MediaRef, ProfileEdit};
+    let server = TestServer::start().await;
+    let target = server.login("+15550980000").await;
+    let mut others = Vec::new();
+    for i in 1..RELS.len() {
+        others.push(server.login(&format!("+1555098{i:04}")).await);
+    }
+    let t = target.session.user_id;
+    let tc = &target.client;
+    tc.set_profile(ProfileEdit {
+        display_name: Some("Target".into()),
+        about: Some("about".into()),
+        avatar: Some(Some(MediaRef([3; 32]))),
+    })
+    .await
+    .unwrap();
+    tc.set_username(Some(T_NAME)).await.unwrap();
+    let uid_of = |r: Rel| {
+        others[RELS.iter().position(|x| *x == r).unwrap() - 1]
+            .session
+            .user_id
+    };
+    let dev_of = |r: Rel| &others[RELS.iter().position(|x| *x == r).unwrap() - 1].client;
+    dev_of(Rel::Contact).add_contact(t).await.unwrap();
+    tc.add_contact(uid_of(Rel::ContactOf)).await.unwrap();
+    tc.open_direct_chat(uid_of(Rel::DmPeer)).await.unwrap();
+    let group = create_group(tc, "social", &[uid_of(Rel::GroupPeer)]).await;
+    tc.block(uid_of(Rel::BlockedByT)).await.unwrap();
+    dev_of(Rel::BlocksT).block(t).await.unwrap();
+    let fx = SocialFixture {
+        target,
+        others,
+        group,
+    };
+
+    let mut failures = Vec::new();
+    let mut table = String::new();
+    let _ = write!(table, "{:<30}", "request \\ relation to T");
+    for r in RELS {
+        let _ = write!(table, "| {:<12}", format!("{r:?}"));
+    }
+    table.push('\n');
+    for op in SOCIAL_OPS {
+        let _ = write!(table, "{:<30}", format!("{op:?}"));
+        for r in RELS {
+            let want = social_want(op, r);
+            let req = fx.request(op, r);
+            let got = fx.device(r).client.request(req.clone()).await;
+            let verdict = social_judge(&want, fx.t(), &got);
+            let mark = if verdict.is_some() { "✗" } else { "✓" };
+            let _ = write!(table, "| {mark:<12}");
+            if let Some(why) = verdict {
+                failures.push(format!("{op:?} / {r:?}: {req:?}: {why}"));
+            }
+        }
+        table.push('\n');
+    }
+    assert!(
+        failures.is_empty(),
+        "{} social cells broke:\n{table}\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
