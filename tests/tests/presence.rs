@@ -267,6 +267,27 @@ async fn nobody_hides_presence_end_to_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_hides_presence_both_ways() {
+    let (_server, mut alice, bob, bob_id) = pair(5).await;
+    let alice_id = alice.session.user_id;
+    let snap = alice.client.watch_presence(vec![bob_id]).await.unwrap();
+    assert_eq!(snap[0].state, PresenceState::Online);
+    bob.client.block(alice_id).await.unwrap();
+    let snap = alice.client.watch_presence(vec![bob_id]).await.unwrap();
+    assert_eq!(
+        snap[0].state,
+        PresenceState::Hidden,
+        "the blocked sees nothing"
+    );
+    let snap = bob.client.watch_presence(vec![alice_id]).await.unwrap();
+    assert_eq!(snap[0].state, PresenceState::Hidden, "nor does the blocker");
+    // Bob goes away: alice's view stays Hidden, so she is told nothing at all.
+    bob.client.close().await;
+    let seen = presence_of(&mut alice.events, bob_id, DEBOUNCE + Duration::from_secs(1)).await;
+    assert!(seen.is_empty(), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_end_with_their_connections() {
     let server = server().await;
     let admin = server.admin_addr();

@@ -268,3 +268,29 @@ async fn hostile_datagrams_are_dropped_and_counted_without_closing() {
     }
     assert_eq!(dropped, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_stops_typing_both_ways() {
+    let s = setup(2).await;
+    let (mut alice, _) = s.connect(0, true).await;
+    let (mut bob, _) = s.connect(1, true).await;
+    let r = bob
+        .request(Request::Block {
+            user_id: s.users[0],
+        })
+        .await
+        .unwrap();
+    assert_eq!(r, Ok(Response::Done));
+    alice.typing_datagram(s.chat, true).unwrap();
+    bob.typing_datagram(s.chat, true).unwrap();
+    assert!(
+        bob.typing_events(QUIET).await.is_empty(),
+        "the blocker sees none"
+    );
+    assert!(
+        alice.typing_events(QUIET).await.is_empty(),
+        "the blocked sees none"
+    );
+    assert_eq!(s.typing_metric("dropped_policy").await, 2.0);
+    assert_eq!(s.typing_metric("delivered").await, 0.0);
+}
