@@ -421,7 +421,12 @@ impl Hub {
         });
     }
 
-    /// Counts.
+    /// Distinct users watched now (O(1), for the gauge).
+    pub fn watched_users(&self) -> usize {
+        self.with(|s| s.watchers.len())
+    }
+
+    /// Counts (O(users): for tests and rare reports, not per event).
     pub fn stats(&self) -> HubStats {
         self.with(|s| HubStats {
             connections: s.conns.len(),

@@ -154,7 +154,7 @@ impl PresenceService {
         self.deps
             .metrics
             .presence_watched_users
-            .set(self.hub.stats().watched_users as i64);
+            .set(self.hub.watched_users() as i64);
         Ok(self.snapshot(s.user_id, conn, watched).await)
     }
 

@@ -143,11 +143,10 @@ impl PresenceService {
         self.deps.metrics.presence_changes.inc_by(published);
         self.fan_out(notify).await;
         self.fan_out(recheck).await;
-        let stats = self.hub.stats();
         self.deps
             .metrics
             .presence_watched_users
-            .set(stats.watched_users as i64);
+            .set(self.hub.watched_users() as i64);
         more
     }
 

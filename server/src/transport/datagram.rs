@@ -14,7 +14,7 @@
 //! and counted; none of these closes the connection, since datagrams are unreliable by contract
 //! and a client cannot tell a drop from a loss.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use quinn::Connection;
@@ -113,15 +113,15 @@ impl DatagramGate {
 /// once cannot pile up work.
 pub const MAX_TYPING_IN_FLIGHT: usize = 8;
 
-/// The refill period of one token, for tests.
-pub fn token_period() -> Duration {
-    Duration::from_secs_f64(1.0 / DATAGRAMS_PER_S)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tern_protocol::{TypingEvent, UserId};
+
+    fn token_period() -> Duration {
+        Duration::from_secs_f64(1.0 / DATAGRAMS_PER_S)
+    }
 
     fn typing() -> Vec<u8> {
         codec::encode_datagram(&Datagram::Typing {
