@@ -484,6 +484,14 @@ async fn blocking_withholds_direct_messages_and_hides_the_profile() {
         "pending, never delivered"
     );
 
+    // The blocker's reads are not published across the block.
+    blocker.client.mark_read(chat, reaction).await.unwrap();
+    let got = drain(&mut sender2.events, QUIET).await;
+    assert!(
+        !got.iter()
+            .any(|e| matches!(e, ClientEvent::Receipt(r) if r.user_id == b)),
+        "no receipt of the blocker reaches the blocked sender: {got:?}"
+    );
     // The blocker cannot message the blocked user, whatever the body.
     let r = blocker.client.send_text(chat, "hi").await;
     let (c, m) = refusal("blocker sends", r);

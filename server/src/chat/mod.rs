@@ -210,8 +210,10 @@ impl ChatService {
         body: MessageBody,
     ) -> Result<Sent, ErrorBody> {
         // Membership first: a non-member gets the missing-chat answer whatever the body. The
-        // body itself (targets, windows, announcement-only) is checked by storage, in the
-        // writer, against the state the message is appended to.
+        // body itself (targets, windows, announcement-only) and blocks in a direct chat (the
+        // blocker's send is `Forbidden`, the blocked sender's is withheld from the blocker)
+        // are checked by storage, in the writer, against the state the message is appended
+        // to, so a block and a send racing each other have one order.
         self.member_chat(s.user_id, chat).await?;
         self.sends.check(s.user_id, Instant::now())?;
         let appended = self

@@ -345,6 +345,16 @@ pub async fn direct_messages_from_blocked_senders_are_withheld(open: Opener<'_>)
         matches!(&refused, Err(StorageError::Forbidden(m)) if m.contains("unblock")),
         "the blocker's send: {refused:?}"
     );
+    // Receipts are not published across the block (the watermarks still move).
+    let sender_pts = s.latest_pts(sender).await.unwrap();
+    let read = s.mark_read(chat, blocker, 12).await.unwrap();
+    assert_eq!(read.receipt.read_seq, 12);
+    s.publish_receipt(chat, blocker).await.unwrap();
+    assert_eq!(
+        s.latest_pts(sender).await.unwrap(),
+        sender_pts,
+        "no receipt reaches the blocked sender"
+    );
     // Groups are unaffected both ways.
     s.append_message(new_message(group, sender, DeviceId(1), 200))
         .await

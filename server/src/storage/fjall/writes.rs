@@ -431,7 +431,8 @@ fn now_ms() -> u64 {
 }
 
 /// Who is told that `user`'s watermark moved from `from` to `to`. A direct chat: both members
-/// (the reader's own devices too). A group: the reader and the distinct senders of the messages
+/// (the reader's own devices too), but not a peer blocked either way (see
+/// [`direct_receipt_peers`]). A group: the reader and the distinct senders of the messages
 /// newly covered, looking at the last [`RECEIPT_SENDER_SCAN`] of them, so a read in a large
 /// group costs a few log rows, not one per member.
 fn receipt_audience(
@@ -442,10 +443,31 @@ fn receipt_audience(
     to: Seq,
 ) -> StorageResult<Vec<UserId>> {
     if record.group.is_none() {
-        return Ok(record.members.clone());
+        let mut out = vec![user];
+        out.extend(direct_receipt_peers(txn, record, user)?);
+        return Ok(out);
     }
     let mut out = vec![user];
     out.extend(senders_between(txn, record, user, from, to)?);
+    Ok(out)
+}
+
+/// The other member of a direct chat, unless a block stands between them either way: while
+/// it does, neither learns when the other stores or reads (receipts are activity, hidden
+/// across a block like presence), and the blocked sender's withheld messages never look
+/// delivered. The watermarks themselves still move; the next publish after an unblock
+/// carries them.
+fn direct_receipt_peers(
+    txn: &Txn<'_>,
+    record: &ChatRecord,
+    user: UserId,
+) -> StorageResult<Vec<UserId>> {
+    let mut out = Vec::new();
+    for &peer in record.members.iter().filter(|&&m| m != user) {
+        if !super::social::blocks(txn, user, peer)? && !super::social::blocks(txn, peer, user)? {
+            out.push(peer);
+        }
+    }
     Ok(out)
 }
 
@@ -511,12 +533,7 @@ pub(crate) fn publish_receipt(
     let to = if record.group.is_some() {
         senders_between(txn, &record, user, row.published, row.delivered)?
     } else {
-        record
-            .members
-            .iter()
-            .copied()
-            .filter(|&m| m != user)
-            .collect()
+        direct_receipt_peers(txn, &record, user)?
     };
     push_receipt(txn, receipt, to.into_iter())?;
     if row.published != row.delivered {
