@@ -288,6 +288,31 @@ async fn a_block_hides_presence_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_seen_survives_a_restart() {
+    let (mut server, mut alice, bob, bob_id) = pair(6).await;
+    alice.client.watch_presence(vec![bob_id]).await.unwrap();
+    bob.client.close().await;
+    let PresenceState::LastSeen { at_ms } = next_presence(&mut alice.events, bob_id).await else {
+        panic!("expected LastSeen");
+    };
+    alice.client.close().await;
+    // A graceful restart on the same data directory: last seen was flushed at shutdown and
+    // is read back lazily by the new process.
+    server.server.take().unwrap().shutdown().await;
+    let mut config = tern_tests::test_config(server.dir.path());
+    config.max_connections_per_device = 64;
+    let restarted = tern_server::RunningServer::start(config).await.unwrap();
+    let cfg = tern_tests::client_config(restarted.quic_addr, &restarted.cert_fingerprint);
+    let alice = tern_tests::login(cfg, &server.otp_file(), "+15554000061")
+        .await
+        .unwrap();
+    let snap = alice.client.watch_presence(vec![bob_id]).await.unwrap();
+    assert_eq!(snap[0].state, PresenceState::LastSeen { at_ms });
+    alice.client.close().await;
+    restarted.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_end_with_their_connections() {
     let server = server().await;
     let admin = server.admin_addr();
