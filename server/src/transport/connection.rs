@@ -377,11 +377,13 @@ impl ConnTask {
             },
         );
         self.registered = Some(session);
+        self.services.auth.check_session(session).await?;
+        self.session.authenticate(session);
+        // Online only once the device is known to be valid: a revoked device never flickers
+        // online to watchers.
         self.services
             .presence
             .connected(self.conn_ref(), session.user_id);
-        self.services.auth.check_session(session).await?;
-        self.session.authenticate(session);
         outbound.set_limit(self.shard.connection_limits().outbound_queue);
         Ok(())
     }
