@@ -51,10 +51,11 @@ python3 - "$OUT/summary.json" "$PWD" > "$OUT/crates.txt" << 'EOF'
 import json, sys
 data = json.load(open(sys.argv[1]))["data"][0]
 root = sys.argv[2].rstrip("/") + "/"
-# Longest prefix first: client-sdk/cli/ is tern-cli, the rest of client-sdk/ is tern-sdk.
+# Longest prefix first: client-sdk/cli/ is tern-cli, the rest of client-sdk/ is tern-sdk. Not
+# listed: tern-tests (tests/, the harness: cargo-llvm-cov leaves test code out of the report, as
+# it does the crates' tests.rs modules) and tern-benches (`cargo test` does not run benches).
 crates = [("client-sdk/cli/", "tern-cli"), ("client-sdk/", "tern-sdk"), ("protocol/", "tern-protocol"),
-          ("server/", "tern-server"), ("loadgen/", "tern-loadgen"), ("tests/", "tern-tests"),
-          ("benches/", "tern-benches")]
+          ("server/", "tern-server"), ("loadgen/", "tern-loadgen")]
 totals = {name: [0, 0] for _, name in crates}
 for f in data["files"]:
     path = f["filename"]
@@ -73,7 +74,7 @@ for _, name in sorted(crates, key=lambda c: c[1]):
 t = data["totals"]["lines"]
 print(f"{'all':<14} {t['count']:>8} {t['covered']:>8} {t['percent']:>8.1f}%")
 EOF
-echo "== line coverage per crate (files of each crate's folder; tern-tests is the test harness)"
+echo "== line coverage per crate (the files of each crate's folder, test code excluded)"
 cat "$OUT/crates.txt"
 echo "== html: $OUT/html/index.html; per file: $OUT/summary.txt"
 if [ "$rc" -ne 0 ]; then

@@ -266,4 +266,21 @@ mod tests {
         assert!(quick.dev_otp_warning().is_none(), "loopback is quiet");
         assert!(quick.validate().is_ok(), "the quick start still runs");
     }
+
+    #[test]
+    fn zero_limits_and_an_unreadable_file_are_refused() {
+        let zeroed: [fn(&mut Config); 4] = [
+            |c| c.shards = Some(0),
+            |c| c.idle_timeout_s = 0,
+            |c| c.auth_timeout_s = 0,
+            |c| c.outbound_queue_bytes = 1 << 10,
+        ];
+        for zero in zeroed {
+            let mut c = Config::default();
+            assert!(c.validate().is_ok());
+            zero(&mut c);
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+        assert!(Config::from_toml_file(std::path::Path::new("/nonexistent/tern.toml")).is_err());
+    }
 }

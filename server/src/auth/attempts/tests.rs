@@ -93,3 +93,24 @@ fn code_requests_per_source_are_limited() {
 fn entries_are_small() {
     assert!(std::mem::size_of::<Entry>() + std::mem::size_of::<Key>() <= 112);
 }
+
+/// A flood of new identifiers fills the table: it stays within `max_entries` (unlocked entries
+/// are evicted first), and a lock survives the flood.
+#[test]
+fn a_full_table_stays_bounded_and_keeps_its_locks() {
+    let t0 = Instant::now();
+    let a = Attempts::new(AttemptLimits {
+        max_entries: 8 * SHARDS,
+        ..limits()
+    });
+    let s = src("192.0.2.1");
+    for _ in 0..5 {
+        a.missed("victim", s, t0);
+    }
+    for i in 0..20_000 {
+        a.missed(&format!("+1555{i}"), s, t0);
+    }
+    let held: usize = a.shards.iter().map(|m| m.lock().unwrap().len()).sum();
+    assert!(held <= 8 * SHARDS, "{held} entries");
+    assert!(a.locked("victim", s, t0).is_some(), "the lock was evicted");
+}
