@@ -15,6 +15,9 @@ if ! cargo deny --version > /dev/null 2>&1; then
 fi
 cargo deny --version
 echo "== cargo deny --offline --locked check licenses bans sources"
+# --offline needs every locked crate (all targets' too, e.g. windows-sys) in the local cache, which
+# a fresh machine's builds do not fetch: fetch them first (crates.io only, as the sources ban says).
+cargo fetch --locked > /dev/null
 cargo deny --offline --locked check licenses bans sources
 echo "== cargo deny (fuzz workspace) --offline --locked check licenses bans sources"
 # cargo-deny --offline needs every locked crate in the local cache; fetch is registry-only.
