@@ -884,7 +884,7 @@ async fn welcome_features(server: &TestServer, device: &Device) -> ChatFeatures 
     raw.send_frame(&RawConn::hello(Some(token))).await.unwrap();
     match raw.next(WAIT).await.unwrap() {
         Outcome::Frame(Frame::Welcome(w)) => {
-            assert_eq!(w.protocol_version, 2);
+            assert_eq!(w.protocol_version, tern_sdk::protocol::PROTOCOL_VERSION);
             w.features
         }
         other => panic!("expected Welcome, got {other:?}"),
