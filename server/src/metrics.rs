@@ -79,6 +79,28 @@ pub struct DatagramLabels {
     pub result: String,
 }
 
+/// Labels of the social series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SocialLabels {
+    /// One of [`SOCIAL_EVENTS`].
+    pub event: String,
+}
+
+/// The values of [`SocialLabels::event`]: directory lookups that found a user or missed,
+/// accepted contact and block requests (idempotent repeats included), profile and privacy
+/// commits, and direct messages withheld from a blocker.
+pub const SOCIAL_EVENTS: [&str; 9] = [
+    "lookup_found",
+    "lookup_missed",
+    "contact_added",
+    "contact_removed",
+    "blocked",
+    "unblocked",
+    "profile_changed",
+    "privacy_changed",
+    "message_withheld",
+];
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -134,6 +156,8 @@ pub struct Metrics {
     pub datagrams: Family<DatagramLabels, Counter>,
     /// Distinct users watched by at least one connection on this node.
     pub presence_watched_users: Gauge,
+    /// Social events by kind (see [`SOCIAL_EVENTS`]).
+    pub social: Family<SocialLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -270,6 +294,17 @@ impl Metrics {
             "Users watched by at least one connection",
             presence_watched_users.clone(),
         );
+        let social = Family::<SocialLabels, Counter>::default();
+        r.register(
+            "social_events",
+            "Directory lookups, contact, block, profile and privacy changes, withheld messages",
+            social.clone(),
+        );
+        for event in SOCIAL_EVENTS {
+            let _ = social.get_or_create(&SocialLabels {
+                event: event.into(),
+            });
+        }
         for result in [
             "delivered",
             "dropped_rate",
@@ -328,6 +363,7 @@ impl Metrics {
             presence_events,
             typing,
             datagrams,
+            social,
             presence_watched_users,
         }
     }
@@ -337,6 +373,15 @@ impl Metrics {
         self.typing
             .get_or_create(&TypingLabels {
                 result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a social event (one of [`SOCIAL_EVENTS`]).
+    pub fn social_event(&self, event: &'static str) {
+        self.social
+            .get_or_create(&SocialLabels {
+                event: event.into(),
             })
             .inc();
     }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tern_protocol::{ErrorBody, ErrorCode, LoginGrant, Request, Response, SessionInfo};
+use tern_protocol::{ErrorBody, ErrorCode, LoginGrant, Request, Response, SessionInfo, UserId};
 
 use crate::auth::AuthService;
 use crate::chat::ChatService;
@@ -300,34 +300,32 @@ impl Services {
                 .lookup(session, query)
                 .await
                 .map(Response::Lookup),
-            Request::AddContact { user_id } => self
-                .social
-                .add_contact(session, user_id)
-                .await
-                .map(|()| Response::Done),
-            Request::RemoveContact { user_id } => self
-                .social
-                .remove_contact(session, user_id)
-                .await
-                .map(|()| Response::Done),
+            Request::AddContact { user_id } => {
+                let r = self.social.add_contact(session, user_id).await;
+                self.relations_changed(r, &[session.user_id, user_id])
+            }
+            Request::RemoveContact { user_id } => {
+                let r = self.social.remove_contact(session, user_id).await;
+                self.relations_changed(r, &[session.user_id, user_id])
+            }
             Request::ListContacts => self.social.contacts(session).await.map(Response::Profiles),
-            Request::Block { user_id } => self
-                .social
-                .block(session, user_id)
-                .await
-                .map(|()| Response::Done),
-            Request::Unblock { user_id } => self
-                .social
-                .unblock(session, user_id)
-                .await
-                .map(|()| Response::Done),
+            Request::Block { user_id } => {
+                let r = self.social.block(session, user_id).await;
+                self.relations_changed(r, &[session.user_id, user_id])
+            }
+            Request::Unblock { user_id } => {
+                let r = self.social.unblock(session, user_id).await;
+                self.relations_changed(r, &[session.user_id, user_id])
+            }
             Request::ListBlocked => self.social.blocked(session).await.map(Response::Users),
             Request::GetPrivacy => self.social.privacy(session).await.map(Response::Privacy),
-            Request::SetPrivacy(settings) => self
-                .social
-                .set_privacy(session, settings)
-                .await
-                .map(Response::Privacy),
+            Request::SetPrivacy(settings) => {
+                let r = self.social.set_privacy(session, settings).await;
+                if r.is_ok() {
+                    self.presence.relations_changed(&[session.user_id]);
+                }
+                r.map(Response::Privacy)
+            }
             Request::WatchPresence { users } => self
                 .presence
                 .watch(session, caller.conn, users)
@@ -351,6 +349,19 @@ impl Services {
             )),
         };
         (result, SessionChange::None)
+    }
+
+    /// After a contact or block change between `users`: presence views are evaluated again
+    /// (the policy's answer may have changed); the answer is `Done` or the error.
+    fn relations_changed(
+        &self,
+        result: Result<(), ErrorBody>,
+        users: &[UserId],
+    ) -> Result<Response, ErrorBody> {
+        result.map(|()| {
+            self.presence.relations_changed(users);
+            Response::Done
+        })
     }
 }
 

@@ -247,7 +247,7 @@ async fn the_background_is_offline_and_the_foreground_online() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_hides_presence_end_to_end() {
-    let (_server, alice, bob, bob_id) = pair(4).await;
+    let (_server, mut alice, bob, bob_id) = pair(4).await;
     let snap = alice.client.watch_presence(vec![bob_id]).await.unwrap();
     assert_eq!(snap[0].state, PresenceState::Online);
     bob.client
@@ -258,6 +258,11 @@ async fn nobody_hides_presence_end_to_end() {
         })
         .await
         .unwrap();
+    assert_eq!(
+        next_presence(&mut alice.events, bob_id).await,
+        PresenceState::Hidden,
+        "the running watch hears the new setting"
+    );
     let snap = alice.client.watch_presence(vec![bob_id]).await.unwrap();
     assert_eq!(
         snap[0].state,
@@ -273,6 +278,11 @@ async fn a_block_hides_presence_both_ways() {
     let snap = alice.client.watch_presence(vec![bob_id]).await.unwrap();
     assert_eq!(snap[0].state, PresenceState::Online);
     bob.client.block(alice_id).await.unwrap();
+    assert_eq!(
+        next_presence(&mut alice.events, bob_id).await,
+        PresenceState::Hidden,
+        "a running watch hides the blocker at once, not at their next change"
+    );
     let snap = alice.client.watch_presence(vec![bob_id]).await.unwrap();
     assert_eq!(
         snap[0].state,

@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../src/ephemeral.rs"]
+mod ephemeral;
+
 use std::time::Duration;
 
 use tern_sdk::protocol::{
@@ -613,4 +616,112 @@ async fn blocking_withholds_direct_messages_and_hides_the_profile() {
         receipts.pending, 1,
         "a withheld seq stays pending after the blocker's ack"
     );
+}
+
+/// One `tern_social_events_total` series of the server.
+async fn social_metric(server: &TestServer, event: &str) -> f64 {
+    let series = format!("tern_social_events_total{{event=\"{event}\"}}");
+    ephemeral::metric_value(server.admin_addr(), &series).await
+}
+
+/// The text `client` reads of `seq` by `GetMessages` and by `Sync`, which must agree.
+async fn text_read(client: &Client, chat: ChatId, seq: Seq) -> String {
+    use tern_sdk::protocol::MessageBody;
+    let shown = |b: &MessageBody| match b {
+        MessageBody::Text(t) => t.clone(),
+        MessageBody::Deleted => "<deleted>".into(),
+        other => format!("{other:?}"),
+    };
+    let read = client.messages(chat, seq, 1).await.unwrap();
+    let read = shown(&read.first().filter(|m| m.seq == seq).unwrap().body);
+    let synced: Vec<String> = whole_log(client)
+        .await
+        .into_iter()
+        .filter_map(|u| match u.kind {
+            UpdateKind::Message(m) if m.chat_id == chat && m.seq == seq => Some(shown(&m.body)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(synced, vec![read.clone()], "Sync agrees with GetMessages");
+    read
+}
+
+/// Across a block, the blocked sender's edits are withheld with what they do to the stored
+/// message (the blocker reads the text they saw, also after the unblock, until an edit they
+/// see), and neither side reads the other's receipts (`GetReceipts`, `GetMessageReceipts`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_senders_edits_and_both_sides_receipts_stay_hidden() {
+    let server = TestServer::start().await;
+    let sender = server.login("+15551600001").await;
+    let mut blocker = server.login("+15551600002").await;
+    let (s, b) = (uid(&sender), uid(&blocker));
+    let chat = sender.client.open_direct_chat(b).await.unwrap().chat_id;
+    let first = sender
+        .client
+        .send_text(chat, "the original")
+        .await
+        .unwrap()
+        .seq;
+    blocker.client.mark_read(chat, first).await.unwrap();
+    let peers = |rows: Vec<tern_sdk::protocol::Receipt>, me: UserId| -> Vec<(UserId, Seq)> {
+        rows.into_iter()
+            .filter(|r| r.user_id != me)
+            .map(|r| (r.user_id, r.read_seq))
+            .collect()
+    };
+    assert_eq!(
+        peers(sender.client.receipts(chat).await.unwrap(), s),
+        vec![(b, first)],
+        "before the block the sender reads the blocker's watermark"
+    );
+
+    blocker.client.block(s).await.unwrap();
+    drain(&mut blocker.events, Duration::from_millis(300)).await;
+    sender.client.edit(chat, first, "the secret").await.unwrap();
+    assert_eq!(
+        text_read(&sender.client, chat, first).await,
+        "the secret",
+        "the sender reads its edit"
+    );
+    assert_eq!(
+        text_read(&blocker.client, chat, first).await,
+        "the original",
+        "the blocker reads what they saw"
+    );
+    let got = drain(&mut blocker.events, QUIET).await;
+    assert!(messages_of(&got, chat).is_empty(), "no push: {got:?}");
+    let second = sender.client.send_text(chat, "withheld").await.unwrap().seq;
+    blocker.client.mark_read(chat, second).await.unwrap();
+    for (viewer, me) in [(&sender.client, s), (&blocker.client, b)] {
+        assert!(
+            peers(viewer.receipts(chat).await.unwrap(), me).is_empty(),
+            "no watermark of the other side across the block"
+        );
+    }
+    let r = sender.client.message_receipts(chat, first).await.unwrap();
+    assert_eq!(
+        (r.pending, r.read.len()),
+        (1, 0),
+        "the old message shows pending across the block"
+    );
+    assert_eq!(
+        social_metric(&server, "message_withheld").await,
+        2.0,
+        "the edit and the text"
+    );
+    assert_eq!(social_metric(&server, "blocked").await, 1.0);
+
+    blocker.client.unblock(s).await.unwrap();
+    assert_eq!(
+        text_read(&blocker.client, chat, first).await,
+        "the original",
+        "an unblock reveals no withheld edit"
+    );
+    assert_eq!(
+        peers(sender.client.receipts(chat).await.unwrap(), s),
+        vec![(b, second)],
+        "after the unblock the watermark shows again"
+    );
+    sender.client.edit(chat, first, "for all").await.unwrap();
+    assert_eq!(text_read(&blocker.client, chat, first).await, "for all");
 }

@@ -232,6 +232,9 @@ impl ChatService {
         if !appended.duplicate {
             self.metrics.messages_stored.inc();
         }
+        if appended.withheld {
+            self.metrics.social_event("message_withheld");
+        }
         Ok(Sent::of(&appended.message))
     }
 
@@ -328,7 +331,10 @@ impl ChatService {
     /// Every member's receipt watermarks.
     pub async fn receipts(&self, s: SessionInfo, chat: ChatId) -> Result<Vec<Receipt>, ErrorBody> {
         self.member_chat(s.user_id, chat).await?;
-        self.storage.receipts(chat).await.map_err(storage_error)
+        self.storage
+            .receipts(s.user_id, chat)
+            .await
+            .map_err(storage_error)
     }
 
     /// Who a message was delivered to and read by (`GetMessageReceipts`): its sender only.

@@ -45,6 +45,8 @@ struct State {
     users: HashMap<UserId, UserEntry>,
     conns: HashMap<ConnRef, ConnEntry>,
     watchers: HashMap<UserId, HashSet<ConnRef>>,
+    /// Each user's connections (for [`Hub::reconsider`]).
+    by_user: HashMap<UserId, Vec<ConnRef>>,
     timers: BTreeSet<(Instant, UserId)>,
     /// Users whose published state changed and whose watchers must hear of it.
     dirty: HashSet<UserId>,
@@ -171,6 +173,7 @@ impl Hub {
                     ready: false,
                 },
             );
+            s.by_user.entry(user).or_default().push(conn);
             let e = s.entry(user);
             e.foreground += 1;
             if e.foreground == 1 {
@@ -184,8 +187,38 @@ impl Hub {
         self.set_foreground(conn, false, now, wall_ms);
         self.with(|s| {
             s.unwatch_all(conn);
-            s.conns.remove(&conn);
+            if let Some(c) = s.conns.remove(&conn)
+                && let Some(list) = s.by_user.get_mut(&c.user)
+            {
+                list.retain(|x| *x != conn);
+                if list.is_empty() {
+                    s.by_user.remove(&c.user);
+                }
+            }
             s.recheck.remove(&conn);
+        });
+    }
+
+    /// What `users` may see of each other changed (a block, a contact, a privacy setting):
+    /// each one's watchers hear their view again and each one's own connections recheck what
+    /// they watch (privacy is reciprocal). A view that did not change is not sent
+    /// ([`Hub::commit_view`]), so a block shows as whatever the policy now answers, at once,
+    /// not at the blocker's next change. O(watchers + own connections).
+    pub fn reconsider(&self, users: &[UserId]) {
+        self.with(|s| {
+            for u in users {
+                if s.users.contains_key(u) && s.watchers.contains_key(u) {
+                    s.dirty.insert(*u);
+                }
+                if let Some(conns) = s.by_user.get(u) {
+                    let ready: Vec<ConnRef> = conns
+                        .iter()
+                        .filter(|c| s.conns.get(c).is_some_and(|e| e.ready))
+                        .copied()
+                        .collect();
+                    s.recheck.extend(ready);
+                }
+            }
         });
     }
 

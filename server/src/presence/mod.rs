@@ -123,6 +123,13 @@ impl PresenceService {
         self.wake.notify_one();
     }
 
+    /// A block, contact or privacy change between `users`: their watchers' views are
+    /// evaluated again now (see [`Hub::reconsider`]).
+    pub fn relations_changed(&self, users: &[UserId]) {
+        self.hub.reconsider(users);
+        self.wake.notify_one();
+    }
+
     /// Counts of the hub (connections, watched users, online users), for tests and metrics.
     pub fn stats(&self) -> HubStats {
         self.hub.stats()

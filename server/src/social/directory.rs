@@ -106,8 +106,10 @@ impl SocialService {
             },
         };
         let Some(user) = found else {
+            self.metrics.social_event("lookup_missed");
             return Ok(None);
         };
+        self.metrics.social_event("lookup_found");
         // A user who blocked the caller is still found (as in WhatsApp), with photo and about
         // hidden by the policy.
         let record = self.record(user).await?;

@@ -95,7 +95,14 @@ impl SocialService {
         };
         let r = self.storage.set_edge(change).await;
         self.facts_cache.invalidate(s.user_id);
-        r.map_err(graph_error)
+        r.map_err(graph_error)?;
+        self.metrics.social_event(match (kind, on) {
+            (EdgeKind::Contact, true) => "contact_added",
+            (EdgeKind::Contact, false) => "contact_removed",
+            (EdgeKind::Block, true) => "blocked",
+            (EdgeKind::Block, false) => "unblocked",
+        });
+        Ok(())
     }
 
     /// The caller's edges of a kind, in id order.
@@ -158,6 +165,7 @@ impl SocialService {
         let r = self.storage.set_privacy(s.user_id, p.clone()).await;
         self.facts_cache.invalidate(s.user_id);
         r.map_err(storage_error)?;
+        self.metrics.social_event("privacy_changed");
         Ok(p)
     }
 }

@@ -15,6 +15,11 @@
 //! `GetMessages`, also after an unblock; `GetMessageReceipts` counts the blocker as pending.
 //! The blocked sender is not told ("delivered" never comes for it). The blocker sending into
 //! that chat is `Forbidden` "unblock this user to message them". Groups are unaffected.
+//! A withheld edit rewrites the stored target, but the blocker keeps reading the text they saw
+//! (storage keeps it aside); receipts are hidden both ways while the block stands. Contact,
+//! block and privacy changes make presence re-evaluate running watches
+//! ([`crate::presence::PresenceService::relations_changed`], called by `services.rs`: social
+//! does not depend on presence).
 
 pub mod directory;
 pub mod facts;
@@ -97,7 +102,6 @@ pub struct SocialDeps {
 #[derive(Debug)]
 pub struct SocialService {
     storage: Arc<dyn Storage>,
-    #[allow(dead_code)]
     metrics: Metrics,
     #[allow(dead_code)]
     policy: Arc<Policy>,

@@ -86,6 +86,7 @@ impl SocialService {
             .change_profile(change)
             .await
             .map_err(storage_error)?;
+        self.metrics.social_event("profile_changed");
         Ok(record.profile(user))
     }
 

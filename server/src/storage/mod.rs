@@ -219,6 +219,8 @@ pub struct Appended {
     pub message: Message,
     /// True when `(device, client_msg_id)` had been sent before and nothing was written.
     pub duplicate: bool,
+    /// True when this append withheld the message from a blocker (never for a duplicate).
+    pub withheld: bool,
 }
 
 /// Outcome of a receipt write.
@@ -337,10 +339,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// sender who blocked the other member is [`StorageError::Forbidden`]; a sender the other
     /// member blocked is stored as usual (the sender's log gets it) but withheld from the
     /// blocker: no log row, a withheld marker instead, so [`Storage::messages`] skips it for
-    /// them and [`Storage::message_receipts`] counts them pending, also after an unblock.
+    /// them and [`Storage::message_receipts`] counts them pending, also after an unblock. A
+    /// withheld edit rewrites the stored target like any edit, but the blocker keeps reading
+    /// the body they saw before it, until an edit they do see or a delete for everyone.
     async fn append_message(&self, message: NewMessage) -> StorageResult<Appended>;
     /// Messages with `seq >= from` that `viewer` may see (inside their membership intervals,
-    /// not withheld from them; hidden ones read as `Deleted`), at most `limit`, in seq order.
+    /// not withheld from them; hidden ones read as `Deleted`, ones edited by a user they blocked
+    /// as before that edit), at most `limit`, in seq order. [`Storage::updates`] shows message
+    /// bodies by the same rule.
     async fn messages(
         &self,
         viewer: UserId,
@@ -379,10 +385,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         user: UserId,
         upto: Seq,
     ) -> StorageResult<ReceiptChange>;
-    /// Every member's watermarks.
-    async fn receipts(&self, chat: ChatId) -> StorageResult<Vec<Receipt>>;
+    /// Every member's watermarks as `viewer` may see them: in a direct chat where a block
+    /// stands either way, the other member's row is left out (receipts are activity, hidden
+    /// across a block like presence).
+    async fn receipts(&self, viewer: UserId, chat: ChatId) -> StorageResult<Vec<Receipt>>;
     /// Which current members (other than the message's sender) whose interval covers `seq`
-    /// stored and read it, and when.
+    /// stored and read it, and when. In a direct chat where a block stands either way, the
+    /// other member is counted pending, whatever their watermark.
     async fn message_receipts(&self, chat: ChatId, seq: Seq) -> StorageResult<MessageReceipts>;
 
     // --- profiles, contacts, blocks, privacy (partition: user) ---
@@ -407,7 +416,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     async fn edges(&self, owner: UserId, kind: EdgeKind) -> StorageResult<Vec<UserId>>;
     /// A user's privacy settings, `None` if never set (the default applies).
     async fn privacy(&self, user: UserId) -> StorageResult<Option<PrivacySettings>>;
-    /// Replaces a user's privacy settings.
+    /// Replaces a user's privacy settings. If the photo or about audience changed, the same
+    /// `ProfileChanged` updates as [`Storage::change_profile`] are written in the commit (what
+    /// others see of the profile changed); last seen and online are presence's business.
     async fn set_privacy(&self, user: UserId, settings: PrivacySettings) -> StorageResult<()>;
 
     // --- last seen (partition: user) ---

@@ -418,7 +418,7 @@ pub async fn receipts_only_move_forward(open: Opener<'_>) {
         matches!(err, StorageError::SeqOutOfRange { seq: 6, last: 5 }),
         "got {err:?}"
     );
-    let all = store.receipts(chat).await.unwrap();
+    let all = store.receipts(a, chat).await.unwrap();
     let rb = all.iter().find(|r| r.user_id == b).unwrap();
     assert_eq!((rb.delivered_seq, rb.read_seq), (4, 4));
     let ra = all.iter().find(|r| r.user_id == a).unwrap();

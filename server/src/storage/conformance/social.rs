@@ -2,7 +2,9 @@
 //! contacts and blocks, privacy settings, the `ProfileChanged` recipients, and withheld direct
 //! messages from blocked senders (the blocking contract of issue 11).
 
-use tern_protocol::{Audience, DeviceId, MediaRef, PrivacySettings, UpdateKind, UserId};
+use tern_protocol::{
+    Audience, ChatId, DeviceId, MediaRef, MessageBody, PrivacySettings, UpdateKind, UserId,
+};
 
 use super::{Opener, fresh, new_message};
 use crate::storage::{EdgeChange, EdgeKind, NewGroup, ProfileChange, Storage, StorageError};
@@ -15,6 +17,8 @@ pub async fn run_all(open: Opener<'_>) {
     privacy_settings_round_trip(open).await;
     profile_changes_reach_contacts_and_peers_but_not_blocks(open).await;
     direct_messages_from_blocked_senders_are_withheld(open).await;
+    edits_by_blocked_senders_are_withheld(open).await;
+    receipts_are_hidden_across_a_block(open).await;
 }
 
 async fn users(store: &dyn Storage, n: usize) -> Vec<UserId> {
@@ -212,9 +216,33 @@ pub async fn privacy_settings_round_trip(open: Opener<'_>) {
         photo: Audience::Contacts,
         about: Audience::Everyone,
     };
+    store.open_direct_chat(u[0], u[1], 1).await.unwrap();
+    let peer_pts = store.latest_pts(u[1]).await.unwrap();
     store.set_privacy(u[0], p.clone()).await.unwrap();
-    assert_eq!(store.privacy(u[0]).await.unwrap(), Some(p));
+    assert_eq!(store.privacy(u[0]).await.unwrap(), Some(p.clone()));
     assert_eq!(store.privacy(u[1]).await.unwrap(), None, "per user");
+    let changed = |log: Vec<tern_protocol::Update>| {
+        log.iter()
+            .filter(|u| matches!(u.kind, UpdateKind::ProfileChanged { .. }))
+            .count()
+    };
+    let after = store.updates(u[1], peer_pts, 100).await.unwrap();
+    assert_eq!(
+        changed(after),
+        1,
+        "the photo audience changed: the peer re-reads"
+    );
+    let pts = store.latest_pts(u[1]).await.unwrap();
+    let presence_only = PrivacySettings {
+        last_seen: Audience::Everyone,
+        ..p
+    };
+    store.set_privacy(u[0], presence_only).await.unwrap();
+    assert_eq!(
+        store.latest_pts(u[1]).await.unwrap(),
+        pts,
+        "a last-seen change is no profile change"
+    );
 }
 
 /// `ProfileChanged` goes to the changer, direct and group peers and those who have the changer
@@ -402,4 +430,146 @@ pub async fn direct_messages_from_blocked_senders_are_withheld(open: Opener<'_>)
         (0, 1),
         "after unblock: delivered"
     );
+}
+
+/// The text `viewer` reads of `seq`, through `messages` and through the update log (both must
+/// agree).
+async fn text_seen(s: &dyn Storage, viewer: UserId, chat: ChatId, seq: u64) -> String {
+    let body_text = |b: &MessageBody| match b {
+        MessageBody::Text(t) => t.clone(),
+        MessageBody::Deleted => "<deleted>".into(),
+        other => format!("{other:?}"),
+    };
+    let read = s.messages(viewer, chat, seq, 1).await.unwrap();
+    let read = read.first().filter(|m| m.seq == seq).expect("readable");
+    let logged: Vec<String> = s
+        .updates(viewer, 0, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|u| match u.kind {
+            UpdateKind::Message(m) if m.chat_id == chat && m.seq == seq => Some(body_text(&m.body)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        logged,
+        vec![body_text(&read.body)],
+        "Sync and GetMessages agree"
+    );
+    body_text(&read.body)
+}
+
+/// An edit is a message: while the blocker blocks its sender it is withheld, and so is what it
+/// does to the stored target. The blocker reads the text they saw; the sender reads the edit.
+/// An edit after the unblock shows; a delete for everyone removes the content for both.
+pub async fn edits_by_blocked_senders_are_withheld(open: Opener<'_>) {
+    let (store, _sink) = fresh(open);
+    let u = users(store.as_ref(), 2).await;
+    let (sender, blocker) = (u[0], u[1]);
+    let s = store.as_ref();
+    let chat = s
+        .open_direct_chat(sender, blocker, 1)
+        .await
+        .unwrap()
+        .chat_id;
+    for cmid in [1, 2] {
+        s.append_message(new_message(chat, sender, DeviceId(1), cmid))
+            .await
+            .unwrap();
+    }
+    let edit = |cmid, target, text: &str| {
+        let mut m = new_message(chat, sender, DeviceId(1), cmid);
+        m.body = MessageBody::Edit {
+            target,
+            text: text.into(),
+        };
+        m
+    };
+    s.set_edge(edge(EdgeKind::Block, blocker, sender, true))
+        .await
+        .unwrap();
+    s.append_message(edit(10, 1, "secret one")).await.unwrap();
+    s.append_message(edit(11, 1, "secret two")).await.unwrap();
+    s.append_message(edit(12, 2, "secret three")).await.unwrap();
+    assert_eq!(
+        text_seen(s, blocker, chat, 1).await,
+        "m1",
+        "the blocker's view"
+    );
+    assert_eq!(text_seen(s, blocker, chat, 2).await, "m2");
+    assert_eq!(
+        text_seen(s, sender, chat, 1).await,
+        "secret two",
+        "the sender's view"
+    );
+    s.set_edge(edge(EdgeKind::Block, blocker, sender, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        text_seen(s, blocker, chat, 1).await,
+        "m1",
+        "an unblock does not reveal what was withheld"
+    );
+    s.append_message(edit(13, 1, "public")).await.unwrap();
+    assert_eq!(
+        text_seen(s, blocker, chat, 1).await,
+        "public",
+        "a seen edit shows"
+    );
+    let mut delete = new_message(chat, sender, DeviceId(1), 14);
+    delete.body = MessageBody::Delete { target: 2 };
+    s.append_message(delete).await.unwrap();
+    assert_eq!(
+        text_seen(s, blocker, chat, 2).await,
+        "<deleted>",
+        "delete for everyone removes the kept text too"
+    );
+}
+
+/// While a block stands either way in a direct chat, neither member reads the other's
+/// watermarks (`receipts`) nor sees them in `message_receipts`; after the unblock both do.
+pub async fn receipts_are_hidden_across_a_block(open: Opener<'_>) {
+    let (store, _sink) = fresh(open);
+    let u = users(store.as_ref(), 2).await;
+    let (a, b) = (u[0], u[1]);
+    let s = store.as_ref();
+    let chat = s.open_direct_chat(a, b, 1).await.unwrap().chat_id;
+    s.append_message(new_message(chat, a, DeviceId(1), 1))
+        .await
+        .unwrap();
+    let others = |all: Vec<tern_protocol::Receipt>, me: UserId| -> Vec<UserId> {
+        all.into_iter()
+            .map(|r| r.user_id)
+            .filter(|&u| u != me)
+            .collect()
+    };
+    assert_eq!(others(s.receipts(a, chat).await.unwrap(), a), vec![b]);
+    for (owner, other) in [(b, a), (a, b)] {
+        s.set_edge(edge(EdgeKind::Block, owner, other, true))
+            .await
+            .unwrap();
+        s.mark_read(chat, b, 1).await.unwrap();
+        for viewer in [a, b] {
+            let rows = s.receipts(viewer, chat).await.unwrap();
+            assert_eq!(
+                others(rows.clone(), viewer),
+                Vec::<UserId>::new(),
+                "{viewer:?}"
+            );
+            assert_eq!(rows.len(), 1, "their own row stays");
+        }
+        let r = s.message_receipts(chat, 1).await.unwrap();
+        assert_eq!(
+            (r.pending, r.read.len()),
+            (1, 0),
+            "pending across the block"
+        );
+        s.set_edge(edge(EdgeKind::Block, owner, other, false))
+            .await
+            .unwrap();
+    }
+    let r = s.message_receipts(chat, 1).await.unwrap();
+    assert_eq!((r.pending, r.read.len()), (0, 1), "after the unblock: read");
+    assert_eq!(others(s.receipts(a, chat).await.unwrap(), a), vec![b]);
 }

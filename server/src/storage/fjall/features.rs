@@ -227,10 +227,25 @@ fn rewrite(
 
 /// What a stored message does to earlier ones: an edit rewrites its target's text, a delete for
 /// everyone replaces the target's content (and that of its edits) so it is gone from storage.
-pub(crate) fn apply(txn: &mut Txn<'_>, message: &Message) -> StorageResult<()> {
+///
+/// `withheld` is the blocker the message is withheld from (a direct chat). An edit they must
+/// not see still rewrites the one stored copy, so the body they saw is kept aside first
+/// (`Unedited`, only the first withheld edit of a target writes it) and their reads show it.
+/// An edit they do see, or a delete for everyone, drops that row: the stored body is what they
+/// may see again.
+pub(crate) fn apply(
+    txn: &mut Txn<'_>,
+    record: &ChatRecord,
+    message: &Message,
+    withheld: Option<UserId>,
+) -> StorageResult<()> {
     let chat = message.chat_id;
     match &message.body {
         MessageBody::Edit { target, text } => {
+            match withheld {
+                Some(blocker) => keep_unedited(txn, blocker, chat, *target)?,
+                None => drop_unedited(txn, record, message.sender, *target)?,
+            }
             let text = text.clone();
             rewrite(txn, chat, *target, |body| match body {
                 MessageBody::Text(t) => *t = text,
@@ -244,6 +259,7 @@ pub(crate) fn apply(txn: &mut Txn<'_>, message: &Message) -> StorageResult<()> {
             );
         }
         MessageBody::Delete { target } => {
+            drop_unedited(txn, record, message.sender, *target)?;
             rewrite(txn, chat, *target, |body| *body = MessageBody::Deleted)?;
             for edit in edits_of(txn, chat, *target)? {
                 rewrite(txn, chat, edit, |body| {
@@ -254,6 +270,47 @@ pub(crate) fn apply(txn: &mut Txn<'_>, message: &Message) -> StorageResult<()> {
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Saves the body of `target` as `blocker` last saw it, before a withheld edit rewrites it;
+/// nothing if an earlier withheld edit saved it already, or if the target itself is withheld
+/// from them (they never see it).
+fn keep_unedited(
+    txn: &mut Txn<'_>,
+    blocker: UserId,
+    chat: ChatId,
+    target: Seq,
+) -> StorageResult<()> {
+    let key = key3(blocker.0, chat.0, target);
+    if txn.get(Table::Unedited, &key)?.is_some() || txn.get(Table::Withheld, &key)?.is_some() {
+        return Ok(());
+    }
+    let Some(bytes) = txn.get(Table::Messages, &key2(chat.0, target))? else {
+        return Err(no_such_message());
+    };
+    let m: Message = decode("messages", &bytes)?;
+    txn.put(Table::Unedited, &key, encode(&m.body)?);
+    Ok(())
+}
+
+/// Drops the saved bodies of `target` of the other members of a direct chat (groups have
+/// none), so they see the stored one again.
+fn drop_unedited(
+    txn: &mut Txn<'_>,
+    record: &ChatRecord,
+    sender: UserId,
+    target: Seq,
+) -> StorageResult<()> {
+    if record.group.is_some() {
+        return Ok(());
+    }
+    for &m in record.members.iter().filter(|&&m| m != sender) {
+        let key = key3(m.0, record.chat_id.0, target);
+        if txn.get(Table::Unedited, &key)?.is_some() {
+            txn.remove(Table::Unedited, &key);
+        }
     }
     Ok(())
 }

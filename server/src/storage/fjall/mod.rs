@@ -141,6 +141,17 @@ impl FjallStorage {
         rows.iter().map(|(k, _)| tables::key_tail(k)).collect()
     }
 
+    /// Whether `record` is a direct chat with a block between its members, either way.
+    fn direct_block(&self, record: &ChatRecord) -> StorageResult<bool> {
+        if record.group.is_some() {
+            return Ok(false);
+        }
+        let [a, b] = record.members[..] else {
+            return Ok(false);
+        };
+        Ok(social::blocks(&self.tables, a, b)? || social::blocks(&self.tables, b, a)?)
+    }
+
     fn chat_record(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
         self.tables.chat(chat)
     }
@@ -353,6 +364,18 @@ impl Storage for FjallStorage {
             }
         }
         if let (Some(first), Some(last)) = (out.first().map(|m| m.seq), out.last().map(|m| m.seq)) {
+            let unedited = self.tables.scan(
+                Table::Unedited,
+                &key3(viewer.0, chat.0, first),
+                &key3(viewer.0, chat.0, last),
+                out.len(),
+            )?;
+            for (k, v) in unedited {
+                let seq = tables::key_tail(&k)?;
+                if let Some(m) = out.iter_mut().find(|m| m.seq == seq) {
+                    m.body = decode("unedited", &v)?;
+                }
+            }
             let hidden = self.tables.scan(
                 Table::Hidden,
                 &key3(viewer.0, chat.0, first),
@@ -397,12 +420,11 @@ impl Storage for FjallStorage {
             let kind = match decode::<StoredUpdate>("updates", &v)? {
                 StoredUpdate::Message { chat_id, seq } => {
                     let mut m = self.stored_message(chat_id, seq)?;
-                    if self
-                        .tables
-                        .get(Table::Hidden, &key3(user.0, chat_id.0, seq))?
-                        .is_some()
-                    {
+                    let key = key3(user.0, chat_id.0, seq);
+                    if self.tables.get(Table::Hidden, &key)?.is_some() {
                         m.body = MessageBody::Deleted;
+                    } else if let Some(body) = self.tables.get(Table::Unedited, &key)? {
+                        m.body = decode("unedited", &body)?;
                     }
                     UpdateKind::Message(m)
                 }
@@ -448,10 +470,14 @@ impl Storage for FjallStorage {
             .await
     }
 
-    async fn receipts(&self, chat: ChatId) -> StorageResult<Vec<Receipt>> {
+    async fn receipts(&self, viewer: UserId, chat: ChatId) -> StorageResult<Vec<Receipt>> {
         let record = self.chat_record(chat)?.ok_or(StorageError::ChatNotFound)?;
         let mut out = Vec::with_capacity(record.members.len());
+        let blocked = self.direct_block(&record)?;
         for member in record.members {
+            if blocked && member != viewer {
+                continue;
+            }
             let row = self.receipt_row(chat, member)?;
             out.push(Receipt {
                 chat_id: chat,
@@ -475,6 +501,7 @@ impl Storage for FjallStorage {
             read: Vec::new(),
             pending: 0,
         };
+        let blocked = self.direct_block(&record)?;
         for &member in &record.members {
             if member == message.sender || record.since_seq(member).is_none_or(|s| s > seq) {
                 continue;
@@ -484,7 +511,7 @@ impl Storage for FjallStorage {
                 .tables
                 .get(Table::Withheld, &key3(member.0, chat.0, seq))?
                 .is_some();
-            if row.delivered < seq || withheld {
+            if row.delivered < seq || withheld || blocked {
                 out.pending += 1;
                 continue;
             }

@@ -133,6 +133,12 @@ pub(crate) fn change_profile(
     }
     record.updated_ms = change.now_ms;
     txn.put(Table::Profiles, &user_key(user), encode(&record)?);
+    push_profile_changed(txn, user)?;
+    Ok(record)
+}
+
+/// A `ProfileChanged` update to everyone in [`profile_audience`].
+fn push_profile_changed(txn: &mut Txn<'_>, user: UserId) -> StorageResult<()> {
     let stored = StoredUpdate::ProfileChanged { user_id: user };
     for to in profile_audience(txn, user)? {
         push_update(
@@ -142,7 +148,7 @@ pub(crate) fn change_profile(
             UpdateKind::ProfileChanged { user_id: user },
         )?;
     }
-    Ok(record)
+    Ok(())
 }
 
 /// Who is told that `user`'s profile changed: themself, direct-chat peers, those who have
@@ -230,7 +236,15 @@ pub(crate) fn set_privacy(
     user: UserId,
     settings: &PrivacySettings,
 ) -> StorageResult<()> {
+    let before = match txn.get(Table::Privacy, &user_key(user))? {
+        Some(b) => decode::<PrivacySettings>("privacy", &b)?,
+        None => PrivacySettings::default(),
+    };
     txn.put(Table::Privacy, &user_key(user), encode(settings)?);
+    if before.photo != settings.photo || before.about != settings.about {
+        // What others see of the profile changed: they re-read it like after an edit.
+        push_profile_changed(txn, user)?;
+    }
     Ok(())
 }
 

@@ -72,6 +72,9 @@ pub(crate) struct Tables {
     pub privacy: Keyspace,
     /// user ++ chat ++ seq -> (): a direct message from someone the user blocked, withheld
     pub withheld: Keyspace,
+    /// user ++ chat ++ seq -> MessageBody: the body a blocker last saw of a direct message the
+    /// user they blocked edited since (the edit is withheld, so the rewrite must be too)
+    pub unedited: Keyspace,
     /// Committed chat rows, read on every send. Only the writer thread fills it (from committed
     /// rows, and with every chat row it commits), so a reader can never put back a stale row.
     chat_cache: Arc<DashMap<ChatId, ChatRecord>>,
@@ -114,6 +117,7 @@ pub(crate) enum Table {
     Blocks,
     Privacy,
     Withheld,
+    Unedited,
 }
 
 impl Tables {
@@ -148,6 +152,7 @@ impl Tables {
             blocks: ks("blocks")?,
             privacy: ks("privacy")?,
             withheld: ks("withheld")?,
+            unedited: ks("unedited")?,
             chat_cache: Arc::new(DashMap::new()),
             db,
         })
@@ -180,6 +185,7 @@ impl Tables {
             Table::Blocks => &self.blocks,
             Table::Privacy => &self.privacy,
             Table::Withheld => &self.withheld,
+            Table::Unedited => &self.unedited,
         }
     }
 

@@ -297,6 +297,7 @@ pub(crate) fn append(txn: &mut Txn<'_>, new: NewMessage) -> StorageResult<Append
         return Ok(Appended {
             message: decode("messages", &bytes)?,
             duplicate: true,
+            withheld: false,
         });
     }
     let record = chat_record(txn, new.chat_id)?.ok_or(StorageError::ChatNotFound)?;
@@ -327,7 +328,7 @@ pub(crate) fn append(txn: &mut Txn<'_>, new: NewMessage) -> StorageResult<Append
         &idem_key,
         key2(new.chat_id.0, seq).to_vec(),
     );
-    features::apply(txn, &message)?;
+    features::apply(txn, &record, &message, withheld)?;
     if let Some(blocker) = withheld {
         txn.put(
             Table::Withheld,
@@ -339,6 +340,7 @@ pub(crate) fn append(txn: &mut Txn<'_>, new: NewMessage) -> StorageResult<Append
     Ok(Appended {
         message,
         duplicate: false,
+        withheld: withheld.is_some(),
     })
 }
 
