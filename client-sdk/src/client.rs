@@ -161,6 +161,9 @@ pub struct Snapshot {
     pub typing_datagrams_in: u64,
     /// Typing sent (as datagrams, as `SetTyping` requests on the stream).
     pub typing_out: (u64, u64),
+    /// Connections that sent `Hello` as 0-RTT early data: (accepted, refused by the server).
+    /// A connection without a resumable session does a full handshake and counts in neither.
+    pub zero_rtt: (u64, u64),
 }
 
 /// A handle to the client. Cheap to clone; all clones talk to the same driver.

@@ -8,7 +8,7 @@ use tern_protocol::Tokens;
 use crate::error::Error;
 
 use crate::state::SyncState;
-use crate::tls::Trust;
+use crate::tls::{SessionCache, Trust};
 
 /// How to reach the server and how to behave.
 #[derive(Debug, Clone)]
@@ -43,6 +43,13 @@ pub struct ClientConfig {
     /// Accept QUIC datagrams (typing arrives this way). `false` makes the server send typing
     /// on the stream instead: for networks that drop datagrams, and for tests of the fallback.
     pub datagrams: bool,
+    /// TLS sessions to resume from; clones of this config share it, so reconnects (and new
+    /// clients from a clone) skip the certificate exchange.
+    pub sessions: SessionCache,
+    /// Send `Hello` as 0-RTT early data when a resumable session allows it (falls back to a
+    /// full handshake otherwise, or when the server refuses early data). Only `Hello` is ever
+    /// written before the handshake completes.
+    pub zero_rtt: bool,
 }
 
 impl ClientConfig {
@@ -63,6 +70,8 @@ impl ClientConfig {
             sync_page: tern_protocol::limits::MAX_SYNC_PAGE,
             endpoint: None,
             datagrams: true,
+            sessions: SessionCache::default(),
+            zero_rtt: true,
         }
     }
 }

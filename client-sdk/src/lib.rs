@@ -37,4 +37,4 @@ pub use config::{ClientConfig, shared_endpoint};
 pub use error::Error;
 pub use state::{HoleGuard, MAX_HOLE_RETRIES, PageStep, SyncState, Verdict};
 pub use tern_protocol as protocol;
-pub use tls::{Trust, client_config};
+pub use tls::{SessionCache, Trust, client_config, client_config_with};

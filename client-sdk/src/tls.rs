@@ -81,8 +81,54 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
-/// The quinn client configuration for `trust`.
+/// TLS sessions remembered for resumption: a bounded in-memory store of the tickets servers
+/// sent, shared by every client built from clones of one [`ClientConfig`](crate::ClientConfig)
+/// (so a reconnect, or a new `Client` with the same config, resumes: no certificate exchange,
+/// and with 0-RTT the `Hello` rides in the first flight).
+///
+/// Tickets are single use (the server takes its entry on resumption), and a server issues one
+/// per connection: sequential reconnects always have one, concurrent connections of clones of
+/// one config may find none and do a full handshake. Give each concurrent client its own cache
+/// when that matters (`tern-loadgen churn --resume` does).
+#[derive(Clone)]
+pub struct SessionCache(Arc<rustls::client::ClientSessionMemoryCache>);
+
+impl SessionCache {
+    /// A cache remembering sessions for up to `servers` server names.
+    pub fn new(servers: usize) -> Self {
+        SessionCache(Arc::new(rustls::client::ClientSessionMemoryCache::new(
+            servers.max(1),
+        )))
+    }
+}
+
+impl Default for SessionCache {
+    /// Room for 32 server names.
+    fn default() -> Self {
+        SessionCache::new(32)
+    }
+}
+
+impl std::fmt::Debug for SessionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCache").finish_non_exhaustive()
+    }
+}
+
+/// The quinn client configuration for `trust`, with a session cache of its own and 0-RTT
+/// enabled.
 pub fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, Error> {
+    client_config_with(trust, &SessionCache::default(), true)
+}
+
+/// The quinn client configuration for `trust`, resuming sessions from `sessions`; with
+/// `zero_rtt`, early data is offered when a ticket allows it (the caller decides what to write
+/// before the handshake completes: Tern's SDK writes only `Hello`).
+pub fn client_config_with(
+    trust: &Trust,
+    sessions: &SessionCache,
+    zero_rtt: bool,
+) -> Result<quinn::ClientConfig, Error> {
     let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -103,6 +149,8 @@ pub fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, Error> {
         }
     };
     tls.alpn_protocols = vec![tern_protocol::ALPN.to_vec()];
+    tls.resumption = rustls::client::Resumption::store(sessions.0.clone());
+    tls.enable_early_data = zero_rtt;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| Error::Config(e.to_string()))?;
     Ok(quinn::ClientConfig::new(Arc::new(crypto)))

@@ -268,6 +268,64 @@ impl Request {
         )
     }
 
+    /// Whether the request may be executed from TLS 0-RTT data, before the server has seen the
+    /// handshake complete.
+    ///
+    /// 0-RTT data can be replayed by anyone who recorded it, and the server cannot tell a
+    /// replay from the original until the handshake is confirmed (the replayer lacks the
+    /// client's 1-RTT keys, so a replayed connection never gets that far). A request is
+    /// replay-safe when running it twice, or for a connection nobody can read, changes nothing
+    /// but its own answer: pure reads and `Ping`. Everything that writes state, spends a budget
+    /// (`LookupUser`, `RequestOtp`), rotates a secret (`Refresh`) or is seen by other users
+    /// (`SetForeground`, `SetTyping`, `WatchPresence` changes what this connection is sent) is
+    /// not. The match is exhaustive on purpose: a new request must be classified here.
+    pub fn replay_safe(&self) -> bool {
+        match self {
+            Request::Ping
+            | Request::ListDevices
+            | Request::ListDevicesPage { .. }
+            | Request::ListChats
+            | Request::ListChatsPage { .. }
+            | Request::Sync { .. }
+            | Request::GetMessages { .. }
+            | Request::GetReceipts { .. }
+            | Request::GetGroupInfo { .. }
+            | Request::GetMessageReceipts { .. }
+            | Request::GetProfile { .. }
+            | Request::ListContacts
+            | Request::ListBlocked
+            | Request::GetPrivacy => true,
+            Request::RequestOtp { .. }
+            | Request::VerifyOtp { .. }
+            | Request::Refresh { .. }
+            | Request::Logout
+            | Request::RevokeDevice { .. }
+            | Request::OpenDirectChat { .. }
+            | Request::SendMessage { .. }
+            | Request::Ack { .. }
+            | Request::MarkRead { .. }
+            | Request::CreateGroup { .. }
+            | Request::AddMembers { .. }
+            | Request::RemoveMember { .. }
+            | Request::LeaveGroup { .. }
+            | Request::SetAdmin { .. }
+            | Request::EditGroupInfo { .. }
+            | Request::SetGroupSettings { .. }
+            | Request::DeleteForMe { .. }
+            | Request::SetProfile(_)
+            | Request::SetUsername { .. }
+            | Request::LookupUser(_)
+            | Request::AddContact { .. }
+            | Request::RemoveContact { .. }
+            | Request::Block { .. }
+            | Request::Unblock { .. }
+            | Request::SetPrivacy(_)
+            | Request::WatchPresence { .. }
+            | Request::SetForeground { .. }
+            | Request::SetTyping { .. } => false,
+        }
+    }
+
     /// A short stable name, for metrics and logs.
     pub fn name(&self) -> &'static str {
         match self {
@@ -581,6 +639,61 @@ impl Sent {
             seq: message.seq,
             msg_id: message.msg_id,
             ts_ms: message.ts_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+    use crate::{ChatId, UserId};
+
+    #[test]
+    fn only_reads_are_replay_safe() {
+        let safe = [
+            Request::Ping,
+            Request::Sync {
+                after: crate::SyncCursor { pts: 0 },
+                limit: 16,
+            },
+            Request::GetMessages {
+                chat_id: ChatId(1),
+                from_seq: 1,
+                limit: 10,
+            },
+            Request::ListChats,
+            Request::GetProfile { user_id: UserId(1) },
+        ];
+        for r in &safe {
+            assert!(r.replay_safe(), "{} is a read", r.name());
+        }
+        let unsafe_ = [
+            Request::SendMessage {
+                chat_id: ChatId(1),
+                client_msg_id: 1,
+                body: crate::MessageBody::Text("x".into()),
+            },
+            Request::Ack {
+                chat_id: ChatId(1),
+                upto_seq: 1,
+            },
+            Request::MarkRead {
+                chat_id: ChatId(1),
+                upto_seq: 1,
+            },
+            Request::RequestOtp {
+                identifier: "a@example.org".into(),
+            },
+            Request::Refresh {
+                refresh_token: "t".into(),
+            },
+            Request::Block { user_id: UserId(2) },
+            Request::OpenDirectChat { peer: UserId(2) },
+            Request::SetForeground { foreground: true },
+            Request::Logout,
+        ];
+        for r in &unsafe_ {
+            assert!(!r.replay_safe(), "{} changes state", r.name());
         }
     }
 }

@@ -71,6 +71,9 @@ pub struct Config {
     pub overloaded_retry_after_ms: u32,
     /// Refuse development settings (the `log` and `file` OTP senders).
     pub production: bool,
+    /// Microseconds the storage writer waits for more jobs before a group commit that would
+    /// cover only a few (0: commit at once). See `storage::fjall::WriterOptions::linger`.
+    pub commit_linger_us: u64,
     /// Auth settings.
     pub auth: AuthConfig,
     /// Chat settings: per-user send and first-contact limits, receipt coalescing.
@@ -79,6 +82,31 @@ pub struct Config {
     pub social: SocialConfig,
     /// Presence and typing timings.
     pub presence: PresenceConfig,
+    /// QUIC and TLS handshake settings (`[transport]`).
+    pub transport: TransportConfig,
+}
+
+/// QUIC and TLS handshake settings: the `[transport]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Accept TLS 0-RTT early data from clients that resume a session (`--zero-rtt`,
+    /// `TERN_ZERO_RTT`). On by default: the server runs only replay-safe requests from early
+    /// data and holds the rest until the handshake completes (`transport::early`), and its
+    /// session tickets are single use, so a replayed flight is refused by TLS as well.
+    pub zero_rtt: bool,
+    /// Resumable TLS sessions the server remembers, across all shards (each costs a few hundred
+    /// bytes; the oldest are forgotten first, and a forgotten one costs a full handshake).
+    pub session_cache: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            zero_rtt: true,
+            session_cache: 65_536,
+        }
+    }
 }
 
 impl Default for Config {
@@ -102,10 +130,12 @@ impl Default for Config {
             handshakes_before_retry_per_s: 2_000,
             overloaded_retry_after_ms: 2_000,
             production: false,
+            commit_linger_us: 0,
             auth: AuthConfig::default(),
             chat: ChatConfig::default(),
             social: SocialConfig::default(),
             presence: PresenceConfig::default(),
+            transport: TransportConfig::default(),
         }
     }
 }
@@ -183,6 +213,11 @@ impl Config {
         self.auth.validate().map_err(ConfigError::Invalid)?;
         if self.shards == Some(0) {
             return Err(ConfigError::Invalid("shards must be at least 1".into()));
+        }
+        if self.commit_linger_us > 10_000 {
+            return Err(ConfigError::Invalid(
+                "commit_linger_us is at most 10000: every write waits that long".into(),
+            ));
         }
         if self.idle_timeout_s == 0 {
             return Err(ConfigError::Invalid(

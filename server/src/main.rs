@@ -106,6 +106,13 @@ struct Cli {
     /// announced in `Welcome` [default: 172800].
     #[arg(long, env = "TERN_CHAT_DELETE_WINDOW_S")]
     chat_delete_window_s: Option<u32>,
+    /// Accept TLS 0-RTT early data from resuming clients (`true`/`false`) [default: true].
+    /// Only replay-safe requests run from early data; see docs/protocol.md, "0-RTT and resumption".
+    #[arg(long, env = "TERN_ZERO_RTT")]
+    zero_rtt: Option<bool>,
+    /// Resumable TLS sessions remembered across all shards [default: 65536].
+    #[arg(long, env = "TERN_TLS_SESSION_CACHE")]
+    tls_session_cache: Option<usize>,
     /// Log as JSON lines.
     #[arg(long, env = "TERN_LOG_JSON")]
     log_json: bool,
@@ -214,6 +221,12 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.chat_delete_window_s {
         c.chat.delete_window_s = v;
+    }
+    if let Some(v) = cli.zero_rtt {
+        c.transport.zero_rtt = v;
+    }
+    if let Some(v) = cli.tls_session_cache {
+        c.transport.session_cache = v;
     }
     Ok(c)
 }

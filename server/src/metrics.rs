@@ -22,6 +22,18 @@ pub struct ShardLabel {
     pub shard: String,
 }
 
+/// Labels of the TLS handshake series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsHandshakeLabels {
+    /// Shard index.
+    pub shard: String,
+    /// `full`, `resumed` or `zero_rtt` (resumed with early data accepted).
+    pub kind: String,
+}
+
+/// The values of [`TlsHandshakeLabels::kind`].
+pub const TLS_HANDSHAKE_KINDS: [&str; 3] = ["full", "resumed", "zero_rtt"];
+
 /// Labels of per-request series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -115,6 +127,10 @@ pub struct Metrics {
     pub connections: Family<ShardLabel, Gauge>,
     /// Completed handshakes (Hello accepted).
     pub handshakes: Family<ShardLabel, Counter>,
+    /// Completed QUIC/TLS handshakes by kind: full, resumed, 0-RTT accepted.
+    pub tls_handshakes: Family<TlsHandshakeLabels, Counter>,
+    /// QUIC Retry packets sent by the admission gate.
+    pub retries: Family<ShardLabel, Counter>,
     /// Frames received.
     pub frames_in: Family<FrameLabels, Counter>,
     /// Frames sent.
@@ -187,6 +203,19 @@ impl Metrics {
             "handshakes",
             "Accepted Hello handshakes",
             handshakes.clone(),
+        );
+        let tls_handshakes = Family::<TlsHandshakeLabels, Counter>::default();
+        r.register(
+            "tls_handshakes",
+            "Completed QUIC/TLS handshakes: full, resumed from a ticket, or resumed with 0-RTT \
+             early data accepted",
+            tls_handshakes.clone(),
+        );
+        let retries = Family::<ShardLabel, Counter>::default();
+        r.register(
+            "retries",
+            "QUIC Retry packets sent to make unvalidated clients prove their address",
+            retries.clone(),
         );
         let frames_in = Family::<FrameLabels, Counter>::default();
         r.register(
@@ -321,6 +350,13 @@ impl Metrics {
             let s = Self::shard(n);
             let _ = connections.get_or_create(&s);
             let _ = handshakes.get_or_create(&s);
+            let _ = retries.get_or_create(&s);
+            for kind in TLS_HANDSHAKE_KINDS {
+                let _ = tls_handshakes.get_or_create(&TlsHandshakeLabels {
+                    shard: s.shard.clone(),
+                    kind: kind.into(),
+                });
+            }
             for kind in ["hello", "request"] {
                 let _ = frames_in.get_or_create(&FrameLabels {
                     shard: s.shard.clone(),
@@ -344,6 +380,8 @@ impl Metrics {
             registry: Arc::new(r),
             connections,
             handshakes,
+            tls_handshakes,
+            retries,
             frames_in,
             frames_out,
             closes,

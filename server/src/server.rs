@@ -26,7 +26,7 @@ use crate::services::Services;
 use crate::shard::{ConnectionLimits, DRAIN_TIMEOUT, Shard};
 use crate::social::{SocialDeps, SocialService};
 use crate::storage::Storage;
-use crate::storage::fjall::FjallStorage;
+use crate::storage::fjall::{Durability, FjallStorage, WriterOptions};
 use crate::transport::admission::{Admission, AdmissionLimits};
 use crate::transport::limits::TransportLimits;
 use crate::transport::{self, TransportSettings, tls};
@@ -114,6 +114,7 @@ fn spawn_shard(setup: ShardSetup) -> anyhow::Result<(SocketAddr, std::thread::Jo
                     setup.services,
                     shard.clone(),
                     setup.admission,
+                    setup.settings.zero_rtt,
                 ));
                 let stopper = endpoint.clone();
                 shard
@@ -153,13 +154,17 @@ impl RunningServer {
         );
         let router = Arc::new(router);
         let ready = Arc::new(AtomicBool::new(true));
-        let storage: Arc<dyn Storage> = Arc::new(FjallStorage::open(
+        let storage: Arc<dyn Storage> = Arc::new(FjallStorage::open_tuned(
             &config.data_dir.join("db"),
             router.clone(),
             Some(Arc::new(StorageHealth {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
             })),
+            WriterOptions {
+                durability: Durability::Fsync,
+                linger: Duration::from_micros(config.commit_linger_us),
+            },
         )?);
         let keys = ServerKeys::load(&config.data_dir)?;
         let issuer = TokenIssuer::new(
@@ -230,7 +235,13 @@ impl RunningServer {
             _ => tls::dev_identity(&config.data_dir)?,
         };
         let cert_fingerprint = identity.fingerprint.clone();
-        let tls = tls::server_config(identity)?;
+        let tls = tls::server_config_with(
+            identity,
+            tls::Resumption {
+                sessions: config.transport.session_cache,
+                zero_rtt: config.transport.zero_rtt,
+            },
+        )?;
         let reset_key = load_or_create(&config.data_dir.join("reset.key"), 64)?;
         let admission = Admission::new(AdmissionLimits {
             max_per_shard: (config.max_connections / shards).max(1),
@@ -254,6 +265,7 @@ impl RunningServer {
                 outbound_queue: limits.outbound_queue,
                 anonymous_outbound_queue: limits.anonymous_outbound_queue,
             },
+            zero_rtt: config.transport.zero_rtt,
         };
         let mut shard_threads = Vec::with_capacity(shards);
         let mut quic_addr = config.listen;

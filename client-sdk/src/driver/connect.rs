@@ -2,6 +2,12 @@
 //! then the `Hello`/`Welcome` handshake (with a refresh first when the access token is about to
 //! expire).
 //!
+//! With a resumable TLS session and `ClientConfig::zero_rtt`, the `Hello` is written as 0-RTT
+//! early data: it is the only frame written before the handshake completes (the server answers
+//! it at once and holds every state-changing request until the handshake is confirmed; see
+//! docs/protocol.md, "0-RTT and resumption"). A server that refuses the early data discards it,
+//! and the `Hello` is written again on a fresh stream once the handshake is done.
+//!
 //! It exists apart from serving because everything here happens before the link is up: a
 //! failure is a failed connect (`was_up: false`), and the server's refusals decide whether to try
 //! again or end the session for good ([`Driver::on_error`], [`Driver::on_end`], also used once
@@ -11,7 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tern_protocol::codec::FrameDecoder;
+use tern_protocol::codec::{self, FrameDecoder};
 use tern_protocol::{ClientInfo, ErrorBody, ErrorCode, Frame, Hello, PROTOCOL_VERSION, Request};
 use tokio::sync::mpsc;
 
@@ -20,7 +26,9 @@ use crate::client::ClientEvent;
 use crate::state::{AckBatch, HoleGuard};
 
 impl Driver {
-    async fn open_link(&mut self) -> Result<Link, String> {
+    /// Connects, opens the control stream and writes `hello` on it (in 0-RTT when it can).
+    async fn open_link(&mut self, hello: &Frame) -> Result<Link, String> {
+        let hello = codec::encode_to_vec(hello).map_err(|e| format!("encoding Hello: {e}"))?;
         let connecting = self
             .endpoint
             .connect_with(
@@ -29,14 +37,10 @@ impl Driver {
                 &self.cfg.server_name,
             )
             .map_err(|e| format!("connect: {e}"))?;
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-            .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| format!("handshake: {e}"))?;
-        let (send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| format!("open stream: {e}"))?;
+        let (conn, send, recv) =
+            tokio::time::timeout(CONNECT_TIMEOUT, self.handshake(connecting, &hello))
+                .await
+                .map_err(|_| "connect timed out".to_owned())??;
         let (out_tx, out_rx) = mpsc::channel(4096);
         let (in_tx, in_rx) = mpsc::channel(1024);
         tokio::spawn(write_loop(send, out_rx));
@@ -59,17 +63,48 @@ impl Driver {
         })
     }
 
-    pub(super) async fn connect_and_serve(&mut self) -> LinkEnd {
-        let mut link = match self.open_link().await {
-            Ok(l) => l,
-            Err(reason) => {
-                return LinkEnd::Lost {
-                    reason,
-                    retry_after: None,
-                    was_up: false,
-                };
+    /// The QUIC handshake with `hello` written on the control stream: as 0-RTT early data when
+    /// enabled and a session ticket allows it, else after the handshake.
+    async fn handshake(
+        &mut self,
+        connecting: quinn::Connecting,
+        hello: &[u8],
+    ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), String> {
+        let connecting = if self.cfg.zero_rtt {
+            match connecting.into_0rtt() {
+                Ok((conn, accepted)) => {
+                    // Only `Hello` is written before the handshake completes: it is replay-safe
+                    // (a replayed flight yields a connection the replayer cannot read).
+                    let early = async {
+                        let (mut send, recv) = conn.open_bi().await.ok()?;
+                        send.write_all(hello).await.ok()?;
+                        Some((send, recv))
+                    }
+                    .await;
+                    let accepted = accepted.await;
+                    if let Some(reason) = conn.close_reason() {
+                        return Err(format!("handshake: {reason}"));
+                    }
+                    if accepted && let Some((send, recv)) = early {
+                        self.zero_rtt_accepted += 1;
+                        return Ok((conn, send, recv));
+                    }
+                    // Refused: the server never saw the early stream (quinn discarded it and
+                    // resets stream ids), so start the control stream again in 1-RTT.
+                    self.zero_rtt_rejected += 1;
+                    return open_control(conn, hello).await;
+                }
+                // No ticket for this server: a full handshake.
+                Err(connecting) => connecting,
             }
+        } else {
+            connecting
         };
+        let conn = connecting.await.map_err(|e| format!("handshake: {e}"))?;
+        open_control(conn, hello).await
+    }
+
+    pub(super) async fn connect_and_serve(&mut self) -> LinkEnd {
         let access = self
             .tokens
             .as_ref()
@@ -86,7 +121,16 @@ impl Driver {
             auth: access,
             resume: self.tokens.as_ref().map(|_| self.sync.cursor),
         };
-        link.send(&Frame::Hello(hello));
+        let mut link = match self.open_link(&Frame::Hello(hello)).await {
+            Ok(l) => l,
+            Err(reason) => {
+                return LinkEnd::Lost {
+                    reason,
+                    retry_after: None,
+                    was_up: false,
+                };
+            }
+        };
         let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT.min(self.cfg.request_timeout);
         let mut hint = None;
         let welcome = loop {
@@ -199,6 +243,21 @@ impl Driver {
             },
         }
     }
+}
+
+/// Opens the control stream on an established connection and writes `hello`.
+async fn open_control(
+    conn: quinn::Connection,
+    hello: &[u8],
+) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), String> {
+    let (mut send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| format!("open stream: {e}"))?;
+    send.write_all(hello)
+        .await
+        .map_err(|e| format!("writing Hello: {e}"))?;
+    Ok((conn, send, recv))
 }
 
 async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) {

@@ -210,6 +210,10 @@ pub(crate) struct Driver {
     social_features: Option<SocialFeatures>,
     /// Presence watch, foreground flag and typing, kept across links.
     social: social::SocialState,
+    /// Connections whose `Hello` the server took as 0-RTT early data.
+    zero_rtt_accepted: u64,
+    /// Connections that offered 0-RTT and were refused (the `Hello` went again in 1-RTT).
+    zero_rtt_rejected: u64,
 }
 
 fn now_ms() -> u64 {
@@ -224,7 +228,8 @@ impl Driver {
         commands: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<ClientEvent>,
     ) -> Result<Self, Error> {
-        let mut client_cfg = crate::tls::client_config(&cfg.trust)?;
+        let mut client_cfg =
+            crate::tls::client_config_with(&cfg.trust, &cfg.sessions, cfg.zero_rtt)?;
         let mut transport = quinn::TransportConfig::default();
         transport
             .keep_alive_interval(Some(cfg.keep_alive))
@@ -258,6 +263,8 @@ impl Driver {
             features: None,
             social_features: None,
             social: social::SocialState::default(),
+            zero_rtt_accepted: 0,
+            zero_rtt_rejected: 0,
         })
     }
 
@@ -389,6 +396,7 @@ impl Driver {
             social: self.social_features,
             typing_datagrams_in: self.social.datagrams_in,
             typing_out: self.social.typing_out,
+            zero_rtt: (self.zero_rtt_accepted, self.zero_rtt_rejected),
         }
     }
 }

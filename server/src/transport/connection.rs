@@ -8,6 +8,10 @@
 //! Authentication registers the connection with its shard first and checks the device after, so
 //! a revocation that commits at any moment either is seen by that check or finds the connection
 //! registered and closes it: there is no window in which a revoked device stays connected.
+//!
+//! A connection accepted as 0.5-RTT ([`super::early`]) follows the early-data rule until its
+//! handshake is confirmed: `Hello` and replay-safe requests run, the session goes live (the
+//! registration above) only at confirmation, and the first other request stops the reader.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +34,8 @@ use super::admission::Admitted;
 use super::datagram::{
     DATAGRAM_BURST, DATAGRAMS_PER_S, DatagramGate, DatagramSender, Inbound, MAX_TYPING_IN_FLIGHT,
 };
+use super::early::{self, Handshake};
+use super::handshake::HandshakeKind;
 use super::outbound::{self, Outbound, OutboundRx};
 use crate::metrics::CloseLabels;
 use crate::services::{Caller, ConnRef, Services, SessionChange};
@@ -42,6 +48,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// over a cap: it is then told to come back after `retry_after` and closed.
 pub async fn serve(
     conn: Connection,
+    handshake: Handshake,
     services: Services,
     shard: Arc<Shard>,
     admitted: Option<Admitted>,
@@ -65,7 +72,15 @@ pub async fn serve(
         .inc();
     match result {
         Ok(Ok((send, recv))) => {
+            let pending = match handshake {
+                Handshake::Confirmed => {
+                    count_handshake(&conn, &services, &shard);
+                    None
+                }
+                Handshake::Pending(accepted) => Some(accepted),
+            };
             let mut c = ConnTask::new(conn.clone(), remote, services.clone(), shard.clone(), send);
+            c.handshake = pending;
             c.run(recv).await;
         }
         Ok(Err(e)) => {
@@ -107,6 +122,26 @@ async fn refuse_overloaded(conn: &Connection, mut send: SendStream, retry_after:
     close(conn, ErrorCode::Overloaded, "overloaded");
 }
 
+/// Resolves when a pending handshake completes or fails; never without one.
+async fn until_handshake(handshake: &mut Option<quinn::ZeroRttAccepted>) {
+    match handshake {
+        // On a server the value says nothing (see `early::completed`).
+        Some(accepted) => {
+            let _ = accepted.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Counts a completed handshake by kind (`tern_tls_handshakes_total`).
+fn count_handshake(conn: &Connection, services: &Services, shard: &Shard) {
+    let labels = crate::metrics::TlsHandshakeLabels {
+        shard: shard.label.shard.clone(),
+        kind: HandshakeKind::of(conn).label().into(),
+    };
+    services.metrics.tls_handshakes.get_or_create(&labels).inc();
+}
+
 fn close(conn: &Connection, code: ErrorCode, reason: &str) {
     conn.close(VarInt::from(code.as_u16()), reason.as_bytes());
 }
@@ -126,6 +161,13 @@ struct ConnTask {
     /// Typing indicators from datagrams being processed (at most `MAX_TYPING_IN_FLIGHT`).
     typing: JoinSet<()>,
     registered: Option<SessionInfo>,
+    /// Until the handshake is confirmed: resolves when it completes or fails.
+    handshake: Option<quinn::ZeroRttAccepted>,
+    /// The first frame that may not run before confirmation; nothing is read past it.
+    held: Option<Frame>,
+    /// An authenticated `Hello` answered before confirmation: the session goes live (is
+    /// registered) at confirmation, with the pts its `Welcome` announced.
+    live_pending: Option<(SessionInfo, u64)>,
 }
 
 impl ConnTask {
@@ -162,6 +204,9 @@ impl ConnTask {
             in_flight: JoinSet::new(),
             typing: JoinSet::new(),
             registered: None,
+            handshake: None,
+            held: None,
+            live_pending: None,
         }
     }
 
@@ -174,7 +219,17 @@ impl ConnTask {
             let deadline = self.session.poll_timeout();
             let wake = tokio::time::Instant::from_std(deadline.unwrap_or_else(Instant::now));
             tokio::select! {
-                chunk = recv.read_chunk(MAX_FRAME_LEN as usize, true) => match chunk {
+                () = until_handshake(&mut self.handshake), if self.handshake.is_some() => {
+                    self.handshake = None;
+                    if !early::completed(&conn) {
+                        break None;
+                    }
+                    count_handshake(&conn, &self.services, &self.shard);
+                    if let Some(err) = self.on_confirmed(&mut decoder).await {
+                        break Some(err);
+                    }
+                }
+                chunk = recv.read_chunk(MAX_FRAME_LEN as usize, true), if self.held.is_none() => match chunk {
                     Ok(Some(chunk)) => {
                         decoder.extend(&chunk.bytes);
                         if let Some(err) = self.drain(&mut decoder).await {
@@ -281,7 +336,24 @@ impl ConnTask {
         close(&self.conn, code, &error.message);
     }
 
-    /// Handles every complete frame in the decoder. Returns a fatal error, if one occurred.
+    /// The handshake is confirmed: the session goes live if its `Hello` was answered early,
+    /// then the held frame and whatever followed it run, in order.
+    async fn on_confirmed(&mut self, decoder: &mut FrameDecoder) -> Option<ErrorBody> {
+        if let Some((session, announced)) = self.live_pending.take()
+            && let Err(e) = self.go_live(session, announced).await
+        {
+            return Some(e);
+        }
+        if let Some(frame) = self.held.take()
+            && let Some(e) = self.handle(frame).await
+        {
+            return Some(e);
+        }
+        self.drain(decoder).await
+    }
+
+    /// Handles every complete frame in the decoder, stopping at the first one that must wait
+    /// for the handshake ([`early`]). Returns a fatal error, if one occurred.
     async fn drain(&mut self, decoder: &mut FrameDecoder) -> Option<ErrorBody> {
         loop {
             let frame = match decoder.next_frame() {
@@ -289,23 +361,29 @@ impl ConnTask {
                 Ok(None) => return None,
                 Err(e) => return Some(ErrorBody::new(e.code(), e.to_string())),
             };
-            self.services
-                .metrics
-                .frame_in(&self.shard.label, frame.kind());
-            match self.session.handle_frame(frame, Instant::now()) {
-                Err(violation) => return Some(violation.0),
-                Ok(SessionInput::Hello(hello)) => {
-                    if let Err(e) = self.on_hello(hello).await {
-                        return Some(e);
-                    }
-                }
-                Ok(SessionInput::Refused { req_id, error }) => self.respond(req_id, Err(error)),
-                Ok(SessionInput::Request { req_id, body }) => {
-                    if let Err(e) = self.on_request(req_id, body).await {
-                        return Some(e);
-                    }
-                }
+            if self.handshake.is_some() && !early::may_run_early(&frame) {
+                self.held = Some(frame);
+                return None;
             }
+            if let Some(e) = self.handle(frame).await {
+                return Some(e);
+            }
+        }
+    }
+
+    /// Handles one frame. Returns a fatal error, if one occurred.
+    async fn handle(&mut self, frame: Frame) -> Option<ErrorBody> {
+        self.services
+            .metrics
+            .frame_in(&self.shard.label, frame.kind());
+        match self.session.handle_frame(frame, Instant::now()) {
+            Err(violation) => Some(violation.0),
+            Ok(SessionInput::Hello(hello)) => self.on_hello(hello).await.err(),
+            Ok(SessionInput::Refused { req_id, error }) => {
+                self.respond(req_id, Err(error));
+                None
+            }
+            Ok(SessionInput::Request { req_id, body }) => self.on_request(req_id, body).await.err(),
         }
     }
 
@@ -341,19 +419,36 @@ impl ConnTask {
         // Welcome goes first; live updates start only after it is queued.
         self.send_frame(&Frame::Welcome(welcome));
         if let (Some(s), Some(announced)) = (session, latest_pts) {
-            self.authenticated(s).await?;
-            // Updates committed between reading `latest_pts` and registering were neither
-            // announced nor pushed: push them now so the client does not wait for the next one.
-            let now = self.services.chat.latest_pts(s.user_id).await?;
-            if now > announced {
-                let page = self
-                    .services
-                    .chat
-                    .sync(s, SyncCursor { pts: announced }, MAX_SYNC_PAGE)
-                    .await?;
-                for update in page.updates {
-                    self.send_frame(&Frame::Event(Event::Update(update)));
+            if self.handshake.is_some() {
+                // Early data: reads may be served now, but registering (live updates, the
+                // device cap, presence) waits for the confirmed handshake (`early`, rule 1).
+                self.session.authenticate(s);
+                if let Some(outbound) = &self.outbound {
+                    outbound.set_limit(self.shard.connection_limits().outbound_queue);
                 }
+                self.live_pending = Some((s, announced));
+                return Ok(());
+            }
+            self.go_live(s, announced).await?;
+        }
+        Ok(())
+    }
+
+    /// Registers an authenticated session for live updates and pushes what was committed since
+    /// its `Welcome` announced `announced`.
+    async fn go_live(&mut self, s: SessionInfo, announced: u64) -> Result<(), ErrorBody> {
+        self.authenticated(s).await?;
+        // Updates committed between reading `latest_pts` and registering were neither
+        // announced nor pushed: push them now so the client does not wait for the next one.
+        let now = self.services.chat.latest_pts(s.user_id).await?;
+        if now > announced {
+            let page = self
+                .services
+                .chat
+                .sync(s, SyncCursor { pts: announced }, MAX_SYNC_PAGE)
+                .await?;
+            for update in page.updates {
+                self.send_frame(&Frame::Event(Event::Update(update)));
             }
         }
         Ok(())

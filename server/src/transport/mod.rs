@@ -7,6 +7,8 @@
 pub mod admission;
 pub mod connection;
 pub mod datagram;
+pub mod early;
+pub mod handshake;
 pub mod limits;
 pub mod outbound;
 pub mod tls;
@@ -33,6 +35,9 @@ pub struct TransportSettings {
     pub limits: TransportLimits,
     /// What each connection follows once accepted.
     pub connection: ConnectionLimits,
+    /// Accept connections as 0.5-RTT so 0-RTT early data is read before the handshake
+    /// completes (see [`early`]); the TLS config must offer early data too.
+    pub zero_rtt: bool,
 }
 
 /// Building the endpoint failed.
@@ -62,8 +67,9 @@ pub fn bind(
     tls: Arc<rustls::ServerConfig>,
     reset_key: &[u8],
 ) -> Result<Endpoint, TransportError> {
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| TransportError::Config(e.to_string()))?;
+    // quinn's rustls config, observed per connection so metrics can tell full, resumed and
+    // 0-RTT handshakes apart.
+    let crypto = handshake::ObservedServerConfig::new(tls).map_err(TransportError::Config)?;
     let mut server = ServerConfig::with_crypto(Arc::new(crypto));
     let transport = settings.limits.transport_config(settings.idle_timeout)?;
     server.transport_config(Arc::new(transport));
@@ -124,13 +130,16 @@ pub async fn accept_loop(
     services: Services,
     shard: Arc<Shard>,
     admission: Arc<Admission>,
+    zero_rtt: bool,
 ) {
     let mut gate = HandshakeGate::new(admission.limits().handshakes_before_retry_per_s);
     while let Some(incoming) = endpoint.accept().await {
         if !incoming.remote_address_validated() && gate.demand_retry(std::time::Instant::now()) {
             // Under a handshake storm, make clients prove their address before we spend a handshake.
             if incoming.may_retry() {
-                let _ = incoming.retry();
+                if incoming.retry().is_ok() {
+                    services.metrics.retries.get_or_create(&shard.label).inc();
+                }
                 continue;
             }
         }
@@ -139,8 +148,10 @@ pub async fn accept_loop(
         let shard = shard.clone();
         let retry_after = admission.limits().overloaded_retry_after;
         tokio::spawn(async move {
-            match incoming.await {
-                Ok(conn) => connection::serve(conn, services, shard, admitted, retry_after).await,
+            match early::accept(incoming, zero_rtt).await {
+                Ok((conn, handshake)) => {
+                    connection::serve(conn, handshake, services, shard, admitted, retry_after).await
+                }
                 Err(e) => tracing::debug!(error = %e, "handshake failed"),
             }
         });

@@ -154,8 +154,40 @@ pub fn dev_identity(data_dir: &Path) -> Result<ServerIdentity, TlsError> {
     Ok(identity)
 }
 
-/// The rustls server configuration Tern uses.
+/// How the server resumes TLS sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumption {
+    /// Sessions remembered (all shards share one cache); 0 turns resumption off.
+    pub sessions: usize,
+    /// Accept 0-RTT early data on resumed sessions.
+    pub zero_rtt: bool,
+}
+
+/// The rustls server configuration with the default resumption (65 536 sessions, 0-RTT on).
 pub fn server_config(identity: ServerIdentity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_with(
+        identity,
+        Resumption {
+            sessions: 65_536,
+            zero_rtt: true,
+        },
+    )
+}
+
+/// The rustls server configuration Tern uses.
+///
+/// Resumption is stateful: each connection gets one TLS 1.3 ticket that names an entry in a
+/// bounded in-memory cache (`ServerSessionMemoryCache`, shared by every shard of this process,
+/// its key material created with the process, never a static). A resumption *takes* the entry,
+/// so every ticket works once: that is what makes 0-RTT acceptable (a recorded 0-RTT flight
+/// replayed after the original finds its ticket gone and gets no early data) and rustls only
+/// offers 0-RTT with stateful tickets for that reason. Stateless tickets (`Ticketer`) would
+/// cost no memory but could be replayed for their whole lifetime. A restart forgets every
+/// session; clients then do one full handshake.
+pub fn server_config_with(
+    identity: ServerIdentity,
+    resumption: Resumption,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -167,6 +199,22 @@ pub fn server_config(identity: ServerIdentity) -> Result<Arc<rustls::ServerConfi
     // Our order, not the client's: AES-128-GCM-SHA256 first. It is as strong as clients need
     // and cheaper per handshake than the SHA-384 suite on CPUs without SHA-512 instructions.
     config.ignore_client_order = true;
+    if resumption.sessions == 0 {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    } else {
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(resumption.sessions);
+        // One ticket per connection: a client reconnects with one session at a time, and each
+        // ticket is a cache entry.
+        config.send_tls13_tickets = 1;
+    }
+    // QUIC allows only "no early data" (0) or "as much as the transport permits" (u32::MAX):
+    // the stream and connection windows, not TLS, bound what a client may send early.
+    config.max_early_data_size = if resumption.zero_rtt && resumption.sessions > 0 {
+        u32::MAX
+    } else {
+        0
+    };
     Ok(Arc::new(config))
 }
 
