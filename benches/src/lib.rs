@@ -1,1 +1,3 @@
-//! Benchmarks live in `benches/` and `src/bin/`; this library is empty.
+//! Benchmarks live in `benches/` and `src/bin/`; this library holds what they share.
+
+pub mod relay;
