@@ -255,8 +255,12 @@ impl Record {
                 format!("chat {chat_id}: user {user_id} {what}")
             }
             Record::TypingSent { chat_id, typing } => {
-                let what = if *typing { "typing" } else { "stopped typing" };
-                format!("chat {chat_id}: told the members you are {what}")
+                let what = if *typing {
+                    "are typing"
+                } else {
+                    "stopped typing"
+                };
+                format!("chat {chat_id}: told the members you {what}")
             }
             Record::ChatLeft {
                 chat_id, at_seq, ..

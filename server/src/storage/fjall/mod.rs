@@ -27,7 +27,7 @@ use self::tables::{
     Counter, ReceiptRow, StoredUpdate, Table, Tables, backend, decode, key2, key3, split_key2,
 };
 use self::writer::{Command, Completion, Txn};
-pub use self::writer::{CommitObserver, Durability};
+pub use self::writer::{CommitObserver, Durability, LINGER_UNTIL_JOBS, WriterOptions};
 use super::{
     Appended, ChatRecord, DeviceRecord, EdgeChange, EdgeKind, GroupCommand, NewGroup, NewMessage,
     ProfileChange, ProfileRecord, ReceiptChange, RefreshRecord, Rotation, Storage, StorageError,
@@ -49,7 +49,7 @@ impl FjallStorage {
         sink: Arc<dyn UpdateSink>,
         observer: Option<Arc<dyn CommitObserver>>,
     ) -> StorageResult<Self> {
-        Self::open_with(dir, sink, observer, Durability::Fsync)
+        Self::open_tuned(dir, sink, observer, WriterOptions::default())
     }
 
     /// Like [`FjallStorage::open`] with an explicit durability (benchmarks only use `Buffered`).
@@ -59,9 +59,23 @@ impl FjallStorage {
         observer: Option<Arc<dyn CommitObserver>>,
         durability: Durability,
     ) -> StorageResult<Self> {
+        let options = WriterOptions {
+            durability,
+            ..WriterOptions::default()
+        };
+        Self::open_tuned(dir, sink, observer, options)
+    }
+
+    /// Like [`FjallStorage::open`] with explicit writer options (the server's commit linger).
+    pub fn open_tuned(
+        dir: &Path,
+        sink: Arc<dyn UpdateSink>,
+        observer: Option<Arc<dyn CommitObserver>>,
+        options: WriterOptions,
+    ) -> StorageResult<Self> {
         let db = fjall::Database::builder(dir).open().map_err(backend)?;
         let tables = Tables::open(db)?;
-        let writer = writer::spawn(tables.clone(), sink, observer, durability)?;
+        let writer = writer::spawn(tables.clone(), sink, observer, options)?;
         Ok(FjallStorage { tables, writer })
     }
 
