@@ -97,8 +97,8 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 needs() { [[ " $PEERS " == *" $1 "* ]]; }
 if (( BUILD )); then
     say "building tern-server, tern-loadgen and quinn-relay (cargo build --release, nice 10)"
-    nice -n 10 cargo build --release -q -p tern-server -p tern-loadgen \
-        -p tern-benches --bin quinn-relay
+    nice -n 10 cargo build --release -q -p tern-server -p tern-loadgen
+    nice -n 10 cargo build --release -q -p tern-benches --bin quinn-relay
 fi
 if needs nats-core || needs nats-js; then
     command -v go >/dev/null || { say "needs Go (>= 1.26) for the NATS driver"; exit 1; }
@@ -131,7 +131,7 @@ if needs nats-js; then
     else
         why="$(grep -o 'unknown field "sync_interval"' "$probe/t.log" | head -1 || true)"
         [[ -n "$why" ]] || why="$(head -1 "$probe/t.log")"
-        say "$deb_version rejects sync_interval: always ($why)"
+        say "Debian's $deb_version rejects sync_interval: always ($why)"
         if [[ ! -x "$BIN/nats-server" ]] || ! "$BIN/nats-server" --version 2>&1 | grep -q "${NATS_JS_VERSION#v}"; then
             say "building nats-server $NATS_JS_VERSION (GOBIN=$BIN go install github.com/nats-io/nats-server/v2@$NATS_JS_VERSION, nice 10)"
             (cd "$probe" && GOBIN="$BIN" nice -n 10 go install "github.com/nats-io/nats-server/v2@$NATS_JS_VERSION")
@@ -139,7 +139,7 @@ if needs nats-js; then
         JS_NATS="$BIN/nats-server"
         "$JS_NATS" -t -c "$probe/js.conf" >/dev/null 2>&1 \
             || { say "$JS_NATS does not accept sync_interval: always either"; exit 1; }
-        JS_NOTE="nats-server $("$JS_NATS" --version 2>&1 | grep -o 'v[0-9.]*' | head -1) built with go install (Debian's $deb_version rejects sync_interval), jetstream sync_interval: always"
+        JS_NOTE="nats-server $("$JS_NATS" --version 2>&1 | grep -oE 'v[0-9]+\.[0-9.]+' | head -1) built with go install (Debian's ${deb_version#nats-server: } rejects sync_interval), jetstream sync_interval: always"
     fi
     say "JetStream server: $JS_NOTE"
 fi
@@ -239,7 +239,7 @@ for peer in $PEERS; do
         relay) run_relay ;;
         nats-core)
             run_nats nats-core core "$DEB_NATS" \
-                "$("$DEB_NATS" --version 2>&1 | head -1) (Debian), core pub/sub, no JetStream" ;;
+                "nats-server $("$DEB_NATS" --version 2>&1 | grep -oE 'v[0-9]+\.[0-9.]+' | head -1) (Debian), core pub/sub, no JetStream" ;;
         nats-js)
             run_nats nats-js jetstream "$JS_NATS" "$JS_NOTE" \
                 'jetstream { store_dir: "@DIR@/js", sync_interval: always }' ;;
