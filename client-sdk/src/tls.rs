@@ -1,7 +1,7 @@
 //! TLS for the client: either pin the server certificate's SHA-256 fingerprint (dev certificates)
 //! or verify against the bundled web PKI roots. Ring provider only, for easy mobile builds.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ring::digest;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -81,24 +81,62 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
-/// TLS sessions remembered for resumption: a bounded in-memory store of the tickets servers
-/// sent, shared by every client built from clones of one [`ClientConfig`](crate::ClientConfig)
-/// (so a reconnect, or a new `Client` with the same config, resumes: no certificate exchange,
-/// and with 0-RTT the `Hello` rides in the first flight).
+/// TLS sessions remembered for resumption, with the TLS configuration they belong to: a
+/// bounded in-memory store of the tickets servers sent, shared by every client built from
+/// clones of one [`ClientConfig`](crate::ClientConfig) (so a reconnect, or a new `Client` with
+/// the same config, resumes: no certificate exchange, and with 0-RTT the `Hello` rides in the
+/// first flight).
+///
+/// rustls resumes a session only under the very certificate verifier that checked the server
+/// the first time (a ticket cannot smuggle trust from one configuration into another), so the
+/// cache keeps the TLS configuration itself, built on first use and rebuilt (forgetting every
+/// session) if the trust or the 0-RTT setting changes.
 ///
 /// Tickets are single use (the server takes its entry on resumption), and a server issues one
 /// per connection: sequential reconnects always have one, concurrent connections of clones of
 /// one config may find none and do a full handshake. Give each concurrent client its own cache
 /// when that matters (`tern-loadgen churn --resume` does).
 #[derive(Clone)]
-pub struct SessionCache(Arc<rustls::client::ClientSessionMemoryCache>);
+pub struct SessionCache {
+    servers: usize,
+    built: Arc<Mutex<Option<Built>>>,
+}
+
+struct Built {
+    trust: Trust,
+    zero_rtt: bool,
+    crypto: Arc<quinn::crypto::rustls::QuicClientConfig>,
+}
 
 impl SessionCache {
     /// A cache remembering sessions for up to `servers` server names.
     pub fn new(servers: usize) -> Self {
-        SessionCache(Arc::new(rustls::client::ClientSessionMemoryCache::new(
-            servers.max(1),
-        )))
+        SessionCache {
+            servers: servers.max(1),
+            built: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The TLS configuration for `trust` whose sessions this cache holds.
+    fn crypto(
+        &self,
+        trust: &Trust,
+        zero_rtt: bool,
+    ) -> Result<Arc<quinn::crypto::rustls::QuicClientConfig>, Error> {
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = built.as_ref()
+            && b.trust == *trust
+            && b.zero_rtt == zero_rtt
+        {
+            return Ok(b.crypto.clone());
+        }
+        let crypto = Arc::new(build_crypto(trust, self.servers, zero_rtt)?);
+        *built = Some(Built {
+            trust: trust.clone(),
+            zero_rtt,
+            crypto: crypto.clone(),
+        });
+        Ok(crypto)
     }
 }
 
@@ -111,7 +149,9 @@ impl Default for SessionCache {
 
 impl std::fmt::Debug for SessionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionCache").finish_non_exhaustive()
+        f.debug_struct("SessionCache")
+            .field("servers", &self.servers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,6 +169,14 @@ pub fn client_config_with(
     sessions: &SessionCache,
     zero_rtt: bool,
 ) -> Result<quinn::ClientConfig, Error> {
+    Ok(quinn::ClientConfig::new(sessions.crypto(trust, zero_rtt)?))
+}
+
+fn build_crypto(
+    trust: &Trust,
+    servers: usize,
+    zero_rtt: bool,
+) -> Result<quinn::crypto::rustls::QuicClientConfig, Error> {
     let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -149,9 +197,7 @@ pub fn client_config_with(
         }
     };
     tls.alpn_protocols = vec![tern_protocol::ALPN.to_vec()];
-    tls.resumption = rustls::client::Resumption::store(sessions.0.clone());
+    tls.resumption = rustls::client::Resumption::in_memory_sessions(servers);
     tls.enable_early_data = zero_rtt;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| Error::Config(e.to_string()))?;
-    Ok(quinn::ClientConfig::new(Arc::new(crypto)))
+    quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| Error::Config(e.to_string()))
 }
