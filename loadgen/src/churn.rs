@@ -5,6 +5,12 @@
 //! access token: the server checks the JWT and the device), wait until it is authenticated, make
 //! one `Sync` round trip, close. Closed loop: each worker starts its next cycle when the last one
 //! ended, so the offered load adapts to what the server can take.
+//!
+//! By default every cycle starts with an empty TLS session cache (full handshakes). With
+//! `--resume` each worker keeps one, so its cycles resume their TLS session (`--zero-rtt`: with
+//! the `Hello` as early data); the report's `tls_handshakes` shows what the server did (full,
+//! resumed, zero_rtt, from its `/metrics`), so two runs, with and without `--resume`, give full
+//! and resumed handshakes per server CPU-second side by side.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tern_sdk::protocol::{Request, Response, Tokens};
-use tern_sdk::{Client, ClientConfig, ClientEvent, SyncState};
+use tern_sdk::{Client, ClientConfig, ClientEvent, SessionCache, SyncState};
 use tokio::task::JoinSet;
 
 use crate::cli::ChurnArgs;
@@ -93,13 +99,27 @@ async fn cycle(mut cfg: ClientConfig, creds: &mut Creds) -> Result<(Duration, Du
     result
 }
 
-async fn worker(shared: Arc<Shared>, cfg: ClientConfig, mut creds: Creds, stop: Arc<AtomicBool>) {
+async fn worker(
+    shared: Arc<Shared>,
+    mut cfg: ClientConfig,
+    mut creds: Creds,
+    stop: Arc<AtomicBool>,
+    resume: bool,
+    zero_rtt: bool,
+) {
+    // One cache per worker: tickets are single use, so workers sharing one would take each
+    // other's and fall back to full handshakes.
+    cfg.sessions = SessionCache::new(1);
+    cfg.zero_rtt = zero_rtt;
     loop {
         let t0 = Instant::now();
         if t0 >= shared.end || stop.load(Ordering::Relaxed) {
             return;
         }
         let measured = shared.in_window(t0);
+        if !resume {
+            cfg.sessions = SessionCache::new(1);
+        }
         match cycle(cfg.clone(), &mut creds).await {
             Ok((connect, sync)) => {
                 let done = Instant::now();
@@ -165,7 +185,14 @@ pub async fn run(
     let window = run::sample_window(target, shared.warm_end, shared.end, stop.clone());
     let mut workers = JoinSet::new();
     for (i, cr) in creds.into_iter().enumerate() {
-        workers.spawn(worker(shared.clone(), fleet.config(i), cr, stop.clone()));
+        workers.spawn(worker(
+            shared.clone(),
+            fleet.config(i),
+            cr,
+            stop.clone(),
+            args.resume,
+            args.zero_rtt,
+        ));
     }
     let bar = ui.bar((warmup + c.duration).as_secs(), "churn");
     while !window.is_finished() {
@@ -208,6 +235,10 @@ pub async fn run(
         latency_per_second_us: shared.recorder.series(),
         ..Report::default()
     };
+    report.tls_handshakes = report
+        .server_view
+        .as_ref()
+        .map(crate::report::TlsHandshakes::from_view);
     report.derive(&window, 0, 0);
     Ok(report)
 }

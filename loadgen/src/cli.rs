@@ -322,6 +322,14 @@ pub struct ChurnArgs {
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Resume TLS sessions: each worker keeps one TLS configuration (and its session cache)
+    /// across its cycles, so every cycle after its first is a resumed handshake. Without it
+    /// every cycle starts with an empty cache: full handshakes.
+    #[arg(long)]
+    pub resume: bool,
+    /// With `--resume`: send `Hello` as 0-RTT early data.
+    #[arg(long, requires = "resume")]
+    pub zero_rtt: bool,
 }
 
 impl CommonArgs {

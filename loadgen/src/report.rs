@@ -78,6 +78,9 @@ pub struct Report {
     pub handshakes: Option<u64>,
     /// Churn: handshakes per server CPU-second.
     pub handshakes_per_server_cpu_s: Option<f64>,
+    /// Churn: the server's TLS handshakes in the window by kind (from its `/metrics`,
+    /// `tern_tls_handshakes_total{kind}`): what `--resume` and `--zero-rtt` achieved.
+    pub tls_handshakes: Option<TlsHandshakes>,
     /// The server's own metrics over the window (with `--spawn-server` or `--admin`).
     pub server_view: Option<ServerView>,
     /// This process's CPU seconds over the window (near `duration_s` x cores means the load
@@ -103,6 +106,32 @@ pub struct Report {
     pub latency_per_second_us: BTreeMap<String, Vec<Point>>,
     /// The command line.
     pub command: Vec<String>,
+}
+
+/// TLS handshakes the server completed in the window, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct TlsHandshakes {
+    /// Full handshakes (certificate and key exchange).
+    pub full: u64,
+    /// Resumed from a ticket, without early data.
+    pub resumed: u64,
+    /// Resumed with the `Hello` accepted as 0-RTT early data.
+    pub zero_rtt: u64,
+}
+
+impl TlsHandshakes {
+    /// From the window's deltas of `tern_tls_handshakes_total{kind}` (summed over shards).
+    pub fn from_view(view: &ServerView) -> TlsHandshakes {
+        let get = |kind: &str| {
+            let key = format!("tern_tls_handshakes_total{{kind=\"{kind}\"}}");
+            view.deltas.get(&key).map_or(0, |v| v.max(0.0) as u64)
+        };
+        TlsHandshakes {
+            full: get("full"),
+            resumed: get("resumed"),
+            zero_rtt: get("zero_rtt"),
+        }
+    }
 }
 
 /// The `group` scenario's own figures. The fan-out rate is the report's
@@ -269,6 +298,13 @@ impl Report {
                 }
                 if let Some(r) = self.handshakes_per_server_cpu_s {
                     let _ = write!(line, "  handshakes/cpu-s {r:.0}");
+                }
+                if let Some(t) = self.tls_handshakes {
+                    let _ = write!(
+                        line,
+                        "  (tls: {} full, {} resumed, {} zero-rtt)",
+                        t.full, t.resumed, t.zero_rtt
+                    );
                 }
                 if let Some(rss) = self.server_rss_bytes {
                     let _ = write!(line, "  rss {:.1} MiB", mb(rss));
