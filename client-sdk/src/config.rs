@@ -50,6 +50,11 @@ pub struct ClientConfig {
     /// full handshake otherwise, or when the server refuses early data). Only `Hello` is ever
     /// written before the handshake completes.
     pub zero_rtt: bool,
+    /// How long delivery acks wait to be sent, so that messages arriving meanwhile in the same
+    /// chat share one `Ack` (one request and one receipt write on the server instead of one per
+    /// message). Zero sends them after each drain of the inbound queue. The sender's
+    /// "delivered" shows up to this much later; nothing else waits for it.
+    pub ack_delay: Duration,
 }
 
 impl ClientConfig {
@@ -72,6 +77,7 @@ impl ClientConfig {
             datagrams: true,
             sessions: SessionCache::default(),
             zero_rtt: true,
+            ack_delay: Duration::from_millis(50),
         }
     }
 }

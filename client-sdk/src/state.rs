@@ -151,6 +151,11 @@ impl AckBatch {
         self.upto.remove(&chat_id);
     }
 
+    /// Whether no ack is waiting.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.upto.is_empty()
+    }
+
     /// The acks to send now, emptying the batch.
     pub(crate) fn take(&mut self) -> HashMap<ChatId, Seq> {
         std::mem::take(&mut self.upto)

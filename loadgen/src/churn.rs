@@ -150,7 +150,7 @@ pub async fn run(
 ) -> anyhow::Result<Report> {
     let c = &args.common;
     let n = c.users.unwrap_or(50).max(1);
-    let base = users::base_config(target.addr, &target.fingerprint, c.keep_alive)?;
+    let base = users::base_config(target.addr, &target.fingerprint, c.keep_alive, c.ack_delay)?;
     let fleet = Fleet::new(&base, n, c.per_endpoint(crate::cli::DEFAULT_PER_ENDPOINT))?;
     let users = run::login_users(c, target, &fleet, n, ui, &stop).await?;
     let mut creds = Vec::with_capacity(n);

@@ -162,6 +162,10 @@ pub struct CommonArgs {
     /// QUIC keep-alive interval of the clients (default: the SDK's).
     #[arg(long, value_parser = parse_duration)]
     pub keep_alive: Option<Duration>,
+    /// How long the clients batch delivery acks (default: the SDK's `ack_delay`; `0s` acks
+    /// after every drain of the inbound queue, as before).
+    #[arg(long, value_parser = parse_duration)]
+    pub ack_delay: Option<Duration>,
     /// Write a latency-over-time chart (SVG): p50/p99 per second of ack and deliver latency.
     #[arg(long)]
     pub plot: Option<PathBuf>,

@@ -29,7 +29,7 @@ pub async fn run(
     // Let the server settle before the baseline (it may still be opening storage).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = target.sample();
-    let base = users::base_config(target.addr, &target.fingerprint, c.keep_alive)?;
+    let base = users::base_config(target.addr, &target.fingerprint, c.keep_alive, c.ack_delay)?;
     let fleet = Fleet::new(&base, n, c.per_endpoint(crate::cli::DEFAULT_PER_ENDPOINT))?;
     let t0 = Instant::now();
     let users = run::login_users(c, target, &fleet, n, ui, &stop).await?;

@@ -309,7 +309,7 @@ pub async fn login_fleet(
     ui: Ui,
     stop: &AtomicBool,
 ) -> anyhow::Result<(Fleet, Vec<User>)> {
-    let base = users::base_config(target.addr, &target.fingerprint, c.keep_alive)?;
+    let base = users::base_config(target.addr, &target.fingerprint, c.keep_alive, c.ack_delay)?;
     let fleet = Fleet::new(&base, n, c.per_endpoint(per_endpoint))?;
     let users = login_users(c, target, &fleet, n, ui, stop).await?;
     Ok((fleet, users))

@@ -80,6 +80,7 @@ pub fn base_config(
     server: std::net::SocketAddr,
     fingerprint: &str,
     keep_alive: Option<Duration>,
+    ack_delay: Option<Duration>,
 ) -> Result<ClientConfig, tern_sdk::Error> {
     let mut c = ClientConfig::new(server, Trust::pinned_hex(fingerprint)?);
     c.device_name = "tern-loadgen".into();
@@ -88,6 +89,9 @@ pub fn base_config(
     c.reconnect_max = Duration::from_secs(2);
     if let Some(k) = keep_alive {
         c.keep_alive = k;
+    }
+    if let Some(d) = ack_delay {
+        c.ack_delay = d;
     }
     Ok(c)
 }

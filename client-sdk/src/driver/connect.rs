@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::{CONNECT_TIMEOUT, Driver, Inbound, Link, LinkEnd, Pending, TOKEN_MARGIN_MS, now_ms};
 use crate::client::ClientEvent;
-use crate::state::{AckBatch, HoleGuard};
+use crate::state::HoleGuard;
 
 impl Driver {
     /// Connects, opens the control stream and writes `hello` on it (in 0-RTT when it can).
@@ -58,7 +58,6 @@ impl Driver {
             syncing: false,
             gap: false,
             go_away: None,
-            acks: AckBatch::default(),
             holes: HoleGuard::default(),
         })
     }

@@ -159,7 +159,6 @@ struct Link {
     syncing: bool,
     gap: bool,
     go_away: Option<Duration>,
-    acks: AckBatch,
     /// Sync pages in a row that did not advance the cursor.
     holes: HoleGuard,
 }
@@ -210,6 +209,11 @@ pub(crate) struct Driver {
     social_features: Option<SocialFeatures>,
     /// Presence watch, foreground flag and typing, kept across links.
     social: social::SocialState,
+    /// Delivery acks not sent yet: batched for `ack_delay`, carried over a reconnect (the
+    /// messages they cover will not come again).
+    acks: AckBatch,
+    /// When the batched acks go out.
+    ack_due: Option<tokio::time::Instant>,
     /// Connections whose `Hello` the server took as 0-RTT early data.
     zero_rtt_accepted: u64,
     /// Connections that offered 0-RTT and were refused (the `Hello` went again in 1-RTT).
@@ -263,6 +267,8 @@ impl Driver {
             features: None,
             social_features: None,
             social: social::SocialState::default(),
+            acks: AckBatch::default(),
+            ack_due: None,
             zero_rtt_accepted: 0,
             zero_rtt_rejected: 0,
         })

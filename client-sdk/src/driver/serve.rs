@@ -46,6 +46,8 @@ impl Driver {
         }
         self.restore_social(link);
         self.flush_waiting(link);
+        // Acks batched on the last link: the messages they cover will not come again.
+        self.flush_acks(link);
     }
 
     pub(super) fn request_sync(&mut self, link: &mut Link) {
@@ -80,7 +82,7 @@ impl Driver {
                                 Inbound::End { code, reason } => return self.finish_end(link, code, reason),
                             }
                         }
-                        self.flush_acks(&mut link);
+                        self.schedule_acks(&mut link);
                     }
                     Some(Inbound::Datagram(d)) => self.on_datagram(&d),
                     Some(Inbound::End { code, reason }) => return self.finish_end(link, code, reason),
@@ -110,6 +112,9 @@ impl Driver {
                     Some(Command::Foreground(fg)) => self.on_foreground(Some(&mut link), fg),
                     Some(Command::Typing { chat_id, typing }) => self.on_typing_command(Some(&mut link), chat_id, typing),
                 },
+                _ = sleep_until_due(self.ack_due), if self.ack_due.is_some() => {
+                    self.flush_acks(&mut link);
+                }
                 _ = tick.tick() => {
                     if let Some(reason) = self.expire_requests(&mut link) {
                         break LinkEnd::Lost {
@@ -156,8 +161,23 @@ impl Driver {
         }
     }
 
+    /// After a drain of the inbound queue: acks go now, or at `ack_delay` from the first one
+    /// batched (later messages in that time join the batch).
+    fn schedule_acks(&mut self, link: &mut Link) {
+        if self.cfg.ack_delay.is_zero() {
+            self.flush_acks(link);
+        } else if self.ack_due.is_none() && !self.acks.is_empty() {
+            self.ack_due = Some(tokio::time::Instant::now() + self.cfg.ack_delay);
+        }
+    }
+
+    /// Sends the batched acks (on an authenticated link; otherwise they wait for one).
     fn flush_acks(&mut self, link: &mut Link) {
-        for (chat_id, upto_seq) in link.acks.take() {
+        self.ack_due = None;
+        if !link.authenticated {
+            return;
+        }
+        for (chat_id, upto_seq) in self.acks.take() {
             link.request(Request::Ack { chat_id, upto_seq }, Pending::Ack);
         }
     }
@@ -174,13 +194,13 @@ impl Driver {
                 match update.kind {
                     UpdateKind::Message(message) => {
                         let own = self.session.is_some_and(|s| s.user_id == message.sender);
-                        link.acks.on_message(&message, own);
+                        self.acks.on_message(&message, own);
                         self.emit(ClientEvent::Message { message, own, pts });
                     }
                     UpdateKind::Receipt(r) => self.emit(ClientEvent::Receipt(r)),
                     UpdateKind::ChatJoined(c) => self.emit(ClientEvent::ChatJoined(c)),
                     UpdateKind::ChatLeft { chat_id, at_seq } => {
-                        link.acks.on_left(chat_id);
+                        self.acks.on_left(chat_id);
                         self.emit(ClientEvent::ChatLeft { chat_id, at_seq })
                     }
                     UpdateKind::HiddenForMe { chat_id, seqs } => {
@@ -284,5 +304,12 @@ impl Driver {
                 was_up: true,
             }),
         }
+    }
+}
+
+/// Sleeps until `due` (never called with `None`: the select branch is disabled then).
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    if let Some(at) = due {
+        tokio::time::sleep_until(at).await;
     }
 }
