@@ -17,7 +17,11 @@
 #
 #   bash scripts/bench-peers.sh [--rate 4500] [--users 200] [--payload 200] [--duration 10]
 #        [--warmup 2] [--out DIR] [--peers "tern relay nats-core nats-js"] [--no-build]
-#        [--server-cpu 0] [--driver-cpu 1] [--quiet-wait 30] [--timeout 180]
+#        [--server-cpu 0] [--driver-cpu 1] [--quiet-wait 30] [--grace 60] [--timeout 180]
+#
+# --grace: how long a driver waits after its last send for what is still in flight (a peer
+# that falls behind the offered rate drains its backlog then; what has not arrived by the end
+# is counted as not delivered). Each run is killed after warm-up + duration + grace + --timeout.
 set -euo pipefail
 
 RATE=4500
@@ -31,10 +35,11 @@ BUILD=1
 SERVER_CPU=0
 DRIVER_CPU=1
 QUIET_WAIT=30
+GRACE=60
 TIMEOUT=180
 NATS_JS_VERSION=v2.15.3
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rate) RATE="$2"; shift 2 ;;
@@ -49,6 +54,7 @@ while [[ $# -gt 0 ]]; do
         --driver-cpu) DRIVER_CPU="$2"; shift 2 ;;
         --quiet-wait) QUIET_WAIT="$2"; shift 2 ;;
         --timeout) TIMEOUT="$2"; shift 2 ;;
+        --grace) GRACE="${2%s}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-peers: unknown argument $1 (see --help)" >&2; exit 1 ;;
     esac
@@ -99,6 +105,20 @@ if (( BUILD )); then
     say "building tern-server, tern-loadgen and quinn-relay (cargo build --release, nice 10)"
     nice -n 10 cargo build --release -q -p tern-server -p tern-loadgen
     nice -n 10 cargo build --release -q -p tern-benches --bin quinn-relay
+fi
+# Copies of the binaries, so that every peer of this invocation runs the same build even if
+# someone rebuilds target/release meanwhile; what they were built from goes with the results.
+if needs tern || needs relay; then
+    for b in tern-server tern-loadgen quinn-relay; do
+        [[ -x "target/release/$b" ]] || { say "target/release/$b missing (run without --no-build)"; exit 1; }
+        cp "target/release/$b" "$BIN/$b"
+    done
+    {
+        echo "HEAD $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+        echo "binaries: $(stat -c '%y %n' target/release/tern-server target/release/tern-loadgen target/release/quinn-relay | tr '\n' ';')"
+        echo "uncommitted changes in the tree the binaries were built from (git status --short):"
+        git status --short -- server client-sdk protocol loadgen benches 2>/dev/null || true
+    } >"$OUT/build.txt"
 fi
 if needs nats-core || needs nats-js; then
     command -v go >/dev/null || { say "needs Go (>= 1.26) for the NATS driver"; exit 1; }
@@ -176,7 +196,7 @@ wait_port() {
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-RUN_TIMEOUT=$((WARMUP + DURATION + TIMEOUT))
+RUN_TIMEOUT=$((WARMUP + DURATION + GRACE + TIMEOUT))
 PAIRS=$((USERS / 2))
 
 # --- the peers -----------------------------------------------------------------------------
@@ -184,10 +204,10 @@ run_tern() {
     wait_quiet
     say "tern: tern-loadgen chat --spawn-server --server-cpu $SERVER_CPU --users $USERS --rate $RATE (driver on CPU $DRIVER_CPU)"
     local rc=0
-    timeout -k 10 "$RUN_TIMEOUT" taskset -c "$DRIVER_CPU" target/release/tern-loadgen chat \
-        --spawn-server --server-bin target/release/tern-server --server-cpu "$SERVER_CPU" \
+    timeout -k 10 "$RUN_TIMEOUT" taskset -c "$DRIVER_CPU" "$BIN/tern-loadgen" chat \
+        --spawn-server --server-bin "$BIN/tern-server" --server-cpu "$SERVER_CPU" \
         --users "$USERS" --rate "$RATE" --payload-bytes "$PAYLOAD" \
-        --duration "${DURATION}s" --warmup "${WARMUP}s" --no-progress \
+        --duration "${DURATION}s" --warmup "${WARMUP}s" --grace "${GRACE}s" --no-progress \
         --json "$OUT/tern.json" >"$OUT/tern.log" 2>&1 || rc=$?
     (( rc == 0 )) || say "tern: exit code $rc (see $OUT/tern.log)"
 }
@@ -196,9 +216,9 @@ run_relay() {
     wait_quiet
     say "relay: quinn-relay, $PAIRS pairs, $RATE frames/s of $PAYLOAD B (server thread on CPU $SERVER_CPU, client on CPU $DRIVER_CPU)"
     local rc=0
-    timeout -k 10 "$RUN_TIMEOUT" taskset -c "$DRIVER_CPU" target/release/quinn-relay \
+    timeout -k 10 "$RUN_TIMEOUT" taskset -c "$DRIVER_CPU" "$BIN/quinn-relay" \
         --pairs "$PAIRS" --rate "$RATE" --frame-bytes "$PAYLOAD" \
-        --duration-s "$DURATION" --warmup-s "$WARMUP" \
+        --duration-s "$DURATION" --warmup-s "$WARMUP" --grace-s "$GRACE" \
         --server-cpu "$SERVER_CPU" --client-cpu "$DRIVER_CPU" \
         --json "$OUT/relay.json" >/dev/null 2>"$OUT/relay.log" || rc=$?
     (( rc == 0 )) || say "relay: exit code $rc (see $OUT/relay.log)"
@@ -226,7 +246,7 @@ run_nats() {
     wait_port "$port" || { stop "$pid"; return 0; }
     timeout -k 10 "$RUN_TIMEOUT" taskset -c "$DRIVER_CPU" "$BIN/natsbench" -mode "$mode" \
         -url "nats://127.0.0.1:$port" -users "$USERS" -rate "$RATE" -payload "$PAYLOAD" \
-        -duration "${DURATION}s" -warmup "${WARMUP}s" -server-pid "$pid" \
+        -duration "${DURATION}s" -warmup "${WARMUP}s" -grace "${GRACE}s" -server-pid "$pid" \
         -server-note "$note" -json "$OUT/$name.json" >/dev/null 2>"$OUT/$name.log" || rc=$?
     (( rc == 0 )) || say "$name: exit code $rc (see $OUT/$name.log)"
     stop "$pid"
@@ -249,7 +269,9 @@ done
 
 # --- the table -----------------------------------------------------------------------------
 {
-    echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, server on CPU $SERVER_CPU, driver on CPU $DRIVER_CPU"
+    dirty=""
+    [[ -s "$OUT/build.txt" ]] && (( $(wc -l <"$OUT/build.txt") > 3 )) && dirty=" (plus uncommitted changes, see build.txt)"
+    echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$dirty, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, server on CPU $SERVER_CPU, driver on CPU $DRIVER_CPU"
     echo "offered $RATE msgs/s over $PAIRS pairs ($USERS users), $PAYLOAD B, ${WARMUP}s warm-up + ${DURATION}s measured"
     echo
     python3 - "$OUT" "$PEERS" <<'EOF'
@@ -294,12 +316,12 @@ for p in peers:
         unit = "msgs stored (PubAck) and delivered" if p == "nats-js" else "msgs delivered"
         lost = f"{d.get('lost',0)} / {d.get('duplicates',0)}"
         if p == "nats-js" and (d.get("not_acked") or d.get("ack_errors")):
-            lost += f" (not acked {d.get('not_acked',0)}, ack errors {d.get('ack_errors',0)})"
+            lost += f" (not acked {d.get('not_acked',0)}, ack errors {d.get('ack_errors',0)}, stream holds {d.get('stream_msgs','?')} of {d.get('sent',0)} sent)"
         ack = lat(d, "ack")
     work[p] = w
     rows.append((p, dict(d=d, w=w, unit=unit, lost=lost, ack=ack)))
 tern = work.get("tern")
-print("| peer | guarantees | offered rate | delivered/s | work per server CPU-s | server CPU-s | deliver p50 / p99 / p99.9 | ack p50 / p99 / p99.9 | lost / dup | Tern ÷ peer |")
+print("| peer | guarantees | offered rate | delivered/s | work per server CPU-s | server CPU-s | deliver p50 / p99 / p99.9 | ack p50 / p99 / p99.9 | not delivered / dup | Tern ÷ peer |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for p, r in rows:
     if r is None:

@@ -134,6 +134,7 @@ type report struct {
 	Acked           uint64             `json:"acked"`
 	AckErrors       uint64             `json:"ack_errors"`
 	NotAcked        uint64             `json:"not_acked"`
+	StreamMsgs      *uint64            `json:"stream_msgs,omitempty"`
 	WindowSent      uint64             `json:"window_sent"`
 	WindowDelivered uint64             `json:"window_delivered"`
 	WindowAcked     uint64             `json:"window_acked"`
@@ -257,7 +258,8 @@ func main() {
 				die("ordered consumer for %s: %v", subj, err)
 			}
 			prefix := "acks." + strconv.Itoa(u) + "."
-			_, err = nc.Subscribe(prefix+"*", func(m *nats.Msg) {
+			var ackSub *nats.Subscription
+			ackSub, err = nc.Subscribe(prefix+"*", func(m *nats.Msg) {
 				now := since()
 				k, e := strconv.Atoi(strings.TrimPrefix(m.Subject, prefix))
 				if e != nil || k < 0 || k >= total {
@@ -279,6 +281,7 @@ func main() {
 			if err != nil {
 				die("ack subscription: %v", err)
 			}
+			_ = ackSub.SetPendingLimits(-1, -1)
 		} else {
 			sub, err = nc.Subscribe(subj, handler)
 			if err != nil {
@@ -381,6 +384,19 @@ func main() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond) // late duplicates, if any
+	var streamMsgs *uint64
+	if js {
+		// How many messages the stream holds: tells "stored but not yet delivered or acked"
+		// from "never stored".
+		if jsc, err := conns[0].JetStream(nats.MaxWait(5 * time.Second)); err == nil {
+			if info, err := jsc.StreamInfo("CHAT"); err == nil {
+				n := info.State.Msgs
+				streamMsgs = &n
+			} else {
+				addErr("stream info: " + err.Error())
+			}
+		}
+	}
 	for _, nc := range conns {
 		nc.Close()
 	}
@@ -408,7 +424,7 @@ func main() {
 		WarmupS: warmup.Seconds(), DurationS: duration.Seconds(),
 		Sent: sent, Delivered: delivered, Duplicates: dups, Lost: lost, Misrouted: misrouted.Load(),
 		Acked: nAcked, AckErrors: ackErrors.Load(), NotAcked: notAcked,
-		WindowSent: winSent, WindowDelivered: winDelivered.Load(), WindowAcked: winAcked.Load(),
+		StreamMsgs: streamMsgs, WindowSent: winSent, WindowDelivered: winDelivered.Load(), WindowAcked: winAcked.Load(),
 		LatencyUs:   map[string]summary{"deliver": summarize(deliverLat.vals), "dispatch_lag": summarize(lag)},
 		LatencyFrom: "actual publish (stamped in the message); dispatch_lag = publish - due time",
 	}
