@@ -243,6 +243,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn zero_rtt_is_on_by_default_and_the_transport_table_turns_it_off() {
+        let d = Config::default();
+        assert!(d.transport.zero_rtt);
+        assert!(d.transport.session_cache > 0);
+        let c: Config =
+            toml::from_str("[transport]\nzero_rtt = false\nsession_cache = 10\n").unwrap();
+        assert_eq!(
+            c.transport,
+            TransportConfig {
+                zero_rtt: false,
+                session_cache: 10
+            }
+        );
+        assert!(toml::from_str::<Config>("[transport]\nzero_rt = false\n").is_err());
+    }
+
+    #[test]
     fn toml_overrides_defaults_and_unknown_keys_are_refused() {
         let c: Config = toml::from_str(
             "listen = \"127.0.0.1:5000\"\n[otp_sender]\nkind = \"file\"\npath = \"/tmp/otp\"\n[auth]\notp_ttl_s = 60\n",

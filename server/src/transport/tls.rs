@@ -234,6 +234,40 @@ fn provider() -> rustls::crypto::CryptoProvider {
     }
 }
 
+#[cfg(test)]
+mod resumption_tests {
+    use super::*;
+
+    fn config(sessions: usize, zero_rtt: bool) -> Arc<rustls::ServerConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = dev_identity(dir.path()).unwrap();
+        server_config_with(identity, Resumption { sessions, zero_rtt }).unwrap()
+    }
+
+    #[test]
+    fn early_data_is_all_or_nothing_and_follows_the_switch() {
+        let on = config(16, true);
+        assert_eq!(
+            on.max_early_data_size,
+            u32::MAX,
+            "QUIC allows 0 or u32::MAX"
+        );
+        assert_eq!(on.send_tls13_tickets, 1);
+        assert!(on.session_storage.can_cache());
+        assert!(!on.ticketer.enabled(), "stateful, single-use tickets");
+        let off = config(16, false);
+        assert_eq!(off.max_early_data_size, 0);
+        assert_eq!(off.send_tls13_tickets, 1, "resumption without 0-RTT");
+        let none = config(0, true);
+        assert_eq!(none.max_early_data_size, 0, "no sessions, no early data");
+        assert_eq!(none.send_tls13_tickets, 0);
+        // quinn accepts both.
+        for c in [on, off, none] {
+            assert!(crate::transport::handshake::ObservedServerConfig::new(c).is_ok());
+        }
+    }
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
