@@ -160,6 +160,11 @@ impl Driver {
     }
 
     /// Expires typing that was not refreshed in time.
+    /// Whether a typing indicator shown to the app is waiting to expire.
+    pub(super) fn typing_shown(&self) -> bool {
+        !self.social.typing.is_empty()
+    }
+
     pub(super) fn expire_typing(&mut self, now: Instant) {
         let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.social.typing)
             .into_iter()

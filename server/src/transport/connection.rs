@@ -580,14 +580,16 @@ fn encode(frame: &Frame) -> Option<Bytes> {
     }
 }
 
+/// Writes queued frames in order, every frame waiting at the time in one call: quinn takes
+/// them under one lock and wakes its connection driver once, so they leave in as few packets as
+/// fit them, not one wake-up (and often one packet) per frame.
 async fn write_loop(mut send: SendStream, mut rx: OutboundRx) {
     let mut batch = Vec::with_capacity(32);
     while rx.recv_many(&mut batch, 32).await > 0 {
-        for bytes in batch.drain(..) {
-            if send.write_all(&bytes).await.is_err() {
-                return;
-            }
+        if send.write_all_chunks(&mut batch).await.is_err() {
+            return;
         }
+        batch.clear();
     }
     let _ = send.finish();
     let _ = send.stopped().await;
