@@ -74,7 +74,8 @@ pub struct Report {
     pub acked_per_server_cpu_s: Option<f64>,
     /// Receptions in the window per server CPU-second.
     pub delivered_per_server_cpu_s: Option<f64>,
-    /// Churn: full handshakes (connect + token auth + sync + close cycles) in the window.
+    /// Churn: handshakes (connect + token auth + sync + close cycles) in the window; full or
+    /// resumed, see `tls_handshakes`.
     pub handshakes: Option<u64>,
     /// Churn: handshakes per server CPU-second.
     pub handshakes_per_server_cpu_s: Option<f64>,

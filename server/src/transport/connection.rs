@@ -288,7 +288,12 @@ impl ConnTask {
     /// One received QUIC datagram: admitted by the gate (authenticated, decodable, a client
     /// kind, within the rate) or dropped and counted. Never fatal.
     fn on_datagram(&mut self, bytes: &[u8], gate: &mut DatagramGate) {
-        let session = self.session.session();
+        // Typing reaches other users: from early data (a session not live yet) it is dropped
+        // like a datagram of an unauthenticated connection (`early`, rule 4).
+        let session = self
+            .session
+            .session()
+            .filter(|_| self.handshake.is_none() && self.live_pending.is_none());
         let label = &self.shard.label;
         let metrics = &self.services.metrics;
         match gate.admit(bytes, session.is_some(), Instant::now()) {

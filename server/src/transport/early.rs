@@ -19,6 +19,8 @@
 //!    by the stream's flow-control window (it is not read out of quinn at all). If the
 //!    handshake never completes (a replay, or a lost client), the connection times out and the
 //!    held requests are never executed.
+//! 4. **Datagrams (typing) are dropped** until the session is live: they reach other users, and
+//!    a hint lost is harmless (the client sends typing again while the user types).
 //!
 //! With `transport.zero_rtt = false` the server offers no early data and every connection
 //! starts confirmed.
