@@ -358,8 +358,24 @@ async fn next_frame(
     }
 }
 
-#[tokio::test]
-async fn a_send_in_early_data_waits_for_the_confirmed_handshake() {
+/// What an early-data run leaves for the test to finish.
+struct Early {
+    server: TestServer,
+    b: Device,
+    chat: ChatId,
+    forwarder: Forwarder,
+    conn: quinn::Connection,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+    before: Kinds,
+    _a: Device,
+    _send: quinn::SendStream,
+}
+
+/// Gets a ticket, then connects through a [`Forwarder`] that holds the client's packets after
+/// its first flight, writing `Hello`, `Sync` (req 1) and `SendMessage` (req 2) as early data;
+/// checks that `Hello` and `Sync` are answered and the send is neither answered nor stored.
+async fn early_send_held() -> Early {
     let server = TestServer::start().await;
     let admin = server.admin_addr();
     let (a, b, chat) = server.pair("+15550300051", "+15550300052").await;
@@ -459,7 +475,34 @@ async fn a_send_in_early_data_waits_for_the_confirmed_handshake() {
         before,
         "no handshake completed while the Finished is held"
     );
+    Early {
+        server,
+        b,
+        chat,
+        forwarder,
+        conn,
+        recv,
+        decoder,
+        before,
+        _a: a,
+        _send: send,
+    }
+}
 
+#[tokio::test]
+async fn a_send_in_early_data_waits_for_the_confirmed_handshake() {
+    let Early {
+        server,
+        b,
+        chat,
+        forwarder,
+        conn,
+        mut recv,
+        mut decoder,
+        before,
+        ..
+    } = early_send_held().await;
+    let admin = server.admin_addr();
     // Once the handshake completes, the held send runs, exactly once.
     forwarder.release();
     let sent = loop {
@@ -482,4 +525,39 @@ async fn a_send_in_early_data_waits_for_the_confirmed_handshake() {
         "{before:?} -> {after:?}"
     );
     conn.close(0u32.into(), b"done");
+}
+
+#[tokio::test]
+async fn a_send_in_early_data_never_runs_if_the_handshake_never_completes() {
+    let e = early_send_held().await;
+    // The client's packets stay held: the server gives up on the handshake and closes, and the
+    // held send is dropped unexecuted.
+    let closed = tokio::time::timeout(Duration::from_secs(30), e.conn.closed())
+        .await
+        .expect("the server did not give up on the handshake");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => assert_eq!(
+            c.error_code.into_inner(),
+            u64::from(tern_sdk::protocol::ErrorCode::HandshakeRequired.as_u16()),
+            "{c:?}"
+        ),
+        // An application close before the handshake is confirmed travels as the transport
+        // error APPLICATION_ERROR, without the code (RFC 9000 §10.2.3).
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            assert_eq!(
+                c.error_code,
+                quinn::TransportErrorCode::APPLICATION_ERROR,
+                "{c:?}"
+            )
+        }
+        other => panic!("the server did not close the connection: {other}"),
+    }
+    e.forwarder.release();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(text_messages(&e.b, e.chat, "sent in 0-rtt").await, 0);
+    assert_eq!(
+        kinds(e.server.admin_addr()).await.zero_rtt,
+        e.before.zero_rtt,
+        "the handshake never completed"
+    );
 }

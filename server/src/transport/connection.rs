@@ -55,6 +55,7 @@ pub async fn serve(
     retry_after: Duration,
 ) {
     let remote = conn.remote_address();
+    let confirm_by = tokio::time::Instant::now() + early::CONFIRM_TIMEOUT;
     let result = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await;
     let Some(_admitted) = admitted else {
         if let Ok(Ok((send, _recv))) = result {
@@ -81,6 +82,7 @@ pub async fn serve(
             };
             let mut c = ConnTask::new(conn.clone(), remote, services.clone(), shard.clone(), send);
             c.handshake = pending;
+            c.confirm_by = confirm_by;
             c.run(recv).await;
         }
         Ok(Err(e)) => {
@@ -122,13 +124,15 @@ async fn refuse_overloaded(conn: &Connection, mut send: SendStream, retry_after:
     close(conn, ErrorCode::Overloaded, "overloaded");
 }
 
-/// Resolves when a pending handshake completes or fails; never without one.
-async fn until_handshake(handshake: &mut Option<quinn::ZeroRttAccepted>) {
+/// Resolves when a pending handshake completes or fails (true), or at `deadline` (false);
+/// never without one.
+async fn until_handshake(
+    handshake: &mut Option<quinn::ZeroRttAccepted>,
+    deadline: tokio::time::Instant,
+) -> bool {
     match handshake {
         // On a server the value says nothing (see `early::completed`).
-        Some(accepted) => {
-            let _ = accepted.await;
-        }
+        Some(accepted) => tokio::time::timeout_at(deadline, accepted).await.is_ok(),
         None => std::future::pending().await,
     }
 }
@@ -163,6 +167,8 @@ struct ConnTask {
     registered: Option<SessionInfo>,
     /// Until the handshake is confirmed: resolves when it completes or fails.
     handshake: Option<quinn::ZeroRttAccepted>,
+    /// When an unconfirmed handshake is given up on (`early::CONFIRM_TIMEOUT` after accept).
+    confirm_by: tokio::time::Instant,
     /// The first frame that may not run before confirmation; nothing is read past it.
     held: Option<Frame>,
     /// An authenticated `Hello` answered before confirmation: the session goes live (is
@@ -205,6 +211,7 @@ impl ConnTask {
             typing: JoinSet::new(),
             registered: None,
             handshake: None,
+            confirm_by: tokio::time::Instant::now() + early::CONFIRM_TIMEOUT,
             held: None,
             live_pending: None,
         }
@@ -219,8 +226,16 @@ impl ConnTask {
             let deadline = self.session.poll_timeout();
             let wake = tokio::time::Instant::from_std(deadline.unwrap_or_else(Instant::now));
             tokio::select! {
-                () = until_handshake(&mut self.handshake), if self.handshake.is_some() => {
+                done = until_handshake(&mut self.handshake, self.confirm_by), if self.handshake.is_some() => {
                     self.handshake = None;
+                    if !done {
+                        // Early data whose handshake never completes (a replay, or a client
+                        // whose packets stopped): what it was answered is all it gets.
+                        break Some(ErrorBody::new(
+                            ErrorCode::HandshakeRequired,
+                            "TLS handshake not confirmed in time",
+                        ));
+                    }
                     if !early::completed(&conn) {
                         break None;
                     }

@@ -17,16 +17,24 @@
 //! 3. **The first other request stops the reader** until the handshake is confirmed. Nothing
 //!    after it is read either, so the order of requests is kept, and what is waiting is bounded
 //!    by the stream's flow-control window (it is not read out of quinn at all). If the
-//!    handshake never completes (a replay, or a lost client), the connection times out and the
-//!    held requests are never executed.
+//!    handshake does not complete within [`CONFIRM_TIMEOUT`] (a replay, or a lost client), the
+//!    connection is closed with `HandshakeRequired` and the held requests are never executed;
+//!    this also bounds how long a session that is not registered (so not reached by a device
+//!    revocation) can be answered reads.
 //! 4. **Datagrams (typing) are dropped** until the session is live: they reach other users, and
 //!    a hint lost is harmless (the client sends typing again while the user types).
 //!
 //! With `transport.zero_rtt = false` the server offers no early data and every connection
 //! starts confirmed.
 
+use std::time::Duration;
+
 use quinn::{Connection, ConnectionError, Incoming, ZeroRttAccepted};
 use tern_protocol::{Frame, Request};
+
+/// How long after accepting a connection its handshake must be confirmed (as long as a client
+/// has to send `Hello`).
+pub const CONFIRM_TIMEOUT: Duration = tern_protocol::session::HELLO_TIMEOUT;
 
 /// Where a connection's handshake stands when it is handed to [`super::connection::serve`].
 pub enum Handshake {
