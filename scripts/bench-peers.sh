@@ -39,7 +39,7 @@ GRACE=60
 TIMEOUT=180
 NATS_JS_VERSION=v2.15.3
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rate) RATE="$2"; shift 2 ;;
