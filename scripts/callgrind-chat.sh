@@ -55,7 +55,7 @@ run() {
     echo "run $name: $USERS users, $rate msgs/s, ${DURATION}s, server under callgrind" >&2
     TERN_CALLGRIND_RUN="$name" timeout 600 target/release/tern-loadgen chat \
         --spawn-server --server-bin "$WRAP" --users "$USERS" --rate "$rate" \
-        --duration "${DURATION}s" --warmup 0s --grace 30s --no-progress \
+        --duration "${DURATION}s" --warmup 0s --grace 30s --no-progress --server-stop-grace 120s \
         --json "$OUT/$name.json" >"$OUT/$name.log" 2>&1 || {
         echo "run $name failed; see $OUT/$name.log" >&2
         tail -20 "$OUT/$name.log" >&2

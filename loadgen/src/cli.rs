@@ -162,6 +162,10 @@ pub struct CommonArgs {
     /// QUIC keep-alive interval of the clients (default: the SDK's).
     #[arg(long, value_parser = parse_duration)]
     pub keep_alive: Option<Duration>,
+    /// With --spawn-server: how long to wait after SIGTERM for the server to exit before
+    /// SIGKILL (default 0s: SIGKILL at once; a server under callgrind needs time to write).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub server_stop_grace: Duration,
     /// How long the clients batch delivery acks (default: the SDK's `ack_delay`; `0s` acks
     /// after every drain of the inbound queue, as before).
     #[arg(long, value_parser = parse_duration)]

@@ -50,7 +50,8 @@ impl Target {
         });
         if c.spawn_server {
             let bin = spawn::find_server_binary(c.server_bin.as_deref())?;
-            let server = SpawnedServer::start(&bin, c.server_cpu, &c.server_arg).await?;
+            let mut server = SpawnedServer::start(&bin, c.server_cpu, &c.server_arg).await?;
+            server.stop_grace = c.server_stop_grace;
             eprintln!(
                 "spawned {} (pid {}) on {}{}, data in {}",
                 bin.display(),

@@ -60,6 +60,9 @@ const OPTIONAL_FLAGS: &[(&str, &str)] = &[
 #[derive(Debug)]
 pub struct SpawnedServer {
     child: Option<Child>,
+    /// How long [`SpawnedServer::stop`] waits after SIGTERM before SIGKILL (zero: SIGKILL at
+    /// once). A server under a profiler (callgrind writes its counts at exit) needs one.
+    pub stop_grace: Duration,
     /// Its temporary directory (data, OTP file, log); removed on drop.
     dir: tempfile::TempDir,
     /// QUIC address.
@@ -225,6 +228,7 @@ impl SpawnedServer {
         let pid = child.id();
         let mut server = SpawnedServer {
             child: Some(child),
+            stop_grace: Duration::ZERO,
             dir,
             addr,
             admin,
@@ -270,12 +274,28 @@ impl SpawnedServer {
         self.dir.path()
     }
 
-    /// Stops the server (SIGKILL: its data directory is thrown away anyway).
+    /// Stops the server: SIGKILL (its data directory is thrown away anyway), or with a
+    /// [`SpawnedServer::stop_grace`] SIGTERM first and SIGKILL only if it has not exited by then.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if !self.stop_grace.is_zero() {
+            // std has no SIGTERM; the `kill` utility is on every Linux this runs on.
+            let termed = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            let deadline = Instant::now() + self.stop_grace;
+            while termed && Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
