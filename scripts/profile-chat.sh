@@ -58,7 +58,8 @@ LOADGEN_PID=$!
 SERVER_PID=""
 for _ in $(seq 1 300); do
     # taskset execs the server, so the load generator's child is the server itself.
-    SERVER_PID="$(pgrep -P "$LOADGEN_PID" | head -1 || true)"
+    # (Its first child is `tern-server --help`, which it reads for the flags: skip that one.)
+    SERVER_PID="$(pgrep -P "$LOADGEN_PID" -f -- "--listen" | head -1 || true)"
     [ -n "$SERVER_PID" ] && break
     sleep 0.1
 done
