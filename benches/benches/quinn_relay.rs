@@ -19,14 +19,15 @@
 //!
 //! `cargo bench -p tern-benches --bench quinn_relay`
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quinn::{Endpoint, RecvStream, SendStream};
-use tern_benches::relay::{FRAME, current_tid, fail, pin, server_thread, thread_cpu};
+use tern_benches::relay::{
+    FRAME, connect_pairs, current_tid, fail, pin, server_thread, thread_cpu,
+};
 use tokio::sync::Semaphore;
 
 /// A relay server plus, per pair, the source connection's send stream and the destination
@@ -62,38 +63,7 @@ impl Relay {
             .enable_all()
             .build()
             .unwrap_or_else(|e| fail("client runtime", e));
-        let (client, streams) = rt.block_on(async {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(cert).unwrap_or_else(|e| fail("root", e));
-            let config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))
-                .unwrap_or_else(|e| fail("client config", e));
-            let mut client = Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
-                .unwrap_or_else(|e| fail("client endpoint", e));
-            client.set_default_client_config(config);
-            let open = |role: u8, pair: u16| {
-                let client = client.clone();
-                async move {
-                    let conn = client
-                        .connect(addr, "localhost")
-                        .unwrap_or_else(|e| fail("connect", e))
-                        .await
-                        .unwrap_or_else(|e| fail("client handshake", e));
-                    let (mut send, recv) = conn.open_bi().await.unwrap_or_else(|e| fail("open", e));
-                    let [hi, lo] = pair.to_be_bytes();
-                    send.write_all(&[role, hi, lo])
-                        .await
-                        .unwrap_or_else(|e| fail("role", e));
-                    (send, recv)
-                }
-            };
-            let mut streams = Vec::with_capacity(pairs);
-            for pair in 0..pairs as u16 {
-                let (src, _) = open(b'S', pair).await;
-                let (_, dst) = open(b'D', pair).await;
-                streams.push((src, dst));
-            }
-            (client, streams)
-        });
+        let (client, streams) = rt.block_on(connect_pairs(addr, cert, pairs));
         let mut frame = vec![0x5a; FRAME];
         frame[..2].copy_from_slice(&((FRAME - 2) as u16).to_be_bytes());
         Relay {

@@ -166,6 +166,35 @@ impl FjallStorage {
         Ok(social::blocks(&self.tables, a, b)? || social::blocks(&self.tables, b, a)?)
     }
 
+    /// Replaces the body of each message in `out` (seq order) that has a row in `table` for
+    /// `viewer`: one range scan over the page's seqs.
+    fn overlay(
+        &self,
+        table: Table,
+        viewer: UserId,
+        chat: ChatId,
+        out: &mut [Message],
+        body: impl Fn(&[u8]) -> StorageResult<MessageBody>,
+    ) -> StorageResult<()> {
+        let (Some(first), Some(last)) = (out.first().map(|m| m.seq), out.last().map(|m| m.seq))
+        else {
+            return Ok(());
+        };
+        let rows = self.tables.scan(
+            table,
+            &key3(viewer.0, chat.0, first),
+            &key3(viewer.0, chat.0, last),
+            out.len(),
+        )?;
+        for (k, v) in rows {
+            let seq = tables::key_tail(&k)?;
+            if let Some(m) = out.iter_mut().find(|m| m.seq == seq) {
+                m.body = body(&v)?;
+            }
+        }
+        Ok(())
+    }
+
     fn chat_record(&self, chat: ChatId) -> StorageResult<Option<ChatRecord>> {
         self.tables.chat(chat)
     }
@@ -377,32 +406,14 @@ impl Storage for FjallStorage {
                 start = last + 1;
             }
         }
-        if let (Some(first), Some(last)) = (out.first().map(|m| m.seq), out.last().map(|m| m.seq)) {
-            let unedited = self.tables.scan(
-                Table::Unedited,
-                &key3(viewer.0, chat.0, first),
-                &key3(viewer.0, chat.0, last),
-                out.len(),
-            )?;
-            for (k, v) in unedited {
-                let seq = tables::key_tail(&k)?;
-                if let Some(m) = out.iter_mut().find(|m| m.seq == seq) {
-                    m.body = decode("unedited", &v)?;
-                }
-            }
-            let hidden = self.tables.scan(
-                Table::Hidden,
-                &key3(viewer.0, chat.0, first),
-                &key3(viewer.0, chat.0, last),
-                out.len(),
-            )?;
-            for (k, _) in hidden {
-                let seq = tables::key_tail(&k)?;
-                if let Some(m) = out.iter_mut().find(|m| m.seq == seq) {
-                    m.body = MessageBody::Deleted;
-                }
-            }
-        }
+        // What this viewer sees of them: the text before a withheld edit, then delete-for-me
+        // on top (hidden wins).
+        self.overlay(Table::Unedited, viewer, chat, &mut out, |v| {
+            decode("unedited", v)
+        })?;
+        self.overlay(Table::Hidden, viewer, chat, &mut out, |_| {
+            Ok(MessageBody::Deleted)
+        })?;
         Ok(out)
     }
 
