@@ -142,9 +142,19 @@ pub struct CommonArgs {
     /// The tern-server binary for --spawn-server (default: next to this executable).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
-    /// Pin the spawned server to this CPU (taskset).
+    /// Pin the spawned server to this CPU (taskset); with `--nodes`, node k to CPU `k + this`
+    /// modulo the machine's CPUs.
     #[arg(long)]
     pub server_cpu: Option<usize>,
+    /// With --spawn-server: start this many nodes of one cluster (each `--node-id nodeK`, one
+    /// shared `--secret-file`; pass the shared storage and Redis with `--server-arg`, e.g.
+    /// `--server-arg=--storage=cql://127.0.0.1:9042/bench --server-arg=--cluster-redis=redis://127.0.0.1:6399`).
+    /// User i connects to node `i % N`, so with 2 nodes both members of every `chat` pair are
+    /// on different nodes and every message is routed across nodes. Server CPU and memory are
+    /// summed over the nodes. `chat`, `group` and `presence` spread users; `idle` and `churn`
+    /// use the first node.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub nodes: u16,
     /// Extra argument for the spawned server (repeatable), e.g. `--server-arg=--idle-timeout-s=60`.
     #[arg(long, allow_hyphen_values = true)]
     pub server_arg: Vec<String>,

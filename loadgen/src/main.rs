@@ -96,9 +96,7 @@ async fn run(scenario: &Scenario) -> anyhow::Result<bool> {
         Scenario::Group(a) => group::run(a, &target, ui, stop).await,
         Scenario::Presence(a) => presence::run(a, &target, ui, stop).await,
     };
-    if let Some(server) = target.spawned.as_mut() {
-        server.stop();
-    }
+    target.stop();
     let mut report = result?;
     report.command = std::env::args().collect();
     print!("{}", report.human());

@@ -17,27 +17,40 @@ use crate::procstat::{self, Pid, Sample};
 use crate::spawn::{self, SpawnedServer};
 use crate::users::{self, Fleet, User};
 
-/// The server under load.
-#[derive(Debug)]
-pub struct Target {
+/// One node of the server under load: where clients connect and how they log in.
+#[derive(Debug, Clone)]
+pub struct Node {
     /// QUIC address.
     pub addr: SocketAddr,
     /// Certificate fingerprint (hex).
     pub fingerprint: String,
-    /// Where login codes appear.
+    /// Where its login codes appear.
     pub otp: Arc<OtpFile>,
-    /// Whose CPU and memory to read.
-    pub server_pid: Option<u32>,
-    /// Admin listener, for `/metrics`.
+}
+
+/// The server under load.
+#[derive(Debug)]
+pub struct Target {
+    /// QUIC address (the first node's).
+    pub addr: SocketAddr,
+    /// Certificate fingerprint (hex; the first node's).
+    pub fingerprint: String,
+    /// Where login codes appear (the first node's).
+    pub otp: Arc<OtpFile>,
+    /// Every node; user i connects to node `i % nodes.len()`. One entry unless `--nodes`.
+    pub nodes: Vec<Node>,
+    /// Whose CPU and memory to read (summed over all of them).
+    pub server_pids: Vec<u32>,
+    /// Admin listener, for `/metrics` (the first node's).
     pub admin: Option<SocketAddr>,
-    /// The child, when spawned; stopped when dropped.
-    pub spawned: Option<SpawnedServer>,
+    /// The children, when spawned; stopped when dropped.
+    pub spawned: Vec<SpawnedServer>,
     /// Makes this run's identifiers unique.
     pub run_id: String,
 }
 
 impl Target {
-    /// Spawns a server or reads where the given one is.
+    /// Spawns a server (or `--nodes` of them) or reads where the given one is.
     pub async fn resolve(c: &CommonArgs) -> anyhow::Result<Target> {
         let run_id = c.run_id.clone().unwrap_or_else(|| {
             let nanos = SystemTime::now()
@@ -48,27 +61,29 @@ impl Target {
                 (nanos as u64) ^ u64::from(std::process::id()) << 40
             )
         });
+        if c.nodes > 1 && !c.spawn_server {
+            bail!("--nodes needs --spawn-server");
+        }
         if c.spawn_server {
             let bin = spawn::find_server_binary(c.server_bin.as_deref())?;
-            let mut server = SpawnedServer::start(&bin, c.server_cpu, &c.server_arg).await?;
-            server.stop_grace = c.server_stop_grace;
-            eprintln!(
-                "spawned {} (pid {}) on {}{}, data in {}",
-                bin.display(),
-                server.pid,
-                server.addr,
-                c.server_cpu
-                    .map(|cpu| format!(", pinned to CPU {cpu}"))
-                    .unwrap_or_default(),
-                server.dir().display()
-            );
+            let servers = spawn_nodes(&bin, c).await?;
+            let nodes: Vec<Node> = servers
+                .iter()
+                .map(|s| Node {
+                    addr: s.addr,
+                    fingerprint: s.fingerprint.clone(),
+                    otp: Arc::new(OtpFile::new(&s.otp_file)),
+                })
+                .collect();
+            let first = nodes[0].clone();
             return Ok(Target {
-                addr: server.addr,
-                fingerprint: server.fingerprint.clone(),
-                otp: Arc::new(OtpFile::new(&server.otp_file)),
-                server_pid: Some(server.pid),
-                admin: Some(server.admin),
-                spawned: Some(server),
+                addr: first.addr,
+                fingerprint: first.fingerprint,
+                otp: first.otp,
+                server_pids: servers.iter().map(|s| s.pid).collect(),
+                admin: Some(servers[0].admin),
+                nodes,
+                spawned: servers,
                 run_id,
             });
         }
@@ -90,22 +105,86 @@ impl Target {
                 "pass --otp-file (the server's `--otp-sender file:PATH`) or --spawn-server: users log in through the OTP flow"
             );
         };
+        let otp = Arc::new(OtpFile::new(otp));
         Ok(Target {
             addr: c.server,
-            fingerprint,
-            otp: Arc::new(OtpFile::new(otp)),
-            server_pid: c.server_pid,
+            fingerprint: fingerprint.clone(),
+            otp: otp.clone(),
+            nodes: vec![Node {
+                addr: c.server,
+                fingerprint,
+                otp,
+            }],
+            server_pids: c.server_pid.into_iter().collect(),
             admin: c.admin,
-            spawned: None,
+            spawned: Vec::new(),
             run_id,
         })
     }
 
-    /// Samples the server's CPU and memory, when known.
+    /// Samples the server's CPU and memory (summed over its nodes), when known.
     pub fn sample(&self) -> Option<Sample> {
-        self.server_pid
-            .and_then(|p| procstat::sample(Pid::Other(p)))
+        sample_all(&self.server_pids)
     }
+
+    /// Stops every spawned node.
+    pub fn stop(&mut self) {
+        for s in &mut self.spawned {
+            s.stop();
+        }
+    }
+}
+
+/// CPU and memory of `pids` summed; `None` when there are none or one cannot be read.
+fn sample_all(pids: &[u32]) -> Option<Sample> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut sum = Sample { cpu_s: 0.0, rss: 0 };
+    for &p in pids {
+        let s = procstat::sample(Pid::Other(p))?;
+        sum.cpu_s += s.cpu_s;
+        sum.rss += s.rss;
+    }
+    Some(sum)
+}
+
+/// Starts `--nodes` servers. Several nodes share one secret file (a token one node issued is
+/// accepted by the others) and get `--node-id nodeK`, when the binary has those flags.
+async fn spawn_nodes(bin: &std::path::Path, c: &CommonArgs) -> anyhow::Result<Vec<SpawnedServer>> {
+    let nodes = usize::from(c.nodes);
+    let shared = tempfile::Builder::new()
+        .prefix("tern-loadgen-cluster-")
+        .tempdir()
+        .context("creating the cluster's shared directory")?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut servers = Vec::with_capacity(nodes);
+    for k in 0..nodes {
+        let mut extra = c.server_arg.clone();
+        if nodes > 1 {
+            extra.push(format!(
+                "--secret-file={}",
+                shared.path().join("cluster.secret").display()
+            ));
+            extra.push(format!("--node-id=node{k}"));
+        }
+        let cpu = c.server_cpu.map(|cpu| (cpu + k) % cpus);
+        let mut server = SpawnedServer::start(bin, cpu, &extra).await?;
+        server.stop_grace = c.server_stop_grace;
+        eprintln!(
+            "spawned {} (pid {}) on {}{}, data in {}",
+            bin.display(),
+            server.pid,
+            server.addr,
+            cpu.map(|cpu| format!(", pinned to CPU {cpu}"))
+                .unwrap_or_default(),
+            server.dir().display()
+        );
+        servers.push(server);
+    }
+    // The secret file was read at start-up; the directory may go.
+    drop(shared);
+    Ok(servers)
 }
 
 /// Progress bars (hidden with --no-progress or when stderr is not a terminal).
@@ -273,10 +352,10 @@ pub fn sample_window(
     to: Instant,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Window> {
-    let (server, admin) = (target.server_pid, target.admin);
+    let (servers, admin) = (target.server_pids.clone(), target.admin);
     tokio::task::spawn_blocking(move || {
         let take = |w: &mut Window, start: bool| {
-            let s = server.and_then(|p| procstat::sample(Pid::Other(p)));
+            let s = sample_all(&servers);
             let own = procstat::sample(Pid::SelfProcess);
             let m = admin.and_then(metrics::scrape);
             w.machine[usize::from(!start)] = procstat::machine_cpu().ok();
@@ -310,8 +389,16 @@ pub async fn login_fleet(
     ui: Ui,
     stop: &AtomicBool,
 ) -> anyhow::Result<(Fleet, Vec<User>)> {
-    let base = users::base_config(target.addr, &target.fingerprint, c.keep_alive, c.ack_delay)?;
-    let fleet = Fleet::new(&base, n, c.per_endpoint(per_endpoint))?;
+    let mut bases = Vec::with_capacity(target.nodes.len());
+    for node in &target.nodes {
+        bases.push(users::base_config(
+            node.addr,
+            &node.fingerprint,
+            c.keep_alive,
+            c.ack_delay,
+        )?);
+    }
+    let fleet = Fleet::across(&bases, n, c.per_endpoint(per_endpoint))?;
     let users = login_users(c, target, &fleet, n, ui, stop).await?;
     Ok((fleet, users))
 }
@@ -327,9 +414,13 @@ pub async fn login_users(
 ) -> anyhow::Result<Vec<User>> {
     let bar = ui.bar(n as u64, "login");
     let t0 = Instant::now();
+    let otps: Vec<Arc<OtpFile>> = match fleet.nodes() {
+        1 => vec![target.otp.clone()],
+        _ => target.nodes.iter().map(|n| n.otp.clone()).collect(),
+    };
     let (users, errors) = users::login_all(
         fleet,
-        target.otp.clone(),
+        &otps,
         &target.run_id,
         n,
         c.login_concurrency,

@@ -32,11 +32,12 @@ pub enum LoginError {
     Stopped,
 }
 
-/// Client configurations, one per shared endpoint (UDP socket).
+/// Client configurations, one per shared endpoint (UDP socket), for one or several nodes.
 #[derive(Debug)]
 pub struct Fleet {
     base: ClientConfig,
-    configs: Vec<ClientConfig>,
+    /// Per node, its endpoints' configurations.
+    configs: Vec<Vec<ClientConfig>>,
     per_endpoint: usize,
 }
 
@@ -47,31 +48,61 @@ impl Fleet {
         connections: usize,
         per_endpoint: usize,
     ) -> Result<Fleet, tern_sdk::Error> {
+        Fleet::across(std::slice::from_ref(base), connections, per_endpoint)
+    }
+
+    /// Like [`Fleet::new`] for several nodes (one base configuration each): connection `i`
+    /// goes to node `i % bases.len()`, on that node's endpoints.
+    pub fn across(
+        bases: &[ClientConfig],
+        connections: usize,
+        per_endpoint: usize,
+    ) -> Result<Fleet, tern_sdk::Error> {
+        let Some(first) = bases.first() else {
+            return Err(tern_sdk::Error::Config(
+                "a fleet needs at least one node".into(),
+            ));
+        };
         let per_endpoint = per_endpoint.max(1);
-        let endpoints = connections.div_ceil(per_endpoint).max(1);
-        let mut configs = Vec::with_capacity(endpoints);
-        for _ in 0..endpoints {
-            let mut c = base.clone();
-            c.endpoint = Some(tern_sdk::shared_endpoint(base.server)?);
-            configs.push(c);
+        let per_node = connections.div_ceil(bases.len());
+        let endpoints = per_node.div_ceil(per_endpoint).max(1);
+        let mut configs = Vec::with_capacity(bases.len());
+        for base in bases {
+            let mut node = Vec::with_capacity(endpoints);
+            for _ in 0..endpoints {
+                let mut c = base.clone();
+                c.endpoint = Some(tern_sdk::shared_endpoint(base.server)?);
+                node.push(c);
+            }
+            configs.push(node);
         }
         Ok(Fleet {
-            base: base.clone(),
+            base: first.clone(),
             configs,
             per_endpoint,
         })
     }
 
-    /// The configuration for connection `i` (its endpoint is shared with its neighbours).
+    /// The configuration for connection `i` (its endpoint is shared with its neighbours on
+    /// the same node).
     pub fn config(&self, i: usize) -> ClientConfig {
-        let idx = (i / self.per_endpoint) % self.configs.len().max(1);
-        // `new` makes at least one endpoint; without one a client would bind its own socket.
-        self.configs.get(idx).unwrap_or(&self.base).clone()
+        let nodes = self.configs.len().max(1);
+        let Some(node) = self.configs.get(i % nodes) else {
+            return self.base.clone();
+        };
+        let idx = (i / nodes / self.per_endpoint) % node.len().max(1);
+        // `across` makes at least one endpoint; without one a client would bind its own socket.
+        node.get(idx).unwrap_or(&self.base).clone()
+    }
+
+    /// How many nodes the fleet spreads over.
+    pub fn nodes(&self) -> usize {
+        self.configs.len()
     }
 
     /// How many UDP sockets the fleet uses.
     pub fn endpoints(&self) -> usize {
-        self.configs.len()
+        self.configs.iter().map(Vec::len).sum()
     }
 }
 
@@ -207,16 +238,28 @@ pub async fn login(
 }
 
 /// Logs in users `0..n` with at most `concurrency` logins in flight; `on_done` is called after
-/// each (for progress). Returns the users in index order and the failures.
+/// each (for progress). User `i` reads its code from `otps[i % otps.len()]` (its node's file).
+/// Returns the users in index order and the failures.
 pub async fn login_all(
     fleet: &Fleet,
-    otp: Arc<OtpFile>,
+    otps: &[Arc<OtpFile>],
     run: &str,
     n: usize,
     concurrency: usize,
     stop: &AtomicBool,
     on_done: impl Fn(&Result<User, LoginError>),
 ) -> (Vec<User>, Vec<LoginError>) {
+    let Some(first) = otps.first() else {
+        let source = tern_sdk::Error::Config("no OTP file to read codes from".into());
+        return (
+            Vec::new(),
+            vec![LoginError::Sdk {
+                step: "login",
+                identifier: String::new(),
+                source,
+            }],
+        );
+    };
     let mut set = JoinSet::new();
     let mut users: Vec<User> = Vec::with_capacity(n);
     let mut errors = Vec::new();
@@ -230,7 +273,8 @@ pub async fn login_all(
         }
         while next < n && set.len() < concurrency {
             let cfg = fleet.config(next);
-            let otp = otp.clone();
+            // Each node writes the codes of the logins it serves to its own file.
+            let otp = otps.get(next % otps.len()).unwrap_or(first).clone();
             let id = identifier(run, next);
             let index = next;
             set.spawn(async move { login(cfg, &otp, &id, index).await });
@@ -261,4 +305,45 @@ pub async fn login_all(
     }
     users.sort_by_key(|u| u.index);
     (users, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(port: u16) -> ClientConfig {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        ClientConfig::new(
+            addr,
+            Trust::pinned_hex(&"ab".repeat(32)).unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_fleet_across_nodes_alternates_them_and_shares_endpoints_per_node() {
+        let fleet =
+            Fleet::across(&[base(1001), base(1002)], 8, 2).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fleet.nodes(), 2);
+        assert_eq!(
+            fleet.endpoints(),
+            4,
+            "4 connections per node, 2 per endpoint"
+        );
+        let ports: Vec<u16> = (0..8).map(|i| fleet.config(i).server.port()).collect();
+        assert_eq!(ports, [1001, 1002, 1001, 1002, 1001, 1002, 1001, 1002]);
+        // Connections 0 and 2 (node 0's first two) share an endpoint; 4 is on the next one.
+        let local = |i: usize| {
+            fleet
+                .config(i)
+                .endpoint
+                .and_then(|e| e.local_addr().ok())
+                .unwrap_or_else(|| panic!("connection {i} has a shared endpoint"))
+        };
+        assert_eq!(local(0), local(2));
+        assert_ne!(local(0), local(4));
+        assert_ne!(local(0), local(1), "another node, another endpoint");
+        let one = Fleet::new(&base(1001), 3, 2).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((one.nodes(), one.endpoints()), (1, 2));
+        assert!(Fleet::across(&[], 1, 1).is_err());
+    }
 }

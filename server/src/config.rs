@@ -44,6 +44,10 @@ pub struct Config {
     pub cert: Option<PathBuf>,
     /// PEM private key for `cert`.
     pub key: Option<PathBuf>,
+    /// The server secret (32 bytes) that access tokens, OTP codes and refresh-token successors
+    /// are derived from; default `server.secret` in the data dir. Every node of a cluster must
+    /// read the same secret, or a token issued by one node is refused by the next.
+    pub secret_file: Option<PathBuf>,
     /// OTP delivery.
     pub otp_sender: OtpSenderConfig,
     /// Idle connections are closed after this many seconds.
@@ -117,6 +121,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./tern-data"),
             cert: None,
             key: None,
+            secret_file: None,
             otp_sender: OtpSenderConfig::Log,
             idle_timeout_s: 30,
             auth_timeout_s: 120,

@@ -85,7 +85,13 @@ impl std::fmt::Debug for ServerKeys {
 impl ServerKeys {
     /// Loads (or creates) `server.secret` in `data_dir` and derives the keys.
     pub fn load(data_dir: &Path) -> Result<Self, KeyError> {
-        let secret = load_or_create(&data_dir.join("server.secret"), 32)?;
+        Self::load_file(&data_dir.join("server.secret"))
+    }
+
+    /// Loads (or creates) the secret at `path` and derives the keys: the nodes of a cluster
+    /// share one file (`--secret-file`), so each accepts the tokens the others issue.
+    pub fn load_file(path: &Path) -> Result<Self, KeyError> {
+        let secret = load_or_create(path, 32)?;
         let key = hmac::Key::new(hmac::HMAC_SHA256, &secret);
         let derive = |label: &[u8]| hmac::sign(&key, label).as_ref().to_vec();
         Ok(ServerKeys {
@@ -93,5 +99,29 @@ impl ServerKeys {
             otp: derive(b"tern otp mac v1"),
             refresh: derive(b"tern refresh successor v1"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_sharing_a_secret_file_derive_the_same_keys() {
+        let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = shared.path().join("cluster.secret");
+        let a = ServerKeys::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        let b = ServerKeys::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.jwt, b.jwt, "a second node reads the same secret");
+        assert_eq!(a.otp, b.otp);
+        let own = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let c = ServerKeys::load(own.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(a.jwt, c.jwt, "a node with its own data dir has its own secret");
+        assert_ne!(a.jwt, a.otp, "the derived keys differ from each other");
+        std::fs::write(&path, b"short").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            ServerKeys::load_file(&path),
+            Err(KeyError::Damaged(_))
+        ));
     }
 }

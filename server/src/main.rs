@@ -113,6 +113,10 @@ struct Cli {
     /// Resumable TLS sessions remembered across all shards [default: 65536].
     #[arg(long, env = "TERN_TLS_SESSION_CACHE")]
     tls_session_cache: Option<usize>,
+    /// The server secret file (32 bytes, created if missing) [default: DATA_DIR/server.secret].
+    /// Every node of a cluster must use the same one: tokens are signed with keys derived from it.
+    #[arg(long, env = "TERN_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long, env = "TERN_LOG_JSON")]
     log_json: bool,
@@ -221,6 +225,9 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.chat_delete_window_s {
         c.chat.delete_window_s = v;
+    }
+    if let Some(p) = cli.secret_file {
+        c.secret_file = Some(p);
     }
     if let Some(v) = cli.zero_rtt {
         c.transport.zero_rtt = v;

@@ -166,7 +166,10 @@ impl RunningServer {
                 linger: Duration::from_micros(config.commit_linger_us),
             },
         )?);
-        let keys = ServerKeys::load(&config.data_dir)?;
+        let keys = match &config.secret_file {
+            Some(path) => ServerKeys::load_file(path)?,
+            None => ServerKeys::load(&config.data_dir)?,
+        };
         let issuer = TokenIssuer::new(
             vec![SigningKey {
                 kid: "k1".into(),
