@@ -161,6 +161,10 @@ pub struct CommonArgs {
     /// Read the server's CPU time and RSS from /proc/PID (when not spawning it).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Also count this process's CPU and memory as the server's (repeatable): the Cassandra
+    /// and Redis a cluster uses do work per message that the server's own CPU does not show.
+    #[arg(long, value_name = "PID")]
+    pub count_pid: Vec<u32>,
     /// The server's admin HTTP address, to report its own metrics over the window (when not
     /// spawning it).
     #[arg(long)]

@@ -80,7 +80,11 @@ impl Target {
                 addr: first.addr,
                 fingerprint: first.fingerprint,
                 otp: first.otp,
-                server_pids: servers.iter().map(|s| s.pid).collect(),
+                server_pids: servers
+                    .iter()
+                    .map(|s| s.pid)
+                    .chain(c.count_pid.iter().copied())
+                    .collect(),
                 admin: Some(servers[0].admin),
                 nodes,
                 spawned: servers,
@@ -115,7 +119,11 @@ impl Target {
                 fingerprint,
                 otp,
             }],
-            server_pids: c.server_pid.into_iter().collect(),
+            server_pids: c
+                .server_pid
+                .into_iter()
+                .chain(c.count_pid.iter().copied())
+                .collect(),
             admin: c.admin,
             spawned: Vec::new(),
             run_id,
