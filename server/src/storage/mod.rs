@@ -2,7 +2,8 @@
 //!
 //! Partitions: messages by chat (clustered by seq), devices, chats and the update log by user.
 //! The trait knows no database driver; backends live in submodules ([`fjall`] is the embedded
-//! default). Every backend runs the same [`conformance`] suite.
+//! default; `cql`, behind the cargo feature of that name, talks to ScyllaDB or Cassandra).
+//! Every backend runs the same [`conformance`] suite.
 //!
 //! Durability contract: a write method returns only after its effects are durable (fsynced or
 //! quorum-written), and readers never observe a write before it is durable. Backends group
@@ -12,6 +13,8 @@
 //! delivery learns of new messages, so a recipient can never see a message a crash could erase.
 
 pub mod conformance;
+#[cfg(feature = "cql")]
+pub mod cql;
 pub mod fjall;
 mod record;
 

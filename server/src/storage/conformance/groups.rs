@@ -107,7 +107,7 @@ async fn seqs_seen(store: &dyn Storage, viewer: UserId, chat: ChatId) -> Vec<u64
 
 /// Creation writes `Created` then `MembersAdded`, every member joins, the creator is admin.
 pub async fn groups_record_membership_as_history(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let u = users(store.as_ref(), 3).await;
     let chat = group(store.as_ref(), u[0], &[u[1], u[2], u[1]]).await;
     let all = store.messages(u[0], chat, 1, 10).await.unwrap();
@@ -136,7 +136,7 @@ pub async fn groups_record_membership_as_history(open: Opener<'_>) {
 /// A member reads from the seq that added them; a removed member gets the removal and
 /// `ChatLeft`, nothing after; re-adding opens a new interval and the gap stays closed.
 pub async fn intervals_bound_what_members_read(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let u = users(store.as_ref(), 3).await;
     let (admin, m, late) = (u[0], u[1], u[2]);
     let chat = group(store.as_ref(), admin, &[m]).await;
@@ -192,7 +192,7 @@ pub async fn intervals_bound_what_members_read(open: Opener<'_>) {
 
 /// When the last admin leaves, the member with the earliest interval start becomes admin.
 pub async fn the_longest_standing_member_inherits_admin(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let u = users(store.as_ref(), 3).await;
     let chat = group(store.as_ref(), u[0], &[u[1]]).await;
     change(store.as_ref(), chat, u[0], GroupOp::Add(vec![u[2]]))
@@ -214,7 +214,7 @@ pub async fn the_longest_standing_member_inherits_admin(open: Opener<'_>) {
 
 /// Non-admins are refused admin operations; non-members get `ChatNotFound`.
 pub async fn group_permissions_are_checked_in_the_write(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let u = users(store.as_ref(), 4).await;
     let (admin, m, outsider) = (u[0], u[1], u[3]);
     let chat = group(store.as_ref(), admin, &[m, u[2]]).await;
@@ -285,7 +285,7 @@ pub async fn group_permissions_are_checked_in_the_write(open: Opener<'_>) {
 
 /// A group holds at most `MAX_CHAT_MEMBERS`; beyond it `TooLarge` and nothing is written.
 pub async fn groups_are_bounded(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let max = tern_protocol::limits::MAX_CHAT_MEMBERS as u64;
     let creator = UserId(1);
     let too_many: Vec<UserId> = (2..=max + 1).map(UserId).collect();
@@ -323,7 +323,7 @@ pub async fn groups_are_bounded(open: Opener<'_>) {
 /// An edit rewrites its target; a delete replaces the target and its edits' text in storage;
 /// windows, authorship and targets are checked.
 pub async fn edits_and_deletes_change_what_is_stored(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let u = users(store.as_ref(), 3).await;
     let (admin, a, b) = (u[0], u[1], u[2]);
     let chat = group(store.as_ref(), admin, &[a, b]).await;
@@ -407,7 +407,7 @@ pub async fn edits_and_deletes_change_what_is_stored(open: Opener<'_>) {
 
 /// Delete-for-me hides messages for that user only, in reads and in the update log.
 pub async fn hidden_messages_are_per_user(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let u = users(store.as_ref(), 2).await;
     let chat = store.open_direct_chat(u[0], u[1], 1).await.unwrap().chat_id;
     let m = post(store.as_ref(), chat, u[1], 1).await;
@@ -434,7 +434,7 @@ pub async fn hidden_messages_are_per_user(open: Opener<'_>) {
 /// A read in a group is pushed to the reader and the senders it covers, not to every member;
 /// `message_receipts` says who stored and read a message.
 pub async fn group_reads_push_to_the_sender_only(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let u = users(store.as_ref(), 5).await;
     let chat = group(store.as_ref(), u[0], &u[1..]).await;
     let m = post(store.as_ref(), chat, u[1], 1).await;

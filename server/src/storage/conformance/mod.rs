@@ -8,6 +8,8 @@
 pub mod groups;
 pub mod social;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tern_protocol::{ChatId, DeviceId, MessageBody, Update, UpdateKind, UserId};
@@ -38,8 +40,11 @@ impl UpdateSink for RecordingSink {
     }
 }
 
+/// What an [`Opener`] returns: opening is async (a CQL store connects and creates its schema).
+pub type OpenFuture<'a> = Pin<Box<dyn Future<Output = StorageResult<Arc<dyn Storage>>> + 'a>>;
+
 /// Opens a fresh, empty store that reports commits to the sink.
-pub type Opener<'a> = &'a dyn Fn(Arc<dyn UpdateSink>) -> StorageResult<Arc<dyn Storage>>;
+pub type Opener<'a> = &'a dyn Fn(Arc<dyn UpdateSink>) -> OpenFuture<'a>;
 
 /// Runs every check, each on a fresh store.
 pub async fn run_all(open: Opener<'_>) {
@@ -59,9 +64,9 @@ pub async fn run_all(open: Opener<'_>) {
     social::run_all(open).await;
 }
 
-fn fresh(open: Opener<'_>) -> (Arc<dyn Storage>, Arc<RecordingSink>) {
+async fn fresh(open: Opener<'_>) -> (Arc<dyn Storage>, Arc<RecordingSink>) {
     let sink = Arc::new(RecordingSink::default());
-    let store = open(sink.clone()).expect("opening a fresh store");
+    let store = open(sink.clone()).await.expect("opening a fresh store");
     (store, sink)
 }
 
@@ -100,7 +105,7 @@ async fn append_n(store: &dyn Storage, chat: ChatId, sender: UserId, n: u64) {
 
 /// Users are found by identifier, devices listed and revoked.
 pub async fn users_and_devices(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let a = store.upsert_user("a@example.org", 1).await.unwrap();
     assert_eq!(
         store.upsert_user("a@example.org", 2).await.unwrap(),
@@ -147,7 +152,7 @@ pub async fn users_and_devices(open: Opener<'_>) {
 /// Rotation marks the old token used and stores the new one together; a retry with the same pair
 /// inside the grace window is a replay, anything else a reuse.
 pub async fn refresh_tokens_are_single_use(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let rec = RefreshRecord::new(UserId(1), DeviceId(2), 10_000);
     store.put_refresh_token([7; 32], rec.clone()).await.unwrap();
     let next = RefreshRecord::new(UserId(1), DeviceId(2), 20_000);
@@ -234,7 +239,7 @@ pub async fn refresh_tokens_are_single_use(open: Opener<'_>) {
 /// A device keeps at most its current refresh token and the one before it; a revoked device keeps
 /// none; a user keeps a bounded number of revoked devices.
 pub async fn refresh_and_device_rows_are_bounded(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let user = store.upsert_user("rows@example.org", 0).await.unwrap();
     let device = store.create_device(user, "d", 0).await.unwrap().device_id;
     let rec = RefreshRecord::new(user, device, 1_000_000);
@@ -284,7 +289,7 @@ pub async fn refresh_and_device_rows_are_bounded(open: Opener<'_>) {
 
 /// One direct chat per pair, both members see it joined.
 pub async fn direct_chats_are_unique_per_pair(open: Opener<'_>) {
-    let (store, sink) = fresh(open);
+    let (store, sink) = fresh(open).await;
     let (a, b, chat) = two_users_in_a_chat(store.as_ref()).await;
     let again = store.open_direct_chat(b, a, 2).await.unwrap();
     assert_eq!(
@@ -307,7 +312,7 @@ pub async fn direct_chats_are_unique_per_pair(open: Opener<'_>) {
 
 /// Concurrent appends to one chat get seqs 1..=n with no gap or repeat.
 pub async fn concurrent_appends_get_dense_seqs(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let (a, _b, chat) = two_users_in_a_chat(store.as_ref()).await;
     let n = 200u64;
     let mut tasks = Vec::new();
@@ -343,7 +348,7 @@ pub async fn concurrent_appends_get_dense_seqs(open: Opener<'_>) {
 
 /// The same `(device, client_msg_id)` never makes a second row.
 pub async fn appends_are_idempotent(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let (a, _b, chat) = two_users_in_a_chat(store.as_ref()).await;
     let first = store
         .append_message(new_message(chat, a, DeviceId(1), 42))
@@ -369,7 +374,7 @@ pub async fn appends_are_idempotent(open: Opener<'_>) {
 
 /// Non-members get `ChatNotFound`, like for a chat that does not exist.
 pub async fn non_members_cannot_append_or_receipt(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let (_a, _b, chat) = two_users_in_a_chat(store.as_ref()).await;
     let outsider = store.upsert_user("+15550000003", 1).await.unwrap();
     let err = store
@@ -398,7 +403,7 @@ pub async fn non_members_cannot_append_or_receipt(open: Opener<'_>) {
 
 /// Watermarks max-merge and keep `read <= delivered <= last seq`.
 pub async fn receipts_only_move_forward(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let (a, b, chat) = two_users_in_a_chat(store.as_ref()).await;
     append_n(store.as_ref(), chat, a, 5).await;
     let r = store.ack(chat, b, 3).await.unwrap();
@@ -427,7 +432,7 @@ pub async fn receipts_only_move_forward(open: Opener<'_>) {
 
 /// The update log is dense per user, and the sink saw exactly the log, in order.
 pub async fn update_log_matches_sink(open: Opener<'_>) {
-    let (store, sink) = fresh(open);
+    let (store, sink) = fresh(open).await;
     let (a, b, chat) = two_users_in_a_chat(store.as_ref()).await;
     for i in 0..10 {
         store
@@ -466,7 +471,7 @@ pub async fn update_log_matches_sink(open: Opener<'_>) {
 
 /// New user ids are random (not enumerable), below 2^53, and neighbours of a real id do not exist.
 pub async fn user_ids_are_random(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(
@@ -492,7 +497,7 @@ pub async fn user_ids_are_random(open: Opener<'_>) {
 
 /// Device and chat lists page in id order and a page after the last is empty.
 pub async fn lists_page(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let a = store.upsert_user("a@example.org", 1).await.unwrap();
     let mut devices = Vec::new();
     for i in 0..5 {
@@ -542,7 +547,7 @@ pub async fn lists_page(open: Opener<'_>) {
 /// An ack writes the watermark but no log row; publishing appends the current watermarks to the
 /// other members' logs only; a read receipt reaches every member at once.
 pub async fn acks_are_published_coalesced(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let (a, b, chat) = two_users_in_a_chat(store.as_ref()).await;
     append_n(store.as_ref(), chat, a, 5).await;
     let (a_before, b_before) = (

@@ -65,7 +65,7 @@ async fn profile_updates(store: &dyn Storage, user: UserId) -> Vec<UserId> {
 /// Last-seen values round-trip, the newest write wins, unknown users read as `None`, and a
 /// closed store refuses.
 pub async fn last_seen_is_saved_in_batches(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let (a, b) = (UserId(11), UserId(12));
     assert_eq!(store.last_seen(a).await.unwrap(), None, "never saved");
     store.save_last_seen(Vec::new()).await.unwrap();
@@ -86,7 +86,7 @@ pub async fn last_seen_is_saved_in_batches(open: Opener<'_>) {
 /// A profile is stored with its username; a taken name is refused and writes nothing (no
 /// row, no update); renaming releases the old name; dropping it releases it too.
 pub async fn usernames_are_unique_and_change_with_the_profile(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let u = users(store.as_ref(), 2).await;
     let (a, b) = (u[0], u[1]);
     assert_eq!(store.profile(a).await.unwrap(), None, "never set");
@@ -155,7 +155,7 @@ pub async fn usernames_are_unique_and_change_with_the_profile(open: Opener<'_>) 
 /// Contacts and blocks: idempotent, in id order, bounded, unknown users and oneself refused,
 /// and the two kinds independent.
 pub async fn edges_are_idempotent_bounded_and_ordered(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let mut u = users(store.as_ref(), 6).await;
     let owner = u.remove(0);
     for kind in [EdgeKind::Contact, EdgeKind::Block] {
@@ -207,7 +207,7 @@ pub async fn edges_are_idempotent_bounded_and_ordered(open: Opener<'_>) {
 
 /// Privacy settings are absent until set, then exactly what was stored.
 pub async fn privacy_settings_round_trip(open: Opener<'_>) {
-    let (store, _) = fresh(open);
+    let (store, _) = fresh(open).await;
     let u = users(store.as_ref(), 2).await;
     assert_eq!(store.privacy(u[0]).await.unwrap(), None);
     let p = PrivacySettings {
@@ -249,7 +249,7 @@ pub async fn privacy_settings_round_trip(open: Opener<'_>) {
 /// as a contact, once each, in the commit of the change (log and sink alike); not to users
 /// the changer blocked, users who blocked the changer, or strangers.
 pub async fn profile_changes_reach_contacts_and_peers_but_not_blocks(open: Opener<'_>) {
-    let (store, sink) = fresh(open);
+    let (store, sink) = fresh(open).await;
     let u = users(store.as_ref(), 8).await;
     let (me, dm, fan, grp, blocked, blocker, stranger, both) =
         (u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7]);
@@ -307,7 +307,7 @@ pub async fn profile_changes_reach_contacts_and_peers_but_not_blocks(open: Opene
 /// sender's log, withheld from the blocker (no log row, skipped by reads, pending in message
 /// receipts, also after unblock); the blocker's sends are `Forbidden`; groups are unaffected.
 pub async fn direct_messages_from_blocked_senders_are_withheld(open: Opener<'_>) {
-    let (store, sink) = fresh(open);
+    let (store, sink) = fresh(open).await;
     let u = users(store.as_ref(), 2).await;
     let (sender, blocker) = (u[0], u[1]);
     let s = store.as_ref();
@@ -464,7 +464,7 @@ async fn text_seen(s: &dyn Storage, viewer: UserId, chat: ChatId, seq: u64) -> S
 /// does to the stored target. The blocker reads the text they saw; the sender reads the edit.
 /// An edit after the unblock shows; a delete for everyone removes the content for both.
 pub async fn edits_by_blocked_senders_are_withheld(open: Opener<'_>) {
-    let (store, _sink) = fresh(open);
+    let (store, _sink) = fresh(open).await;
     let u = users(store.as_ref(), 2).await;
     let (sender, blocker) = (u[0], u[1]);
     let s = store.as_ref();
@@ -530,7 +530,7 @@ pub async fn edits_by_blocked_senders_are_withheld(open: Opener<'_>) {
 /// While a block stands either way in a direct chat, neither member reads the other's
 /// watermarks (`receipts`) nor sees them in `message_receipts`; after the unblock both do.
 pub async fn receipts_are_hidden_across_a_block(open: Opener<'_>) {
-    let (store, _sink) = fresh(open);
+    let (store, _sink) = fresh(open).await;
     let u = users(store.as_ref(), 2).await;
     let (a, b) = (u[0], u[1]);
     let s = store.as_ref();

@@ -11,11 +11,12 @@ use crate::storage::{MessageRules, NewMessage, NoSink, Storage, StorageError, Up
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fjall_passes_the_conformance_suite() {
     let dirs = std::sync::Mutex::new(Vec::new());
-    let open = |sink: Arc<dyn UpdateSink>| {
+    let open = |sink: Arc<dyn UpdateSink>| -> conformance::OpenFuture<'_> {
         let dir = tempfile::tempdir().unwrap();
-        let store = FjallStorage::open(dir.path(), sink, None)?;
+        let opened = FjallStorage::open(dir.path(), sink, None)
+            .map(|store| Arc::new(store) as Arc<dyn Storage>);
         dirs.lock().unwrap().push(dir);
-        Ok(Arc::new(store) as Arc<dyn Storage>)
+        Box::pin(std::future::ready(opened))
     };
     conformance::run_all(&open).await;
 }

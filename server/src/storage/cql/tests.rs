@@ -1,0 +1,162 @@
+//! The CQL backend against a real node: `TERN_SCYLLA_URI` (a ScyllaDB, `host:port`) or else
+//! `TERN_TEST_CQL` (the Cassandra 5 node the test scripts start on loopback). Without either
+//! the tests print a loud skip line, except under `CI`, where they fail: nothing is skipped
+//! in CI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tern_protocol::{DeviceId, MessageBody};
+
+use super::{CqlConfig, CqlStorage, Replication};
+use crate::storage::conformance::{self, RecordingSink};
+use crate::storage::{MessageRules, NewMessage, NoSink, Storage, UpdateSink};
+
+/// The node to test against, or `None` (after printing why) when there is none outside CI.
+fn node() -> Option<String> {
+    for var in ["TERN_SCYLLA_URI", "TERN_TEST_CQL"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.trim().is_empty()
+        {
+            return Some(v.trim().trim_start_matches("cql://").to_owned());
+        }
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the CQL backend tests: set TERN_TEST_CQL (a Cassandra node) or TERN_SCYLLA_URI"
+    );
+    eprintln!(
+        "\n======== SKIPPED: no CQL node (set TERN_TEST_CQL=127.0.0.1:9042 or TERN_SCYLLA_URI) ========\n"
+    );
+    None
+}
+
+fn config(host: &str, keyspace: String) -> CqlConfig {
+    CqlConfig {
+        hosts: vec![host.to_owned()],
+        keyspace,
+        replication: Replication::Simple(1),
+        local_dc: None,
+    }
+}
+
+fn fresh_keyspace(prefix: &str) -> String {
+    format!("{prefix}_{:x}", super::random_id().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_passes_the_conformance_suite() {
+    let Some(host) = node() else { return };
+    let started = Instant::now();
+    let opened: Mutex<Vec<(CqlStorage, String)>> = Mutex::new(Vec::new());
+    let open = |sink: Arc<dyn UpdateSink>| -> conformance::OpenFuture<'_> {
+        let keyspace = fresh_keyspace("tern_conf");
+        let config = config(&host, keyspace.clone());
+        let opened = &opened;
+        Box::pin(async move {
+            let store = CqlStorage::open(&config, sink, None).await?;
+            opened.lock().unwrap().push((store.clone(), keyspace));
+            Ok(Arc::new(store) as Arc<dyn Storage>)
+        })
+    };
+    conformance::run_all(&open).await;
+    let stores = std::mem::take(&mut *opened.lock().unwrap());
+    eprintln!(
+        "CQL conformance: {} checks in {:.1} s",
+        stores.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for (store, keyspace) in stores {
+        store.drop_keyspace(&keyspace).await.unwrap();
+    }
+}
+
+/// Two stores (two sessions: two "nodes") append concurrently into one chat: seqs are dense
+/// and unique, every client message id is stored once, and a send retried through the other
+/// store returns the original.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_append_into_one_chat() {
+    let Some(host) = node() else { return };
+    let keyspace = fresh_keyspace("tern_nodes");
+    let cfg = config(&host, keyspace.clone());
+    let sink = Arc::new(RecordingSink::default());
+    let one = CqlStorage::open(&cfg, sink.clone(), None).await.unwrap();
+    let two = CqlStorage::open(&cfg, Arc::new(NoSink), None)
+        .await
+        .unwrap();
+    let a = one.upsert_user("a@example.org", 1).await.unwrap();
+    let b = two.upsert_user("b@example.org", 1).await.unwrap();
+    let chat = one.open_direct_chat(a, b, 1).await.unwrap().chat_id;
+    assert_eq!(two.open_direct_chat(b, a, 1).await.unwrap().chat_id, chat);
+    let send = move |task: u64, i: u64| NewMessage {
+        chat_id: chat,
+        sender: a,
+        sender_device: DeviceId(1),
+        client_msg_id: task * 1_000 + i,
+        body: MessageBody::Text(format!("{task}/{i}")),
+        ts_ms: 1,
+        rules: MessageRules::default(),
+    };
+    let (stores, tasks, per_task) = (2u64, 4u64, 50u64);
+    let mut handles = Vec::new();
+    for t in 0..stores * tasks {
+        let store = if t % 2 == 0 { one.clone() } else { two.clone() };
+        handles.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..per_task {
+                let r = store.append_message(send(t, i)).await.unwrap();
+                assert!(!r.duplicate);
+                seqs.push(r.message.seq);
+            }
+            seqs
+        }));
+    }
+    let mut seqs = Vec::new();
+    for h in handles {
+        seqs.extend(h.await.unwrap());
+    }
+    seqs.sort_unstable();
+    let n = stores * tasks * per_task;
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "dense and unique seqs");
+    let mut all = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = two.messages(b, chat, from, 100).await.unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        all.extend(page);
+    }
+    let ids: BTreeSet<u64> = all.iter().map(|m| m.client_msg_id).collect();
+    assert_eq!(
+        (all.len() as u64, ids.len() as u64),
+        (n, n),
+        "each send stored once"
+    );
+    // Every member's log holds every message once.
+    for u in [a, b] {
+        let log = one.updates(u, 0, 10_000).await.unwrap();
+        let logged: Vec<u64> = log
+            .iter()
+            .filter_map(|x| match &x.kind {
+                tern_protocol::UpdateKind::Message(m) => Some(m.seq),
+                _ => None,
+            })
+            .collect();
+        let unique: BTreeSet<u64> = logged.iter().copied().collect();
+        assert_eq!(
+            (logged.len() as u64, unique.len() as u64),
+            (n, n),
+            "log of {u}"
+        );
+    }
+    // A retry through the other node finds the original.
+    let first = one.append_message(send(99, 1)).await.unwrap();
+    let again = two.append_message(send(99, 1)).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message, first.message);
+    assert_eq!(one.last_seq(chat).await.unwrap(), n + 1);
+    one.drop_keyspace(&keyspace).await.unwrap();
+}
