@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
 use crate::chat::limits::ChatConfig;
+use crate::cluster::ClusterConfig;
 use crate::presence::PresenceConfig;
 use crate::social::SocialConfig;
 
@@ -88,6 +89,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// QUIC and TLS handshake settings (`[transport]`).
     pub transport: TransportConfig,
+    /// Cluster mode (`[cluster]`: node id, Redis bus, advertised address); off by default.
+    pub cluster: ClusterConfig,
 }
 
 /// QUIC and TLS handshake settings: the `[transport]` table.
@@ -141,6 +144,7 @@ impl Default for Config {
             social: SocialConfig::default(),
             presence: PresenceConfig::default(),
             transport: TransportConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -218,6 +222,14 @@ impl Config {
         self.auth.validate().map_err(ConfigError::Invalid)?;
         if self.shards == Some(0) {
             return Err(ConfigError::Invalid("shards must be at least 1".into()));
+        }
+        if let Some(url) = &self.cluster.redis {
+            crate::cluster::RedisTarget::parse(url).map_err(ConfigError::Invalid)?;
+            if !cfg!(feature = "cluster") {
+                return Err(ConfigError::Invalid(
+                    "--cluster-redis needs a tern-server built with the `cluster` feature".into(),
+                ));
+            }
         }
         if self.commit_linger_us > 10_000 {
             return Err(ConfigError::Invalid(

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod groups;
 pub mod keys;

@@ -117,6 +117,18 @@ struct Cli {
     /// Every node of a cluster must use the same one: tokens are signed with keys derived from it.
     #[arg(long, env = "TERN_SECRET_FILE")]
     secret_file: Option<PathBuf>,
+    /// Cluster mode: this node's id [default: derived from the host name and QUIC port, kept in
+    /// the data directory as `node.id`].
+    #[arg(long, env = "TERN_NODE_ID")]
+    node_id: Option<String>,
+    /// Cluster mode: the Redis bus, `redis://HOST:PORT` or `redis+cluster://H1:P1,H2:P2`
+    /// (Redis Cluster). Without it the server runs as a single node.
+    #[arg(long, env = "TERN_CLUSTER_REDIS")]
+    cluster_redis: Option<String>,
+    /// Cluster mode: the QUIC address clients use for this node, kept in the node registry
+    /// [default: the listen address].
+    #[arg(long, env = "TERN_ADVERTISE")]
+    advertise: Option<String>,
     /// Log as JSON lines.
     #[arg(long, env = "TERN_LOG_JSON")]
     log_json: bool,
@@ -234,6 +246,15 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.tls_session_cache {
         c.transport.session_cache = v;
+    }
+    if cli.node_id.is_some() {
+        c.cluster.node_id = cli.node_id;
+    }
+    if cli.cluster_redis.is_some() {
+        c.cluster.redis = cli.cluster_redis;
+    }
+    if cli.advertise.is_some() {
+        c.cluster.advertise = cli.advertise;
     }
     Ok(c)
 }

@@ -174,6 +174,8 @@ pub struct Metrics {
     pub presence_watched_users: Gauge,
     /// Social events by kind (see [`SOCIAL_EVENTS`]).
     pub social: Family<SocialLabels, Counter>,
+    /// The cluster bus (`tern_cluster_*`; zero on a single node).
+    pub cluster: crate::cluster::ClusterMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -376,7 +378,9 @@ impl Metrics {
             let _ = delivery_seconds.get_or_create(&s);
             let _ = presence_events.get_or_create(&s);
         }
+        let cluster = crate::cluster::ClusterMetrics::register(&mut r);
         Metrics {
+            cluster,
             registry: Arc::new(r),
             connections,
             handshakes,

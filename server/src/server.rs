@@ -54,6 +54,32 @@ pub struct RunningServer {
     presence_task: tokio::task::JoinHandle<()>,
     presence_stop: tokio::sync::watch::Sender<bool>,
     shard_threads: Vec<std::thread::JoinHandle<()>>,
+    #[cfg(feature = "cluster")]
+    bus: Option<crate::cluster::redis::Bus>,
+}
+
+/// Starts the cluster bus when `--cluster-redis` is set (before any connection can attach).
+#[cfg(feature = "cluster")]
+fn start_bus(
+    config: &Config,
+    router: &Arc<Router>,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<crate::cluster::redis::Bus>> {
+    use crate::cluster::redis::{Bus, BusSettings};
+    let Some(url) = &config.cluster.redis else {
+        return Ok(None);
+    };
+    let target = crate::cluster::RedisTarget::parse(url).map_err(anyhow::Error::msg)?;
+    let node = crate::cluster::node_id(&config.cluster, &config.data_dir, config.listen.port())?;
+    let advertise = config
+        .cluster
+        .advertise
+        .clone()
+        .unwrap_or_else(|| config.listen.to_string());
+    let settings = BusSettings::new(node.into(), target, advertise);
+    let bus = Bus::start(settings, router.clone(), metrics.cluster.clone())?;
+    tracing::info!(node = %bus.cluster().node(), "cluster mode: Redis bus");
+    Ok(Some(bus))
 }
 
 fn sender(config: &Config) -> anyhow::Result<Arc<dyn OtpSender>> {
@@ -153,6 +179,8 @@ impl RunningServer {
             metrics.clone(),
         );
         let router = Arc::new(router);
+        #[cfg(feature = "cluster")]
+        let bus = start_bus(&config, &router, &metrics)?;
         let ready = Arc::new(AtomicBool::new(true));
         let storage: Arc<dyn Storage> = Arc::new(FjallStorage::open_tuned(
             &config.data_dir.join("db"),
@@ -317,6 +345,8 @@ impl RunningServer {
             presence_task,
             presence_stop,
             shard_threads,
+            #[cfg(feature = "cluster")]
+            bus,
         })
     }
 
@@ -339,6 +369,11 @@ impl RunningServer {
             }
         })
         .await;
+        // Peers hear `Bye`: this node's tail is complete, nothing for them to resync.
+        #[cfg(feature = "cluster")]
+        if let Some(bus) = self.bus {
+            bus.shutdown().await;
+        }
         // Every connection is closed now, so every last seen is final: the presence driver
         // flushes them once more as it stops.
         self.presence.disconnect_all();

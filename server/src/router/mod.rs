@@ -22,7 +22,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -30,10 +30,13 @@ use dashmap::DashMap;
 use tern_protocol::{ChatId, DeviceId, ErrorCode, Seq, Update, UpdateKind, UserId, codec};
 use tokio::sync::mpsc;
 
+use crate::cluster::{Cluster, Outgoing};
 use crate::metrics::Metrics;
 use crate::presence::typing::EncodedTyping;
 use crate::services::ConnRef;
 use crate::storage::UpdateSink;
+
+mod remote;
 
 /// What a delivery carries, and so how the shard hands it over.
 #[derive(Debug, Clone)]
@@ -167,6 +170,9 @@ pub struct Router {
     limits: RouterLimits,
     next_conn_id: AtomicU64,
     metrics: Metrics,
+    /// Cluster mode: the remote directory and the bus outbox (see [`remote`]); unset on a
+    /// single node, where every path below is the single-node one.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl Router {
@@ -196,6 +202,7 @@ impl Router {
             limits,
             next_conn_id: AtomicU64::new(1),
             metrics,
+            cluster: OnceLock::new(),
         };
         (router, inboxes)
     }
@@ -212,10 +219,17 @@ impl Router {
 
     /// Records that `shard` hosts one more connection of `user`.
     pub fn attach(&self, user: UserId, shard: usize) {
-        let mut entry = self.directory.entry(user).or_default();
-        match entry.iter_mut().find(|(s, _)| *s == shard) {
-            Some((_, n)) => *n += 1,
-            None => entry.push((shard, 1)),
+        let first = {
+            let mut entry = self.directory.entry(user).or_default();
+            let first = entry.is_empty();
+            match entry.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, n)) => *n += 1,
+                None => entry.push((shard, 1)),
+            }
+            first
+        };
+        if first && let Some(c) = self.cluster.get() {
+            c.local_changed(user);
         }
     }
 
@@ -233,8 +247,14 @@ impl Router {
             }
             None => false,
         };
-        if empty {
-            self.directory.remove_if(&user, |_, v| v.is_empty());
+        if empty
+            && self
+                .directory
+                .remove_if(&user, |_, v| v.is_empty())
+                .is_some()
+            && let Some(c) = self.cluster.get()
+        {
+            c.local_changed(user);
         }
     }
 
@@ -285,6 +305,17 @@ impl Router {
 
     /// Asks every live connection of a device to close with `code`.
     pub fn close_device(&self, user: UserId, device: DeviceId, code: ErrorCode) {
+        // The device may be connected to another node: every node is told (a lost one shows
+        // there as a gap, whose resync closes every connection; a revoked device cannot log
+        // back in).
+        if let Some(c) = self.cluster.get() {
+            c.send(Outgoing::CloseDevice { user, device, code });
+        }
+        self.close_device_here(user, device, code);
+    }
+
+    /// [`Router::close_device`] for this node's connections only.
+    pub fn close_device_here(&self, user: UserId, device: DeviceId, code: ErrorCode) {
         for shard in self.hosting(user) {
             if let Some(link) = self.shards.get(shard) {
                 let _ = link
@@ -311,9 +342,9 @@ impl Router {
             .unwrap_or_default()
     }
 
-    /// Whether any connection of `user` is live on this node.
+    /// Whether any connection of `user` is live, on this node or (cluster mode) another.
     pub fn is_connected(&self, user: UserId) -> bool {
-        self.directory.contains_key(&user)
+        self.directory.contains_key(&user) || self.cluster.get().is_some_and(|c| c.is_remote(user))
     }
 
     fn post(&self, user: UserId, frame: &Bytes, committed_at: Instant) {
@@ -335,6 +366,14 @@ impl Router {
     /// Queues a typing indicator for every connection of `user`, on each hosting shard whose
     /// mailbox is at most half full (else dropped and counted).
     pub fn post_typing(&self, user: UserId, typing: &EncodedTyping) {
+        if let Some(c) = self.cluster.get() {
+            remote::forward_typing(c, user, typing);
+        }
+        self.post_typing_here(user, typing);
+    }
+
+    /// [`Router::post_typing`] for this node's connections only.
+    pub fn post_typing_here(&self, user: UserId, typing: &EncodedTyping) {
         for shard in self.hosting(user) {
             let Some(link) = self.shards.get(shard) else {
                 continue;
@@ -417,6 +456,12 @@ impl Router {
             });
             return;
         }
+        Self::mark_overflow(link, user);
+    }
+
+    /// Puts `user` in `link`'s overflow set: the shard closes the user's connections with
+    /// `SlowConsumer`, and the devices reconnect and sync from storage.
+    fn mark_overflow(link: &ShardLink, user: UserId) {
         let first = link.overflow.lock().map(|mut g| {
             let was_empty = g.is_empty();
             g.insert(user);
@@ -431,11 +476,15 @@ impl Router {
 impl UpdateSink for Router {
     fn committed(&self, updates: &[(UserId, Update)]) {
         let now = Instant::now();
+        let cluster = self.cluster.get();
+        let mut remote = remote::Batch::default();
         // A message reaches each member with its own pts but the same body: encode the body
         // once per message (consecutive updates of one commit), not once per member.
         let mut shared: Option<(ChatId, Seq, Vec<u8>)> = None;
         for (user, update) in updates {
-            if !self.directory.contains_key(user) {
+            let local = self.directory.contains_key(user);
+            let nodes = cluster.map(|c| c.remote_nodes(*user)).unwrap_or_default();
+            if !local && nodes.is_empty() {
                 continue;
             }
             let encoded = match &update.kind {
@@ -459,84 +508,23 @@ impl UpdateSink for Router {
                 _ => codec::encode_update_event(update),
             };
             match encoded {
-                Ok(bytes) => self.post(*user, &Bytes::from(bytes), now),
+                Ok(bytes) => {
+                    let bytes = Bytes::from(bytes);
+                    remote.add(nodes, *user, &bytes);
+                    if local {
+                        self.post(*user, &bytes, now);
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "an update did not encode; the device will sync it")
                 }
             }
         }
+        if let Some(c) = cluster {
+            remote.send(c);
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tern_protocol::TypingEvent;
-
-    fn typing() -> EncodedTyping {
-        EncodedTyping::new(TypingEvent {
-            chat_id: ChatId(1),
-            user_id: UserId(2),
-            typing: true,
-            ttl_ms: 6_000,
-        })
-        .unwrap_or_else(|| panic!("encodes"))
-    }
-
-    #[test]
-    fn typing_is_not_queued_in_a_mailbox_over_half_full() {
-        let limits = RouterLimits {
-            mailbox: 4,
-            ..RouterLimits::default()
-        };
-        let metrics = Metrics::new(1);
-        let (router, mut inboxes) = Router::new(1, limits, metrics.clone());
-        let user = UserId(7);
-        router.attach(user, 0);
-        let conn = ConnRef {
-            shard: 0,
-            conn_id: 1,
-        };
-        router.post_typing(user, &typing());
-        router.post_presence(conn, user, Bytes::from_static(b"p1"));
-        router.post_presence(conn, user, Bytes::from_static(b"p2"));
-        // Three of four entries taken: typing is dropped, presence still queued.
-        router.post_typing(user, &typing());
-        router.post_presence(conn, user, Bytes::from_static(b"p3"));
-        let inbox = &mut inboxes[0];
-        let mut kinds = Vec::new();
-        while let Ok(d) = inbox.deliveries.try_recv() {
-            kinds.push(d.kind.is_ephemeral());
-        }
-        assert_eq!(kinds, vec![true, false, false, false]);
-        assert!(
-            metrics
-                .render()
-                .contains("tern_typing_total{result=\"dropped_load\"} 1"),
-            "{}",
-            metrics.render()
-        );
-        // Nobody connected: nothing is posted at all.
-        router.post_typing(UserId(8), &typing());
-        assert!(inbox.deliveries.try_recv().is_err());
-    }
-
-    #[test]
-    fn typing_is_not_queued_over_half_the_byte_budget() {
-        let enc = typing();
-        let limits = RouterLimits {
-            mailbox_bytes: 2 * (enc.frame.len() + enc.datagram.len()),
-            ..RouterLimits::default()
-        };
-        let (router, mut inboxes) = Router::new(1, limits, Metrics::new(1));
-        router.attach(UserId(7), 0);
-        router.post_typing(UserId(7), &enc);
-        router.post_typing(UserId(7), &enc);
-        router.post_typing(UserId(7), &enc);
-        let mut n = 0;
-        while inboxes[0].deliveries.try_recv().is_ok() {
-            n += 1;
-        }
-        assert_eq!(n, 2, "the second fits at exactly half; the third does not");
-    }
-}
+mod tests;
