@@ -214,6 +214,7 @@ impl RunningServer {
             issuer,
             router: router.clone(),
             otp_secret: keys.otp.clone(),
+            state: None,
             refresh_secret: keys.refresh.clone(),
             config: config.auth.clone(),
         }));

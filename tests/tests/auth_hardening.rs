@@ -99,6 +99,7 @@ fn harness(tweak: impl FnOnce(&mut AuthConfig)) -> Harness {
         issuer,
         router,
         otp_secret: vec![9; 32],
+        state: None,
         refresh_secret: vec![5; 32],
         config,
     });

@@ -1,7 +1,11 @@
 //! Identity: OTP login, access and refresh tokens, devices.
 //!
-//! [`AuthService`] gets everything it needs as explicit fields ([`AuthDeps`]). OTP state is held in
-//! memory (a restart voids outstanding codes; cluster mode moves it to Redis).
+//! [`AuthService`] gets everything it needs as explicit fields ([`AuthDeps`]). OTP state and the
+//! OTP limits sit behind [`state::AuthState`]: in memory on a single node (a restart voids
+//! outstanding codes), in Redis in cluster mode (`cluster::auth_state`), where a store that cannot
+//! reach Redis makes `RequestOtp` and `VerifyOtp` answer `Overloaded` (retry) rather than fall
+//! back to node-local budgets. The refresh limits stay per node: refresh tokens cannot be guessed
+//! and their rotation is checked in storage, so those limits only bound load.
 //!
 //! # Limits, in the order they are checked
 //!
@@ -73,24 +77,24 @@ pub mod otp;
 pub mod rate_limit;
 pub mod sender;
 pub mod source;
+pub mod state;
 pub mod token;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ring::hmac;
 use tern_protocol::{
     DeviceId, DeviceInfo, ErrorBody, ErrorCode, LoginGrant, SessionInfo, Tokens, UserId,
 };
 
-use self::attempts::{AttemptLimits, Attempts};
 pub use self::config::AuthConfig;
 use self::identifier::Identifier;
-use self::otp::{OtpBook, OtpLimits, Verdict};
 use self::rate_limit::ShardedLimiter;
 use self::sender::OtpSender;
 use self::source::{PrefixLens, SourcePrefix};
+use self::state::{AuthState, AuthStateError, Checked, MemoryState};
 use self::token::{TokenIssuer, hash_refresh_token, successor_token};
 use crate::router::Router;
 use crate::storage::{RefreshRecord, Rotation, Storage, StorageError};
@@ -106,8 +110,11 @@ pub struct AuthDeps {
     pub issuer: TokenIssuer,
     /// Closes a revoked device's live connections.
     pub router: Arc<Router>,
-    /// Secret the OTP codes are MAC'd with.
+    /// Secret the OTP codes are MAC'd with (by the in-memory store; a shared store was built
+    /// with the same secret).
     pub otp_secret: Vec<u8>,
+    /// Where codes and OTP limits live; `None`: in this process's memory (one node).
+    pub state: Option<Arc<dyn AuthState>>,
     /// Secret refresh-token successors are derived with.
     pub refresh_secret: Vec<u8>,
     /// Settings.
@@ -116,9 +123,6 @@ pub struct AuthDeps {
 
 #[derive(Debug)]
 struct Limits {
-    per_source: ShardedLimiter<SourcePrefix>,
-    per_identifier: ShardedLimiter<String>,
-    per_prefix: ShardedLimiter<String>,
     refresh_per_source: ShardedLimiter<SourcePrefix>,
     refresh_per_device: ShardedLimiter<(UserId, DeviceId)>,
 }
@@ -132,8 +136,7 @@ pub struct AuthService {
     router: Arc<Router>,
     config: AuthConfig,
     lens: PrefixLens,
-    otp: OtpBook,
-    attempts: Attempts,
+    state: Arc<dyn AuthState>,
     limits: Limits,
     refresh_key: hmac::Key,
 }
@@ -171,6 +174,25 @@ fn limited(message: &str) -> ErrorBody {
     err(ErrorCode::RateLimited, message)
 }
 
+/// A store that cannot answer refuses the request: `Overloaded` is retryable with jitter, and
+/// answering anything else (or consulting node-local state) would let a Redis outage hand out
+/// fresh guess budgets.
+fn state_error(e: AuthStateError) -> ErrorBody {
+    match e {
+        AuthStateError::Unavailable(why) => {
+            tracing::warn!(error = %why, "auth state unavailable: OTP refused");
+            err(
+                ErrorCode::Overloaded,
+                "login is unavailable for a moment; retry shortly",
+            )
+        }
+        other => {
+            tracing::error!(error = %other, "auth state failure");
+            err(ErrorCode::Internal, "could not check the code")
+        }
+    }
+}
+
 fn too_many() -> ErrorBody {
     err(
         ErrorCode::OtpTooManyAttempts,
@@ -183,28 +205,12 @@ impl AuthService {
     pub fn new(deps: AuthDeps) -> Self {
         let c = &deps.config;
         let limits = Limits {
-            per_source: ShardedLimiter::new(c.otp_per_address, c.max_tracked_sources),
-            per_identifier: ShardedLimiter::new(c.otp_per_identifier, c.otp_max_identifiers),
-            per_prefix: ShardedLimiter::new(c.otp_per_prefix, 100_000),
             refresh_per_source: ShardedLimiter::new(c.refresh_per_address, c.max_tracked_sources),
             refresh_per_device: ShardedLimiter::new(c.refresh_per_device, c.max_tracked_sources),
         };
-        let otp = OtpBook::new(
-            &deps.otp_secret,
-            OtpLimits {
-                ttl: Duration::from_secs(c.otp_ttl_s),
-                failures: c.otp_failures_per_identifier,
-                max_entries: c.otp_max_identifiers,
-            },
-        );
-        let attempts = Attempts::new(AttemptLimits {
-            requests: c.otp_per_identifier_source,
-            free_misses: c.otp_free_misses,
-            first_lock: Duration::from_secs(c.otp_first_lock_s),
-            max_lock: Duration::from_secs(c.otp_max_lock_s),
-            forget_after: Duration::from_secs(24 * 3600),
-            max_entries: c.otp_max_pairs,
-        });
+        let state = deps
+            .state
+            .unwrap_or_else(|| Arc::new(MemoryState::new(c, &deps.otp_secret)));
         AuthService {
             storage: deps.storage,
             sender: deps.sender,
@@ -213,8 +219,7 @@ impl AuthService {
             lens: c.prefix_lens(),
             refresh_key: hmac::Key::new(hmac::HMAC_SHA256, &deps.refresh_secret),
             config: deps.config,
-            otp,
-            attempts,
+            state,
             limits,
         }
     }
@@ -234,23 +239,27 @@ impl AuthService {
             )
         })?;
         let source = SourcePrefix::of(addr, self.lens);
-        self.limits
-            .per_source
-            .check(&source, now)
-            .map_err(|_| limited("too many attempts from this address"))?;
-        let key = id.as_str().to_owned();
-        if !self.attempts.may_request(&key, source, now)
-            || !self.limits.per_identifier.allows(&key, now)
+        if !self
+            .state
+            .take_source(source, now)
+            .await
+            .map_err(state_error)?
+        {
+            return Err(limited("too many attempts from this address"));
+        }
+        if !self
+            .state
+            .take_request(id.as_str(), source, now)
+            .await
+            .map_err(state_error)?
         {
             return Err(limited("too many codes requested; wait a while"));
         }
-        self.attempts.requested(&key, source, now);
-        let _ = self.limits.per_identifier.check(&key, now);
         let open = self
-            .limits
-            .per_prefix
-            .check(&id.prefix().to_owned(), now)
-            .is_ok();
+            .state
+            .take_prefix(id.prefix(), now)
+            .await
+            .map_err(state_error)?;
         // Always looked up, so the work does not depend on the prefix budget.
         let registered = self
             .storage
@@ -267,9 +276,10 @@ impl AuthService {
             return Ok(expires_in_s);
         }
         let code = self
-            .otp
+            .state
             .issue(id.as_str(), now)
-            .map_err(|c| err(c, "could not issue a code"))?;
+            .await
+            .map_err(state_error)?;
         if let Err(e) = self.sender.send(id.as_str(), &code).await {
             tracing::warn!(error = %e, "OTP delivery failed");
             return Err(err(ErrorCode::Internal, "the code could not be delivered"));
@@ -294,30 +304,29 @@ impl AuthService {
             return Err(err(ErrorCode::InvalidArgument, "a code is six digits"));
         }
         let source = SourcePrefix::of(addr, self.lens);
-        self.limits
-            .per_source
-            .check(&source, now)
-            .map_err(|_| limited("too many attempts from this address"))?;
-        if self.attempts.locked(id.as_str(), source, now).is_some() {
-            return Err(too_many());
+        if !self
+            .state
+            .take_source(source, now)
+            .await
+            .map_err(state_error)?
+        {
+            return Err(limited("too many attempts from this address"));
         }
-        match self.otp.verify(id.as_str(), code, now) {
-            Verdict::Ok => self.attempts.succeeded(id.as_str(), source),
-            Verdict::Exhausted => return Err(too_many()),
-            Verdict::Expired => {
+        match self
+            .state
+            .verify(id.as_str(), code, source, now)
+            .await
+            .map_err(state_error)?
+        {
+            Checked::Ok => {}
+            Checked::TooMany => return Err(too_many()),
+            Checked::Expired => {
                 return Err(err(
                     ErrorCode::OtpExpired,
                     "this code expired or was replaced; request a new one",
                 ));
             }
-            Verdict::Wrong => {
-                if self.attempts.missed(id.as_str(), source, now).is_some()
-                    || !self.otp.failures_left(id.as_str(), now)
-                {
-                    return Err(too_many());
-                }
-                return Err(err(ErrorCode::OtpInvalid, "wrong code"));
-            }
+            Checked::Wrong => return Err(err(ErrorCode::OtpInvalid, "wrong code")),
         }
         let user = self
             .storage

@@ -96,7 +96,7 @@ impl OtpBook {
     /// A book whose codes are MAC'd with `secret`.
     pub fn new(secret: &[u8], limits: OtpLimits) -> Self {
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-        let dummy = tag32(&hmac::sign(&key, b"tern otp dummy tag"));
+        let dummy = dummy_tag(&key);
         OtpBook {
             key,
             rng: SystemRandom::new(),
@@ -107,14 +107,6 @@ impl OtpBook {
             failures: limits.failures.into(),
             dummy,
         }
-    }
-
-    fn mac_input(identifier: &str, code: &str) -> Vec<u8> {
-        let mut v = Vec::with_capacity(identifier.len() + code.len() + 1);
-        v.extend_from_slice(identifier.as_bytes());
-        v.push(0);
-        v.extend_from_slice(code.as_bytes());
-        v
     }
 
     fn shard(&self, identifier: &str) -> MutexGuard<'_, HashMap<String, Entry>> {
@@ -167,10 +159,8 @@ impl OtpBook {
 
     /// Issues a fresh code for `identifier`; the previous one stops working.
     pub fn issue(&self, identifier: &str, now: Instant) -> Result<String, ErrorCode> {
-        let mut bytes = [0u8; 4];
-        self.rng.fill(&mut bytes).map_err(|_| ErrorCode::Internal)?;
-        let code = format!("{:06}", u32::from_le_bytes(bytes) % 1_000_000);
-        let tag = tag32(&hmac::sign(&self.key, &Self::mac_input(identifier, &code)));
+        let code = new_code(&self.rng)?;
+        let tag = code_tag(&self.key, identifier, &code);
         let mut map = self.shard(identifier);
         let e = self.entry(&mut map, identifier, now);
         let new = Code {
@@ -194,7 +184,7 @@ impl OtpBook {
 
     /// Checks a code; see [`Verdict`].
     pub fn verify(&self, identifier: &str, code: &str, now: Instant) -> Verdict {
-        let input = Self::mac_input(identifier, code);
+        let input = mac_input(identifier, code);
         let mut map = self.shard(identifier);
         if let Some(e) = map.get(identifier)
             && !e.failures.allows(self.failures, now)
@@ -224,6 +214,33 @@ impl OtpBook {
             Verdict::Wrong
         }
     }
+}
+
+/// Six random digits. Shared with the cluster store, so both hand out the same kind of code.
+pub(crate) fn new_code(rng: &SystemRandom) -> Result<String, ErrorCode> {
+    let mut bytes = [0u8; 4];
+    rng.fill(&mut bytes).map_err(|_| ErrorCode::Internal)?;
+    Ok(format!("{:06}", u32::from_le_bytes(bytes) % 1_000_000))
+}
+
+/// What a code is MAC'd over: the identifier binds the tag to it, so a tag copied to another
+/// identifier's entry verifies nothing.
+pub(crate) fn mac_input(identifier: &str, code: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(identifier.len() + code.len() + 1);
+    v.extend_from_slice(identifier.as_bytes());
+    v.push(0);
+    v.extend_from_slice(code.as_bytes());
+    v
+}
+
+/// The stored form of a code: HMAC-SHA256(secret, identifier NUL code).
+pub(crate) fn code_tag(key: &hmac::Key, identifier: &str, code: &str) -> [u8; 32] {
+    tag32(&hmac::sign(key, &mac_input(identifier, code)))
+}
+
+/// The tag compared against when nothing is stored, so every verification does the same work.
+pub(crate) fn dummy_tag(key: &hmac::Key) -> [u8; 32] {
+    tag32(&hmac::sign(key, b"tern otp dummy tag"))
 }
 
 fn tag32(tag: &hmac::Tag) -> [u8; 32] {
