@@ -79,6 +79,9 @@ pub struct Config {
     /// Microseconds the storage writer waits for more jobs before a group commit that would
     /// cover only a few (0: commit at once). See `storage::fjall::WriterOptions::linger`.
     pub commit_linger_us: u64,
+    /// Storage backend (`[storage]`, `--storage`): the embedded fjall store (default) or a
+    /// ScyllaDB/Cassandra cluster.
+    pub storage: crate::storage::StorageConfig,
     /// Auth settings.
     pub auth: AuthConfig,
     /// Chat settings: per-user send and first-contact limits, receipt coalescing.
@@ -139,6 +142,7 @@ impl Default for Config {
             overloaded_retry_after_ms: 2_000,
             production: false,
             commit_linger_us: 0,
+            storage: crate::storage::StorageConfig::default(),
             auth: AuthConfig::default(),
             chat: ChatConfig::default(),
             social: SocialConfig::default(),

@@ -30,6 +30,10 @@ struct Cli {
     /// Data directory [default: ./tern-data].
     #[arg(long, env = "TERN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Storage: `fjall` (embedded, in the data directory) or
+    /// `cql://HOST:PORT[,HOST:PORT...]/KEYSPACE` (ScyllaDB or Cassandra) [default: fjall].
+    #[arg(long, env = "TERN_STORAGE")]
+    storage: Option<tern_server::storage::StorageConfig>,
     /// PEM certificate chain (with --key); default: a dev certificate in the data directory.
     #[arg(long, env = "TERN_CERT")]
     cert: Option<PathBuf>,
@@ -164,6 +168,9 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.data_dir {
         c.data_dir = v;
+    }
+    if let Some(v) = cli.storage {
+        c.storage = v;
     }
     if cli.cert.is_some() {
         c.cert = cli.cert;

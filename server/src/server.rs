@@ -182,18 +182,21 @@ impl RunningServer {
         #[cfg(feature = "cluster")]
         let bus = start_bus(&config, &router, &metrics)?;
         let ready = Arc::new(AtomicBool::new(true));
-        let storage: Arc<dyn Storage> = Arc::new(FjallStorage::open_tuned(
-            &config.data_dir.join("db"),
-            router.clone(),
-            Some(Arc::new(StorageHealth {
-                metrics: metrics.clone(),
-                ready: ready.clone(),
-            })),
-            WriterOptions {
-                durability: Durability::Fsync,
-                linger: Duration::from_micros(config.commit_linger_us),
-            },
-        )?);
+        let storage: Arc<dyn Storage> = match &config.storage {
+            crate::storage::StorageConfig::Fjall => Arc::new(FjallStorage::open_tuned(
+                &config.data_dir.join("db"),
+                router.clone(),
+                Some(Arc::new(StorageHealth {
+                    metrics: metrics.clone(),
+                    ready: ready.clone(),
+                })),
+                WriterOptions {
+                    durability: Durability::Fsync,
+                    linger: Duration::from_micros(config.commit_linger_us),
+                },
+            )?),
+            cql => open_cql(cql, router.clone(), &metrics).await?,
+        };
         let keys = match &config.secret_file {
             Some(path) => ServerKeys::load_file(path)?,
             None => ServerKeys::load(&config.data_dir)?,
@@ -394,6 +397,37 @@ impl RunningServer {
 /// treats a failed journal persist (a full disk) as fatal and refuses every later write until the
 /// process restarts, so a load balancer should stop sending clients here and a supervisor should
 /// restart it once the cause is fixed; everything acknowledged before is intact.
+/// Opens the CQL backend. Its writes report to the commit metrics, but a failed one does not
+/// turn `/readyz` off: unlike a failed journal persist, a CQL error (a timeout, a node down) is
+/// transient and answered to its caller as a retryable `Backend` error.
+#[cfg(feature = "cql")]
+async fn open_cql(
+    config: &crate::storage::StorageConfig,
+    sink: Arc<dyn crate::storage::UpdateSink>,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<dyn Storage>> {
+    struct CommitMetrics(Metrics);
+    impl crate::storage::fjall::CommitObserver for CommitMetrics {
+        fn commit(&self, jobs: usize, elapsed: Duration, ok: bool) {
+            self.0.commit(jobs, elapsed, ok);
+        }
+    }
+    let cql = crate::storage::cql::CqlConfig::try_from(config)?;
+    let observer = Arc::new(CommitMetrics(metrics.clone()));
+    let store = crate::storage::cql::CqlStorage::open(&cql, sink, Some(observer)).await?;
+    tracing::info!(hosts = ?cql.hosts, keyspace = %cql.keyspace, "CQL storage opened");
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "cql"))]
+async fn open_cql(
+    _config: &crate::storage::StorageConfig,
+    _sink: Arc<dyn crate::storage::UpdateSink>,
+    _metrics: &Metrics,
+) -> anyhow::Result<Arc<dyn Storage>> {
+    anyhow::bail!("CQL storage: this server was built without the `cql` cargo feature")
+}
+
 struct StorageHealth {
     metrics: Metrics,
     ready: Arc<AtomicBool>,

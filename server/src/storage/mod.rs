@@ -12,6 +12,7 @@
 //! Committed updates flow to an [`UpdateSink`] in commit order, once durable: this is how live
 //! delivery learns of new messages, so a recipient can never see a message a crash could erase.
 
+mod config;
 pub mod conformance;
 #[cfg(feature = "cql")]
 pub mod cql;
@@ -30,6 +31,7 @@ use tern_protocol::{
     PrivacySettings, Pts, Receipt, Seq, Update, UserId,
 };
 
+pub use config::StorageConfig;
 pub use record::{
     ChatRecord, DeviceRecord, GroupState, ProfileChange, ProfileRecord, RefreshRecord, Rotation,
 };

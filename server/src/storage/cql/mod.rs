@@ -107,6 +107,31 @@ pub struct CqlConfig {
     pub local_dc: Option<String>,
 }
 
+impl TryFrom<&super::StorageConfig> for CqlConfig {
+    type Error = StorageError;
+
+    /// The CQL settings of a `[storage]` table (`Invalid` for the embedded store or a bad
+    /// replication string).
+    fn try_from(config: &super::StorageConfig) -> Result<Self, Self::Error> {
+        match config {
+            super::StorageConfig::Cql {
+                hosts,
+                keyspace,
+                replication,
+                local_dc,
+            } => Ok(CqlConfig {
+                hosts: hosts.clone(),
+                keyspace: keyspace.clone(),
+                replication: replication.parse()?,
+                local_dc: local_dc.clone(),
+            }),
+            super::StorageConfig::Fjall => {
+                Err(StorageError::Invalid("not a CQL storage config".into()))
+            }
+        }
+    }
+}
+
 /// Conditional writes tried before an append or log write gives up under contention.
 const MAX_TRIES: u32 = 64;
 /// Striped local locks (per chat, per user).
