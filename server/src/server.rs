@@ -82,6 +82,23 @@ fn start_bus(
     Ok(Some(bus))
 }
 
+/// Where OTP codes and limits live: in Redis when `--cluster-redis` is set, so every node sees
+/// the same codes and budgets (and refuses logins while Redis is unreachable); else in memory.
+fn auth_state(
+    config: &Config,
+    otp_secret: &[u8],
+) -> anyhow::Result<Option<Arc<dyn crate::auth::state::AuthState>>> {
+    #[cfg(feature = "cluster")]
+    if let Some(url) = &config.cluster.redis {
+        use crate::cluster::auth_state::{RedisAuthSettings, RedisAuthState};
+        let target = crate::cluster::RedisTarget::parse(url).map_err(anyhow::Error::msg)?;
+        let state = RedisAuthState::new(RedisAuthSettings::new(target), &config.auth, otp_secret)?;
+        return Ok(Some(Arc::new(state)));
+    }
+    let _ = (config, otp_secret);
+    Ok(None)
+}
+
 fn sender(config: &Config) -> anyhow::Result<Arc<dyn OtpSender>> {
     Ok(match &config.otp_sender {
         OtpSenderConfig::Log => Arc::new(LogSender),
@@ -217,7 +234,7 @@ impl RunningServer {
             issuer,
             router: router.clone(),
             otp_secret: keys.otp.clone(),
-            state: None,
+            state: auth_state(&config, &keys.otp)?,
             refresh_secret: keys.refresh.clone(),
             config: config.auth.clone(),
         }));

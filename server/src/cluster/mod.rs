@@ -13,6 +13,7 @@
 //! from storage (I6: Redis is an accelerator only).
 
 #[cfg(feature = "cluster")]
+pub mod auth_state;
 pub mod envelope;
 pub mod link;
 #[cfg(feature = "cluster")]
