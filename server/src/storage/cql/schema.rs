@@ -15,6 +15,16 @@ use crate::storage::{StorageError, StorageResult};
 /// The schema file, with `tern` as the keyspace placeholder.
 const SCHEMA: &str = include_str!("../../../schema/tern.cql");
 
+/// The tables of `SCHEMA`.
+pub(crate) const TABLES: [&str; 6] = [
+    "names",
+    "user_rows",
+    "refresh",
+    "chat_rows",
+    "direct",
+    "receipts",
+];
+
 /// `names` kinds.
 pub(crate) const NAME_IDENTIFIER: i8 = 0;
 pub(crate) const NAME_USERNAME: i8 = 1;
@@ -365,7 +375,13 @@ mod tests {
                 .skip(1)
                 .all(|s| s.contains("TABLE IF NOT EXISTS tern_x."))
         );
-        assert_eq!(ddl.len(), 7);
+        assert_eq!(ddl.len(), 1 + TABLES.len());
+        for t in TABLES {
+            assert!(
+                ddl.iter().any(|s| s.contains(&format!("tern_x.{t} ("))),
+                "{t}"
+            );
+        }
         assert!(super::ddl("bad;name", &simple).is_err());
     }
 }
