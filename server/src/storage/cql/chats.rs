@@ -18,7 +18,12 @@ use crate::storage::{Appended, ChatRecord, NewMessage, StorageError, StorageResu
 pub(crate) struct ChatState {
     pub last_seq: Seq,
     pub record: ChatRecord,
+    /// Every message up to this seq is in its members' logs (0 when never recorded).
+    pub fanned_out: Seq,
 }
+
+/// Most earlier messages one append re-checks the fan-out of (see [`repair`]).
+const MAX_REPAIR: u64 = 64;
 
 /// Values for a `chat_rows` insert.
 pub(crate) fn row(c: ChatId, kind: i8, a: u64, b: u64, cc: u64, v: Vec<u8>) -> Vals {
@@ -88,12 +93,13 @@ pub(crate) async fn range_b(
 }
 
 pub(crate) async fn load(db: &Db, c: ChatId) -> StorageResult<Option<ChatState>> {
-    let found: Option<(Option<i64>, Option<Vec<u8>>)> =
-        db.first(&db.st.cr_statics, (c.0 as i64,)).await?;
+    type Statics = (Option<i64>, Option<Vec<u8>>, Option<i64>);
+    let found: Option<Statics> = db.first(&db.st.cr_statics, (c.0 as i64,)).await?;
     match found {
-        Some((last, Some(state))) => Ok(Some(ChatState {
+        Some((last, Some(state), fanned)) => Ok(Some(ChatState {
             last_seq: last.unwrap_or(0) as u64,
             record: decode("chats", &state)?,
+            fanned_out: fanned.unwrap_or(0) as u64,
         })),
         _ => Ok(None),
     }
@@ -203,6 +209,7 @@ async fn create_direct(db: &Db, lo: UserId, hi: UserId, now_ms: u64) -> StorageR
             return Ok(ChatState {
                 last_seq: 0,
                 record,
+                fanned_out: 0,
             });
         }
         // The pair was opened concurrently: theirs wins, ours goes.
@@ -314,6 +321,7 @@ pub(crate) async fn append(db: &Db, new: NewMessage) -> StorageResult<Appended> 
             ));
         }
         if db.batch(stmts).await? {
+            repair(db, &state, seq).await?;
             let to: Vec<UserId> = record
                 .members
                 .iter()
@@ -321,6 +329,7 @@ pub(crate) async fn append(db: &Db, new: NewMessage) -> StorageResult<Appended> 
                 .filter(|&m| Some(m) != withheld)
                 .collect();
             log::deliver_all(db, &to, Pending::message(&message)).await?;
+            fanned_out(db, c, seq).await?;
             return Ok(Appended {
                 message,
                 duplicate: false,
@@ -330,6 +339,27 @@ pub(crate) async fn append(db: &Db, new: NewMessage) -> StorageResult<Appended> 
         backoff(attempt).await;
     }
     Err(contended("append_message"))
+}
+
+/// Completes the fan-out of the messages between the chat's `fanned_out` watermark and `seq`
+/// (the one being appended), at most [`MAX_REPAIR`] of them, before `seq`'s own: a crash
+/// between an earlier append and its fan-out (whose sender never retried) heals with the next
+/// message, and the members' logs keep seq order. Normally there is nothing to do: each
+/// append moves the watermark to its seq once its fan-out is done.
+async fn repair(db: &Db, state: &ChatState, seq: Seq) -> StorageResult<()> {
+    let from = state.fanned_out.max(seq.saturating_sub(MAX_REPAIR + 1)) + 1;
+    for s in from..seq {
+        if let Some(m) = message(db, state.record.chat_id, s).await? {
+            complete_fanout(db, &state.record, &m).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Records that every message up to `seq` is in its members' logs. A plain write: two nodes
+/// may set it out of order, which only makes the next append re-check a few seqs.
+pub(crate) async fn fanned_out(db: &Db, c: ChatId, seq: Seq) -> StorageResult<()> {
+    db.run(&db.st.cr_set_fanned, (seq as i64, c.0 as i64)).await
 }
 
 fn seq_of(v: &[u8]) -> StorageResult<Seq> {

@@ -213,6 +213,7 @@ impl<'a> Change<'a> {
             })
             .collect();
         log::deliver(db, plan).await?;
+        chats::fanned_out(db, c, self.next - 1).await?;
         Ok(true)
     }
 }

@@ -88,6 +88,11 @@ pub(crate) async fn latest_pts(db: &Db, u: UserId) -> StorageResult<Pts> {
 async fn append_one(db: &Db, u: UserId, p: &Pending) -> StorageResult<Option<Pts>> {
     let bytes = encode(&p.stored)?;
     for attempt in 0..MAX_TRIES {
+        // The pts before the index row: the index row commits in the batch that moves the pts,
+        // so if it is absent now, whoever logs it later moves the pts past the one read here
+        // and this batch's condition fails (read the other way round, an update logged in
+        // between would be logged twice).
+        let pts = latest_pts(db, u).await? + 1;
         if let Some((kind, a, b)) = p.index {
             let seen: Option<(Option<Vec<u8>>,)> = db
                 .first(&db.st.ur_get, (u.0 as i64, kind, a as i64, b as i64))
@@ -96,7 +101,6 @@ async fn append_one(db: &Db, u: UserId, p: &Pending) -> StorageResult<Option<Pts
                 return Ok(None);
             }
         }
-        let pts = latest_pts(db, u).await? + 1;
         let mut stmts = vec![(
             &db.st.ur_put_new,
             user_row(u, user::LOG, pts, 0, bytes.clone()),

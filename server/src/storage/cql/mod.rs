@@ -38,12 +38,15 @@
 //! random per send).
 //!
 //! A crash between the chat batch and the members' fan-out leaves a message in history
-//! (`messages`) that some members' logs lack. The sender got no answer, so its SDK retries
-//! with the same `client_msg_id`; the retry finds the idempotency row and completes the
-//! fan-out (idempotent thanks to the index rows) before it answers. Known limitation: a
-//! message whose sender never retries stays missing from those members' sync (their devices
-//! see the seq gap on the next message and fetch the range). Likewise a group change whose
-//! fan-out was cut short is not repaired (group changes have no idempotency key).
+//! (`messages`) that some members' logs lack. Two things heal it. The sender got no answer,
+//! so its SDK retries with the same `client_msg_id`: the retry finds the idempotency row and
+//! completes the fan-out (idempotent thanks to the index rows) before it answers. And every
+//! append first completes the fan-out of the messages after the chat's static `fanned_out`
+//! watermark (at most 64; each append moves it to its own seq once its fan-out is done), so
+//! the next message into the chat repairs the logs, in seq order, even if the sender never
+//! retries. Known limitations: a member who left the group in between is not repaired, nor is
+//! a group change's `ChatJoined`/`ChatLeft` (group changes have no idempotency key), nor a
+//! gap older than 64 messages; devices that see a seq gap fetch the range (`GetMessages`).
 //!
 //! Other limits relative to the embedded store, all from the lack of multi-partition
 //! transactions: a block committed while an append to the same direct chat is in flight may

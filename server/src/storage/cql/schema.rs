@@ -209,6 +209,7 @@ pub(crate) struct Statements {
     pub rt_del: PreparedStatement,
 
     pub cr_statics: PreparedStatement,
+    pub cr_set_fanned: PreparedStatement,
     pub cr_get: PreparedStatement,
     pub cr_range_a: PreparedStatement,
     pub cr_range_b: PreparedStatement,
@@ -280,8 +281,11 @@ impl Statements {
             rt_cas: p("UPDATE {ks}.refresh SET record = ? WHERE hash = ? IF record = ?").await?,
             rt_del: p("DELETE FROM {ks}.refresh WHERE hash = ?").await?,
 
-            cr_statics: p("SELECT last_seq, state FROM {ks}.chat_rows WHERE chat_id = ? LIMIT 1")
-                .await?,
+            cr_statics: p(
+                "SELECT last_seq, state, fanned_out FROM {ks}.chat_rows WHERE chat_id = ? LIMIT 1",
+            )
+            .await?,
+            cr_set_fanned: p("UPDATE {ks}.chat_rows SET fanned_out = ? WHERE chat_id = ?").await?,
             cr_get: p(&format!("SELECT v FROM {{ks}}.chat_rows WHERE {CR}")).await?,
             cr_range_a: p(
                 "SELECT a, b, v FROM {ks}.chat_rows WHERE chat_id = ? AND kind = ? \

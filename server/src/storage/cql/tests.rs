@@ -164,3 +164,67 @@ async fn two_nodes_append_into_one_chat() {
     assert_eq!(one.last_seq(chat).await.unwrap(), n + 1);
     one.drop_keyspace(&keyspace).await.unwrap();
 }
+
+/// A crash between an append's batch and its fan-out (the sender never retries): the next
+/// append into the chat logs the lost message to the members first, so their logs keep seq
+/// order and miss nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_append_repairs_a_cut_fan_out() {
+    use super::chats::row;
+    use super::schema::chat;
+    use super::{big, encode};
+    let Some(host) = node() else { return };
+    let keyspace = fresh_keyspace("tern_repair");
+    let store = CqlStorage::open(&config(&host, keyspace.clone()), Arc::new(NoSink), None)
+        .await
+        .unwrap();
+    let a = store.upsert_user("a@example.org", 1).await.unwrap();
+    let b = store.upsert_user("b@example.org", 1).await.unwrap();
+    let c = store.open_direct_chat(a, b, 1).await.unwrap().chat_id;
+    let send = |cmid: u64| NewMessage {
+        chat_id: c,
+        sender: a,
+        sender_device: DeviceId(1),
+        client_msg_id: cmid,
+        body: MessageBody::Text(format!("m{cmid}")),
+        ts_ms: 1,
+        rules: MessageRules::default(),
+    };
+    let first = store.append_message(send(1)).await.unwrap().message;
+    // Seq 2 committed in the chat, then "the process died": no log rows, watermark at 1.
+    let lost = tern_protocol::Message {
+        seq: 2,
+        client_msg_id: 2,
+        body: MessageBody::Text("m2".into()),
+        ..first.clone()
+    };
+    let db = &store.db;
+    let stmts = vec![
+        (
+            &db.st.cr_put_new,
+            row(c, chat::MESSAGE, 2, 0, 0, encode(&lost).unwrap()),
+        ),
+        (
+            &db.st.cr_put,
+            row(c, chat::IDEMPOTENCY, a.0, 1, 2, 2u64.to_be_bytes().to_vec()),
+        ),
+        (&db.st.cr_set_seq, vec![big(2), big(c.0)]),
+    ];
+    assert!(db.batch(stmts).await.unwrap());
+    let third = store.append_message(send(3)).await.unwrap().message;
+    assert_eq!(third.seq, 3);
+    for u in [a, b] {
+        let seqs: Vec<u64> = store
+            .updates(u, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|x| match x.kind {
+                tern_protocol::UpdateKind::Message(m) => Some(m.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3], "the log of {u} is repaired in order");
+    }
+    store.drop_keyspace(&keyspace).await.unwrap();
+}
