@@ -312,24 +312,40 @@ async fn redis_stores_on_different_prefixes_fail_the_scenarios() {
 }
 
 /// Guesses racing through both nodes from many sources compare at most the failure budget's
-/// worth of codes: the budget is reserved before each comparison.
+/// worth of codes, because the budget is reserved before each comparison: a right code sent
+/// after more than a budget of wrong ones on the same connection (Redis runs one connection's
+/// scripts in order) is never compared. Checking the budget first and spending it after the
+/// comparison would let it log in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_guesses_stay_within_the_failure_budget() {
     let Some(url) = redis_url() else { return };
     let n = Nodes::new(&url, &test_config());
     let id = "+15550100011";
     let code = n.a.issue(id, now()).await.unwrap();
-    let guesses = (0..40u8).map(|i| {
+    // Both connections open first, so no guess waits for one (that would serialise them).
+    n.b.take_prefix("warm-up", now()).await.unwrap();
+    // 23 wrong codes, then the right one, alternating nodes (under join_all's 30, so they are
+    // polled, and their scripts sent, in this order).
+    let guesses = (0..24u8).map(|i| {
         let node = if i % 2 == 0 { &n.a } else { &n.b };
         let s = src(&format!("10.0.{i}.1"));
-        let code = wrong(&code);
-        async move { node.verify(id, code, s, now()).await.unwrap() }
+        let guess = if i == 23 {
+            code.clone()
+        } else {
+            wrong(&code).to_owned()
+        };
+        async move { node.verify(id, &guess, s, now()).await.unwrap() }
     });
     let answers = futures_util::future::join_all(guesses).await;
     let wrong_answers = answers.iter().filter(|a| **a == Checked::Wrong).count();
     assert!(
         wrong_answers <= 6,
-        "{wrong_answers} guesses compared with a budget of 6"
+        "{wrong_answers} wrong codes answered with a budget of 6"
+    );
+    assert_eq!(
+        answers[23],
+        Checked::TooMany,
+        "the right code got past a spent budget"
     );
     let right = n.b.verify(id, &code, src("10.1.0.1"), now()).await.unwrap();
     assert_eq!(right, Checked::TooMany);
@@ -409,7 +425,14 @@ async fn only_the_tag_is_stored() {
 /// A closed port: every step answers `Unavailable`, never a verdict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_redis_fails_closed() {
-    let mut s = RedisAuthSettings::new(RedisTarget::Single("redis://127.0.0.1:1".into()));
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut s = RedisAuthSettings::new(RedisTarget::Single(url));
     s.timeout = Duration::from_millis(500);
     let store = RedisAuthState::new(s, &test_config(), SECRET).unwrap();
     let p = src("198.51.100.9");
