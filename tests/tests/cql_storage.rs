@@ -77,4 +77,18 @@ async fn a_server_on_cql_storage_delivers_and_syncs() {
     );
     assert!(problems.is_empty(), "history violations: {problems:#?}");
     assert_eq!((live.len(), synced.len()), (30, 30));
+    drop(server);
+    let cleanup = tern_server::storage::cql::CqlStorage::open(
+        &tern_server::storage::cql::CqlConfig {
+            hosts: vec![host],
+            keyspace: keyspace.clone(),
+            replication: tern_server::storage::cql::Replication::Simple(1),
+            local_dc: None,
+        },
+        std::sync::Arc::new(tern_server::storage::NoSink),
+        None,
+    )
+    .await
+    .unwrap();
+    cleanup.drop_keyspace(&keyspace).await.unwrap();
 }

@@ -320,7 +320,7 @@ pub(crate) async fn append(db: &Db, new: NewMessage) -> StorageResult<Appended> 
                 row(c, chat::WITHHELD, blocker.0, seq, 0, Vec::new()),
             ));
         }
-        if db.batch(stmts).await? {
+        if db.batch_or_retry(stmts).await? {
             repair(db, &state, seq).await?;
             let to: Vec<UserId> = record
                 .members

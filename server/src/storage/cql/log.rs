@@ -110,7 +110,7 @@ async fn append_one(db: &Db, u: UserId, p: &Pending) -> StorageResult<Option<Pts
             stmts.push((&db.st.ur_put, mark));
         }
         stmts.push((&db.st.log_set_pts, vec![big(pts), big(u.0)]));
-        if db.batch(stmts).await? {
+        if db.batch_or_retry(stmts).await? {
             return Ok(Some(pts));
         }
         backoff(attempt).await;

@@ -337,6 +337,53 @@ impl Db {
     }
 }
 
+/// Whether an error leaves a write's outcome unknown or known-unapplied but retryable (a
+/// timeout, an overloaded or unavailable replica set): see [`Db::batch_or_retry`].
+fn retryable(e: &scylla::errors::ExecutionError) -> bool {
+    use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+    match e {
+        ExecutionError::RequestTimeout(_) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
+            db,
+            DbError::WriteTimeout { .. }
+                | DbError::ReadTimeout { .. }
+                | DbError::Unavailable { .. }
+                | DbError::Overloaded
+        ),
+        _ => false,
+    }
+}
+
+impl Db {
+    /// Like [`Db::batch`], but a timeout (or an unavailable or overloaded coordinator) reads as
+    /// "not applied". Only for callers that re-read before they try again, so that a batch
+    /// that did apply is found on the re-read (the append finds its idempotency row, the log
+    /// its index row) instead of failing the request: Paxos timeouts under load are expected.
+    pub(crate) async fn batch_or_retry(
+        &self,
+        stmts: Vec<(&PreparedStatement, Vals)>,
+    ) -> StorageResult<bool> {
+        self.writable()?;
+        let mut batch = Batch::new(BatchType::Unlogged);
+        let mut values = Vec::with_capacity(stmts.len());
+        for (st, v) in stmts {
+            batch.append_statement(st.clone());
+            values.push(v);
+        }
+        let started = Instant::now();
+        let result = self.session.batch(&batch, values).await;
+        self.observe(started, result.is_ok());
+        match result {
+            Ok(r) => applied(r),
+            Err(e) if retryable(&e) => {
+                tracing::warn!(error = %e, "a conditional CQL write timed out: re-reading");
+                Ok(false)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+}
+
 /// The `[applied]` column of a conditional write's answer (true when there is none).
 fn applied(result: scylla::response::query_result::QueryResult) -> StorageResult<bool> {
     if !result.is_rows() {
