@@ -12,22 +12,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use ring::rand::SecureRandom;
 use tern_protocol::ErrorCode;
 
 use super::*;
 use crate::auth::rate_limit::Quota;
-use crate::auth::sender::{OtpSender, SendError};
 use crate::auth::source::PrefixLens;
 use crate::auth::state::MemoryState;
-use crate::auth::token::{SigningKey, TokenIssuer};
-use crate::auth::{AuthDeps, AuthService};
 
-const SECRET: &[u8] = b"shared otp secret of the test cluster";
+mod harness;
+
+use harness::{service, service_on};
+
+pub(super) const SECRET: &[u8] = b"shared otp secret of the test cluster";
 
 fn redis_url() -> Option<String> {
     match std::env::var("TERN_TEST_REDIS") {
@@ -61,16 +61,26 @@ struct Nodes {
 
 impl Nodes {
     fn new(url: &str, config: &AuthConfig) -> Nodes {
+        Nodes::on(RedisTarget::Single(url.to_owned()), config)
+    }
+
+    /// On any target; keys are deleted afterwards only on a single Redis (on a cluster they
+    /// expire).
+    fn on(target: RedisTarget, config: &AuthConfig) -> Nodes {
         let prefix = random_prefix();
+        let url = match &target {
+            RedisTarget::Single(u) => u.clone(),
+            RedisTarget::Cluster(_) => String::new(),
+        };
         let store = || {
-            let mut s = RedisAuthSettings::new(RedisTarget::Single(url.to_owned()));
+            let mut s = RedisAuthSettings::new(target.clone());
             s.prefix = prefix.clone();
             RedisAuthState::new(s, config, SECRET).unwrap()
         };
         Nodes {
             a: store(),
             b: store(),
-            url: url.to_owned(),
+            url,
             prefix,
         }
     }
@@ -297,6 +307,25 @@ fn scenarios() -> Vec<(&'static str, Run)> {
     ]
 }
 
+/// The same scenarios on Redis Cluster (`TERN_TEST_REDIS_CLUSTER=redis+cluster://H1:P1,…`,
+/// optional: CI starts no cluster): every script's keys share one slot, and scripts are routed
+/// by their first key.
+#[tokio::test]
+async fn redis_cluster_stores_share_state() {
+    let Ok(url) = std::env::var("TERN_TEST_REDIS_CLUSTER") else {
+        eprintln!("\n*** SKIPPED: TERN_TEST_REDIS_CLUSTER is not set (a Redis Cluster) ***\n");
+        return;
+    };
+    let target = RedisTarget::parse(&url).unwrap();
+    let c = test_config();
+    for (name, run) in scenarios() {
+        let n = Nodes::on(target.clone(), &c);
+        run(&n.a, &n.b)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
 /// Two Redis stores that do not share keys (different prefixes) fail every scenario.
 #[tokio::test]
 async fn redis_stores_on_different_prefixes_fail_the_scenarios() {
@@ -492,87 +521,4 @@ async fn a_login_started_on_one_node_finishes_on_another() {
 /// A second store on the same Redis and prefix (the `Nodes` keep theirs for the cleanup).
 fn clone_store(s: &RedisAuthState) -> RedisAuthState {
     RedisAuthState::new(s.settings.clone(), &AuthConfig::default(), SECRET).unwrap()
-}
-
-type Inbox = Arc<Mutex<Vec<(String, String)>>>;
-
-#[derive(Debug)]
-struct InboxSender(Inbox);
-
-#[async_trait]
-impl OtpSender for InboxSender {
-    async fn send(&self, identifier: &str, code: &str) -> Result<(), SendError> {
-        self.0
-            .lock()
-            .unwrap()
-            .push((identifier.to_owned(), code.to_owned()));
-        Ok(())
-    }
-
-    fn describe(&self) -> String {
-        "test inbox".into()
-    }
-}
-
-struct Service {
-    auth: AuthService,
-    inbox: Inbox,
-    storage: Arc<dyn crate::storage::Storage>,
-    router: Arc<crate::router::Router>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-fn service(state: Arc<dyn AuthState>) -> Service {
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = crate::metrics::Metrics::new(1);
-    let limits = crate::router::RouterLimits {
-        mailbox: 64,
-        ..Default::default()
-    };
-    let (router, _inboxes) = crate::router::Router::new(1, limits, metrics);
-    let router = Arc::new(router);
-    let storage: Arc<dyn crate::storage::Storage> = Arc::new(
-        crate::storage::fjall::FjallStorage::open(&dir.path().join("db"), router.clone(), None)
-            .unwrap(),
-    );
-    build(state, storage, router, Some(dir))
-}
-
-/// Another node on the same storage as `other`.
-fn service_on(state: Arc<dyn AuthState>, other: &Service) -> Service {
-    build(state, other.storage.clone(), other.router.clone(), None)
-}
-
-fn build(
-    state: Arc<dyn AuthState>,
-    storage: Arc<dyn crate::storage::Storage>,
-    router: Arc<crate::router::Router>,
-    dir: Option<tempfile::TempDir>,
-) -> Service {
-    let issuer = TokenIssuer::new(
-        vec![SigningKey {
-            kid: "k1".into(),
-            secret: vec![7; 32],
-        }],
-        900,
-    )
-    .unwrap();
-    let inbox = Inbox::default();
-    let auth = AuthService::new(AuthDeps {
-        storage: storage.clone(),
-        sender: Arc::new(InboxSender(inbox.clone())),
-        issuer,
-        router: router.clone(),
-        otp_secret: SECRET.to_vec(),
-        state: Some(state),
-        refresh_secret: vec![5; 32],
-        config: AuthConfig::default(),
-    });
-    Service {
-        auth,
-        inbox,
-        storage,
-        router,
-        _dir: dir,
-    }
 }
