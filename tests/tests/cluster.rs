@@ -1,0 +1,350 @@
+//! Cluster mode end to end: two `tern-server` processes sharing Cassandra (`TERN_TEST_CQL`) and
+//! Redis (`TERN_TEST_REDIS`), both started by `scripts/services.sh`. Users on different nodes
+//! exchange 1:1 and group messages (what arrives is compared with what was acknowledged),
+//! typing and revocations cross nodes, a `kill -9` of one node loses nothing its clients were
+//! told was sent, and a Redis `FLUSHDB` in the middle of traffic loses nothing either.
+//!
+//! Each test has its own keyspace and its own Redis database, so they run side by side.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tern_sdk::protocol::{ChatId, ErrorCode, MessageBody, Seq};
+use tern_sdk::{Client, ClientEvent, Events};
+use tern_tests::child::{ChildServer, admin_get, metric};
+use tern_tests::{Device, client_config, login};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Redis URL and CQL host, or `None` after a loud skip line (a failure under `CI`).
+fn services() -> Option<(String, String)> {
+    match (
+        std::env::var("TERN_TEST_REDIS"),
+        std::env::var("TERN_TEST_CQL"),
+    ) {
+        (Ok(r), Ok(c)) if !r.is_empty() && !c.is_empty() => Some((r, c)),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "TERN_TEST_REDIS and TERN_TEST_CQL must be set in CI (scripts/services.sh)"
+            );
+            eprintln!(
+                "\n*** SKIPPED: cluster tests need TERN_TEST_REDIS and TERN_TEST_CQL (scripts/services.sh) ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// The server binary with the cluster and CQL features (built once per test process).
+fn build_server() {
+    static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        std::process::Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "tern-server",
+                "--features",
+                "cluster,cql",
+                "--bin",
+                "tern-server",
+            ])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+    assert!(*ok, "building tern-server --features cluster,cql failed");
+}
+
+struct Cluster {
+    nodes: Vec<ChildServer>,
+    redis: String,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// Two nodes on keyspace `tern_e2e_{name}_*` and Redis database `db`.
+    async fn start(name: &str, db: u32) -> Option<Cluster> {
+        let (redis, cql) = services()?;
+        build_server();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let keyspace = format!("tern_e2e_{name}_{nanos}");
+        let redis = format!("{}/{db}", redis.trim_end_matches('/'));
+        flushdb(&redis).await;
+        let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let secret = shared.path().join("cluster.secret");
+        let mut nodes = Vec::new();
+        let mut dirs = vec![shared];
+        for k in 0..2 {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let args = [
+                format!("--storage=cql://{cql}/{keyspace}"),
+                format!("--cluster-redis={redis}"),
+                format!("--secret-file={}", secret.display()),
+                format!("--node-id={name}-{k}-{nanos}"),
+                "--shards=1".to_owned(),
+            ];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nodes.push(ChildServer::start(dir.path(), &args).await);
+            dirs.push(dir);
+        }
+        // Let the nodes find each other on the bus (a refresh, at most 2 s after start).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Some(Cluster {
+            nodes,
+            redis,
+            _dirs: dirs,
+        })
+    }
+
+    async fn login(&self, node: usize, identifier: &str) -> Device {
+        let n = &self.nodes[node];
+        login(
+            client_config(n.quic, &n.fingerprint()),
+            &n.otp_file(),
+            identifier,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("login on node {node}: {e}"))
+    }
+
+    /// A client for a device saved from another node, now on `node`.
+    async fn metric(&self, node: usize, series: &str) -> f64 {
+        let text = admin_get(self.nodes[node].admin, "/metrics").await;
+        metric(&text, series).unwrap_or(0.0)
+    }
+
+    fn resume(&self, node: usize, saved: &tern_sdk::Snapshot) -> (Client, Events) {
+        let n = &self.nodes[node];
+        let mut config = client_config(n.quic, &n.fingerprint());
+        config.tokens = saved.tokens.clone();
+        config.sync_state = saved.sync.clone();
+        Client::start(config).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+async fn flushdb(url: &str) {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-u", url, "FLUSHDB"])
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli: {e}"));
+    assert!(out.status.success(), "FLUSHDB failed: {out:?}");
+}
+
+/// Text messages by (chat, seq) until `n` distinct ones arrived (duplicates are an error).
+async fn receive(events: &mut Events, n: usize) -> BTreeMap<(ChatId, Seq), String> {
+    let mut got = BTreeMap::new();
+    let end = tokio::time::Instant::now() + WAIT;
+    while got.len() < n {
+        let Ok(Some(ev)) = tokio::time::timeout_at(end, events.next()).await else {
+            break;
+        };
+        if let ClientEvent::Message {
+            message,
+            own: false,
+            ..
+        } = ev
+            && let MessageBody::Text(t) = message.body
+        {
+            let dup = got.insert((message.chat_id, message.seq), t);
+            assert!(dup.is_none(), "a message arrived twice");
+        }
+    }
+    got
+}
+
+/// Sends `n` texts `{tag}{i}` and returns what was acknowledged, by (chat, seq).
+async fn send(
+    client: &Client,
+    chat: ChatId,
+    tag: &str,
+    n: usize,
+    base: u64,
+) -> BTreeMap<(ChatId, Seq), String> {
+    let mut acked = BTreeMap::new();
+    for i in 0..n {
+        let text = format!("{tag}{i}");
+        let sent = client
+            .send(chat, MessageBody::Text(text.clone()), base + i as u64)
+            .await
+            .unwrap_or_else(|e| panic!("send {text}: {e}"));
+        acked.insert((chat, sent.seq), text);
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_typing_and_revocation_cross_nodes() {
+    let Some(cluster) = Cluster::start("cross", 10).await else {
+        return;
+    };
+    let mut alice = cluster.login(0, "+15557000001").await;
+    let mut bob = cluster.login(1, "+15557000002").await;
+    let mut carol = cluster.login(1, "+15557000003").await;
+    let chat = alice
+        .client
+        .open_direct_chat(bob.session.user_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .chat_id;
+    // 1:1 both ways.
+    let to_bob = send(&alice.client, chat, "a>b ", 20, 1).await;
+    assert_eq!(
+        receive(&mut bob.events, 20).await,
+        to_bob,
+        "bob (node 1) got what alice (node 0) sent"
+    );
+    let to_alice = send(&bob.client, chat, "b>a ", 20, 1).await;
+    assert_eq!(receive(&mut alice.events, 20).await, to_alice, "and back");
+    for node in 0..2 {
+        assert!(
+            cluster
+                .metric(node, "tern_cluster_envelopes_total{dir=\"received\"}")
+                .await
+                > 0.0,
+            "node {node} received over the bus"
+        );
+        assert_eq!(cluster.metric(node, "tern_cluster_bus_up").await, 1.0);
+        assert_eq!(
+            cluster.metric(node, "tern_cluster_resyncs_total").await,
+            0.0,
+            "no resync on a healthy bus"
+        );
+    }
+    // A group spanning both nodes.
+    let group = alice
+        .client
+        .create_group("cross", vec![bob.session.user_id, carol.session.user_id])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .chat_id;
+    let to_group = send(&alice.client, group, "a>g ", 15, 100).await;
+    let from_carol = send(&carol.client, group, "c>g ", 15, 100).await;
+    let mut bob_expects = to_group.clone();
+    bob_expects.extend(from_carol.clone());
+    assert_eq!(receive(&mut bob.events, 30).await, bob_expects);
+    assert_eq!(receive(&mut alice.events, 15).await, from_carol);
+    assert_eq!(receive(&mut carol.events, 15).await, to_group);
+    // Typing: bob (node 1) types, alice (node 0) sees it.
+    let mut saw_typing = false;
+    for _ in 0..5 {
+        bob.client
+            .set_typing(chat, true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let end = tokio::time::Instant::now() + Duration::from_millis(1_500);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(end, alice.events.next()).await {
+            if matches!(ev, ClientEvent::Typing { .. }) {
+                saw_typing = true;
+                break;
+            }
+        }
+        if saw_typing {
+            break;
+        }
+    }
+    assert!(saw_typing, "typing crossed nodes");
+    // Revocation: bob's second device, on node 0, revokes his first, on node 1.
+    let bob2 = cluster.login(0, "+15557000002").await;
+    bob2.client
+        .revoke_device(bob.session.device_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let end = tokio::time::Instant::now() + WAIT;
+    let mut ended = None;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(end, bob.events.next()).await {
+        if let ClientEvent::SessionEnded { code, .. } = ev {
+            ended = Some(code);
+            break;
+        }
+    }
+    assert_eq!(
+        ended,
+        Some(Some(ErrorCode::DeviceRevoked)),
+        "the revoked device's connection on the other node closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_nothing_its_clients_were_told_was_sent() {
+    let Some(mut cluster) = Cluster::start("kill", 11).await else {
+        return;
+    };
+    let mut alice = cluster.login(0, "+15557000011").await;
+    let bob = cluster.login(1, "+15557000012").await;
+    let chat = alice
+        .client
+        .open_direct_chat(bob.session.user_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .chat_id;
+    let mut to_alice = send(&bob.client, chat, "before ", 10, 1).await;
+    let saved = bob
+        .client
+        .snapshot()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Alice keeps sending while bob's node dies.
+    let mut to_bob = send(&alice.client, chat, "a ", 10, 1).await;
+    cluster.nodes[1].kill();
+    to_bob.extend(send(&alice.client, chat, "b ", 10, 100).await);
+    drop(bob);
+    // Bob's device comes back on node 0 and syncs.
+    let (bob_again, mut bob_events) = cluster.resume(0, &saved);
+    let got = receive(&mut bob_events, to_bob.len()).await;
+    for (k, text) in &to_bob {
+        assert_eq!(got.get(k), Some(text), "bob lost an acknowledged message");
+    }
+    to_alice.extend(send(&bob_again, chat, "after ", 5, 1_000).await);
+    assert_eq!(receive(&mut alice.events, to_alice.len()).await, to_alice);
+    // A peer silent for 4 s without a goodbye is a gap (its last commits may be unpublished).
+    let mut gaps = 0.0;
+    for _ in 0..100 {
+        gaps = cluster.metric(0, "tern_cluster_gaps_total").await;
+        if gaps >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gaps >= 1.0,
+        "node 0 noticed that node 1 died without a goodbye"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_flush_mid_traffic_loses_nothing_and_delivery_resumes() {
+    let Some(cluster) = Cluster::start("flush", 12).await else {
+        return;
+    };
+    let alice = cluster.login(0, "+15557000021").await;
+    let mut bob = cluster.login(1, "+15557000022").await;
+    let chat = alice
+        .client
+        .open_direct_chat(bob.session.user_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .chat_id;
+    let mut acked = send(&alice.client, chat, "pre ", 20, 1).await;
+    flushdb(&cluster.redis).await;
+    acked.extend(send(&alice.client, chat, "mid ", 20, 100).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    acked.extend(send(&alice.client, chat, "post ", 20, 200).await);
+    assert_eq!(
+        receive(&mut bob.events, acked.len()).await,
+        acked,
+        "every acknowledged message arrived once"
+    );
+    // Delivery is live again after the bus healed: a fresh message arrives quickly.
+    let last = send(&alice.client, chat, "live ", 1, 300).await;
+    let start = std::time::Instant::now();
+    assert_eq!(receive(&mut bob.events, 1).await, last);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "delivery resumed"
+    );
+}
