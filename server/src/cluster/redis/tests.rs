@@ -372,3 +372,34 @@ async fn a_clean_shutdown_says_bye_and_a_killed_node_is_a_gap() {
     assert!(a.router.take_overflow(0).contains(&UserId(1)));
     drop(b.inbox.control.try_recv());
 }
+
+#[tokio::test]
+async fn with_redis_unreachable_local_delivery_is_unaffected() {
+    // No Redis needed: a port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(1);
+    let mut a = node(&format!("redis://127.0.0.1:{port}"), &prefix("down"), "a");
+    let user = UserId(11);
+    a.router.attach(user, 0);
+    a.router.committed(&[(user, update(1))]);
+    let d = tokio::time::timeout(Duration::from_secs(1), a.inbox.deliveries.recv())
+        .await
+        .ok()
+        .flatten();
+    assert!(
+        matches!(d.map(|d| d.kind), Some(DeliveryKind::Update)),
+        "delivered locally at once"
+    );
+    eventually("the failures are counted", Duration::from_secs(5), || {
+        !counter(&a.metrics, "tern_cluster_redis_errors_total 0")
+    })
+    .await;
+    assert!(counter(&a.metrics, "tern_cluster_bus_up 0"));
+    if let Some(bus) = a.bus.take() {
+        tokio::time::timeout(Duration::from_secs(10), bus.shutdown())
+            .await
+            .unwrap_or_else(|_| panic!("shutdown is bounded with Redis down"));
+    }
+}
