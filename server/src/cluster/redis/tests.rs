@@ -53,7 +53,7 @@ struct Node {
 fn settings(url: &str, prefix: &str, name: &str) -> BusSettings {
     let mut s = BusSettings::new(
         name.into(),
-        RedisTarget::Single(url.into()),
+        RedisTarget::parse(url).unwrap_or_else(|e| panic!("{e}")),
         format!("{name}:4433"),
     );
     s.prefix = prefix.into();
@@ -402,4 +402,34 @@ async fn with_redis_unreachable_local_delivery_is_unaffected() {
             .await
             .unwrap_or_else(|_| panic!("shutdown is bounded with Redis down"));
     }
+}
+
+/// The delivery and revocation paths on Redis Cluster (`TERN_TEST_REDIS_CLUSTER=
+/// redis+cluster://H1:P1,…`): commands through the cluster client, classic pub/sub read from the
+/// first seed. Skipped (loudly) without one.
+#[tokio::test]
+async fn on_redis_cluster_updates_and_revocations_cross_nodes() {
+    let Ok(url) = std::env::var("TERN_TEST_REDIS_CLUSTER") else {
+        eprintln!("\n*** SKIPPED: TERN_TEST_REDIS_CLUSTER is not set (a Redis Cluster) ***\n");
+        return;
+    };
+    let (mut a, b) = pair(&url, "rcluster").await;
+    let user = UserId(21);
+    a.router.attach(user, 0);
+    eventually("b learns user 21", Duration::from_secs(3), || {
+        b.router.is_connected(user)
+    })
+    .await;
+    b.router.committed(&[(user, update(1))]);
+    let d = tokio::time::timeout(Duration::from_secs(3), a.inbox.deliveries.recv())
+        .await
+        .ok()
+        .flatten();
+    assert!(matches!(d.map(|d| d.kind), Some(DeliveryKind::Update)));
+    b.router
+        .close_device(user, DeviceId(1), ErrorCode::DeviceRevoked);
+    assert!(matches!(
+        a.control(Duration::from_secs(3)).await,
+        Some(Control::CloseDevice { .. })
+    ));
 }
