@@ -54,6 +54,19 @@
 //! username claim, the profile row and the release of the old name are three writes; two
 //! nodes appending into one chat at once may log those messages to a member in either order
 //! (each node's own appends stay in seq order).
+//!
+//! # Choices
+//!
+//! - The condition is "the next row is absent" rather than `IF last_seq = ?` (and a state
+//!   version): it needs no null comparison for a new chat or log, and every change of the chat
+//!   record (a group change) writes a system message row, so it is serialised by the same
+//!   condition.
+//! - A conditional write that times out is ambiguous; the append and the log treat it as not
+//!   applied and re-read, which finds it if it did apply (see [`Db::batch_or_retry`]).
+//! - Device ids count per user (`max + 1`, `IF NOT EXISTS`), not globally as in the embedded
+//!   store: the conformance suite wants them increasing per user, and every key that names a
+//!   device names its user too.
+//! - The message checks are a copy of the embedded store's (see `rules.rs` for why).
 
 mod chats;
 mod db;
