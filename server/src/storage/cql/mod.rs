@@ -62,7 +62,7 @@
 //!   record (a group change) writes a system message row, so it is serialised by the same
 //!   condition.
 //! - A conditional write that times out is ambiguous; the append and the log treat it as not
-//!   applied and re-read, which finds it if it did apply (see [`Db::batch_or_retry`]).
+//!   applied and re-read, which finds it if it did apply (`db.rs`, `batch_or_retry`).
 //! - Device ids count per user (`max + 1`, `IF NOT EXISTS`), not globally as in the embedded
 //!   store: the conformance suite wants them increasing per user, and every key that names a
 //!   device names its user too.
