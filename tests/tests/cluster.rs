@@ -61,6 +61,8 @@ fn build_server() {
 struct Cluster {
     nodes: Vec<ChildServer>,
     redis: String,
+    cql: String,
+    keyspace: String,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -98,6 +100,8 @@ impl Cluster {
         Some(Cluster {
             nodes,
             redis,
+            cql,
+            keyspace,
             _dirs: dirs,
         })
     }
@@ -114,6 +118,24 @@ impl Cluster {
     }
 
     /// A client for a device saved from another node, now on `node`.
+    /// Stops the nodes and drops the test's keyspace.
+    async fn finish(mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+        use tern_server::storage::cql::{CqlConfig, CqlStorage, Replication};
+        let config = CqlConfig {
+            hosts: vec![self.cql.clone()],
+            keyspace: self.keyspace.clone(),
+            replication: Replication::Simple(1),
+            local_dc: None,
+        };
+        let sink = std::sync::Arc::new(tern_server::storage::NoSink);
+        if let Ok(store) = CqlStorage::open(&config, sink, None).await {
+            let _ = store.drop_keyspace(&self.keyspace).await;
+        }
+    }
+
     async fn metric(&self, node: usize, series: &str) -> f64 {
         let text = admin_get(self.nodes[node].admin, "/metrics").await;
         metric(&text, series).unwrap_or(0.0)
@@ -267,6 +289,7 @@ async fn messages_typing_and_revocation_cross_nodes() {
         Some(Some(ErrorCode::DeviceRevoked)),
         "the revoked device's connection on the other node closed"
     );
+    cluster.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,6 +337,7 @@ async fn a_killed_node_loses_nothing_its_clients_were_told_was_sent() {
         gaps >= 1.0,
         "node 0 noticed that node 1 died without a goodbye"
     );
+    cluster.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,4 +371,11 @@ async fn a_redis_flush_mid_traffic_loses_nothing_and_delivery_resumes() {
         start.elapsed() < Duration::from_secs(10),
         "delivery resumed"
     );
+    let resyncs = cluster.metric(0, "tern_cluster_resyncs_total").await
+        + cluster.metric(1, "tern_cluster_resyncs_total").await;
+    assert!(
+        resyncs >= 1.0,
+        "the flush was noticed and healed by a resync"
+    );
+    cluster.finish().await;
 }
