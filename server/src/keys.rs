@@ -116,7 +116,10 @@ mod tests {
         assert_eq!(a.otp, b.otp);
         let own = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let c = ServerKeys::load(own.path()).unwrap_or_else(|e| panic!("{e}"));
-        assert_ne!(a.jwt, c.jwt, "a node with its own data dir has its own secret");
+        assert_ne!(
+            a.jwt, c.jwt,
+            "a node with its own data dir has its own secret"
+        );
         assert_ne!(a.jwt, a.otp, "the derived keys differ from each other");
         std::fs::write(&path, b"short").unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(
