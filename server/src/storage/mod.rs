@@ -18,6 +18,7 @@ pub mod conformance;
 pub mod cql;
 pub mod fjall;
 mod record;
+pub(crate) mod rules;
 
 /// Closed membership intervals kept per member and chat; beyond it the oldest are dropped (the
 /// member loses read access to that oldest stretch only).

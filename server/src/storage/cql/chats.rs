@@ -5,12 +5,12 @@
 use tern_protocol::{ChatId, ChatInfo, ChatKind, Message, MessageBody, MessageId, Seq, UserId};
 
 use super::log::{self, Pending, StoredUpdate};
-use super::rules::{self, Intervals};
 use super::schema::{chat, user};
 use super::users::user_row;
 use super::{
     Db, MAX_TRIES, Vals, backoff, big, blob, contended, corrupt, decode, encode, random_id, tiny,
 };
+use crate::storage::rules::{self, Intervals};
 use crate::storage::{Appended, ChatRecord, NewMessage, StorageError, StorageResult};
 
 /// A chat as read: its record and last seq (the statics of its partition).

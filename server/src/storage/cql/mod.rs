@@ -73,7 +73,6 @@ mod db;
 mod groups;
 mod log;
 mod receipts;
-mod rules;
 mod schema;
 mod social;
 mod users;

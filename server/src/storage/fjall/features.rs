@@ -4,17 +4,17 @@
 //! Checks run in the writer thread, against the state the write applies to: two deletes of one
 //! message cannot both pass, and an edit cannot slip in after a delete.
 
-use tern_protocol::{ChatId, Message, MessageBody, RichText, Seq, UserId};
+use tern_protocol::{ChatId, Message, MessageBody, Seq, UserId};
 
 use super::tables::{Counter, Rows, Table, decode, encode, key_tail, key2, key3};
 use super::writer::Txn;
+use crate::storage::rules;
 use crate::storage::{ChatRecord, MAX_PAST_INTERVALS, NewMessage, StorageError, StorageResult};
 
 /// Most edit rows read for one message (far above any `max_edits` a server announces).
 const MAX_SCANNED_EDITS: usize = 1024;
 
-/// Inclusive seq ranges, sorted.
-pub(crate) type Intervals = Vec<(Seq, Seq)>;
+pub(crate) use crate::storage::rules::{Intervals, covers};
 
 /// The seq ranges `user` may read: their closed past intervals and, while a member, the open
 /// current one. Direct chats: everything.
@@ -31,10 +31,6 @@ pub(crate) fn visible(
         out.push((since, Seq::MAX));
     }
     Ok(out)
-}
-
-pub(crate) fn covers(intervals: &Intervals, seq: Seq) -> bool {
-    intervals.iter().any(|&(a, b)| a <= seq && seq <= b)
 }
 
 /// Closes `user`'s current interval at `to` (they were removed or left).
@@ -57,145 +53,24 @@ pub(crate) fn end_interval(
     Ok(())
 }
 
-fn no_such_message() -> StorageError {
-    StorageError::Invalid("no such message".into())
-}
-
-/// The stored message at `seq` if `intervals` cover it.
-fn visible_message(
-    txn: &Txn<'_>,
-    chat: ChatId,
-    intervals: &Intervals,
-    seq: Seq,
-) -> StorageResult<Message> {
-    if seq == 0 || !covers(intervals, seq) {
-        return Err(no_such_message());
-    }
-    let bytes = txn
-        .get(Table::Messages, &key2(chat.0, seq))?
-        .ok_or_else(no_such_message)?;
-    decode("messages", &bytes)
-}
-
-/// A content message (text) the sender may point at.
-fn content_target(
-    txn: &Txn<'_>,
-    chat: ChatId,
-    intervals: &Intervals,
-    seq: Seq,
-) -> StorageResult<Message> {
-    let target = visible_message(txn, chat, intervals, seq)?;
-    match target.body {
-        MessageBody::Deleted => Err(StorageError::Invalid(
-            "the message was deleted for everyone".into(),
-        )),
-        ref b if b.is_content() => Ok(target),
-        _ => Err(no_such_message()),
-    }
-}
-
-fn seconds(ms: u64) -> u64 {
-    ms / 1000
-}
-
-/// Checks a new message against the chat and its target before anything is written.
+/// Checks a new message against the chat and its target before anything is written: reads
+/// what [`rules::check`] needs (only when the message points at another one) in the writer
+/// transaction, where it cannot change underneath the check.
 pub(crate) fn check(txn: &Txn<'_>, record: &ChatRecord, new: &NewMessage) -> StorageResult<()> {
     let chat = new.chat_id;
-    let admin = record.is_admin(new.sender);
-    let announcement = record
-        .group
-        .as_ref()
-        .is_some_and(|g| g.settings.announcement_only);
-    let speaks = matches!(
-        new.body,
-        MessageBody::Text(_) | MessageBody::Rich(_) | MessageBody::Reaction { .. }
-    );
-    if announcement && speaks && !admin {
-        return Err(StorageError::Forbidden(
-            "only admins may send in this group".into(),
-        ));
-    }
-    let intervals = || visible(txn, record, new.sender);
-    match &new.body {
-        MessageBody::Text(t) if t.is_empty() => Err(StorageError::Invalid("empty message".into())),
-        MessageBody::Text(_) => Ok(()),
-        MessageBody::Rich(RichText {
-            text,
-            reply_to,
-            mentions,
-        }) => {
-            if text.is_empty() {
-                return Err(StorageError::Invalid("empty message".into()));
-            }
-            if mentions.len() > new.rules.max_mentions as usize {
-                return Err(StorageError::Invalid(format!(
-                    "a message mentions at most {} members",
-                    new.rules.max_mentions
-                )));
-            }
-            if let Some(m) = mentions.iter().find(|m| !record.has_member(**m)) {
-                return Err(StorageError::Invalid(format!(
-                    "mentioned user {m} is not a member"
-                )));
-            }
-            if let Some(to) = reply_to {
-                content_target(txn, chat, &intervals()?, *to)?;
-            }
-            Ok(())
-        }
-        MessageBody::Reaction { target, emoji } => {
-            if emoji.as_ref().is_some_and(String::is_empty) {
-                return Err(StorageError::Invalid(
-                    "an empty reaction; send None to remove one".into(),
-                ));
-            }
-            content_target(txn, chat, &intervals()?, *target).map(|_| ())
-        }
-        MessageBody::Edit { target, text } => {
-            if text.is_empty() {
-                return Err(StorageError::Invalid("an edit needs text".into()));
-            }
-            let t = content_target(txn, chat, &intervals()?, *target)?;
-            if t.sender != new.sender {
-                return Err(StorageError::Forbidden(
-                    "only the sender may edit a message".into(),
-                ));
-            }
-            if new.ts_ms.saturating_sub(t.ts_ms) > new.rules.edit_window_ms {
-                return Err(StorageError::Forbidden(format!(
-                    "the edit window of {} s has passed",
-                    seconds(new.rules.edit_window_ms)
-                )));
-            }
-            if edits_of(txn, chat, *target)?.len() >= new.rules.max_edits as usize {
-                return Err(StorageError::Forbidden(format!(
-                    "a message may be edited at most {} times",
-                    new.rules.max_edits
-                )));
-            }
-            Ok(())
-        }
-        MessageBody::Delete { target } => {
-            let t = content_target(txn, chat, &intervals()?, *target)?;
-            let own = t.sender == new.sender;
-            let in_window = new.ts_ms.saturating_sub(t.ts_ms) <= new.rules.delete_window_ms;
-            if (own && in_window) || (record.group.is_some() && admin) {
-                Ok(())
-            } else if !own {
-                Err(StorageError::Forbidden(
-                    "only the sender or a group admin may delete a message for everyone".into(),
-                ))
-            } else {
-                Err(StorageError::Forbidden(format!(
-                    "the delete window of {} s has passed",
-                    seconds(new.rules.delete_window_ms)
-                )))
-            }
-        }
-        MessageBody::Deleted | MessageBody::System(_) => Err(StorageError::Invalid(
-            "this message kind is written by the server only".into(),
-        )),
-    }
+    let Some(seq) = rules::target_of(&new.body) else {
+        return rules::check(record, new, &Intervals::new(), None, 0);
+    };
+    let intervals = visible(txn, record, new.sender)?;
+    let target = match txn.get(Table::Messages, &key2(chat.0, seq))? {
+        Some(bytes) if seq != 0 && covers(&intervals, seq) => Some(decode("messages", &bytes)?),
+        _ => None,
+    };
+    let edits = match (&new.body, &target) {
+        (MessageBody::Edit { .. }, Some(_)) => edits_of(txn, chat, seq)?.len(),
+        _ => 0,
+    };
+    rules::check(record, new, &intervals, target.as_ref(), edits)
 }
 
 /// Seqs of the edits of `target`.
@@ -217,7 +92,7 @@ fn rewrite(
 ) -> StorageResult<()> {
     let key = key2(chat.0, seq);
     let Some(bytes) = txn.get(Table::Messages, &key)? else {
-        return Err(no_such_message());
+        return Err(rules::no_such_message());
     };
     let mut m: Message = decode("messages", &bytes)?;
     f(&mut m.body);
@@ -288,7 +163,7 @@ fn keep_unedited(
         return Ok(());
     }
     let Some(bytes) = txn.get(Table::Messages, &key2(chat.0, target))? else {
-        return Err(no_such_message());
+        return Err(rules::no_such_message());
     };
     let m: Message = decode("messages", &bytes)?;
     txn.put(Table::Unedited, &key, encode(&m.body)?);
@@ -329,7 +204,7 @@ pub(crate) fn hide(
     }
     for &seq in seqs {
         if seq == 0 || seq > last || !covers(&intervals, seq) {
-            return Err(no_such_message());
+            return Err(rules::no_such_message());
         }
         txn.put(
             Table::Hidden,

@@ -1,11 +1,8 @@
-//! The checks a message is held to before it is appended: the same rules, wording and order as
-//! the embedded store's `fjall::features::check`, over rows the append read beforehand (the
-//! target message, its edits, the sender's intervals). The conditional batch that follows
-//! commits only if nothing was appended since those reads, so the check cannot go stale.
-//!
-//! Deviation: this is a copy of fjall's logic rather than a shared module. fjall's check reads
-//! through its writer transaction; splitting it into fetch and pure check would touch the
-//! embedded store's hot path, which was out of scope here.
+//! The checks a message is held to before it is appended, shared by every backend: pure
+//! functions over rows the backend read beforehand (the target message, its edits, the
+//! sender's intervals). Each backend makes its reads part of the write's serialization: the
+//! embedded store reads inside its writer transaction; the CQL store's conditional batch
+//! commits only if nothing was appended since its reads, so the check cannot go stale.
 
 use tern_protocol::{Message, MessageBody, RichText, Seq};
 
