@@ -90,7 +90,7 @@ fn auth_state(
 ) -> anyhow::Result<Option<Arc<dyn crate::auth::state::AuthState>>> {
     #[cfg(feature = "cluster")]
     if let Some(url) = &config.cluster.redis {
-        use crate::cluster::auth_state::{RedisAuthSettings, RedisAuthState};
+        use crate::cluster::redis::auth_state::{RedisAuthSettings, RedisAuthState};
         let target = crate::cluster::RedisTarget::parse(url).map_err(anyhow::Error::msg)?;
         let state = RedisAuthState::new(RedisAuthSettings::new(target), &config.auth, otp_secret)?;
         return Ok(Some(Arc::new(state)));

@@ -2,7 +2,7 @@
 //!
 //! [`AuthService`] gets everything it needs as explicit fields ([`AuthDeps`]). OTP state and the
 //! OTP limits sit behind [`state::AuthState`]: in memory on a single node (a restart voids
-//! outstanding codes), in Redis in cluster mode (`cluster::auth_state`), where a store that cannot
+//! outstanding codes), in Redis in cluster mode (`cluster::redis::auth_state`), where a store that cannot
 //! reach Redis makes `RequestOtp` and `VerifyOtp` answer `Overloaded` (retry) rather than fall
 //! back to node-local budgets. The refresh limits stay per node: refresh tokens cannot be guessed
 //! and their rotation is checked in storage, so those limits only bound load.

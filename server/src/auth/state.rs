@@ -5,7 +5,7 @@
 //! and the sharded limiters, exactly as before this seam existed). Several nodes behind one
 //! address must share it, or `VerifyOtp` landing on another node than `RequestOtp` finds no code
 //! and every limit is multiplied by the number of nodes; cluster mode therefore plugs in a store
-//! kept in Redis (`cluster::auth_state`, feature `cluster`). Auth itself never learns which one
+//! kept in Redis (`cluster::redis::auth_state`, feature `cluster`). Auth itself never learns which one
 //! it has.
 //!
 //! The operations are the service's steps, not generic get/set, because each must be atomic

@@ -12,8 +12,6 @@
 //! fail; both are detected by the receiver as a per-link sequence gap and healed by a resync
 //! from storage (I6: Redis is an accelerator only).
 
-#[cfg(feature = "cluster")]
-pub mod auth_state;
 pub mod envelope;
 pub mod link;
 #[cfg(feature = "cluster")]

@@ -20,6 +20,7 @@
 //!
 //! The tasks live in [`tasks`]; the receiving side in [`inbound`].
 
+pub mod auth_state;
 mod inbound;
 mod tasks;
 #[cfg(test)]

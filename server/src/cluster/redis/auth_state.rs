@@ -52,7 +52,7 @@ use redis::{FromRedisValue, RedisError};
 use ring::hmac;
 use ring::rand::SystemRandom;
 
-use super::RedisTarget;
+use crate::cluster::RedisTarget;
 use crate::auth::AuthConfig;
 use crate::auth::otp::{code_tag, dummy_tag, mac_input, new_code};
 use crate::auth::rate_limit::{Allowance, Quota};
