@@ -52,12 +52,12 @@ use redis::{FromRedisValue, RedisError};
 use ring::hmac;
 use ring::rand::SystemRandom;
 
-use crate::cluster::RedisTarget;
 use crate::auth::AuthConfig;
 use crate::auth::otp::{code_tag, dummy_tag, mac_input, new_code};
 use crate::auth::rate_limit::{Allowance, Quota};
 use crate::auth::source::SourcePrefix;
 use crate::auth::state::{AuthState, AuthStateError, Checked, FORGET_MISSES_AFTER};
+use crate::cluster::RedisTarget;
 
 /// Where the store lives and how long it waits.
 #[derive(Debug, Clone)]
