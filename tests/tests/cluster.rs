@@ -1,4 +1,4 @@
-//! Cluster mode end to end: two `tern-server` processes sharing Cassandra (`TERN_TEST_CQL`) and
+//! Cluster mode end to end: two (and three) `tern-server` processes sharing Cassandra (`TERN_TEST_CQL`) and
 //! Redis (`TERN_TEST_REDIS`), both started by `scripts/services.sh`. Users on different nodes
 //! exchange 1:1 and group messages (what arrives is compared with what was acknowledged),
 //! typing and revocations cross nodes, a `kill -9` of one node loses nothing its clients were
@@ -36,26 +36,10 @@ fn services() -> Option<(String, String)> {
     }
 }
 
-/// The server binary with the cluster and CQL features (built once per test process).
+/// The server binary (`cluster` and `cql` are default features): prebuilt by `scripts/test.sh`
+/// like every child-process test's, so no test rebuilds it under the others' feet.
 fn build_server() {
-    static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let ok = BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        std::process::Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "tern-server",
-                "--features",
-                "cluster,cql",
-                "--bin",
-                "tern-server",
-            ])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    });
-    assert!(*ok, "building tern-server --features cluster,cql failed");
+    tern_tests::child::ensure_binary();
 }
 
 struct Cluster {
@@ -69,6 +53,11 @@ struct Cluster {
 impl Cluster {
     /// Two nodes on keyspace `tern_e2e_{name}_*` and Redis database `db`.
     async fn start(name: &str, db: u32) -> Option<Cluster> {
+        Cluster::start_n(name, db, 2).await
+    }
+
+    /// `count` nodes on keyspace `tern_e2e_{name}_*` and Redis database `db`.
+    async fn start_n(name: &str, db: u32, count: usize) -> Option<Cluster> {
         let (redis, cql) = services()?;
         build_server();
         let nanos = std::time::SystemTime::now()
@@ -82,7 +71,7 @@ impl Cluster {
         let secret = shared.path().join("cluster.secret");
         let mut nodes = Vec::new();
         let mut dirs = vec![shared];
-        for k in 0..2 {
+        for k in 0..count {
             let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
             let args = [
                 format!("--storage=cql://{cql}/{keyspace}"),
@@ -376,6 +365,55 @@ async fn a_redis_flush_mid_traffic_loses_nothing_and_delivery_resumes() {
     assert!(
         resyncs >= 1.0,
         "the flush was noticed and healed by a resync"
+    );
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_a_group_and_two_nodes_sending_into_it_get_dense_seqs() {
+    let Some(cluster) = Cluster::start_n("three", 13, 3).await else {
+        return;
+    };
+    let a = cluster.login(0, "+15557000031").await;
+    let b = cluster.login(1, "+15557000032").await;
+    let mut c = cluster.login(2, "+15557000033").await;
+    let group = a
+        .client
+        .create_group("three", vec![b.session.user_id, c.session.user_id])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .chat_id;
+    // a (node 0) and b (node 1) send into the one group at the same time: each node appends
+    // into the same chat, so the seqs come from the CQL store's conditional writes.
+    let (from_a, from_b) = tokio::join!(
+        send(&a.client, group, "a ", 20, 1),
+        send(&b.client, group, "b ", 20, 1)
+    );
+    let mut all = from_a.clone();
+    all.extend(from_b.clone());
+    assert_eq!(all.len(), 40, "no two acknowledged sends share a seq");
+    let seqs: Vec<Seq> = all.keys().map(|&(_, s)| s).collect();
+    let (lo, hi) = (seqs[0], seqs[seqs.len() - 1]);
+    assert_eq!(
+        hi - lo + 1,
+        40,
+        "the 40 seqs are dense (nothing else was sent in between): {seqs:?}"
+    );
+    // c, on the third node, receives every one of them exactly once.
+    assert_eq!(
+        receive(&mut c.events, 40).await,
+        all,
+        "the third node's member got what both others sent"
+    );
+    for node in 0..3 {
+        assert_eq!(cluster.metric(node, "tern_cluster_bus_up").await, 1.0);
+    }
+    assert!(
+        cluster
+            .metric(2, "tern_cluster_envelopes_total{dir=\"received\"}")
+            .await
+            > 0.0,
+        "node 2 was reached over the bus"
     );
     cluster.finish().await;
 }
