@@ -42,7 +42,12 @@ fn build_server() {
     tern_tests::child::ensure_binary();
 }
 
+/// One cluster at a time: two cores running up to three nodes each for four tests at once,
+/// beside Cassandra, starve the nodes' bus tasks for seconds.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Cluster {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
     nodes: Vec<ChildServer>,
     redis: String,
     cql: String,
@@ -59,6 +64,7 @@ impl Cluster {
     /// `count` nodes on keyspace `tern_e2e_{name}_*` and Redis database `db`.
     async fn start_n(name: &str, db: u32, count: usize) -> Option<Cluster> {
         let (redis, cql) = services()?;
+        let serial = ONE_AT_A_TIME.lock().await;
         build_server();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -84,9 +90,30 @@ impl Cluster {
             nodes.push(ChildServer::start(dir.path(), &args).await);
             dirs.push(dir);
         }
-        // Let the nodes find each other on the bus (a refresh, at most 2 s after start).
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Wait until every node is registered (its `alive` key is in Redis: it has
+        // subscribed, registered and read the directory), as a load balancer would wait for
+        // it; then let announcements settle.
+        for k in 0..count {
+            let key = format!("tern:{{{name}-{k}-{nanos}}}:alive");
+            let end = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let out = std::process::Command::new("redis-cli")
+                    .args(["-u", &redis, "EXISTS", &key])
+                    .output()
+                    .unwrap_or_else(|e| panic!("redis-cli: {e}"));
+                if String::from_utf8_lossy(&out.stdout).trim() == "1" {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < end,
+                    "node {k} did not register in Redis within 60 s ({key})"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
         Some(Cluster {
+            _serial: serial,
             nodes,
             redis,
             cql,

@@ -230,11 +230,17 @@ pub(super) async fn registry(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 refresh(&sh, c).await?;
                 next_refresh = Instant::now() + sh.settings.refresh;
                 let all: Vec<u64> = sh.router.local_users().into_iter().map(|u| u.0).collect();
+                // Devices that attached before the first registration were unknown to the
+                // other nodes, which sent them nothing: they resync like after a Redis loss.
+                let early = !ever && !all.is_empty();
                 let _ = sh.ctl.send(Ctl::Announce {
                     to: None,
                     attached: all,
                     detached: Vec::new(),
                 });
+                if early {
+                    sh.resync("devices attached before this node was registered");
+                }
                 if ever {
                     // Other nodes could not reach our users while Redis had lost us.
                     sh.resync("Redis lost this node's registration or failed");

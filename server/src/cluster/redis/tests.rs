@@ -343,11 +343,12 @@ async fn a_clean_shutdown_says_bye_and_a_killed_node_is_a_gap() {
     let mut a = node(&url, &p, "a");
     let mut b = node(&url, &p, "b");
     let c = node(&url, &p, "c");
-    a.router.attach(UserId(1), 0);
     eventually("the nodes find each other", Duration::from_secs(5), || {
         a.bus().peers().len() == 2 && b.bus().peers().len() == 2 && c.bus().peers().len() == 2
     })
     .await;
+    // Attached after a registered: no resync for that (see the test below).
+    a.router.attach(UserId(1), 0);
     if let Some(bus) = c.bus {
         bus.shutdown().await;
     }
@@ -432,4 +433,28 @@ async fn on_redis_cluster_updates_and_revocations_cross_nodes() {
         a.control(Duration::from_secs(3)).await,
         Some(Control::CloseDevice { .. })
     ));
+}
+
+#[tokio::test]
+async fn devices_attached_before_the_first_registration_resync() {
+    let Some(url) = redis_url() else { return };
+    let p = prefix("early");
+    // Attached before the bus tasks ran: the other nodes could not know of this user, so
+    // anything they committed for it meanwhile was never sent; the device must sync.
+    let mut a = node(&url, &p, "a");
+    a.router.attach(UserId(1), 0);
+    match a.control(Duration::from_secs(5)).await {
+        Some(Control::Overflow) => {}
+        other => panic!("expected a resync of the early device, got {other:?}"),
+    }
+    // A node with nobody attached at registration does not resync.
+    let mut b = node(&url, &p, "b");
+    eventually("b registers", Duration::from_secs(5), || {
+        b.bus().peers().len() == 1
+    })
+    .await;
+    assert!(
+        b.control(Duration::from_secs(1)).await.is_none(),
+        "nobody to resync"
+    );
 }
