@@ -322,7 +322,7 @@ impl Services {
             Request::SetPrivacy(settings) => {
                 let r = self.social.set_privacy(session, settings).await;
                 if r.is_ok() {
-                    self.presence.relations_changed(&[session.user_id]);
+                    self.social_committed(&[session.user_id]);
                 }
                 r.map(Response::Privacy)
             }
@@ -359,9 +359,18 @@ impl Services {
         users: &[UserId],
     ) -> Result<Response, ErrorBody> {
         result.map(|()| {
-            self.presence.relations_changed(users);
+            self.social_committed(users);
             Response::Done
         })
+    }
+
+    /// A social write concerning `users` committed: presence views here are evaluated again
+    /// and, in cluster mode, every other node drops its cached facts of them and does the same.
+    fn social_committed(&self, users: &[UserId]) {
+        self.presence.relations_changed(users);
+        if let Some(c) = self.router.cluster() {
+            c.social_changed(users);
+        }
     }
 }
 

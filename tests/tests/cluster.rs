@@ -3,13 +3,17 @@
 //! exchange 1:1 and group messages (what arrives is compared with what was acknowledged),
 //! typing and revocations cross nodes, a `kill -9` of one node loses nothing its clients were
 //! told was sent, and a Redis `FLUSHDB` in the middle of traffic loses nothing either.
+//! Presence is aggregated: a watcher on one node sees a user connected to another come and
+//! go, also when that node dies.
 //!
 //! Each test has its own keyspace and its own Redis database, so they run side by side.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tern_sdk::protocol::{ChatId, ErrorCode, MessageBody, Seq};
+use tern_sdk::protocol::{
+    Audience, ChatId, ErrorCode, MessageBody, PresenceState, PrivacySettings, Seq, UserId,
+};
 use tern_sdk::{Client, ClientEvent, Events};
 use tern_tests::child::{ChildServer, admin_get, metric};
 use tern_tests::{Device, client_config, login};
@@ -305,6 +309,110 @@ async fn messages_typing_and_revocation_cross_nodes() {
         Some(Some(ErrorCode::DeviceRevoked)),
         "the revoked device's connection on the other node closed"
     );
+    cluster.finish().await;
+}
+
+/// Waits until `watcher` sees `user` in a state `want` accepts: from an event, or from a fresh
+/// snapshot (asked each second, since a resync reconnects the watcher), within [`WAIT`].
+async fn presence_until(
+    watcher: &mut Device,
+    user: UserId,
+    what: &str,
+    want: impl Fn(PresenceState) -> bool,
+) {
+    let end = tokio::time::Instant::now() + WAIT;
+    let mut last = None;
+    while tokio::time::Instant::now() < end {
+        if let Ok(snap) = watcher.client.watch_presence(vec![user]).await
+            && let Some(p) = snap.first()
+        {
+            last = Some(p.state);
+            if want(p.state) {
+                return;
+            }
+        }
+        let tick = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(tick, watcher.events.next()).await {
+            if let ClientEvent::Presence(p) = ev
+                && p.user_id == user
+            {
+                last = Some(p.state);
+                if want(p.state) {
+                    return;
+                }
+            }
+        }
+    }
+    panic!("{what}: last seen state {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_aggregated_across_nodes() {
+    let Some(mut cluster) = Cluster::start("presence", 14).await else {
+        return;
+    };
+    let mut alice = cluster.login(0, "+15557000041").await;
+    let bob = cluster.login(1, "+15557000042").await;
+    let bob_id = bob.session.user_id;
+    for (x, y) in [(&alice, &bob), (&bob, &alice)] {
+        x.client
+            .add_contact(y.session.user_id)
+            .await
+            .unwrap_or_else(|e| panic!("add_contact: {e}"));
+    }
+    let online = |s: PresenceState| s == PresenceState::Online;
+    let offline = |s: PresenceState| matches!(s, PresenceState::LastSeen { .. });
+    presence_until(
+        &mut alice,
+        bob_id,
+        "bob on node 1 shows online on node 0",
+        online,
+    )
+    .await;
+    bob.client.close().await;
+    presence_until(
+        &mut alice,
+        bob_id,
+        "bob left node 1: offline on node 0",
+        offline,
+    )
+    .await;
+    let bob = cluster.login(1, "+15557000042").await;
+    presence_until(&mut alice, bob_id, "bob back on node 1", online).await;
+    // A privacy change committed on node 1 applies on node 0 at once (its cached facts of
+    // bob, read for the views above, are dropped), and so does undoing it.
+    let hidden = PrivacySettings {
+        last_seen: Audience::Nobody,
+        online: Audience::Nobody,
+        ..PrivacySettings::default()
+    };
+    bob.client
+        .set_privacy(hidden)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    presence_until(&mut alice, bob_id, "bob hid himself on node 1", |s| {
+        s == PresenceState::Hidden
+    })
+    .await;
+    bob.client
+        .set_privacy(PrivacySettings::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    presence_until(&mut alice, bob_id, "bob visible again", online).await;
+    // A second connection on alice's own node, then that one going to the background: still
+    // online through node 1.
+    let bob_here = cluster.login(0, "+15557000042").await;
+    bob_here
+        .client
+        .set_foreground(false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    presence_until(&mut alice, bob_id, "online through the other node", online).await;
+    // Node 1 dies without a word: its users are offline once it is found silent.
+    cluster.nodes[1].kill();
+    drop(bob);
+    presence_until(&mut alice, bob_id, "node 1 died: bob offline", offline).await;
+    drop(bob_here);
     cluster.finish().await;
 }
 

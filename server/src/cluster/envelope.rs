@@ -55,6 +55,21 @@ pub enum Body {
     Heartbeat,
     /// The sender shuts down cleanly after `seq`: nothing of its tail is missing.
     Bye,
+    /// Presence transitions on the sender: users whose first foreground connection there
+    /// attached, or whose last one left (or a new peer's full online set, with no offline).
+    /// Appended last, so older nodes still decode every earlier variant.
+    Presence {
+        /// Users now online on the sender.
+        online: Vec<u64>,
+        /// Users no longer online on the sender.
+        offline: Vec<u64>,
+    },
+    /// The sender committed a social write (contacts, blocks, privacy) concerning `users`:
+    /// receivers drop their cached facts and evaluate their presence views again.
+    SocialChanged {
+        /// Users whose facts or relations changed.
+        users: Vec<u64>,
+    },
 }
 
 impl Body {
@@ -99,8 +114,17 @@ mod tests {
             body: Body::Updates(vec![(1, vec![1, 2, 3])]),
         };
         let bytes = e.encode().unwrap_or_default();
-        assert_eq!(Envelope::decode(&bytes).ok(), Some(e));
+        assert_eq!(Envelope::decode(&bytes).ok(), Some(e.clone()));
         assert!(Envelope::decode(&[0xff, 0xff]).is_err());
+        let p = Envelope {
+            body: Body::Presence {
+                online: vec![1],
+                offline: vec![2, 3],
+            },
+            ..e
+        };
+        let bytes = p.encode().unwrap_or_default();
+        assert_eq!(Envelope::decode(&bytes).ok(), Some(p));
         assert!(
             !Body::Heartbeat.is_data()
                 && Body::Announce {

@@ -115,15 +115,15 @@ impl LinkTable {
         Verdict::Apply
     }
 
-    /// Forgets links silent since before `now - silent_after`; returns how many of them ended
-    /// without a `Bye` (each one is a gap).
-    pub fn expire(&mut self, now: Instant) -> usize {
+    /// Forgets links silent since before `now - silent_after`; returns the senders of those
+    /// that ended without a `Bye` (each one is a gap).
+    pub fn expire(&mut self, now: Instant) -> Vec<String> {
         let limit = self.silent_after;
-        let mut unclean = 0;
-        self.links.retain(|_, l| {
+        let mut unclean = Vec::new();
+        self.links.retain(|from, l| {
             let alive = now.saturating_duration_since(l.heard) < limit;
             if !alive && !l.said_bye {
-                unclean += 1;
+                unclean.push(from.clone());
             }
             alive
         });
@@ -192,7 +192,7 @@ mod tests {
         l.check("d", 1, 1, true, false, t + Duration::from_secs(2));
         assert_eq!(
             l.expire(t + Duration::from_secs(4)),
-            1,
+            vec!["b".to_owned()],
             "b died, c said bye, d alive"
         );
         assert_eq!(

@@ -14,6 +14,7 @@
 
 pub mod envelope;
 pub mod link;
+pub mod presence;
 #[cfg(feature = "cluster")]
 pub mod redis;
 
@@ -30,6 +31,8 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tern_protocol::{DeviceId, ErrorCode, UserId};
 use tokio::sync::{Notify, mpsc};
+
+use self::presence::PresenceBook;
 
 /// A node's name in the cluster: the `--node-id`, or derived at start-up.
 pub type NodeId = Arc<str>;
@@ -122,6 +125,11 @@ pub enum Outgoing {
         datagram: Bytes,
         /// `Frame::Event(Event::Typing)`.
         frame: Bytes,
+    },
+    /// A committed social write concerning `users`: sent to every live node.
+    SocialChanged {
+        /// Users whose facts or relations changed.
+        users: Vec<UserId>,
     },
     /// Close a device's connections wherever they are (revocation): sent to every live node.
     CloseDevice {
@@ -220,6 +228,11 @@ pub struct Cluster {
     changed: Mutex<HashSet<UserId>>,
     /// Wakes the registry task.
     pub(crate) wake: Notify,
+    /// Set when the registry should refresh the directory at once (a link gap may have cost
+    /// presence transitions; the full refresh restores them from Redis).
+    refresh_soon: AtomicBool,
+    /// Who is online here and on the other nodes.
+    presence: PresenceBook,
     metrics: ClusterMetrics,
 }
 
@@ -235,6 +248,8 @@ impl Cluster {
             lost: AtomicBool::new(false),
             changed: Mutex::new(HashSet::new()),
             wake: Notify::new(),
+            refresh_soon: AtomicBool::new(false),
+            presence: PresenceBook::default(),
             metrics,
         };
         (Arc::new(c), rx)
@@ -352,8 +367,10 @@ impl Cluster {
         self.learn(node, &added, &[]);
     }
 
-    /// Forgets `node` (its registry entry expired: dead, or partitioned from Redis).
+    /// Forgets `node` (its registry entry expired: dead, or partitioned from Redis; or it said
+    /// goodbye): its users are neither reachable nor online there.
     pub fn forget(&self, node: &NodeId) {
+        self.forget_presence(node);
         let users = self
             .by_node
             .lock()
@@ -362,6 +379,72 @@ impl Cluster {
         for u in users {
             self.unlink(u, node);
         }
+    }
+
+    /// Who is online here and elsewhere.
+    pub fn presence(&self) -> &PresenceBook {
+        &self.presence
+    }
+
+    /// The presence hub's local transitions `(user, online here now)`: written to Redis and
+    /// announced to every peer by the registry task, which this wakes.
+    pub fn local_presence(&self, flips: &[(UserId, bool)]) {
+        if self.presence.set_local(flips) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// `node` announced presence transitions of its users.
+    pub fn learn_presence(&self, node: &NodeId, online: &[UserId], offline: &[UserId]) {
+        if *node != self.node && self.presence.learn(node, online, offline) {
+            self.presence.wake.notify_one();
+        }
+    }
+
+    /// Replaces what `node` shows online (a full refresh from Redis).
+    pub fn replace_presence(&self, node: &NodeId, users: &HashSet<UserId>) {
+        if *node != self.node && self.presence.replace(node, users) {
+            self.presence.wake.notify_one();
+        }
+    }
+
+    /// `node` went silent: its users are no longer online there (its directory entries stay
+    /// until the registry says it is gone, so deliveries still try it).
+    pub fn forget_presence(&self, node: &NodeId) {
+        if self.presence.forget(node) {
+            self.presence.wake.notify_one();
+        }
+    }
+
+    /// This node committed a social write concerning `users`: every other node drops its
+    /// cached facts of them (a dropped entry is a gap, which drops all cached facts).
+    pub fn social_changed(&self, users: &[UserId]) {
+        self.send(Outgoing::SocialChanged {
+            users: users.to_vec(),
+        });
+    }
+
+    /// Another node committed a social write concerning `users`.
+    pub fn learn_social(&self, users: &[UserId]) {
+        self.presence.social_changed(users);
+        self.presence.wake.notify_one();
+    }
+
+    /// The bus may have lost a social change: every cached fact must go.
+    pub fn social_lost(&self) {
+        self.presence.social_lost();
+        self.presence.wake.notify_one();
+    }
+
+    /// Asks the registry for a full refresh now.
+    pub fn request_refresh(&self) {
+        self.refresh_soon.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Takes the refresh request.
+    pub fn take_refresh_request(&self) -> bool {
+        self.refresh_soon.swap(false, Ordering::AcqRel)
     }
 
     /// Nodes the cache knows of (other than this one).

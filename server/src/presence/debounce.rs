@@ -50,10 +50,22 @@ pub struct Debounce {
 impl Debounce {
     /// A user not seen since start: offline, with the last seen storage had (if any).
     pub fn new(last_seen_ms: Option<u64>) -> Self {
-        let shown = Shown {
+        Debounce::settled_at(Shown {
             online: false,
             last_seen_ms,
-        };
+        })
+    }
+
+    /// A user this node first hears of while they are online on another node: online, with
+    /// nothing pending (nobody here was told otherwise).
+    pub fn new_online() -> Self {
+        Debounce::settled_at(Shown {
+            online: true,
+            last_seen_ms: None,
+        })
+    }
+
+    fn settled_at(shown: Shown) -> Self {
         Debounce {
             actual: shown,
             offline_since: None,

@@ -7,6 +7,11 @@
 //! connect or disconnect hold the lock for microseconds; the slow parts (privacy checks,
 //! storage reads) run outside it, and their results are committed with a compare-and-set
 //! ([`Hub::commit_view`]) so nothing is sent twice or out of date.
+//!
+//! In cluster mode a user is online if they have a foreground connection here *or* another
+//! node shows them online ([`Hub::set_remote`], fed from `cluster::presence`); the OR of the
+//! two is what the debounce sees. This node's own transitions (first foreground connection,
+//! last one gone) are collected for the bus ([`Hub::take_local_flips`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -56,6 +61,10 @@ struct State {
     unsaved: HashMap<UserId, u64>,
     /// Changes published since the last call to `take_published_count`.
     published: u64,
+    /// Users another node shows online (cluster mode; empty otherwise).
+    remote: HashSet<UserId>,
+    /// Users whose local foreground count crossed zero since the last `take_local_flips`.
+    local_flips: HashSet<UserId>,
 }
 
 /// One piece of fan-out work: a watched user's state and who should be told.
@@ -91,11 +100,21 @@ pub struct Hub {
 
 impl State {
     fn entry(&mut self, user: UserId) -> &mut UserEntry {
+        let remote = self.remote.contains(&user);
         self.users.entry(user).or_insert_with(|| UserEntry {
-            debounce: Debounce::new(None),
+            debounce: if remote {
+                Debounce::new_online()
+            } else {
+                Debounce::new(None)
+            },
             foreground: 0,
             loaded: false,
         })
+    }
+
+    /// Online as watchers should see it: here, or on another node.
+    fn online(&self, user: UserId) -> bool {
+        self.remote.contains(&user) || self.users.get(&user).is_some_and(|e| e.foreground > 0)
     }
 
     /// Runs `f` on `user`'s debounce and keeps the timer set, the dirty set and the unsaved
@@ -177,6 +196,7 @@ impl Hub {
             let e = s.entry(user);
             e.foreground += 1;
             if e.foreground == 1 {
+                s.local_flips.insert(user);
                 s.update(user, |m| m.set_online(true, now, wall_ms, d));
             }
         });
@@ -222,6 +242,27 @@ impl Hub {
         });
     }
 
+    /// Every view may be stale (another node's social writes may have been lost): every
+    /// watched user's watchers and every ready connection are evaluated again. O(watches).
+    pub fn reconsider_all(&self) {
+        self.with(|s| {
+            let watched: Vec<UserId> = s
+                .watchers
+                .keys()
+                .filter(|u| s.users.contains_key(u))
+                .copied()
+                .collect();
+            s.dirty.extend(watched);
+            let ready: Vec<ConnRef> = s
+                .conns
+                .iter()
+                .filter(|(_, c)| c.ready)
+                .map(|(k, _)| *k)
+                .collect();
+            s.recheck.extend(ready);
+        });
+    }
+
     /// Every connection ended (server shutdown): each online user goes offline now, so their
     /// last seen is recorded and flushed even if a connection task was dropped mid-way.
     pub fn disconnect_all(&self, now: Instant, wall_ms: u64) {
@@ -246,11 +287,43 @@ impl Hub {
             let e = s.entry(user);
             let was = e.foreground;
             e.foreground = if fg { was + 1 } else { was.saturating_sub(1) };
-            let (was_online, online) = (was > 0, e.foreground > 0);
-            if was_online != online {
+            if (was > 0) != (e.foreground > 0) {
+                s.local_flips.insert(user);
+                let online = s.online(user);
                 s.update(user, |m| m.set_online(online, now, wall_ms, d));
             }
             true
+        })
+    }
+
+    /// Other nodes' presence as `cluster::presence` now has it: `(user, online elsewhere)`.
+    /// Users held here are debounced like a local change; others are only remembered, so a
+    /// later watch starts from the right state.
+    pub fn set_remote(&self, changes: &[(UserId, bool)], now: Instant, wall_ms: u64) {
+        let d = self.interval;
+        self.with(|s| {
+            for &(user, remote) in changes {
+                let moved = if remote {
+                    s.remote.insert(user)
+                } else {
+                    s.remote.remove(&user)
+                };
+                if moved && s.users.contains_key(&user) {
+                    let online = s.online(user);
+                    s.update(user, |m| m.set_online(online, now, wall_ms, d));
+                }
+            }
+        });
+    }
+
+    /// This node's transitions since the last call: `(user, foreground here now)`.
+    pub fn take_local_flips(&self) -> Vec<(UserId, bool)> {
+        self.with(|s| {
+            let flips = std::mem::take(&mut s.local_flips);
+            flips
+                .into_iter()
+                .map(|u| (u, s.users.get(&u).is_some_and(|e| e.foreground > 0)))
+                .collect()
         })
     }
 
@@ -442,10 +515,12 @@ impl Hub {
                 watchers,
                 unsaved,
                 dirty,
+                remote,
                 ..
             } = s;
             users.retain(|u, e| {
                 e.foreground > 0
+                    || remote.contains(u)
                     || !e.debounce.settled(now, d)
                     || watchers.contains_key(u)
                     || unsaved.contains_key(u)
@@ -550,5 +625,53 @@ mod tests {
         assert_eq!(notify.len(), 2, "both users came online");
         let n = notify.iter().find(|n| n.user == UserId(2)).unwrap();
         assert_eq!(n.watchers, vec![(conn(1), UserId(1))]);
+    }
+
+    #[test]
+    fn another_nodes_presence_is_ored_with_this_nodes_and_debounced() {
+        let hub = Hub::new(D);
+        let t = Instant::now();
+        let (alice, bob, carol) = (UserId(1), UserId(2), UserId(3));
+        hub.set_remote(&[(bob, true)], t, 1);
+        hub.connected(conn(1), alice, t, 1);
+        let w = hub.replace_watches(conn(1), &[bob]).unwrap_or_default();
+        assert!(w[0].1.online, "first heard of while online elsewhere");
+        assert_eq!(hub.take_local_flips(), vec![(alice, true)]);
+        hub.connected(conn(2), bob, t, 1);
+        assert_eq!(hub.take_local_flips(), vec![(bob, true)]);
+        hub.set_remote(&[(bob, false)], t, 2);
+        assert!(
+            hub.shown(bob).is_some_and(|s| s.online),
+            "still online here"
+        );
+        hub.disconnected(conn(2), t, 3);
+        assert_eq!(hub.take_local_flips(), vec![(bob, false)]);
+        hub.poll(t + D);
+        assert_eq!(
+            hub.shown(bob),
+            Some(Shown {
+                online: false,
+                last_seen_ms: Some(3)
+            }),
+            "offline everywhere: published after the debounce"
+        );
+        hub.set_remote(&[(carol, true)], t + D, 4);
+        assert!(
+            hub.shown(carol).is_none(),
+            "unwatched users only remembered"
+        );
+        hub.replace_watches(conn(1), &[carol]);
+        hub.answered(conn(1));
+        hub.set_remote(&[(carol, false)], t + D, 5);
+        assert!(hub.shown(carol).is_some_and(|s| s.online), "debounced");
+        hub.poll(t + 2 * D);
+        assert_eq!(hub.shown(carol).map(|s| s.online), Some(false));
+        let (notify, _, _) = hub.take_work(16);
+        assert!(
+            notify
+                .iter()
+                .any(|n| n.user == carol && n.watchers == vec![(conn(1), alice)]),
+            "its watcher hears it"
+        );
     }
 }

@@ -134,9 +134,36 @@ impl PresenceService {
         }
     }
 
+    /// Cluster mode: hands this node's transitions to the bus and takes the other nodes', and
+    /// applies their social writes (all in memory; the bus tasks do the network). Outside
+    /// cluster mode the flips are dropped.
+    fn exchange_with_cluster(&self) {
+        let flips = self.hub.take_local_flips();
+        let Some(cluster) = self.deps.router.cluster() else {
+            return;
+        };
+        if !flips.is_empty() {
+            cluster.local_presence(&flips);
+        }
+        let remote = cluster.presence().take_dirty();
+        if !remote.is_empty() {
+            self.hub.set_remote(&remote, Instant::now(), wall_ms());
+        }
+        // Other nodes' social writes: the facts they invalidate go, the views are redone.
+        let (users, all) = cluster.presence().take_social();
+        if all {
+            self.deps.social.forget_all_facts();
+            self.hub.reconsider_all();
+        } else if !users.is_empty() {
+            self.deps.social.forget_facts(&users);
+            self.hub.reconsider(&users);
+        }
+    }
+
     /// One round of the driver: publish what is due, fan out a bounded batch. True if work is
     /// left for another round at once.
     async fn round(&self) -> bool {
+        self.exchange_with_cluster();
         self.hub.poll(Instant::now());
         let (notify, recheck, more) = self.hub.take_work(FAN_OUT_BATCH);
         let published = self.hub.take_published_count();
@@ -173,9 +200,16 @@ impl PresenceService {
                     .hub
                     .next_deadline()
                     .unwrap_or_else(|| Instant::now() + IDLE_WAKE);
+                let remote = async {
+                    match svc.deps.router.cluster() {
+                        Some(c) => c.presence().wake.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     changed = stop.changed() => if changed.is_err() { break },
                     _ = svc.wake.notified() => {}
+                    _ = remote => {}
                     _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
                     _ = flush.tick() => {
                         svc.flush_last_seen().await;

@@ -6,10 +6,11 @@
 //! storage and dropped by the social service's own writes (contacts, blocks, settings) right
 //! after their commit; the cache is bounded by entries and cleared when full.
 //!
-//! Single node only: the writes that invalidate an entry are this process's. When users can be
-//! served by several nodes (the cluster issue), every node must drop a user's entry when any
-//! node commits a social write of that user, e.g. by publishing the user id on a
-//! cluster-wide invalidation channel after the commit, or by bounding staleness with a TTL.
+//! In cluster mode another node may commit a social write: it publishes the users concerned
+//! on the bus after the commit and every node drops their entries ([`FactsCache::invalidate`]);
+//! when the bus may have lost such a message (a link gap, a resubscription) the node drops
+//! everything ([`FactsCache::clear`]), so a block or a stricter privacy setting is never
+//! ignored for longer than the bus takes to notice the loss.
 //!
 //! A load racing an invalidation must not put back a stale entry: a load remembers the
 //! invalidation epoch before it reads storage and inserts only if no invalidation happened
@@ -99,6 +100,14 @@ impl FactsCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut entries) = self.entries.lock() {
             entries.remove(&user);
+        }
+    }
+
+    /// Drops every entry (the bus may have lost an invalidation).
+    pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
         }
     }
 

@@ -152,6 +152,18 @@ impl SocialService {
         }
     }
 
+    /// Another node committed a social write of `users` (cluster mode): their cached facts go.
+    pub fn forget_facts(&self, users: &[UserId]) {
+        for u in users {
+            self.facts_cache.invalidate(*u);
+        }
+    }
+
+    /// The bus may have lost such a write: every cached fact goes.
+    pub fn forget_all_facts(&self) {
+        self.facts_cache.clear();
+    }
+
     /// A user's facts, through the cache.
     async fn facts(&self, user: UserId) -> Result<Arc<UserFacts>, ErrorBody> {
         self.facts_cache

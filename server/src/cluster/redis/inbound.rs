@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tern_protocol::{DeviceId, ErrorCode, UserId};
 use tokio::sync::watch;
 
-use super::{Ctl, Shared, subscriber_url};
+use super::{Shared, subscriber_url};
 use crate::cluster::NodeId;
 use crate::cluster::envelope::{Body, Envelope};
 use crate::cluster::link::{LinkTable, Verdict};
@@ -77,8 +77,13 @@ pub(super) async fn subscriber(sh: Arc<Shared>, mut stop: watch::Receiver<bool>)
                 _ = tick.tick() => {
                     let now = Instant::now();
                     let dead = links.expire(now);
-                    if dead > 0 {
-                        sh.metrics.gaps.inc_by(dead as u64);
+                    if !dead.is_empty() {
+                        sh.metrics.gaps.inc_by(dead.len() as u64);
+                        for node in &dead {
+                            // A silent node shows nobody online; a live one that was only
+                            // partitioned is restored by the refresh after its next envelope.
+                            sh.cluster.forget_presence(&NodeId::from(node.as_str()));
+                        }
                         sh.resync("a peer went silent without saying goodbye");
                     }
                     if now.saturating_duration_since(heard) > sh.settings.silent_after {
@@ -122,12 +127,7 @@ fn handle(sh: &Shared, links: &mut LinkTable, payload: &[u8]) {
     let bye = matches!(env.body, Body::Bye);
     if !bye && sh.add_peer(&from) {
         // A peer we had not heard of: tell it who is here, so it can reach them at once.
-        let all: Vec<u64> = sh.router.local_users().into_iter().map(|u| u.0).collect();
-        let _ = sh.ctl.send(Ctl::Announce {
-            to: Some(from.clone()),
-            attached: all,
-            detached: Vec::new(),
-        });
+        sh.greet(&from);
     }
     match links.check(
         &env.from,
@@ -141,6 +141,8 @@ fn handle(sh: &Shared, links: &mut LinkTable, payload: &[u8]) {
         Verdict::Gap => {
             sh.metrics.gaps.inc();
             sh.resync("a gap on a node link");
+            // Presence transitions may have been in the gap: Redis holds every node's set.
+            sh.cluster.request_refresh();
         }
         Verdict::Apply => {}
     }
@@ -173,6 +175,15 @@ fn handle(sh: &Shared, links: &mut LinkTable, payload: &[u8]) {
             let a: Vec<UserId> = attached.into_iter().map(UserId).collect();
             let d: Vec<UserId> = detached.into_iter().map(UserId).collect();
             sh.cluster.learn(&from, &a, &d);
+        }
+        Body::Presence { online, offline } => {
+            let on: Vec<UserId> = online.into_iter().map(UserId).collect();
+            let off: Vec<UserId> = offline.into_iter().map(UserId).collect();
+            sh.cluster.learn_presence(&from, &on, &off);
+        }
+        Body::SocialChanged { users } => {
+            let users: Vec<UserId> = users.into_iter().map(UserId).collect();
+            sh.cluster.learn_social(&users);
         }
         Body::Heartbeat => {}
         Body::Bye => {

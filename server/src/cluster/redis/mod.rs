@@ -10,6 +10,8 @@
 //! - `{prefix}:{node}:users`: the set of users with a connection on the node (added when the
 //!   first connection attaches, removed when the last detaches), same TTL, so a killed node's
 //!   directory vanishes with it;
+//! - `{prefix}:{node}:online`: the users with a foreground connection on the node (presence;
+//!   same TTL), read by every refresh so a lost presence envelope heals;
 //! - `{prefix}:nodes`: the set of node ids, pruned of ids whose `alive` key is gone.
 //!
 //! Channel `{prefix}:ch:{node}` carries the [`Envelope`]s for one node (pub/sub is not
@@ -84,6 +86,10 @@ impl BusSettings {
 
     fn users_key(&self, node: &str) -> String {
         format!("{}:{{{node}}}:users", self.prefix)
+    }
+
+    fn online_key(&self, node: &str) -> String {
+        format!("{}:{{{node}}}:online", self.prefix)
     }
 
     fn nodes_key(&self) -> String {
@@ -170,6 +176,12 @@ pub(crate) enum Ctl {
         attached: Vec<u64>,
         detached: Vec<u64>,
     },
+    /// Announce presence transitions to `to` (every peer when `None`).
+    Presence {
+        to: Option<NodeId>,
+        online: Vec<u64>,
+        offline: Vec<u64>,
+    },
     /// Publish `Bye` to every peer, then stop.
     Bye(tokio::sync::oneshot::Sender<()>),
 }
@@ -210,8 +222,27 @@ impl Shared {
     /// Marks every local user for resync (counted).
     pub(crate) fn resync(&self, why: &str) {
         let users = self.router.resync_all();
+        // Whatever was lost may have included a social write (a block, a privacy change).
+        self.cluster.social_lost();
         self.metrics.resyncs.inc();
         tracing::warn!(why, users, "cluster bus: local devices resync from storage");
+    }
+
+    /// Tells a peer this node had not heard of who is here and who is online here.
+    pub(crate) fn greet(&self, node: &NodeId) {
+        let all: Vec<u64> = self.router.local_users().into_iter().map(|u| u.0).collect();
+        let _ = self.ctl.send(Ctl::Announce {
+            to: Some(node.clone()),
+            attached: all,
+            detached: Vec::new(),
+        });
+        let online = self.cluster.presence().local_online();
+        let online: Vec<u64> = online.into_iter().map(|u| u.0).collect();
+        let _ = self.ctl.send(Ctl::Presence {
+            to: Some(node.clone()),
+            online,
+            offline: Vec::new(),
+        });
     }
 
     pub(crate) fn redis_error(&self, what: &str, e: &redis::RedisError) {

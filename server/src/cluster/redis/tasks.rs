@@ -90,6 +90,17 @@ impl Links<'_> {
                 };
                 self.data(&node, body);
             }
+            Outgoing::SocialChanged { users } => {
+                let users: Vec<u64> = users.into_iter().map(|u| u.0).collect();
+                for peer in self.sh.peers() {
+                    self.data(
+                        &peer,
+                        Body::SocialChanged {
+                            users: users.clone(),
+                        },
+                    );
+                }
+            }
             Outgoing::CloseDevice { user, device, code } => {
                 for peer in self.sh.peers() {
                     let body = Body::CloseDevice {
@@ -138,6 +149,13 @@ pub(super) async fn publisher(
                     let targets = to.map(|t| vec![t]).unwrap_or_else(|| sh.peers());
                     for t in targets {
                         let body = Body::Announce { attached: attached.clone(), detached: detached.clone() };
+                        links.data(&t, body);
+                    }
+                }
+                Some(Ctl::Presence { to, online, offline }) => {
+                    let targets = to.map(|t| vec![t]).unwrap_or_else(|| sh.peers());
+                    for t in targets {
+                        let body = Body::Presence { online: online.clone(), offline: offline.clone() };
                         links.data(&t, body);
                     }
                 }
@@ -268,7 +286,8 @@ pub(super) async fn registry(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 return Ok(false);
             }
             flush_changes(&sh, c).await?;
-            if Instant::now() >= next_refresh {
+            flush_presence(&sh, c).await?;
+            if Instant::now() >= next_refresh || sh.cluster.take_refresh_request() {
                 refresh(&sh, c).await?;
                 next_refresh = Instant::now() + sh.settings.refresh;
             }
@@ -316,16 +335,11 @@ async fn register(sh: &Shared, c: &mut Conn) -> RedisResult<()> {
     .await?;
     c.run::<i64>(redis::cmd("SADD").arg(s.nodes_key()).arg(&*s.node))
         .await?;
-    let users_key = s.users_key(&s.node);
-    c.run::<i64>(redis::cmd("DEL").arg(&users_key)).await?;
-    let users: Vec<u64> = sh.router.local_users().into_iter().map(|u| u.0).collect();
-    for chunk in users.chunks(CHUNK) {
-        c.run::<i64>(redis::cmd("SADD").arg(&users_key).arg(chunk))
-            .await?;
-    }
-    c.run::<i64>(redis::cmd("PEXPIRE").arg(&users_key).arg(ttl))
-        .await?;
-    tracing::info!(node = %s.node, users = users.len(), "cluster bus: registered");
+    let users = ids(sh.router.local_users());
+    replace_set(c, &s.users_key(&s.node), &users, s.node_ttl).await?;
+    let online = ids(sh.cluster.presence().local_online());
+    replace_set(c, &s.online_key(&s.node), &online, s.node_ttl).await?;
+    tracing::info!(node = %s.node, users = users.len(), online = online.len(), "cluster bus: registered");
     Ok(())
 }
 
@@ -335,42 +349,78 @@ async fn deregister(sh: &Shared, c: &mut Conn) -> RedisResult<()> {
         .await?;
     c.run::<i64>(redis::cmd("DEL").arg(s.users_key(&s.node)))
         .await?;
+    c.run::<i64>(redis::cmd("DEL").arg(s.online_key(&s.node)))
+        .await?;
     c.run::<i64>(redis::cmd("SREM").arg(s.nodes_key()).arg(&*s.node))
         .await?;
     Ok(())
+}
+
+/// Adds `add` to and removes `remove` from the set at `key`, and refreshes its TTL.
+async fn write_set(
+    c: &mut Conn,
+    key: &str,
+    add: &[u64],
+    remove: &[u64],
+    ttl: Duration,
+) -> RedisResult<()> {
+    for chunk in add.chunks(CHUNK) {
+        c.run::<i64>(redis::cmd("SADD").arg(key).arg(chunk)).await?;
+    }
+    for chunk in remove.chunks(CHUNK) {
+        c.run::<i64>(redis::cmd("SREM").arg(key).arg(chunk)).await?;
+    }
+    c.run::<i64>(redis::cmd("PEXPIRE").arg(key).arg(ttl.as_millis() as u64))
+        .await?;
+    Ok(())
+}
+
+/// Replaces the set at `key` with `members` (with a TTL).
+async fn replace_set(c: &mut Conn, key: &str, members: &[u64], ttl: Duration) -> RedisResult<()> {
+    c.run::<i64>(redis::cmd("DEL").arg(key)).await?;
+    write_set(c, key, members, &[], ttl).await
+}
+
+fn ids(users: impl IntoIterator<Item = UserId>) -> Vec<u64> {
+    users.into_iter().map(|u| u.0).collect()
 }
 
 /// Writes the users whose first connection attached or last detached since the last round,
 /// announces them to every peer, and refreshes the user set's TTL.
 async fn flush_changes(sh: &Shared, c: &mut Conn) -> RedisResult<()> {
     let s = &sh.settings;
-    let users_key = s.users_key(&s.node);
-    let changed = sh.cluster.take_changed();
-    if !changed.is_empty() {
-        let (attached, detached): (Vec<UserId>, Vec<UserId>) =
-            changed.into_iter().partition(|u| sh.router.is_local(*u));
-        let attached: Vec<u64> = attached.into_iter().map(|u| u.0).collect();
-        let detached: Vec<u64> = detached.into_iter().map(|u| u.0).collect();
+    let (attached, detached): (Vec<UserId>, Vec<UserId>) = sh
+        .cluster
+        .take_changed()
+        .into_iter()
+        .partition(|u| sh.router.is_local(*u));
+    let (attached, detached) = (ids(attached), ids(detached));
+    write_set(c, &s.users_key(&s.node), &attached, &detached, s.node_ttl).await?;
+    if !attached.is_empty() || !detached.is_empty() {
         let _ = sh.ctl.send(Ctl::Announce {
             to: None,
-            attached: attached.clone(),
-            detached: detached.clone(),
+            attached,
+            detached,
         });
-        for chunk in attached.chunks(CHUNK) {
-            c.run::<i64>(redis::cmd("SADD").arg(&users_key).arg(chunk))
-                .await?;
-        }
-        for chunk in detached.chunks(CHUNK) {
-            c.run::<i64>(redis::cmd("SREM").arg(&users_key).arg(chunk))
-                .await?;
-        }
     }
-    c.run::<i64>(
-        redis::cmd("PEXPIRE")
-            .arg(&users_key)
-            .arg(s.node_ttl.as_millis() as u64),
-    )
-    .await?;
+    Ok(())
+}
+
+/// Writes and announces the presence transitions the hub reported since the last round, and
+/// refreshes the online set's TTL. The set in Redis is what a refresh of every other node
+/// reads, so a transition whose envelope was lost still arrives within a refresh.
+async fn flush_presence(sh: &Shared, c: &mut Conn) -> RedisResult<()> {
+    let s = &sh.settings;
+    let (online, offline) = sh.cluster.presence().take_local_changes();
+    let (online, offline) = (ids(online), ids(offline));
+    write_set(c, &s.online_key(&s.node), &online, &offline, s.node_ttl).await?;
+    if !online.is_empty() || !offline.is_empty() {
+        let _ = sh.ctl.send(Ctl::Presence {
+            to: None,
+            online,
+            offline,
+        });
+    }
     Ok(())
 }
 
@@ -394,14 +444,12 @@ async fn refresh(sh: &Shared, c: &mut Conn) -> RedisResult<()> {
         let users: Vec<u64> = c.run(redis::cmd("SMEMBERS").arg(s.users_key(&n))).await?;
         sh.cluster
             .replace(&node, users.into_iter().map(UserId).collect());
+        let online: Vec<u64> = c.run(redis::cmd("SMEMBERS").arg(s.online_key(&n))).await?;
+        sh.cluster
+            .replace_presence(&node, &online.into_iter().map(UserId).collect());
         if sh.add_peer(&node) {
             // A node we had not heard of: tell it who is here.
-            let all: Vec<u64> = sh.router.local_users().into_iter().map(|u| u.0).collect();
-            let _ = sh.ctl.send(Ctl::Announce {
-                to: Some(node.clone()),
-                attached: all,
-                detached: Vec::new(),
-            });
+            sh.greet(&node);
         }
         live.insert(node);
     }

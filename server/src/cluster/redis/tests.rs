@@ -128,12 +128,17 @@ fn update(pts: u64) -> Update {
     }
 }
 
-async fn publish(url: &str, channel: &str, env: &Envelope) {
+/// A plain connection for a test's own commands.
+async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(url).unwrap_or_else(|e| panic!("{e}"));
-    let mut c = client
+    client
         .get_multiplexed_async_connection()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn publish(url: &str, channel: &str, env: &Envelope) {
+    let mut c = redis_conn(url).await;
     let bytes = env.encode().unwrap_or_else(|e| panic!("{e}"));
     let _: i64 = redis::cmd("PUBLISH")
         .arg(channel)
@@ -274,11 +279,7 @@ async fn redis_flushed_empty_is_detected_and_the_node_registers_again() {
         b.router.is_connected(user)
     })
     .await;
-    let client = redis::Client::open(url.as_str()).unwrap_or_else(|e| panic!("{e}"));
-    let mut c = client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = redis_conn(&url).await;
     let _: () = redis::cmd("FLUSHDB")
         .query_async(&mut c)
         .await
@@ -457,4 +458,57 @@ async fn devices_attached_before_the_first_registration_resync() {
         b.control(Duration::from_secs(1)).await.is_none(),
         "nobody to resync"
     );
+}
+
+#[tokio::test]
+async fn presence_crosses_nodes_heals_from_redis_and_leaves_with_a_dead_node() {
+    let Some(url) = redis_url() else { return };
+    let (a, b) = pair(&url, "presence").await;
+    let (alice, bob) = (UserId(1), UserId(2));
+    let seen_on_b = |u: UserId| b.bus().cluster().presence().remote_online(u);
+    a.bus().cluster().local_presence(&[(alice, true)]);
+    eventually("b hears alice came online", Duration::from_secs(3), || {
+        seen_on_b(alice)
+    })
+    .await;
+    assert!(
+        !a.bus().cluster().presence().remote_online(alice),
+        "a node is never remote to itself"
+    );
+    a.bus().cluster().local_presence(&[(alice, false)]);
+    eventually("b hears alice went offline", Duration::from_secs(3), || {
+        !seen_on_b(alice)
+    })
+    .await;
+    // A transition whose envelope was lost: only Redis has it. The refresh brings it.
+    let mut c = redis_conn(&url).await;
+    let online_key = a.bus().shared.settings.online_key("a");
+    let _: i64 = redis::cmd("SADD")
+        .arg(&online_key)
+        .arg(bob.0)
+        .query_async(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    eventually(
+        "b's refresh reads bob from Redis",
+        Duration::from_secs(4),
+        || seen_on_b(bob),
+    )
+    .await;
+    assert!(!seen_on_b(alice));
+    a.bus().cluster().local_presence(&[(alice, true)]);
+    eventually("alice online again", Duration::from_secs(3), || {
+        seen_on_b(alice)
+    })
+    .await;
+    let mut a = a;
+    if let Some(bus) = a.bus.take() {
+        bus.kill();
+    }
+    eventually(
+        "a dead node shows nobody online",
+        Duration::from_secs(8),
+        || !seen_on_b(alice) && !seen_on_b(bob),
+    )
+    .await;
 }
