@@ -11,11 +11,12 @@
 //! refill), attempts on ids that do not exist included, so an account can neither spray
 //! strangers nor probe for ids. Sends are limited separately (`chat::limits`).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tern_protocol::{Audience, ErrorBody, PrivacySettings, UserId};
 
-use crate::chat::limits::{ChatConfig, UserLimiter};
+use crate::chat::limits::{ChatConfig, SharedBudget, UserLimiter};
 
 /// What one user may or may not see of another. Rules for each live in this module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,9 +125,15 @@ impl Policy {
         }
     }
 
+    /// Also spends the first-contact budget cluster-wide for users on several nodes.
+    pub fn with_shared_budget(mut self, shared: Option<Arc<dyn SharedBudget>>) -> Self {
+        self.new_peers = self.new_peers.shared(shared);
+        self
+    }
+
     /// Whether `from` may open a conversation with `to`. First contact spends from `from`'s
     /// budget; an existing relation is free.
-    pub fn may_contact(
+    pub async fn may_contact(
         &self,
         from: UserId,
         _to: UserId,
@@ -135,7 +142,7 @@ impl Policy {
     ) -> Result<(), ErrorBody> {
         match relation {
             Relation::SharesChat => Ok(()),
-            Relation::Stranger => self.new_peers.check(from, now),
+            Relation::Stranger => self.new_peers.check(from, now).await,
         }
     }
 }

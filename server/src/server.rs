@@ -82,21 +82,39 @@ fn start_bus(
     Ok(Some(bus))
 }
 
-/// Where OTP codes and limits live: in Redis when `--cluster-redis` is set, so every node sees
-/// the same codes and budgets (and refuses logins while Redis is unreachable); else in memory.
-fn auth_state(
+/// What every node of a cluster shares in Redis (`--cluster-redis`); in memory otherwise.
+#[derive(Default)]
+struct SharedState {
+    /// OTP codes and limits, so every node sees the same codes and budgets (and refuses logins
+    /// while Redis is unreachable).
+    auth: Option<Arc<dyn crate::auth::state::AuthState>>,
+    /// Per-user budgets of users on several nodes (their node's own limit applies while Redis
+    /// is unreachable).
+    budget: Option<Arc<dyn crate::chat::limits::SharedBudget>>,
+}
+
+fn shared_state(
     config: &Config,
     otp_secret: &[u8],
-) -> anyhow::Result<Option<Arc<dyn crate::auth::state::AuthState>>> {
+    router: &Arc<Router>,
+) -> anyhow::Result<SharedState> {
     #[cfg(feature = "cluster")]
     if let Some(url) = &config.cluster.redis {
         use crate::cluster::redis::auth_state::{RedisAuthSettings, RedisAuthState};
+        use crate::cluster::redis::budget::RedisBudget;
         let target = crate::cluster::RedisTarget::parse(url).map_err(anyhow::Error::msg)?;
-        let state = RedisAuthState::new(RedisAuthSettings::new(target), &config.auth, otp_secret)?;
-        return Ok(Some(Arc::new(state)));
+        let state = Arc::new(RedisAuthState::new(
+            RedisAuthSettings::new(target),
+            &config.auth,
+            otp_secret,
+        )?);
+        return Ok(SharedState {
+            auth: Some(state.clone()),
+            budget: Some(Arc::new(RedisBudget::new(state, router.clone()))),
+        });
     }
-    let _ = (config, otp_secret);
-    Ok(None)
+    let _ = (config, otp_secret, router);
+    Ok(SharedState::default())
 }
 
 fn sender(config: &Config) -> anyhow::Result<Arc<dyn OtpSender>> {
@@ -228,23 +246,27 @@ impl RunningServer {
         .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
         let sender = sender(&config)?;
         let otp_sender = sender.describe();
+        let shared = shared_state(&config, &keys.otp, &router)?;
         let auth = Arc::new(AuthService::new(AuthDeps {
             storage: storage.clone(),
             sender,
             issuer,
             router: router.clone(),
             otp_secret: keys.otp.clone(),
-            state: auth_state(&config, &keys.otp)?,
+            state: shared.auth,
             refresh_secret: keys.refresh.clone(),
             config: config.auth.clone(),
         }));
-        let policy = Arc::new(Policy::new(&config.chat));
-        let social = Arc::new(SocialService::new(SocialDeps {
-            storage: storage.clone(),
-            metrics: metrics.clone(),
-            policy: policy.clone(),
-            config: config.social.clone(),
-        }));
+        let policy = Arc::new(Policy::new(&config.chat).with_shared_budget(shared.budget.clone()));
+        let social = Arc::new(
+            SocialService::new(SocialDeps {
+                storage: storage.clone(),
+                metrics: metrics.clone(),
+                policy: policy.clone(),
+                config: config.social.clone(),
+            })
+            .with_shared_budget(shared.budget.clone()),
+        );
         let presence = Arc::new(PresenceService::new(PresenceDeps {
             storage: storage.clone(),
             social: social.clone(),
@@ -252,12 +274,15 @@ impl RunningServer {
             metrics: metrics.clone(),
             config: config.presence.clone(),
         }));
-        let chat = Arc::new(ChatService::new(ChatDeps {
-            storage: storage.clone(),
-            metrics: metrics.clone(),
-            policy,
-            config: config.chat.clone(),
-        }));
+        let chat = Arc::new(
+            ChatService::new(ChatDeps {
+                storage: storage.clone(),
+                metrics: metrics.clone(),
+                policy,
+                config: config.chat.clone(),
+            })
+            .with_shared_budget(shared.budget.clone()),
+        );
         let groups = Arc::new(GroupService::new(GroupDeps {
             storage: storage.clone(),
             metrics: metrics.clone(),
@@ -266,7 +291,8 @@ impl RunningServer {
                 config.chat.send_burst,
                 config.chat.send_per_minute,
                 config.chat.max_limited_users,
-            ),
+            )
+            .shared(shared.budget.clone()),
         }));
         let receipt_task = chat.spawn_receipt_flusher();
         let (presence_stop, stop_rx) = tokio::sync::watch::channel(false);

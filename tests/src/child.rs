@@ -155,8 +155,31 @@ impl Drop for ChildServer {
     }
 }
 
+/// Limits raised for tests (every test client comes from 127.0.0.1, reconnect storms open
+/// thousands of connections, load tests send fast); a test that passes one of these flags in
+/// its extra flags gets its own value instead.
+const TEST_LIMITS: [(&str, &str); 8] = [
+    ("--otp-address-burst", "1000000"),
+    ("--otp-address-per-minute", "1000000"),
+    ("--otp-prefix-burst", "1000000"),
+    ("--otp-prefix-per-minute", "1000000"),
+    ("--max-connections-per-ip", "100000"),
+    ("--chat-send-burst", "1000000"),
+    ("--chat-send-per-minute", "1000000"),
+    ("--chat-new-peer-burst", "100000"),
+];
+
 fn spawn(dir: &Path, quic: SocketAddr, admin: SocketAddr, extra: &[String]) -> Child {
     let log = std::env::var("CHILD_LOG").ok();
+    let overridden = |flag: &str| {
+        extra
+            .iter()
+            .any(|e| e == flag || e.starts_with(&format!("{flag}=")))
+    };
+    let limits = TEST_LIMITS
+        .iter()
+        .filter(|(flag, _)| !overridden(flag))
+        .flat_map(|(flag, value)| [*flag, *value]);
     Command::new(ensure_binary())
         .arg("--data-dir")
         .arg(dir.join("data"))
@@ -166,28 +189,7 @@ fn spawn(dir: &Path, quic: SocketAddr, admin: SocketAddr, extra: &[String]) -> C
         .arg(admin.to_string())
         .arg("--otp-sender")
         .arg(format!("file:{}", dir.join("otp.txt").display()))
-        .args([
-            "--otp-address-burst",
-            "1000000",
-            "--otp-address-per-minute",
-            "1000000",
-        ])
-        .args([
-            "--otp-prefix-burst",
-            "1000000",
-            "--otp-prefix-per-minute",
-            "1000000",
-        ])
-        // Every test client comes from 127.0.0.1; reconnect storms open thousands.
-        .args(["--max-connections-per-ip", "100000"])
-        .args([
-            "--chat-send-burst",
-            "1000000",
-            "--chat-send-per-minute",
-            "1000000",
-            "--chat-new-peer-burst",
-            "100000",
-        ])
+        .args(limits)
         .args(extra)
         .env("TERN_LOG", log.clone().unwrap_or_else(|| "warn".into()))
         .stdout(if log.is_some() {

@@ -67,6 +67,11 @@ impl Cluster {
 
     /// `count` nodes on keyspace `tern_e2e_{name}_*` and Redis database `db`.
     async fn start_n(name: &str, db: u32, count: usize) -> Option<Cluster> {
+        Cluster::start_with(name, db, count, &[]).await
+    }
+
+    /// `count` nodes, each also given the server flags `extra`.
+    async fn start_with(name: &str, db: u32, count: usize, extra: &[&str]) -> Option<Cluster> {
         let (redis, cql) = services()?;
         let serial = ONE_AT_A_TIME.lock().await;
         build_server();
@@ -90,7 +95,8 @@ impl Cluster {
                 format!("--node-id={name}-{k}-{nanos}"),
                 "--shards=1".to_owned(),
             ];
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+            args.extend_from_slice(extra);
             nodes.push(ChildServer::start(dir.path(), &args).await);
             dirs.push(dir);
         }
@@ -413,6 +419,53 @@ async fn presence_is_aggregated_across_nodes() {
     drop(bob);
     presence_until(&mut alice, bob_id, "node 1 died: bob offline", offline).await;
     drop(bob_here);
+    cluster.finish().await;
+}
+
+/// Sends texts until one is not acknowledged within 3 s (the SDK retries a `RateLimited` send
+/// with backoff, so a refused one just waits); answers how many were.
+async fn sends_until_refused(client: &Client, chat: ChatId, base: u64, max: usize) -> usize {
+    for i in 0..max {
+        let body = MessageBody::Text(format!("burst {i}"));
+        let sent = client.send(chat, body, base + i as u64);
+        match tokio::time::timeout(Duration::from_secs(3), sent).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.code() == Some(ErrorCode::RateLimited) => return i,
+            Ok(Err(e)) => panic!("send: {e}"),
+            Err(_) => return i,
+        }
+    }
+    max
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_on_two_nodes_has_one_send_budget() {
+    let extra = ["--chat-send-burst=6", "--chat-send-per-minute=1"];
+    let Some(cluster) = Cluster::start_with("budget", 15, 2, &extra).await else {
+        return;
+    };
+    let alice_a = cluster.login(0, "+15557000051").await;
+    let alice_b = cluster.login(1, "+15557000051").await;
+    let bob = cluster.login(0, "+15557000052").await;
+    let chat = alice_a
+        .client
+        .open_direct_chat(bob.session.user_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .chat_id;
+    // Let each node learn that alice is on the other too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let on_a = sends_until_refused(&alice_a.client, chat, 1, 10).await;
+    let on_b = sends_until_refused(&alice_b.client, chat, 100, 10).await;
+    assert!(
+        (6..=7).contains(&(on_a + on_b)),
+        "one budget of 6 for both devices (each node alone would allow 6): {on_a} + {on_b}"
+    );
+    assert_eq!(
+        sends_until_refused(&bob.client, chat, 1_000, 6).await,
+        6,
+        "a user on one node keeps their whole budget"
+    );
     cluster.finish().await;
 }
 

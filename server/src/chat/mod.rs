@@ -18,7 +18,7 @@ use tern_protocol::{
     UserId,
 };
 
-use self::limits::{ChatConfig, UserLimiter};
+use self::limits::{ChatConfig, SharedBudget, UserLimiter};
 use self::receipts::ReceiptCoalescer;
 use crate::auth::storage_error;
 use crate::metrics::Metrics;
@@ -74,6 +74,12 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl ChatService {
+    /// Also spends the send budget cluster-wide for users on several nodes.
+    pub fn with_shared_budget(mut self, shared: Option<Arc<dyn SharedBudget>>) -> Self {
+        self.sends = self.sends.shared(shared);
+        self
+    }
+
     /// Builds the service from its dependencies.
     pub fn new(deps: ChatDeps) -> Self {
         let c = &deps.config;
@@ -136,7 +142,8 @@ impl ChatService {
         };
         // Asked before the user lookup: probing ids spends the same budget as real contacts.
         self.policy
-            .may_contact(s.user_id, peer, relation, Instant::now())?;
+            .may_contact(s.user_id, peer, relation, Instant::now())
+            .await?;
         if existing.is_none()
             && !self
                 .storage
@@ -215,7 +222,7 @@ impl ChatService {
         // are checked by storage, in the writer, against the state the message is appended
         // to, so a block and a send racing each other have one order.
         self.member_chat(s.user_id, chat).await?;
-        self.sends.check(s.user_id, Instant::now())?;
+        self.sends.check(s.user_id, Instant::now()).await?;
         let appended = self
             .storage
             .append_message(NewMessage {

@@ -85,7 +85,7 @@ impl GroupService {
                 format!("a chat has at most {MAX_CHAT_MEMBERS} members"),
             ));
         }
-        self.changes.check(s.user_id, Instant::now())?;
+        self.changes.check(s.user_id, Instant::now()).await?;
         self.registered(&members).await?;
         let info = self
             .storage
@@ -123,7 +123,7 @@ impl GroupService {
             }
             _ => {}
         }
-        self.changes.check(s.user_id, Instant::now())?;
+        self.changes.check(s.user_id, Instant::now()).await?;
         let message = self
             .storage
             .change_group(GroupCommand {

@@ -10,8 +10,8 @@ use tern_protocol::{Audience, ErrorCode, PrivacySettings, UserId};
 use super::{Attribute, Facts, Policy, Relation, visible};
 use crate::chat::limits::ChatConfig;
 
-#[test]
-fn strangers_cost_budget_known_peers_do_not() {
+#[tokio::test]
+async fn strangers_cost_budget_known_peers_do_not() {
     let config = ChatConfig {
         new_peer_burst: 1,
         ..ChatConfig::default()
@@ -19,11 +19,19 @@ fn strangers_cost_budget_known_peers_do_not() {
     let p = Policy::new(&config);
     let now = Instant::now();
     let (me, you) = (UserId(1), UserId(2));
-    assert!(p.may_contact(me, you, Relation::Stranger, now).is_ok());
-    let refused = p.may_contact(me, UserId(3), Relation::Stranger, now);
+    assert!(
+        p.may_contact(me, you, Relation::Stranger, now)
+            .await
+            .is_ok()
+    );
+    let refused = p.may_contact(me, UserId(3), Relation::Stranger, now).await;
     assert_eq!(refused.unwrap_err().code, ErrorCode::RateLimited);
     for _ in 0..10 {
-        assert!(p.may_contact(me, you, Relation::SharesChat, now).is_ok());
+        assert!(
+            p.may_contact(me, you, Relation::SharesChat, now)
+                .await
+                .is_ok()
+        );
     }
 }
 

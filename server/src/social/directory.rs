@@ -59,7 +59,7 @@ impl SocialService {
         if viewer == user || self.related(viewer, user).await? {
             return Ok(());
         }
-        self.lookups.check(viewer, Instant::now())
+        self.lookups.check(viewer, Instant::now()).await
     }
 
     /// `GetProfile`.
@@ -86,7 +86,7 @@ impl SocialService {
         s: SessionInfo,
         query: UserQuery,
     ) -> Result<Option<Profile>, ErrorBody> {
-        self.lookups.check(s.user_id, Instant::now())?;
+        self.lookups.check(s.user_id, Instant::now()).await?;
         let found = match &query {
             UserQuery::Username(raw) => match normalise_username(raw) {
                 Ok(name) => self

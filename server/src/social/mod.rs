@@ -37,7 +37,7 @@ use tern_protocol::{
 
 use self::facts::{FactsCache, UserFacts};
 use crate::auth::storage_error;
-use crate::chat::limits::UserLimiter;
+use crate::chat::limits::{SharedBudget, UserLimiter};
 use crate::metrics::Metrics;
 use crate::policy::{Attribute, Facts, Policy};
 use crate::storage::Storage;
@@ -116,6 +116,14 @@ pub struct SocialService {
 }
 
 impl SocialService {
+    /// Also spends the daily budgets cluster-wide for users on several nodes.
+    pub fn with_shared_budget(mut self, shared: Option<Arc<dyn SharedBudget>>) -> Self {
+        self.lookups = self.lookups.shared(shared.clone());
+        self.username_changes = self.username_changes.shared(shared.clone());
+        self.profile_changes = self.profile_changes.shared(shared);
+        self
+    }
+
     /// Builds the service from its dependencies.
     pub fn new(deps: SocialDeps) -> Self {
         let c = &deps.config;

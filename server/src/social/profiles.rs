@@ -120,7 +120,9 @@ impl SocialService {
         if display_name.is_none() && edit.about.is_none() && edit.avatar.is_none() {
             return Ok(self.record(s.user_id).await?.profile(s.user_id));
         }
-        self.profile_changes.check(s.user_id, Instant::now())?;
+        self.profile_changes
+            .check(s.user_id, Instant::now())
+            .await?;
         let change = ProfileChange {
             user: s.user_id,
             display_name,
@@ -145,7 +147,9 @@ impl SocialService {
         if current.username == name {
             return Ok(current.profile(s.user_id));
         }
-        self.username_changes.check(s.user_id, Instant::now())?;
+        self.username_changes
+            .check(s.user_id, Instant::now())
+            .await?;
         let change = ProfileChange {
             user: s.user_id,
             display_name: None,

@@ -355,6 +355,35 @@ impl RedisAuthState {
         }
     }
 
+    /// Takes one token of the per-user budget `what` of `user`, shared by every node (the
+    /// cluster-wide [`crate::chat::limits::SharedBudget`]): key `{prefix}:lim:{what}:{user}`,
+    /// the same bucket script as the OTP quotas.
+    pub async fn take_user_budget(
+        &self,
+        what: &str,
+        user: u64,
+        burst: u32,
+        per_ms: f64,
+    ) -> Result<bool, AuthStateError> {
+        let slug: String = what
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let key = format!("{}:lim:{slug}:{user}", self.settings.prefix);
+        let [b, r] = Self::bucket_args(Lim {
+            burst: f64::from(burst),
+            per_ms,
+        });
+        let taken: i64 = self
+            .eval(
+                &self.scripts.take,
+                &[&key],
+                &[b, r, BUCKET_CAP_MS.to_string()],
+            )
+            .await?;
+        Ok(taken == 1)
+    }
+
     fn bucket_args(l: Lim) -> [String; 2] {
         [l.burst.to_string(), l.per_ms.to_string()]
     }

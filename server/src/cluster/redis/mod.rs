@@ -23,6 +23,7 @@
 //! The tasks live in [`tasks`]; the receiving side in [`inbound`].
 
 pub mod auth_state;
+pub mod budget;
 mod inbound;
 mod tasks;
 #[cfg(test)]
