@@ -370,14 +370,23 @@ impl RedisAuthState {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
         let key = format!("{}:lim:{slug}:{user}", self.settings.prefix);
-        let [b, r] = Self::bucket_args(Lim {
-            burst: f64::from(burst),
-            per_ms,
-        });
+        self.take(
+            &key,
+            Lim {
+                burst: f64::from(burst),
+                per_ms,
+            },
+        )
+        .await
+    }
+
+    /// Takes one token from the bucket at `key` ([`lua::TAKE`]).
+    async fn take(&self, key: &str, l: Lim) -> Result<bool, AuthStateError> {
+        let [b, r] = Self::bucket_args(l);
         let taken: i64 = self
             .eval(
                 &self.scripts.take,
-                &[&key],
+                &[key],
                 &[b, r, BUCKET_CAP_MS.to_string()],
             )
             .await?;
@@ -417,15 +426,7 @@ fn reply_error(what: &str, reply: &[String]) -> AuthStateError {
 impl AuthState for RedisAuthState {
     async fn take_source(&self, source: SourcePrefix, _: Instant) -> Result<bool, AuthStateError> {
         let key = self.source_key(source);
-        let [b, r] = Self::bucket_args(self.limits.per_source);
-        let taken: i64 = self
-            .eval(
-                &self.scripts.take,
-                &[&key],
-                &[b, r, BUCKET_CAP_MS.to_string()],
-            )
-            .await?;
-        Ok(taken == 1)
+        self.take(&key, self.limits.per_source).await
     }
 
     async fn take_request(
@@ -448,15 +449,7 @@ impl AuthState for RedisAuthState {
 
     async fn take_prefix(&self, prefix: &str, _: Instant) -> Result<bool, AuthStateError> {
         let key = self.prefix_key(prefix);
-        let [b, r] = Self::bucket_args(self.limits.per_prefix);
-        let taken: i64 = self
-            .eval(
-                &self.scripts.take,
-                &[&key],
-                &[b, r, BUCKET_CAP_MS.to_string()],
-            )
-            .await?;
-        Ok(taken == 1)
+        self.take(&key, self.limits.per_prefix).await
     }
 
     async fn issue(&self, identifier: &str, _: Instant) -> Result<String, AuthStateError> {
