@@ -134,4 +134,37 @@ mod tests {
                 .is_data()
         );
     }
+
+    /// The bytes of the variants appended for presence and social changes, pinned: nodes of two
+    /// versions share a bus during a rolling restart, so a variant's number must never move.
+    /// (The same bytes seed the `envelope` fuzz target: `fuzz/corpus/envelope/presence_and_social`.)
+    #[test]
+    fn appended_variants_keep_their_numbers() {
+        let env = |seq, body| Envelope {
+            from: "a".into(),
+            boot: 1,
+            seq,
+            body,
+        };
+        let presence = env(
+            1,
+            Body::Presence {
+                online: vec![5],
+                offline: vec![],
+            },
+        );
+        let social = env(2, Body::SocialChanged { users: vec![5, 6] });
+        assert_eq!(
+            presence.encode().unwrap_or_default(),
+            [1, b'a', 1, 1, 6, 1, 5, 0]
+        );
+        assert_eq!(
+            social.encode().unwrap_or_default(),
+            [1, b'a', 1, 2, 7, 2, 5, 6]
+        );
+        assert_eq!(
+            env(3, Body::Bye).encode().unwrap_or_default(),
+            [1, b'a', 1, 3, 5]
+        );
+    }
 }
