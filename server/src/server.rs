@@ -131,7 +131,8 @@ struct ShardSetup {
     settings: TransportSettings,
     tls: Arc<rustls::ServerConfig>,
     reset_key: Vec<u8>,
-    services: Services,
+    /// Shared, not cloned: every connection task holds one (see `transport::accept_loop`).
+    services: Arc<Services>,
     router: Arc<Router>,
     metrics: Metrics,
     admission: Arc<Admission>,
@@ -298,7 +299,7 @@ impl RunningServer {
         let (presence_stop, stop_rx) = tokio::sync::watch::channel(false);
         let presence_task = presence.spawn_driver(stop_rx);
         let idle_timeout = Duration::from_secs(config.idle_timeout_s);
-        let services = Services {
+        let services = Arc::new(Services {
             auth,
             chat: chat.clone(),
             groups,
@@ -307,7 +308,7 @@ impl RunningServer {
             router: router.clone(),
             metrics: metrics.clone(),
             idle_timeout_ms: u32::try_from(idle_timeout.as_millis()).unwrap_or(u32::MAX),
-        };
+        });
         let identity = match (&config.cert, &config.key) {
             (Some(c), Some(k)) => tls::load(c, k)?,
             _ => tls::dev_identity(&config.data_dir)?,

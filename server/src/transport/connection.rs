@@ -49,7 +49,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn serve(
     conn: Connection,
     handshake: Handshake,
-    services: Services,
+    services: Arc<Services>,
     shard: Arc<Shard>,
     admitted: Option<Admitted>,
     retry_after: Duration,
@@ -153,7 +153,9 @@ fn close(conn: &Connection, code: ErrorCode, reason: &str) {
 struct ConnTask {
     conn: Connection,
     remote: SocketAddr,
-    services: Services,
+    /// An `Arc`: `Services` is ~460 bytes of handles, and every connection and every request
+    /// in flight holds it.
+    services: Arc<Services>,
     shard: Arc<Shard>,
     session: ServerSession,
     conn_id: u64,
@@ -180,7 +182,7 @@ impl ConnTask {
     fn new(
         conn: Connection,
         remote: SocketAddr,
-        services: Services,
+        services: Arc<Services>,
         shard: Arc<Shard>,
         send: SendStream,
     ) -> Self {
@@ -240,14 +242,16 @@ impl ConnTask {
                         break None;
                     }
                     count_handshake(&conn, &self.services, &self.shard);
-                    if let Some(err) = self.on_confirmed(&mut decoder).await {
+                    if let Some(err) = Box::pin(self.on_confirmed(&mut decoder)).await {
                         break Some(err);
                     }
                 }
                 chunk = recv.read_chunk(MAX_FRAME_LEN as usize, true), if self.held.is_none() => match chunk {
                     Ok(Some(chunk)) => {
                         decoder.extend(&chunk.bytes);
-                        if let Some(err) = self.drain(&mut decoder).await {
+                        // Boxed: inline, the frame handlers' state would sit in every idle
+                        // connection's task; one short-lived allocation per chunk read instead.
+                        if let Some(err) = Box::pin(self.drain(&mut decoder)).await {
                             break Some(err);
                         }
                     }
@@ -284,7 +288,7 @@ impl ConnTask {
             self.services.presence.disconnected(self.conn_ref());
         }
         match fatal {
-            Some(error) => self.shutdown(error).await,
+            Some(error) => Box::pin(self.shutdown(error)).await,
             None => {
                 self.outbound = None;
                 self.in_flight.abort_all();
@@ -398,7 +402,10 @@ impl ConnTask {
             .frame_in(&self.shard.label, frame.kind());
         match self.session.handle_frame(frame, Instant::now()) {
             Err(violation) => Some(violation.0),
-            Ok(SessionInput::Hello(hello)) => self.on_hello(hello).await.err(),
+            // Boxed: the login path's state (auth, storage reads, a first sync) is large and
+            // runs once per connection; inline, every idle connection's task would carry its
+            // size for its whole life (see "Memory per connection" in BENCHMARKS.md).
+            Ok(SessionInput::Hello(hello)) => Box::pin(self.on_hello(hello)).await.err(),
             Ok(SessionInput::Refused { req_id, error }) => {
                 self.respond(req_id, Err(error));
                 None
@@ -513,18 +520,10 @@ impl ConnTask {
                 conn_id: self.conn_id,
             },
         };
-        // Requests that change the session run inline so later frames see the new state.
+        // Requests that change the session run inline so later frames see the new state
+        // (boxed, like `Hello`: the OTP login's state would otherwise stay in every task).
         if caller.session.is_none() {
-            let (result, change) = self.services.handle(&self.shard.label, caller, body).await;
-            let login = match change {
-                SessionChange::Authenticated(s) => Some(s),
-                SessionChange::None => None,
-            };
-            self.respond(req_id, result);
-            if let Some(s) = login {
-                self.authenticated(s).await?;
-            }
-            return Ok(());
+            return Box::pin(self.on_anonymous_request(req_id, caller, body)).await;
         }
         if self.in_flight.len() >= MAX_IN_FLIGHT_REQUESTS as usize {
             let e = ErrorBody::new(ErrorCode::TooManyRequests, "too many requests in flight");
@@ -552,6 +551,25 @@ impl ConnTask {
                 }
             }
         });
+        Ok(())
+    }
+
+    /// A request before authentication (OTP login, refresh): answered before the next frame.
+    async fn on_anonymous_request(
+        &mut self,
+        req_id: u32,
+        caller: Caller,
+        body: Request,
+    ) -> Result<(), ErrorBody> {
+        let (result, change) = self.services.handle(&self.shard.label, caller, body).await;
+        let login = match change {
+            SessionChange::Authenticated(s) => Some(s),
+            SessionChange::None => None,
+        };
+        self.respond(req_id, result);
+        if let Some(s) = login {
+            self.authenticated(s).await?;
+        }
         Ok(())
     }
 
@@ -604,12 +622,14 @@ fn encode(frame: &Frame) -> Option<Bytes> {
 /// them under one lock and wakes its connection driver once, so they leave in as few packets as
 /// fit them, not one wake-up (and often one packet) per frame.
 async fn write_loop(mut send: SendStream, mut rx: OutboundRx) {
-    let mut batch = Vec::with_capacity(32);
+    let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 32).await > 0 {
         if send.write_all_chunks(&mut batch).await.is_err() {
             return;
         }
         batch.clear();
+        // An idle connection keeps a few slots, not its largest batch.
+        batch.shrink_to(4);
     }
     let _ = send.finish();
     let _ = send.stopped().await;

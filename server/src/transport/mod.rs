@@ -127,7 +127,7 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 /// Accepts connections for one shard until its endpoint is closed, serving each on its own task.
 pub async fn accept_loop(
     endpoint: Endpoint,
-    services: Services,
+    services: Arc<Services>,
     shard: Arc<Shard>,
     admission: Arc<Admission>,
     zero_rtt: bool,
