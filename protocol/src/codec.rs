@@ -7,7 +7,8 @@
 use crate::error::ErrorCode;
 use crate::event::{Update, UpdateKind};
 use crate::frame::Frame;
-use crate::limits::{MAX_DATAGRAM_LEN, MAX_FRAME_LEN};
+use crate::limits::{MAX_DATAGRAM_LEN, MAX_FRAME_LEN, MAX_MEDIA_HEADER_LEN};
+use crate::media::{MediaOpen, MediaReply};
 use crate::social::Datagram;
 
 /// Longest varint encoding of a `u32` frame length.
@@ -167,6 +168,87 @@ pub fn decode_datagram(payload: &[u8]) -> Result<Datagram, CodecError> {
         )));
     }
     Ok(datagram)
+}
+
+/// Encodes the client's header frame of a media stream, length-prefixed like a control frame.
+pub fn encode_media_open(open: &MediaOpen) -> Result<Vec<u8>, CodecError> {
+    encode_media_header(open)
+}
+
+/// Encodes a server frame of a media stream, length-prefixed like a control frame.
+pub fn encode_media_reply(reply: &MediaReply) -> Result<Vec<u8>, CodecError> {
+    encode_media_header(reply)
+}
+
+fn encode_media_header<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let payload = postcard::to_stdvec(value).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if payload.len() > MAX_MEDIA_HEADER_LEN as usize {
+        return Err(CodecError::TooLarge {
+            len: payload.len() as u64,
+            max: MAX_MEDIA_HEADER_LEN,
+        });
+    }
+    let mut out = Vec::with_capacity(payload.len() + 2);
+    put_varint(payload.len() as u32, &mut out);
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// The client's header at the start of `buf`, and how many bytes it took; `Ok(None)` while
+/// `buf` holds less than the whole header. Bytes after it are media data, not frames.
+pub fn decode_media_open(buf: &[u8]) -> Result<Option<(MediaOpen, usize)>, CodecError> {
+    let Some((payload, used)) = media_header(buf)? else {
+        return Ok(None);
+    };
+    let open: MediaOpen = decode_exact(payload)?;
+    if !open.within_limits() {
+        return Err(CodecError::FieldTooLarge);
+    }
+    Ok(Some((open, used)))
+}
+
+/// A server header at the start of `buf`, and how many bytes it took; `Ok(None)` while `buf`
+/// holds less than the whole header.
+pub fn decode_media_reply(buf: &[u8]) -> Result<Option<(MediaReply, usize)>, CodecError> {
+    let Some((payload, used)) = media_header(buf)? else {
+        return Ok(None);
+    };
+    let reply: MediaReply = decode_exact(payload)?;
+    if !reply.within_limits() {
+        return Err(CodecError::FieldTooLarge);
+    }
+    Ok(Some((reply, used)))
+}
+
+/// The payload of a length-prefixed media header, checked against [`MAX_MEDIA_HEADER_LEN`]
+/// before waiting for it, and the bytes prefix and payload take.
+fn media_header(buf: &[u8]) -> Result<Option<(&[u8], usize)>, CodecError> {
+    let Some((len, prefix)) = get_varint(buf)? else {
+        return Ok(None);
+    };
+    if len > u64::from(MAX_MEDIA_HEADER_LEN) {
+        return Err(CodecError::TooLarge {
+            len,
+            max: MAX_MEDIA_HEADER_LEN,
+        });
+    }
+    let end = prefix + len as usize;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    Ok(Some((&buf[prefix..end], end)))
+}
+
+fn decode_exact<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, CodecError> {
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(payload).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(value)
 }
 
 fn put_varint(mut n: u32, out: &mut Vec<u8>) {

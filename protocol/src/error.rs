@@ -59,6 +59,15 @@ pub enum ErrorCode {
     TooManyRequests,
     /// This device opened more connections than the server allows; its oldest was closed.
     TooManyConnections,
+    /// An upload's bytes do not hash to the SHA-256 it declared; nothing was stored.
+    HashMismatch,
+    /// The bytes are not of the declared type (sniffed from their first bytes).
+    MediaTypeMismatch,
+    /// The user's media quota is used up for now.
+    QuotaExceeded,
+    /// An image could not be decoded within the server's bounds (too many pixels, too much
+    /// memory: a decompression bomb), or is not an image at all.
+    UndecodableMedia,
     /// A code this version does not know.
     Other(u16),
 }
@@ -90,6 +99,10 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 33,
             ErrorCode::TooManyRequests => 34,
             ErrorCode::TooManyConnections => 35,
+            ErrorCode::HashMismatch => 40,
+            ErrorCode::MediaTypeMismatch => 41,
+            ErrorCode::QuotaExceeded => 42,
+            ErrorCode::UndecodableMedia => 43,
             ErrorCode::Other(n) => n,
         }
     }
@@ -133,6 +146,10 @@ impl From<u16> for ErrorCode {
             33 => ErrorCode::ShuttingDown,
             34 => ErrorCode::TooManyRequests,
             35 => ErrorCode::TooManyConnections,
+            40 => ErrorCode::HashMismatch,
+            41 => ErrorCode::MediaTypeMismatch,
+            42 => ErrorCode::QuotaExceeded,
+            43 => ErrorCode::UndecodableMedia,
             n => ErrorCode::Other(n),
         }
     }

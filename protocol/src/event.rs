@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::group::SystemEvent;
+use crate::media::MediaMessage;
 use crate::ids::{ChatId, ClientMsgId, DeviceId, MessageId, Pts, Seq, UserId};
 use crate::limits::{MAX_CHAT_MEMBERS, MAX_MENTIONS, MAX_REACTION_LEN, MAX_TEXT_LEN};
 use crate::social::{Presence, TypingEvent};
@@ -44,6 +45,8 @@ pub enum MessageBody {
     Deleted,
     /// A membership or settings change.
     System(SystemEvent),
+    /// A photo, video, voice note or document uploaded on a media stream (new in v4).
+    Media(MediaMessage),
 }
 
 /// Text with a reply reference and mentions.
@@ -71,6 +74,7 @@ impl MessageBody {
             MessageBody::Edit { text, .. } => text.len() <= MAX_TEXT_LEN,
             MessageBody::Delete { .. } | MessageBody::Deleted => true,
             MessageBody::System(e) => e.within_limits(),
+            MessageBody::Media(m) => m.within_limits(),
         }
     }
 
@@ -84,9 +88,13 @@ impl MessageBody {
         }
     }
 
-    /// Whether this is content a person wrote (text), as opposed to an event about a message.
+    /// Whether this is content a person wrote (text, media), as opposed to an event about a
+    /// message.
     pub fn is_content(&self) -> bool {
-        matches!(self, MessageBody::Text(_) | MessageBody::Rich(_))
+        matches!(
+            self,
+            MessageBody::Text(_) | MessageBody::Rich(_) | MessageBody::Media(_)
+        )
     }
 }
 

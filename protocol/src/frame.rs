@@ -8,6 +8,7 @@ use crate::group::ChatFeatures;
 use crate::ids::{DeviceId, Pts, SyncCursor, UserId};
 use crate::limits::{self, MAX_CLIENT_INFO_LEN, MAX_TOKEN_LEN};
 use crate::request::{Request, Response};
+use crate::media::MediaLimits;
 use crate::social::SocialFeatures;
 
 /// Everything sent on the control stream is one `Frame`, prefixed by its length.
@@ -120,6 +121,8 @@ pub struct Welcome {
     pub features: ChatFeatures,
     /// Social limits and timings (presence watch size, typing TTL, lookup budget).
     pub social: SocialFeatures,
+    /// Media size limits, quotas and lifetimes. New in v4.
+    pub media: MediaLimits,
 }
 
 /// Why the server sends `GoAway`.

@@ -20,6 +20,7 @@ mod frame;
 mod group;
 mod ids;
 pub mod limits;
+mod media;
 mod request;
 pub mod session;
 mod social;
@@ -35,20 +36,25 @@ pub use group::{
     ChatFeatures, GroupChange, GroupInfo, GroupMember, GroupSettings, MemberReceipt,
     MessageReceipts, SystemEvent,
 };
+pub use media::{
+    DownloadRequest, MediaInfo, MediaKind, MediaLimits, MediaMessage, MediaOpen, MediaRef,
+    MediaReply, MediaVariant, Thumbnail, UploadHeader,
+};
 pub use ids::{ChatId, ClientMsgId, DeviceId, MessageId, Pts, Seq, SyncCursor, UserId};
 pub use request::{
     ChatsPage, DeviceInfo, DevicesPage, LoginGrant, Request, Response, Sent, SyncPage, Tokens,
 };
 pub use social::{
-    Audience, Datagram, MediaRef, Presence, PresenceState, PrivacySettings, Profile, ProfileEdit,
+    Audience, Datagram, Presence, PresenceState, PrivacySettings, Profile, ProfileEdit,
     SocialFeatures, TypingEvent, UserQuery,
 };
 
 /// The protocol version this crate speaks. A `Hello` with any other version is refused with
 /// [`ErrorCode::UnsupportedVersion`].
 /// Version 2 added `Welcome.features` (groups and message features); version 3 added
-/// `Welcome.social` (profiles, contacts, blocking, presence, typing). Older clients are refused.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// `Welcome.social` (profiles, contacts, blocking, presence, typing); version 4 added
+/// `Welcome.media` (media limits) and media streams. Older clients are refused.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// ALPN identifier negotiated in the TLS handshake.
 pub const ALPN: &[u8] = b"tern/1";

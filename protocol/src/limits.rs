@@ -53,3 +53,11 @@ pub const MAX_ABOUT_LEN: usize = 256;
 pub const MAX_PRIVACY_EXCEPTIONS: usize = 256;
 /// Most users one connection may watch (`WatchPresence`).
 pub const MAX_PRESENCE_WATCH: usize = 256;
+/// Longest media header frame (`MediaOpen`, `MediaReply`) on a media stream, in bytes.
+pub const MAX_MEDIA_HEADER_LEN: u32 = 1024;
+/// Longest MIME type, in bytes.
+pub const MAX_MIME_LEN: usize = 128;
+/// Longest media caption, in bytes of UTF-8.
+pub const MAX_CAPTION_LEN: usize = 4096;
+/// Largest client-made thumbnail carried inline in a media message, in bytes.
+pub const MAX_INLINE_THUMBNAIL_LEN: usize = 8 * 1024;

@@ -10,15 +10,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChatId, UserId};
+pub use crate::media::MediaRef;
 use crate::limits::{
     MAX_ABOUT_LEN, MAX_DISPLAY_NAME_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN, MAX_PRIVACY_EXCEPTIONS,
     MAX_USERNAME_LEN,
 };
 
-/// A content-addressed media reference: the SHA-256 of the stored bytes. Until media uploads
-/// exist (a later issue) the server stores an avatar reference as the client gives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct MediaRef(pub [u8; 32]);
 
 /// A user's public face, as the asking user may see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

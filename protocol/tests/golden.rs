@@ -13,6 +13,10 @@ use std::collections::BTreeSet;
 
 use tern_protocol::codec::{FrameDecoder, encode_to_vec};
 use tern_protocol::{
+    DownloadRequest, MediaInfo, MediaKind, MediaLimits, MediaMessage, MediaOpen, MediaReply,
+    MediaVariant, Thumbnail, UploadHeader,
+};
+use tern_protocol::{
     Audience, MediaRef, Presence, PresenceState, PrivacySettings, Profile, ProfileEdit,
     SocialFeatures, TypingEvent, UserQuery,
 };
@@ -53,6 +57,40 @@ fn social() -> SocialFeatures {
         lookups_per_day: 100,
         max_contacts: 1024,
         max_blocked: 1024,
+    }
+}
+
+/// The v4 media defaults (`MediaLimits::default()`), spelled out like `features()`.
+fn media() -> MediaLimits {
+    const MIB: u64 = 1024 * 1024;
+    MediaLimits {
+        max_image_bytes: 16 * MIB,
+        max_video_bytes: 256 * MIB,
+        max_audio_bytes: 64 * MIB,
+        max_document_bytes: 256 * MIB,
+        daily_upload_bytes: 2048 * MIB,
+        uploads_per_minute: 30,
+        max_streams: 4,
+        thumbnail_px: 320,
+        unfinished_upload_ttl_s: 86_400,
+    }
+}
+
+/// The media id of the media examples: 32 bytes of `0xcd`.
+const MEDIA_ID: MediaRef = MediaRef([0xcd; 32]);
+
+/// A plain JPEG photo with the server's thumbnail and a caption.
+fn media_photo() -> MediaMessage {
+    MediaMessage {
+        media: MEDIA_ID,
+        kind: MediaKind::Image,
+        mime: "image/jpeg".into(),
+        size: 300_000,
+        dimensions: Some((1280, 960)),
+        duration_ms: None,
+        thumbnail: Thumbnail::Server,
+        caption: Some("hi".into()),
+        encrypted: false,
     }
 }
 
@@ -204,6 +242,10 @@ const KNOWN_CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::ShuttingDown, "shutting_down"),
     (ErrorCode::TooManyRequests, "too_many_requests"),
     (ErrorCode::TooManyConnections, "too_many_connections"),
+    (ErrorCode::HashMismatch, "hash_mismatch"),
+    (ErrorCode::MediaTypeMismatch, "media_type_mismatch"),
+    (ErrorCode::QuotaExceeded, "quota_exceeded"),
+    (ErrorCode::UndecodableMedia, "undecodable_media"),
 ];
 
 /// The golden table: (name, value, framed encoding as lowercase hex).
@@ -232,11 +274,16 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             hello(3, None, None),
             "100003017403302e31056c696e75780000",
         ),
+        (
+            "hello/v4",
+            hello(4, None, None),
+            "100004017403302e31056c696e75780000",
+        ),
         // ---- Welcome ----
         (
             "welcome/unauthenticated",
             Frame::Welcome(Welcome {
-                protocol_version: 3,
+                protocol_version: 4,
                 server: "tern/0.1".into(),
                 session: None,
                 limits: limits(),
@@ -244,16 +291,20 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
                 server_time_ms: 1_700_000_000_000,
                 features: features(),
                 social: social(),
+                media: media(),
             }),
             // ... `00` latest_pts None, `80 d0 95 ff bc 31` server_time_ms, then features:
             // `80 08` 1024, `84 07` 900, `80 c6 0a` 172800, `14` 20, `40` 64, then (v3) social:
-            // `80 02` 256, `f0 2e` 6000, `64` 100, `80 08` 1024, `80 08` 1024.
-            "320103087465726e2f302e310080800480800180028002b0ea010080d095ffbc318008840780c60a14408002f02e6480088008",
+            // `80 02` 256, `f0 2e` 6000, `64` 100, `80 08` 1024, `80 08` 1024, then (v4) media:
+            // `80 80 80 08` 16 MiB, `80 80 80 80 01` 256 MiB, `80 80 80 20` 64 MiB,
+            // `80 80 80 80 01` 256 MiB, `80 80 80 80 08` 2048 MiB, `1e` 30, `04` 4, `c0 02` 320,
+            // `80 a3 05` 86400.
+            "500104087465726e2f302e310080800480800180028002b0ea010080d095ffbc318008840780c60a14408002f02e648008800880808008808080800180808020808080800180808080081e04c00280a305",
         ),
         (
             "welcome/authenticated",
             Frame::Welcome(Welcome {
-                protocol_version: 3,
+                protocol_version: 4,
                 server: "tern/0.1".into(),
                 session: Some(SessionInfo {
                     user_id: UserId(1),
@@ -264,14 +315,15 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
                 server_time_ms: 1_700_000_000_000,
                 features: features(),
                 social: social(),
+                media: media(),
             }),
-            "350103087465726e2f302e3101010280800480800180028002b0ea01010780d095ffbc318008840780c60a14408002f02e6480088008",
+            "530104087465726e2f302e3101010280800480800180028002b0ea01010780d095ffbc318008840780c60a14408002f02e648008800880808008808080800180808020808080800180808080081e04c00280a305",
         ),
         (
             // Distinct small values pin the order of the ChatFeatures fields.
             "welcome/features_order",
             Frame::Welcome(Welcome {
-                protocol_version: 3,
+                protocol_version: 4,
                 server: "s".into(),
                 session: None,
                 limits: limits(),
@@ -291,8 +343,19 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
                     max_contacts: 9,
                     max_blocked: 10,
                 },
+                media: MediaLimits {
+                    max_image_bytes: 11,
+                    max_video_bytes: 12,
+                    max_audio_bytes: 13,
+                    max_document_bytes: 14,
+                    daily_upload_bytes: 15,
+                    uploads_per_minute: 16,
+                    max_streams: 17,
+                    thumbnail_px: 18,
+                    unfinished_upload_ttl_s: 19,
+                },
             }),
-            "1e010301730080800480800180028002b0ea0100000102030405060708090a",
+            "27010401730080800480800180028002b0ea0100000102030405060708090a0b0c0d0e0f10111213",
         ),
         // ---- Social (v3): requests ----
         (
@@ -764,6 +827,30 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             send(MessageBody::Delete { target: 3 }),
             "07020108054d0403",
         ),
+        // ---- MessageBody::Media (v4) ----
+        (
+            "request/send_message_media_photo",
+            // `07` Media, 32 bytes media id, `00` Image, `0a` "image/jpeg", `e0 a7 12` 300000,
+            // `01 80 0a c0 07` Some((1280, 960)), `00` no duration, `01` Thumbnail::Server,
+            // `01 02 68 69` Some("hi"), `00` not encrypted.
+            send(MessageBody::Media(media_photo())),
+            "PLACEHOLDER1",
+        ),
+        (
+            "request/send_message_media_encrypted",
+            send(MessageBody::Media(MediaMessage {
+                media: MediaRef([0xef; 32]),
+                kind: MediaKind::Video,
+                mime: "video/mp4".into(),
+                size: 5_000_000,
+                dimensions: Some((1920, 1080)),
+                duration_ms: Some(12_000),
+                thumbnail: Thumbnail::Inline(vec![1, 2, 3, 4]),
+                caption: None,
+                encrypted: true,
+            })),
+            "PLACEHOLDER2",
+        ),
         // ---- Response Ok: every variant ----
         (
             "response/otp_requested",
@@ -1034,6 +1121,41 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             ),
             "1404000b000503ac0201024d80d095ffbc31030200",
         ),
+        (
+            "event/message_media_voice",
+            event(
+                11,
+                UpdateKind::Message(message_with(MessageBody::Media(MediaMessage {
+                    media: MEDIA_ID,
+                    kind: MediaKind::Audio,
+                    mime: "audio/ogg".into(),
+                    size: 20_000,
+                    dimensions: None,
+                    duration_ms: Some(4_500),
+                    thumbnail: Thumbnail::None,
+                    caption: None,
+                    encrypted: false,
+                }))),
+            ),
+            "PLACEHOLDER3",
+        ),
+        (
+            "response/messages_media_document",
+            ok(Response::Messages(vec![message_with(MessageBody::Media(
+                MediaMessage {
+                    media: MEDIA_ID,
+                    kind: MediaKind::Document,
+                    mime: "application/pdf".into(),
+                    size: 1_000,
+                    dimensions: None,
+                    duration_ms: None,
+                    thumbnail: Thumbnail::None,
+                    caption: Some("report".into()),
+                    encrypted: false,
+                },
+            ))])),
+            "PLACEHOLDER4",
+        ),
         // ---- GroupChange: every variant, in a System message ----
         (
             "event/system_created",
@@ -1099,27 +1221,27 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
         (
             "doc/hello",
             Frame::Hello(Hello {
-                protocol_version: 3,
+                protocol_version: 4,
                 client: raw_client(),
                 auth: None,
                 resume: None,
             }),
-            "0f000303726177013004746573740000",
+            "0f000403726177013004746573740000",
         ),
         (
             "doc/hello_auth_resume",
             Frame::Hello(Hello {
-                protocol_version: 3,
+                protocol_version: 4,
                 client: raw_client(),
                 auth: Some("eyJ".into()),
                 resume: Some(SyncCursor { pts: 300 }),
             }),
-            "1500030372617701300474657374010365794a01ac02",
+            "1500040372617701300474657374010365794a01ac02",
         ),
         (
             "doc/welcome",
             Frame::Welcome(Welcome {
-                protocol_version: 3,
+                protocol_version: 4,
                 server: "tern-server/0.1.0".into(),
                 session: Some(SessionInfo {
                     user_id: UserId(1),
@@ -1130,8 +1252,9 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
                 server_time_ms: 1_700_000_000_000,
                 features: features(),
                 social: social(),
+                media: media(),
             }),
-            "3e0103117465726e2d7365727665722f302e312e3001010280800480800180028002b0ea01010580d095ffbc318008840780c60a14408002f02e6480088008",
+            "5c0104117465726e2d7365727665722f302e312e3001010280800480800180028002b0ea01010580d095ffbc318008840780c60a14408002f02e648008800880808008808080800180808020808080800180808080081e04c00280a305",
         ),
         (
             "doc/create_group",
@@ -1318,6 +1441,27 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             error(ErrorCode::TooManyConnections),
             "0405230165",
         ),
+        // The media codes (v4), 40 to 43.
+        (
+            "error/hash_mismatch",
+            error(ErrorCode::HashMismatch),
+            "0405280165",
+        ),
+        (
+            "error/media_type_mismatch",
+            error(ErrorCode::MediaTypeMismatch),
+            "0405290165",
+        ),
+        (
+            "error/quota_exceeded",
+            error(ErrorCode::QuotaExceeded),
+            "04052a0165",
+        ),
+        (
+            "error/undecodable_media",
+            error(ErrorCode::UndecodableMedia),
+            "04052b0165",
+        ),
         ("error/other_0", error(ErrorCode::Other(0)), "0405000165"),
         (
             "error/other_1000",
@@ -1409,7 +1553,8 @@ fn golden_names_are_unique() {
 /// The labels of every enum variant a frame carries, nested ones included (a `SendMessage` of a
 /// `Rich` body is both `Request::SendMessage` and `MessageBody::Rich`). The matches are
 /// exhaustive on purpose: adding a variant to `Frame`, `Request`, `Response`, `Event`,
-/// `UpdateKind`, `MessageBody`, `GroupChange`, `ChatKind` or `GoAwayReason` stops this file
+/// `UpdateKind`, `MessageBody`, `GroupChange`, `MediaKind`, `Thumbnail`, `ChatKind` or
+/// `GoAwayReason` stops this file
 /// compiling until the variant gets a label here, in `ALL_VARIANTS`, and a golden vector in
 /// `cases()`.
 fn variants(frame: &Frame) -> Vec<&'static str> {
@@ -1612,6 +1757,20 @@ fn body_labels(body: &MessageBody, out: &mut Vec<&'static str>) {
             out.push(change);
             "MessageBody::System"
         }
+        MessageBody::Media(m) => {
+            out.push(match m.kind {
+                MediaKind::Image => "MediaKind::Image",
+                MediaKind::Video => "MediaKind::Video",
+                MediaKind::Audio => "MediaKind::Audio",
+                MediaKind::Document => "MediaKind::Document",
+            });
+            out.push(match m.thumbnail {
+                Thumbnail::None => "Thumbnail::None",
+                Thumbnail::Server => "Thumbnail::Server",
+                Thumbnail::Inline(_) => "Thumbnail::Inline",
+            });
+            "MessageBody::Media"
+        }
     };
     out.push(label);
 }
@@ -1719,6 +1878,14 @@ const ALL_VARIANTS: &[&str] = &[
     "GroupChange::AdminInherited",
     "GroupChange::InfoChanged",
     "GroupChange::SettingsChanged",
+    "MessageBody::Media",
+    "MediaKind::Image",
+    "MediaKind::Video",
+    "MediaKind::Audio",
+    "MediaKind::Document",
+    "Thumbnail::None",
+    "Thumbnail::Server",
+    "Thumbnail::Inline",
     "Frame::Error",
     "GoAwayReason::Shutdown",
     "GoAwayReason::Overloaded",
@@ -1835,4 +2002,184 @@ fn datagram_vectors() {
     assert!(decode_datagram(&hex::decode("00050100").unwrap()).is_err());
     assert!(decode_datagram(&[9]).is_err());
     assert!(decode_datagram(&vec![0u8; tern_protocol::limits::MAX_DATAGRAM_LEN + 1]).is_err());
+}
+
+/// Media stream headers (v4): one length-prefixed postcard header each way at the start of a
+/// media stream, then raw bytes. `encode_media_open` / `encode_media_reply` give the framed
+/// bytes; the decoders answer the value and how many bytes the header took. Same rule as the
+/// frame table: append, never edit.
+#[test]
+fn media_stream_vectors() {
+    use tern_protocol::codec::{
+        CodecError, decode_media_open, decode_media_reply, encode_media_open, encode_media_reply,
+    };
+    use tern_protocol::limits::MAX_MEDIA_HEADER_LEN;
+
+    let photo_info = MediaInfo {
+        media: MEDIA_ID,
+        kind: MediaKind::Image,
+        mime: "image/jpeg".into(),
+        size: 300_000,
+        dimensions: Some((1280, 960)),
+        thumbnail: true,
+        encrypted: false,
+    };
+    let opens = [
+        (
+            "media/open_upload",
+            // `31` 49 bytes, `00` Upload, 32 bytes media id, `e0 a7 12` size 300000, `00` Image,
+            // `0a` "image/jpeg", `00` not encrypted.
+            MediaOpen::Upload(UploadHeader {
+                media: MEDIA_ID,
+                size: 300_000,
+                kind: MediaKind::Image,
+                mime: "image/jpeg".into(),
+                encrypted: false,
+            }),
+            "PLACEHOLDER_O1",
+        ),
+        (
+            "media/open_download_thumbnail",
+            // `23` 35 bytes, `01` Download, 32 bytes media id, `01` Thumbnail, `00` offset 0.
+            MediaOpen::Download(DownloadRequest {
+                media: MEDIA_ID,
+                variant: MediaVariant::Thumbnail,
+                offset: 0,
+            }),
+            "PLACEHOLDER_O2",
+        ),
+        (
+            "media/open_download_resumed",
+            MediaOpen::Download(DownloadRequest {
+                media: MEDIA_ID,
+                variant: MediaVariant::Original,
+                offset: 65_536,
+            }),
+            "PLACEHOLDER_O3",
+        ),
+    ];
+    let replies = [
+        (
+            "media/reply_resume",
+            // `04` 4 bytes, `00` Resume, `80 80 04` offset 65536.
+            MediaReply::Resume { offset: 65_536 },
+            "PLACEHOLDER_R1",
+        ),
+        (
+            "media/reply_stored",
+            // `01` Stored, media id, `00` Image, "image/jpeg", size 300000,
+            // `01 80 0a c0 07` Some((1280, 960)), `01` has a thumbnail, `00` not encrypted.
+            MediaReply::Stored(photo_info.clone()),
+            "PLACEHOLDER_R2",
+        ),
+        (
+            "media/reply_sending",
+            // `02` Sending, the thumbnail's info (a 320x240 JPEG of 12000 bytes), offset 0.
+            MediaReply::Sending {
+                info: MediaInfo {
+                    size: 12_000,
+                    dimensions: Some((320, 240)),
+                    ..photo_info.clone()
+                },
+                offset: 0,
+            },
+            "PLACEHOLDER_R3",
+        ),
+        (
+            "media/reply_error",
+            // `04` 4 bytes, `03` Error, `28` HashMismatch (40), `01 65` "e".
+            MediaReply::Error(ErrorBody {
+                code: ErrorCode::HashMismatch,
+                message: "e".into(),
+            }),
+            "PLACEHOLDER_R4",
+        ),
+    ];
+    // Media bytes follow the header on the stream: the decoder must stop at the header.
+    let tail = [0xffu8, 0xd8, 0xff];
+    for (name, value, golden) in opens {
+        let bytes = encode_media_open(&value).unwrap();
+        assert_eq!(hex::encode(&bytes), golden, "{name}: encoding changed");
+        assert_eq!(
+            decode_media_open(&bytes).unwrap(),
+            Some((value.clone(), bytes.len())),
+            "{name}"
+        );
+        let mut more = bytes.clone();
+        more.extend_from_slice(&tail);
+        assert_eq!(
+            decode_media_open(&more).unwrap(),
+            Some((value, bytes.len())),
+            "{name}: followed by media bytes"
+        );
+        // Every strict prefix is a header still arriving.
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_media_open(&bytes[..cut]), Ok(None), "{name} cut at {cut}");
+        }
+    }
+    for (name, value, golden) in replies {
+        let bytes = encode_media_reply(&value).unwrap();
+        assert_eq!(hex::encode(&bytes), golden, "{name}: encoding changed");
+        assert_eq!(
+            decode_media_reply(&bytes).unwrap(),
+            Some((value.clone(), bytes.len())),
+            "{name}"
+        );
+        let mut more = bytes.clone();
+        more.extend_from_slice(&tail);
+        assert_eq!(
+            decode_media_reply(&more).unwrap(),
+            Some((value, bytes.len())),
+            "{name}: followed by media bytes"
+        );
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_media_reply(&bytes[..cut]), Ok(None), "{name} cut at {cut}");
+        }
+    }
+
+    // A header announcing more than MAX_MEDIA_HEADER_LEN is refused from its length prefix
+    // alone, before any byte of it arrives: `81 08` is 1025.
+    let too_long = [0x81, 0x08];
+    let refused = CodecError::TooLarge {
+        len: u64::from(MAX_MEDIA_HEADER_LEN) + 1,
+        max: MAX_MEDIA_HEADER_LEN,
+    };
+    assert_eq!(decode_media_open(&too_long), Err(refused.clone()));
+    assert_eq!(decode_media_reply(&too_long), Err(refused));
+    // Exactly the limit is waited for.
+    assert_eq!(decode_media_open(&[0x80, 0x08]), Ok(None));
+    assert_eq!(decode_media_reply(&[0x80, 0x08, 0]), Ok(None));
+    // A prefix longer than a u32 varint is malformed, not waited for.
+    assert_eq!(
+        decode_media_open(&[0xff; 5]),
+        Err(CodecError::BadLength)
+    );
+    // Trailing bytes inside the header, an unknown variant and an over-long MIME type are
+    // refused, never waited for and never a panic.
+    assert!(matches!(
+        decode_media_reply(&hex::decode("0500808004ff").unwrap()),
+        Err(CodecError::Malformed(_))
+    ));
+    assert!(matches!(
+        decode_media_open(&[0x01, 0x09]),
+        Err(CodecError::Malformed(_))
+    ));
+    let long_mime = MediaOpen::Upload(UploadHeader {
+        media: MEDIA_ID,
+        size: 1,
+        kind: MediaKind::Document,
+        mime: "a".repeat(tern_protocol::limits::MAX_MIME_LEN + 1),
+        encrypted: false,
+    });
+    let bytes = encode_media_open(&long_mime).unwrap();
+    assert_eq!(decode_media_open(&bytes), Err(CodecError::FieldTooLarge));
+    // The encoder refuses a header over the limit rather than writing one the peer refuses.
+    let huge = MediaReply::Stored(MediaInfo {
+        mime: "a".repeat(MAX_MEDIA_HEADER_LEN as usize),
+        ..photo_info
+    });
+    assert!(matches!(
+        encode_media_reply(&huge),
+        Err(CodecError::TooLarge { .. })
+    ));
 }

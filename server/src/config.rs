@@ -94,6 +94,8 @@ pub struct Config {
     pub transport: TransportConfig,
     /// Cluster mode (`[cluster]`: node id, Redis bus, advertised address); off by default.
     pub cluster: ClusterConfig,
+    /// Media (`[media]`): object store, limits, quotas, lifetimes.
+    pub media: crate::media::MediaConfig,
 }
 
 /// QUIC and TLS handshake settings: the `[transport]` table.
@@ -149,6 +151,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             transport: TransportConfig::default(),
             cluster: ClusterConfig::default(),
+            media: crate::media::MediaConfig::default(),
         }
     }
 }

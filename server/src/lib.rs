@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod groups;
 pub mod keys;
+pub mod media;
 pub mod metrics;
 pub mod policy;
 pub mod presence;

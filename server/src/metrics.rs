@@ -176,6 +176,8 @@ pub struct Metrics {
     pub social: Family<SocialLabels, Counter>,
     /// The cluster bus (`tern_cluster_*`; zero on a single node).
     pub cluster: crate::cluster::ClusterMetrics,
+    /// Media uploads, downloads and collection (`tern_media_*`).
+    pub media: crate::media::MediaMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -379,8 +381,10 @@ impl Metrics {
             let _ = presence_events.get_or_create(&s);
         }
         let cluster = crate::cluster::ClusterMetrics::register(&mut r);
+        let media = crate::media::MediaMetrics::register(&mut r);
         Metrics {
             cluster,
+            media,
             registry: Arc::new(r),
             connections,
             handshakes,

@@ -20,6 +20,8 @@ use crate::groups::{GroupDeps, GroupService};
 use crate::keys::{ServerKeys, load_or_create};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::media::store::MediaStore;
+use crate::media::{MediaDeps, MediaService};
 use crate::presence::{PresenceDeps, PresenceService};
 use crate::router::{Router, RouterLimits, ShardInbox};
 use crate::services::Services;
@@ -52,6 +54,7 @@ pub struct RunningServer {
     receipt_task: tokio::task::JoinHandle<()>,
     presence: Arc<PresenceService>,
     presence_task: tokio::task::JoinHandle<()>,
+    collector_task: tokio::task::JoinHandle<()>,
     presence_stop: tokio::sync::watch::Sender<bool>,
     shard_threads: Vec<std::thread::JoinHandle<()>>,
     #[cfg(feature = "cluster")]
@@ -295,9 +298,19 @@ impl RunningServer {
             )
             .shared(shared.budget.clone()),
         }));
+        let media = Arc::new(MediaService::new(MediaDeps {
+            store: MediaStore::new(crate::media::backend::open(
+                &config.media.store,
+                &config.data_dir,
+            )?),
+            storage: storage.clone(),
+            metrics: metrics.media.clone(),
+            config: config.media.clone(),
+        }));
         let receipt_task = chat.spawn_receipt_flusher();
         let (presence_stop, stop_rx) = tokio::sync::watch::channel(false);
-        let presence_task = presence.spawn_driver(stop_rx);
+        let presence_task = presence.spawn_driver(stop_rx.clone());
+        let collector_task = tokio::spawn(media.clone().run_collector(stop_rx));
         let idle_timeout = Duration::from_secs(config.idle_timeout_s);
         let services = Arc::new(Services {
             auth,
@@ -305,6 +318,7 @@ impl RunningServer {
             groups,
             social,
             presence: presence.clone(),
+            media,
             router: router.clone(),
             metrics: metrics.clone(),
             idle_timeout_ms: u32::try_from(idle_timeout.as_millis()).unwrap_or(u32::MAX),
@@ -391,6 +405,7 @@ impl RunningServer {
             receipt_task,
             presence,
             presence_task,
+            collector_task,
             presence_stop,
             shard_threads,
             #[cfg(feature = "cluster")]
@@ -427,6 +442,7 @@ impl RunningServer {
         self.presence.disconnect_all();
         let _ = self.presence_stop.send(true);
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.presence_task).await;
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.collector_task).await;
         // Held delivered receipts are published before storage stops taking writes.
         self.receipt_task.abort();
         self.chat.flush_receipts().await;

@@ -12,6 +12,7 @@ use tern_protocol::{ErrorBody, ErrorCode, LoginGrant, Request, Response, Session
 use crate::auth::AuthService;
 use crate::chat::ChatService;
 use crate::groups::GroupService;
+use crate::media::MediaService;
 use crate::metrics::{Metrics, RequestLabels, RequestTimingLabels, ShardLabel};
 use crate::presence::PresenceService;
 use crate::router::Router;
@@ -31,6 +32,8 @@ pub struct Services {
     pub social: Arc<SocialService>,
     /// Presence watches and typing.
     pub presence: Arc<PresenceService>,
+    /// Media uploads, downloads and references.
+    pub media: Arc<MediaService>,
     /// Live connections.
     pub router: Arc<Router>,
     /// Counters.
@@ -172,8 +175,7 @@ impl Services {
                 client_msg_id,
                 body,
             } => self
-                .chat
-                .send(session, chat_id, client_msg_id, body)
+                .send_message(session, chat_id, client_msg_id, body)
                 .await
                 .map(Response::Sent),
             Request::Ack { chat_id, upto_seq } => self
@@ -371,6 +373,52 @@ impl Services {
         if let Some(c) = self.router.cluster() {
             c.social_changed(users);
         }
+    }
+
+    /// `SendMessage`: a media message takes its media reference first (and gives it back if
+    /// the send is refused); a delete for everyone of a media message drops its reference once
+    /// committed.
+    async fn send_message(
+        &self,
+        session: SessionInfo,
+        chat_id: tern_protocol::ChatId,
+        client_msg_id: tern_protocol::ClientMsgId,
+        mut body: tern_protocol::MessageBody,
+    ) -> Result<tern_protocol::Sent, ErrorBody> {
+        use tern_protocol::MessageBody;
+        let mut taken = None;
+        let mut dropping = None;
+        match &mut body {
+            MessageBody::Media(m) => {
+                self.media
+                    .reference(session, chat_id, client_msg_id, m)
+                    .await?;
+                taken = Some((
+                    m.media,
+                    crate::media::store::MessageRef {
+                        chat: chat_id,
+                        device: session.device_id,
+                        client_msg_id,
+                    },
+                ));
+            }
+            MessageBody::Delete { target } => {
+                dropping = self.media.deleting(chat_id, *target).await;
+            }
+            _ => {}
+        }
+        let sent = self
+            .chat
+            .send(session, chat_id, client_msg_id, body)
+            .await;
+        match (&sent, taken, dropping) {
+            (Err(e), Some((media, r)), _) if e.code != ErrorCode::Internal => {
+                self.media.release(media, r).await;
+            }
+            (Ok(_), _, Some((media, r))) => self.media.release(media, r).await,
+            _ => {}
+        }
+        sent
     }
 }
 

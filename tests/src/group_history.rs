@@ -128,7 +128,7 @@ pub struct Report {
 
 fn kind(b: &MessageBody) -> &'static str {
     match b {
-        MessageBody::Text(_) | MessageBody::Rich(_) => "content",
+        MessageBody::Text(_) | MessageBody::Rich(_) | MessageBody::Media(_) => "content",
         MessageBody::Deleted => "deleted",
         MessageBody::Edit { .. } => "edit",
         MessageBody::Reaction { .. } => "reaction",
@@ -142,6 +142,7 @@ pub fn text_of(b: &MessageBody) -> Option<&str> {
     match b {
         MessageBody::Text(t) => Some(t),
         MessageBody::Rich(r) => Some(&r.text),
+        MessageBody::Media(m) => Some(m.caption.as_deref().unwrap_or_default()),
         _ => None,
     }
 }
@@ -510,7 +511,7 @@ pub fn check(acked: &[Sent], devices: &[DeviceView], fetched: &[Fetched]) -> Rep
 /// Applies one message to a device's view of the content messages.
 fn apply(state: &mut BTreeMap<Seq, Final>, m: &Message) {
     match &m.body {
-        MessageBody::Text(_) | MessageBody::Rich(_) => {
+        MessageBody::Text(_) | MessageBody::Rich(_) | MessageBody::Media(_) => {
             let t = text_of(&m.body).unwrap_or_default().to_owned();
             state.insert(m.seq, Final::Text(t));
         }

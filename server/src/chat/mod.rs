@@ -407,6 +407,15 @@ fn message_size(m: &Message) -> usize {
         MessageBody::Rich(r) => r.text.len() + r.mentions.len() * 10 + 10,
         MessageBody::Reaction { emoji, .. } => emoji.as_ref().map_or(0, String::len) + 10,
         MessageBody::Delete { .. } | MessageBody::Deleted => 10,
+        MessageBody::Media(m) => {
+            m.mime.len()
+                + m.caption.as_ref().map_or(0, String::len)
+                + match &m.thumbnail {
+                    tern_protocol::Thumbnail::Inline(b) => b.len(),
+                    _ => 0,
+                }
+                + 120
+        }
         MessageBody::System(e) => {
             20 + match &e.change {
                 GroupChange::Created { title } => title.len(),

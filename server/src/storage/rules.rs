@@ -69,7 +69,10 @@ pub(crate) fn check(
         .is_some_and(|g| g.settings.announcement_only);
     let speaks = matches!(
         new.body,
-        MessageBody::Text(_) | MessageBody::Rich(_) | MessageBody::Reaction { .. }
+        MessageBody::Text(_)
+            | MessageBody::Rich(_)
+            | MessageBody::Reaction { .. }
+            | MessageBody::Media(_)
     );
     if announcement && speaks && !admin {
         return Err(StorageError::Forbidden(
@@ -152,6 +155,8 @@ pub(crate) fn check(
                 )))
             }
         }
+        // The media service checked the media and filled in what it knows before this.
+        MessageBody::Media(_) => Ok(()),
         MessageBody::Deleted | MessageBody::System(_) => Err(StorageError::Invalid(
             "this message kind is written by the server only".into(),
         )),

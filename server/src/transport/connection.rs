@@ -176,6 +176,8 @@ struct ConnTask {
     /// An authenticated `Hello` answered before confirmation: the session goes live (is
     /// registered) at confirmation, with the pts its `Welcome` announced.
     live_pending: Option<(SessionInfo, u64)>,
+    /// Media streams are accepted (the session is live and was granted stream credit).
+    media_open: bool,
 }
 
 impl ConnTask {
@@ -216,6 +218,7 @@ impl ConnTask {
             confirm_by: tokio::time::Instant::now() + early::CONFIRM_TIMEOUT,
             held: None,
             live_pending: None,
+            media_open: false,
         }
     }
 
@@ -274,6 +277,10 @@ impl ConnTask {
                 }
                 Some(_) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {}
                 Some(_) = self.typing.join_next(), if !self.typing.is_empty() => {}
+                stream = conn.accept_bi(), if self.media_open => match stream {
+                    Ok((send, recv)) => self.on_media_stream(send, recv),
+                    Err(_) => self.media_open = false,
+                },
                 datagram = conn.read_datagram(), if datagrams_open => match datagram {
                     Ok(bytes) => self.on_datagram(&bytes, &mut gate),
                     // The connection is closing (the control stream will see it too).
@@ -302,6 +309,20 @@ impl ConnTask {
             shard: self.shard.index,
             conn_id: self.conn_id,
         }
+    }
+
+    /// A media stream: served on its own task; it ends by itself when the connection does
+    /// (its reads fail), after committing what it received.
+    fn on_media_stream(&mut self, send: SendStream, recv: RecvStream) {
+        let Some(s) = self.session.session() else {
+            return;
+        };
+        tokio::spawn(super::media::serve(
+            send,
+            recv,
+            s,
+            self.services.media.clone(),
+        ));
     }
 
     /// One received QUIC datagram: admitted by the gate (authenticated, decodable, a client
@@ -442,6 +463,7 @@ impl ConnTask {
                 .services
                 .social
                 .features(self.services.presence.config()),
+            media: self.services.media.limits(),
         };
         // Welcome goes first; live updates start only after it is queued.
         self.send_frame(&Frame::Welcome(welcome));
@@ -507,7 +529,25 @@ impl ConnTask {
             .presence
             .connected(self.conn_ref(), session.user_id);
         outbound.set_limit(self.shard.connection_limits().outbound_queue);
+        self.grant_media_streams();
         Ok(())
+    }
+
+    /// Gives a live session its media stream credit and the receive window to fill them.
+    fn grant_media_streams(&mut self) {
+        let streams = self.services.media.limits().max_streams;
+        if streams == 0 {
+            return;
+        }
+        // The server only tunes the outbound queue; the windows are the defaults.
+        let t = super::limits::TransportLimits::default();
+        self.conn
+            .set_max_concurrent_bi_streams(VarInt::from_u32(1 + streams));
+        self.conn.set_receive_window(VarInt::from_u32(
+            t.receive_window
+                .saturating_add(streams.saturating_mul(t.stream_receive_window)),
+        ));
+        self.media_open = true;
     }
 
     /// Handles one request. Err is connection-fatal.

@@ -10,6 +10,7 @@ pub mod datagram;
 pub mod early;
 pub mod handshake;
 pub mod limits;
+pub mod media;
 pub mod outbound;
 pub mod tls;
 

@@ -205,6 +205,25 @@ pub struct MessageExtra {
     /// `system`: the group change.
     #[serde(skip_serializing_if = "Option::is_none")]
     system: Option<SystemRecord>,
+    /// `media`: what to download (`tern download MEDIA PATH`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<MediaRecord>,
+}
+
+/// A media message's attachment as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct MediaRecord {
+    /// The media id (64 hex digits).
+    pub id: String,
+    /// `image`, `video`, `audio` or `document`.
+    pub kind: &'static str,
+    /// MIME type.
+    pub mime: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Width and height, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<(u32, u32)>,
 }
 
 /// A group change as JSON: `change` names it; the other fields are there when it has them.

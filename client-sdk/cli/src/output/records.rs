@@ -30,6 +30,7 @@ fn body_kind(body: &MessageBody) -> &'static str {
         MessageBody::Delete { .. } => "delete",
         MessageBody::Deleted => "deleted",
         MessageBody::System(_) => "system",
+        MessageBody::Media(_) => "media",
     }
 }
 
@@ -42,6 +43,10 @@ fn text_of(body: &MessageBody) -> String {
         MessageBody::Reaction { emoji, .. } => emoji.clone().unwrap_or_default(),
         MessageBody::Delete { .. } | MessageBody::Deleted => String::new(),
         MessageBody::System(e) => describe_change(e),
+        MessageBody::Media(m) => match &m.caption {
+            Some(c) => format!("[{} {}] {c}", m.kind.name(), m.media.to_hex()),
+            None => format!("[{} {}]", m.kind.name(), m.media.to_hex()),
+        },
     }
 }
 
@@ -59,6 +64,15 @@ fn extra_of(body: &MessageBody) -> MessageExtra {
         }
         MessageBody::Reaction { emoji, .. } => extra.emoji = Some(emoji.clone()),
         MessageBody::System(e) => extra.system = Some(system_record(e)),
+        MessageBody::Media(m) => {
+            extra.media = Some(super::MediaRecord {
+                id: m.media.to_hex(),
+                kind: m.kind.name(),
+                mime: m.mime.clone(),
+                size: m.size,
+                dimensions: m.dimensions,
+            })
+        }
         _ => {}
     }
     extra

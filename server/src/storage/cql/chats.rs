@@ -428,6 +428,7 @@ async fn effects<'a>(
             match &mut old.body {
                 MessageBody::Text(x) => *x = text.clone(),
                 MessageBody::Rich(r) => r.text = text.clone(),
+                MessageBody::Media(m) => m.caption = Some(text.clone()),
                 _ => {}
             }
             stmts.push((

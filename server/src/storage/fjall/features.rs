@@ -125,6 +125,7 @@ pub(crate) fn apply(
             rewrite(txn, chat, *target, |body| match body {
                 MessageBody::Text(t) => *t = text,
                 MessageBody::Rich(r) => r.text = text,
+                MessageBody::Media(m) => m.caption = Some(text),
                 _ => {}
             })?;
             txn.put(
