@@ -240,8 +240,8 @@ fn media_header(buf: &[u8]) -> Result<Option<(&[u8], usize)>, CodecError> {
 }
 
 fn decode_exact<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, CodecError> {
-    let (value, rest) =
-        postcard::take_from_bytes::<T>(payload).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let (value, rest) = postcard::take_from_bytes::<T>(payload)
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(CodecError::Malformed(format!(
             "{} trailing bytes",

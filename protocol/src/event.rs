@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::group::SystemEvent;
-use crate::media::MediaMessage;
 use crate::ids::{ChatId, ClientMsgId, DeviceId, MessageId, Pts, Seq, UserId};
 use crate::limits::{MAX_CHAT_MEMBERS, MAX_MENTIONS, MAX_REACTION_LEN, MAX_TEXT_LEN};
+use crate::media::MediaMessage;
 use crate::social::{Presence, TypingEvent};
 
 /// The content of a message. New kinds (media) are appended as variants.

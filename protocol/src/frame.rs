@@ -7,8 +7,8 @@ use crate::event::Event;
 use crate::group::ChatFeatures;
 use crate::ids::{DeviceId, Pts, SyncCursor, UserId};
 use crate::limits::{self, MAX_CLIENT_INFO_LEN, MAX_TOKEN_LEN};
-use crate::request::{Request, Response};
 use crate::media::MediaLimits;
+use crate::request::{Request, Response};
 use crate::social::SocialFeatures;
 
 /// Everything sent on the control stream is one `Frame`, prefixed by its length.

@@ -36,11 +36,11 @@ pub use group::{
     ChatFeatures, GroupChange, GroupInfo, GroupMember, GroupSettings, MemberReceipt,
     MessageReceipts, SystemEvent,
 };
+pub use ids::{ChatId, ClientMsgId, DeviceId, MessageId, Pts, Seq, SyncCursor, UserId};
 pub use media::{
     DownloadRequest, MediaInfo, MediaKind, MediaLimits, MediaMessage, MediaOpen, MediaRef,
     MediaReply, MediaVariant, Thumbnail, UploadHeader,
 };
-pub use ids::{ChatId, ClientMsgId, DeviceId, MessageId, Pts, Seq, SyncCursor, UserId};
 pub use request::{
     ChatsPage, DeviceInfo, DevicesPage, LoginGrant, Request, Response, Sent, SyncPage, Tokens,
 };

@@ -291,7 +291,8 @@ impl MediaReply {
     pub(crate) fn within_limits(&self) -> bool {
         match self {
             MediaReply::Stored(info) | MediaReply::Sending { info, .. } => info.within_limits(),
-            MediaReply::Resume { .. } | MediaReply::Error(_) => true,
+            MediaReply::Error(e) => e.message.len() <= crate::limits::MAX_ERROR_MESSAGE_LEN,
+            MediaReply::Resume { .. } => true,
         }
     }
 }

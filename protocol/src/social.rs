@@ -10,12 +10,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChatId, UserId};
-pub use crate::media::MediaRef;
 use crate::limits::{
     MAX_ABOUT_LEN, MAX_DISPLAY_NAME_LEN, MAX_IDENTIFIER_LEN, MAX_LIST_LEN, MAX_PRIVACY_EXCEPTIONS,
     MAX_USERNAME_LEN,
 };
-
+pub use crate::media::MediaRef;
 
 /// A user's public face, as the asking user may see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

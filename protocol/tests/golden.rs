@@ -13,10 +13,6 @@ use std::collections::BTreeSet;
 
 use tern_protocol::codec::{FrameDecoder, encode_to_vec};
 use tern_protocol::{
-    DownloadRequest, MediaInfo, MediaKind, MediaLimits, MediaMessage, MediaOpen, MediaReply,
-    MediaVariant, Thumbnail, UploadHeader,
-};
-use tern_protocol::{
     Audience, MediaRef, Presence, PresenceState, PrivacySettings, Profile, ProfileEdit,
     SocialFeatures, TypingEvent, UserQuery,
 };
@@ -26,6 +22,10 @@ use tern_protocol::{
     GroupMember, GroupSettings, Hello, LoginGrant, MemberReceipt, Message, MessageBody, MessageId,
     MessageReceipts, Receipt, Request, Response, RichText, Sent, ServerLimits, SessionInfo,
     SyncCursor, SyncPage, SystemEvent, Tokens, Update, UpdateKind, UserId, Welcome,
+};
+use tern_protocol::{
+    DownloadRequest, MediaInfo, MediaKind, MediaLimits, MediaMessage, MediaOpen, MediaReply,
+    MediaVariant, Thumbnail, UploadHeader,
 };
 
 fn limits() -> ServerLimits {
@@ -90,6 +90,51 @@ fn media_photo() -> MediaMessage {
         duration_ms: None,
         thumbnail: Thumbnail::Server,
         caption: Some("hi".into()),
+        encrypted: false,
+    }
+}
+
+/// A client-encrypted video with the client's own (encrypted) preview inline.
+fn media_encrypted_video() -> MediaMessage {
+    MediaMessage {
+        media: MediaRef([0xef; 32]),
+        kind: MediaKind::Video,
+        mime: "video/mp4".into(),
+        size: 5_000_000,
+        dimensions: Some((1920, 1080)),
+        duration_ms: Some(12_000),
+        thumbnail: Thumbnail::Inline(vec![1, 2, 3, 4]),
+        caption: None,
+        encrypted: true,
+    }
+}
+
+/// A voice note: no dimensions, a duration, no preview.
+fn media_voice() -> MediaMessage {
+    MediaMessage {
+        media: MEDIA_ID,
+        kind: MediaKind::Audio,
+        mime: "audio/ogg".into(),
+        size: 20_000,
+        dimensions: None,
+        duration_ms: Some(4_500),
+        thumbnail: Thumbnail::None,
+        caption: None,
+        encrypted: false,
+    }
+}
+
+/// A PDF with a caption.
+fn media_document() -> MediaMessage {
+    MediaMessage {
+        media: MEDIA_ID,
+        kind: MediaKind::Document,
+        mime: "application/pdf".into(),
+        size: 1_000,
+        dimensions: None,
+        duration_ms: None,
+        thumbnail: Thumbnail::None,
+        caption: Some("report".into()),
         encrypted: false,
     }
 }
@@ -830,26 +875,19 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
         // ---- MessageBody::Media (v4) ----
         (
             "request/send_message_media_photo",
-            // `07` Media, 32 bytes media id, `00` Image, `0a` "image/jpeg", `e0 a7 12` 300000,
+            // `07` Media, 32 bytes media id, `00` Image, `0a` + 10 bytes image/jpeg, `e0 a7 12` 300000,
             // `01 80 0a c0 07` Some((1280, 960)), `00` no duration, `01` Thumbnail::Server,
             // `01 02 68 69` Some("hi"), `00` not encrypted.
             send(MessageBody::Media(media_photo())),
-            "PLACEHOLDER1",
+            "41020108054d07cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd000a696d6167652f6a706567e0a71201800ac00700010102686900",
         ),
         (
             "request/send_message_media_encrypted",
-            send(MessageBody::Media(MediaMessage {
-                media: MediaRef([0xef; 32]),
-                kind: MediaKind::Video,
-                mime: "video/mp4".into(),
-                size: 5_000_000,
-                dimensions: Some((1920, 1080)),
-                duration_ms: Some(12_000),
-                thumbnail: Thumbnail::Inline(vec![1, 2, 3, 4]),
-                caption: None,
-                encrypted: true,
-            })),
-            "PLACEHOLDER2",
+            // `01` Video, `c0 96 b1 02` 5000000, `01 80 0f b8 08` Some((1920, 1080)),
+            // `01 e0 5d` Some(12000) ms, `02 04 01 02 03 04` Thumbnail::Inline, `00` no caption,
+            // `01` encrypted.
+            send(MessageBody::Media(media_encrypted_video())),
+            "45020108054d07efefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef0109766964656f2f6d7034c096b10201800fb80801e05d0204010203040001",
         ),
         // ---- Response Ok: every variant ----
         (
@@ -1125,36 +1163,16 @@ fn cases() -> Vec<(&'static str, Frame, &'static str)> {
             "event/message_media_voice",
             event(
                 11,
-                UpdateKind::Message(message_with(MessageBody::Media(MediaMessage {
-                    media: MEDIA_ID,
-                    kind: MediaKind::Audio,
-                    mime: "audio/ogg".into(),
-                    size: 20_000,
-                    dimensions: None,
-                    duration_ms: Some(4_500),
-                    thumbnail: Thumbnail::None,
-                    caption: None,
-                    encrypted: false,
-                }))),
+                UpdateKind::Message(message_with(MessageBody::Media(media_voice()))),
             ),
-            "PLACEHOLDER3",
+            "4704000b000503ac0201024d80d095ffbc3107cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd0209617564696f2f6f6767a09c0100019423000000",
         ),
         (
             "response/messages_media_document",
             ok(Response::Messages(vec![message_with(MessageBody::Media(
-                MediaMessage {
-                    media: MEDIA_ID,
-                    kind: MediaKind::Document,
-                    mime: "application/pdf".into(),
-                    size: 1_000,
-                    dimensions: None,
-                    duration_ms: None,
-                    thumbnail: Thumbnail::None,
-                    caption: Some("report".into()),
-                    encrypted: false,
-                },
+                media_document(),
             ))])),
-            "PLACEHOLDER4",
+            "5203010008010503ac0201024d80d095ffbc3107cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd030f6170706c69636174696f6e2f706466e80700000001067265706f727400",
         ),
         // ---- GroupChange: every variant, in a System message ----
         (
@@ -2036,7 +2054,7 @@ fn media_stream_vectors() {
                 mime: "image/jpeg".into(),
                 encrypted: false,
             }),
-            "PLACEHOLDER_O1",
+            "3100cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcde0a712000a696d6167652f6a70656700",
         ),
         (
             "media/open_download_thumbnail",
@@ -2046,7 +2064,7 @@ fn media_stream_vectors() {
                 variant: MediaVariant::Thumbnail,
                 offset: 0,
             }),
-            "PLACEHOLDER_O2",
+            "2301cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd0100",
         ),
         (
             "media/open_download_resumed",
@@ -2055,7 +2073,7 @@ fn media_stream_vectors() {
                 variant: MediaVariant::Original,
                 offset: 65_536,
             }),
-            "PLACEHOLDER_O3",
+            "2501cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd00808004",
         ),
     ];
     let replies = [
@@ -2063,14 +2081,14 @@ fn media_stream_vectors() {
             "media/reply_resume",
             // `04` 4 bytes, `00` Resume, `80 80 04` offset 65536.
             MediaReply::Resume { offset: 65_536 },
-            "PLACEHOLDER_R1",
+            "0400808004",
         ),
         (
             "media/reply_stored",
             // `01` Stored, media id, `00` Image, "image/jpeg", size 300000,
             // `01 80 0a c0 07` Some((1280, 960)), `01` has a thumbnail, `00` not encrypted.
             MediaReply::Stored(photo_info.clone()),
-            "PLACEHOLDER_R2",
+            "3701cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd000a696d6167652f6a706567e0a71201800ac0070100",
         ),
         (
             "media/reply_sending",
@@ -2083,7 +2101,7 @@ fn media_stream_vectors() {
                 },
                 offset: 0,
             },
-            "PLACEHOLDER_R3",
+            "3702cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd000a696d6167652f6a706567e05d01c002f001010000",
         ),
         (
             "media/reply_error",
@@ -2092,7 +2110,7 @@ fn media_stream_vectors() {
                 code: ErrorCode::HashMismatch,
                 message: "e".into(),
             }),
-            "PLACEHOLDER_R4",
+            "0403280165",
         ),
     ];
     // Media bytes follow the header on the stream: the decoder must stop at the header.
@@ -2114,7 +2132,11 @@ fn media_stream_vectors() {
         );
         // Every strict prefix is a header still arriving.
         for cut in 0..bytes.len() {
-            assert_eq!(decode_media_open(&bytes[..cut]), Ok(None), "{name} cut at {cut}");
+            assert_eq!(
+                decode_media_open(&bytes[..cut]),
+                Ok(None),
+                "{name} cut at {cut}"
+            );
         }
     }
     for (name, value, golden) in replies {
@@ -2133,7 +2155,11 @@ fn media_stream_vectors() {
             "{name}: followed by media bytes"
         );
         for cut in 0..bytes.len() {
-            assert_eq!(decode_media_reply(&bytes[..cut]), Ok(None), "{name} cut at {cut}");
+            assert_eq!(
+                decode_media_reply(&bytes[..cut]),
+                Ok(None),
+                "{name} cut at {cut}"
+            );
         }
     }
 
@@ -2150,10 +2176,7 @@ fn media_stream_vectors() {
     assert_eq!(decode_media_open(&[0x80, 0x08]), Ok(None));
     assert_eq!(decode_media_reply(&[0x80, 0x08, 0]), Ok(None));
     // A prefix longer than a u32 varint is malformed, not waited for.
-    assert_eq!(
-        decode_media_open(&[0xff; 5]),
-        Err(CodecError::BadLength)
-    );
+    assert_eq!(decode_media_open(&[0xff; 5]), Err(CodecError::BadLength));
     // Trailing bytes inside the header, an unknown variant and an over-long MIME type are
     // refused, never waited for and never a panic.
     assert!(matches!(

@@ -576,6 +576,7 @@ fn welcome() -> impl Strategy<Value = Welcome> {
         any::<u64>(),
         features(),
         social_features(),
+        media_limits(),
     )
         .prop_map(
             |(
@@ -587,6 +588,7 @@ fn welcome() -> impl Strategy<Value = Welcome> {
                 server_time_ms,
                 features,
                 social,
+                media,
             )| {
                 Welcome {
                     protocol_version,
@@ -597,9 +599,24 @@ fn welcome() -> impl Strategy<Value = Welcome> {
                     server_time_ms,
                     features,
                     social,
+                    media,
                 }
             },
         )
+}
+
+fn media_limits() -> impl Strategy<Value = tern_protocol::MediaLimits> {
+    (any::<[u64; 5]>(), any::<[u32; 4]>()).prop_map(|(b, n)| tern_protocol::MediaLimits {
+        max_image_bytes: b[0],
+        max_video_bytes: b[1],
+        max_audio_bytes: b[2],
+        max_document_bytes: b[3],
+        daily_upload_bytes: b[4],
+        uploads_per_minute: n[0],
+        max_streams: n[1],
+        thumbnail_px: n[2],
+        unfinished_upload_ttl_s: n[3],
+    })
 }
 
 fn social_features() -> impl Strategy<Value = SocialFeatures> {
@@ -1762,6 +1779,10 @@ const KNOWN_CODES: &[(ErrorCode, u16)] = &[
     (ErrorCode::ShuttingDown, 33),
     (ErrorCode::TooManyRequests, 34),
     (ErrorCode::TooManyConnections, 35),
+    (ErrorCode::HashMismatch, 40),
+    (ErrorCode::MediaTypeMismatch, 41),
+    (ErrorCode::QuotaExceeded, 42),
+    (ErrorCode::UndecodableMedia, 43),
 ];
 
 /// (e) Every known code has its fixed number and maps back to itself.

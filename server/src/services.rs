@@ -407,10 +407,7 @@ impl Services {
             }
             _ => {}
         }
-        let sent = self
-            .chat
-            .send(session, chat_id, client_msg_id, body)
-            .await;
+        let sent = self.chat.send(session, chat_id, client_msg_id, body).await;
         match (&sent, taken, dropping) {
             (Err(e), Some((media, r)), _) if e.code != ErrorCode::Internal => {
                 self.media.release(media, r).await;

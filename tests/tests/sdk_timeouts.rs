@@ -48,6 +48,7 @@ async fn mute_server() -> (SocketAddr, String, mpsc::UnboundedReceiver<Frame>) {
                                 server_time_ms: 0,
                                 features: Default::default(),
                                 social: Default::default(),
+                                media: Default::default(),
                             });
                             let bytes = codec::encode_to_vec(&welcome).unwrap();
                             if send.write_all(&bytes).await.is_err() {

@@ -157,6 +157,11 @@ pub enum Command {
     },
     /// Watch users' presence: the current state, then every change, until --timeout or Ctrl-C.
     Watch(WatchArgs),
+    /// Upload a file (resuming across reconnects, with a progress bar) and send it to a chat.
+    SendFile(SendFileArgs),
+    /// Download a media object (by its id, from `history`/`tail`) to a file; resumes a partial
+    /// file left by an earlier run.
+    Download(DownloadArgs),
     /// Tell a chat's members this user is typing (or with --stop, stopped).
     Typing {
         /// The chat id.
@@ -165,6 +170,39 @@ pub enum Command {
         #[arg(long)]
         stop: bool,
     },
+}
+
+/// `tern send-file CHAT PATH`.
+#[derive(Debug, Args)]
+pub struct SendFileArgs {
+    /// The chat id.
+    pub chat: u64,
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// MIME type [default: from the file name's extension].
+    #[arg(long)]
+    pub mime: Option<String>,
+    /// Text shown with it.
+    #[arg(long)]
+    pub caption: Option<String>,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `tern download MEDIA PATH`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// The media id (64 hex digits).
+    pub media: String,
+    /// Where to write it.
+    pub path: std::path::PathBuf,
+    /// The server's thumbnail instead of the original.
+    #[arg(long)]
+    pub thumbnail: bool,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// `tern profile`.

@@ -67,6 +67,10 @@ pub(crate) enum Command {
         chat_id: ChatId,
         typing: bool,
     },
+    /// The live connection, for media streams: answered once the session is authenticated.
+    Connection {
+        reply: oneshot::Sender<quinn::Connection>,
+    },
     Reconnect,
     Rebind,
     Close {
@@ -202,6 +206,8 @@ pub(crate) struct Driver {
     sync: SyncState,
     outbox: BTreeMap<ClientMsgId, OutboxEntry>,
     waiting: VecDeque<Waiting>,
+    /// Media calls waiting for a live connection.
+    conn_waiters: Vec<oneshot::Sender<quinn::Connection>>,
     connected: bool,
     /// From the last `Welcome`.
     features: Option<ChatFeatures>,
@@ -263,6 +269,7 @@ impl Driver {
             session: None,
             outbox: BTreeMap::new(),
             waiting: VecDeque::new(),
+            conn_waiters: Vec::new(),
             connected: false,
             features: None,
             social_features: None,
@@ -384,6 +391,7 @@ impl Driver {
                 }
                 Command::Reconnect
                 | Command::Rebind
+                | Command::Connection { .. }
                 | Command::Foreground(_)
                 | Command::Typing { .. } => {}
             }

@@ -38,6 +38,7 @@ impl Driver {
             Command::Foreground(foreground) => self.on_foreground(None, foreground),
             // A hint: dropped while offline.
             Command::Typing { .. } => {}
+            Command::Connection { reply } => self.conn_waiters.push(reply),
             Command::Reconnect | Command::Rebind | Command::Close { .. } => {}
         }
     }

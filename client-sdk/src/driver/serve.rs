@@ -23,6 +23,9 @@ impl Driver {
     ) {
         link.authenticated = true;
         self.session = Some(session);
+        for waiter in self.conn_waiters.drain(..) {
+            let _ = waiter.send(link.conn.clone());
+        }
         self.emit(ClientEvent::Connected {
             session: Some(session),
         });
@@ -112,6 +115,13 @@ impl Driver {
                     Some(Command::Watch { users, reply }) => self.on_watch(Some(&mut link), users, reply),
                     Some(Command::Foreground(fg)) => self.on_foreground(Some(&mut link), fg),
                     Some(Command::Typing { chat_id, typing }) => self.on_typing_command(Some(&mut link), chat_id, typing),
+                    Some(Command::Connection { reply }) => {
+                        if link.authenticated {
+                            let _ = reply.send(link.conn.clone());
+                        } else {
+                            self.conn_waiters.push(reply);
+                        }
+                    }
                 },
                 _ = sleep_until_due(self.ack_due), if self.ack_due.is_some() => {
                     self.flush_acks(&mut link);

@@ -30,7 +30,8 @@ pub enum BackendError {
     Store(#[from] object_store::Error),
 }
 
-/// Opens the store `spec` names; `fs` is `DATA_DIR/media`.
+/// Opens the store `spec` names: `fs` is `DATA_DIR/media`, `fs:PATH` a directory,
+/// `s3://BUCKET[/PREFIX]` a bucket (or a prefix in it).
 pub fn open(spec: &str, data_dir: &Path) -> Result<Arc<dyn ObjectStore>, BackendError> {
     if spec == "fs" || spec.starts_with("fs:") {
         let dir = match spec.strip_prefix("fs:") {
@@ -48,8 +49,18 @@ pub fn open(spec: &str, data_dir: &Path) -> Result<Arc<dyn ObjectStore>, Backend
             .with_automatic_cleanup(true);
         return Ok(Arc::new(fs));
     }
-    if let Some(bucket) = spec.strip_prefix("s3://") {
-        return s3(bucket.trim_end_matches('/'));
+    if let Some(rest) = spec.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let store = s3(bucket)?;
+        let prefix = prefix.trim_matches('/');
+        if prefix.is_empty() {
+            return Ok(store);
+        }
+        // Several servers (or test runs) may share a bucket, each under its own prefix.
+        return Ok(Arc::new(object_store::prefix::PrefixStore::new(
+            store,
+            prefix.to_owned(),
+        )));
     }
     Err(BackendError::Unknown(spec.to_owned()))
 }
@@ -59,9 +70,24 @@ fn s3(bucket: &str) -> Result<Arc<dyn ObjectStore>, BackendError> {
     // Endpoint, region and credentials from the standard AWS_* variables (AWS_ENDPOINT,
     // AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP for a local
     // S3-compatible server), like every other S3 client an operator runs.
-    let s3 = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .build()?;
+    // TERN_S3_* (as scripts/services.sh exports them for its SeaweedFS) override those.
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(endpoint) = var("TERN_S3_ENDPOINT") {
+        b = b
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_endpoint(endpoint);
+    }
+    if let Some(v) = var("TERN_S3_REGION") {
+        b = b.with_region(v);
+    }
+    if let Some(v) = var("TERN_S3_ACCESS_KEY") {
+        b = b.with_access_key_id(v);
+    }
+    if let Some(v) = var("TERN_S3_SECRET_KEY") {
+        b = b.with_secret_access_key(v);
+    }
+    let s3 = b.build()?;
     Ok(Arc::new(s3))
 }
 

@@ -103,7 +103,12 @@ impl MediaService {
             }
             match self.collect(SystemTime::now()).await {
                 Ok(c) if c != Collected::default() => {
-                    tracing::info!(uploads_expired = c.uploads_expired, media = c.media, objects = c.objects, "media collected");
+                    tracing::info!(
+                        uploads_expired = c.uploads_expired,
+                        media = c.media,
+                        objects = c.objects,
+                        "media collected"
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "media collection failed; next pass retries"),

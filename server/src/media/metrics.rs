@@ -41,7 +41,11 @@ impl MediaMetrics {
     pub fn register(r: &mut Registry) -> Self {
         let m = MediaMetrics::default();
         let r = r.sub_registry_with_prefix("media");
-        r.register("uploads", "Media upload streams by outcome", m.uploads.clone());
+        r.register(
+            "uploads",
+            "Media upload streams by outcome",
+            m.uploads.clone(),
+        );
         r.register(
             "downloads",
             "Media download streams by outcome",

@@ -96,7 +96,49 @@ pub struct MediaService {
     uploads: UserLimiter,
     quota: UserLimiter,
     buffers: Arc<Semaphore>,
+    /// One stream at a time per (user, media) on this node: a resume waits for the stream it
+    /// replaces to commit what it received, so the two never write overlapping parts.
+    active: Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<(UserId, MediaRef), Arc<tokio::sync::Mutex<()>>>,
+        >,
+    >,
 }
+
+/// Holds an upload's (user, media) slot; frees the map entry when the last holder goes.
+pub struct UploadSlot {
+    key: (UserId, MediaRef),
+    lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+    map: Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<(UserId, MediaRef), Arc<tokio::sync::Mutex<()>>>,
+        >,
+    >,
+}
+
+impl std::fmt::Debug for UploadSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadSlot")
+            .field("user", &self.key.0)
+            .finish()
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        self.lock = None;
+        if let Ok(mut map) = self.map.lock()
+            && map
+                .get(&self.key)
+                .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// How long a resume waits for the stream it replaces.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) fn internal(e: MediaStoreError) -> ErrorBody {
     tracing::warn!(error = %e, "media store failed");
@@ -116,7 +158,10 @@ impl MediaService {
         let l = deps.config.limits;
         let users = deps.config.max_limited_users;
         let quota_units = u32::try_from(l.daily_upload_bytes / QUOTA_UNIT).unwrap_or(u32::MAX);
-        let buffers = deps.config.buffer_budget.div_ceil(deps.config.part_size.max(1));
+        let buffers = deps
+            .config
+            .buffer_budget
+            .div_ceil(deps.config.part_size.max(1));
         MediaService {
             uploads: UserLimiter::per_minute(
                 "uploads",
@@ -124,8 +169,14 @@ impl MediaService {
                 l.uploads_per_minute,
                 users,
             ),
-            quota: UserLimiter::per_day("upload bytes", quota_units.max(1), quota_units.max(1), users),
+            quota: UserLimiter::per_day(
+                "upload bytes",
+                quota_units.max(1),
+                quota_units.max(1),
+                users,
+            ),
             buffers: Arc::new(Semaphore::new(buffers.max(1))),
+            active: Arc::default(),
             store: deps.store,
             storage: deps.storage,
             metrics: deps.metrics,
@@ -156,6 +207,32 @@ impl MediaService {
     /// Waits for room to buffer one part: bounds what all media streams hold together.
     pub async fn buffer_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.buffers.clone().acquire_owned().await.ok()
+    }
+
+    /// Takes the (user, media) slot, waiting a little for a stream that still holds it.
+    pub(crate) async fn slot(
+        &self,
+        user: UserId,
+        media: MediaRef,
+    ) -> Result<UploadSlot, ErrorBody> {
+        let key = (user, media);
+        let lock = match self.active.lock() {
+            Ok(mut map) => map.entry(key).or_default().clone(),
+            Err(_) => return Err(ErrorBody::new(ErrorCode::Internal, "upload table poisoned")),
+        };
+        let guard = tokio::time::timeout(SLOT_WAIT, lock.lock_owned())
+            .await
+            .map_err(|_| {
+                ErrorBody::new(
+                    ErrorCode::TooManyRequests,
+                    "this upload is still in progress on another stream; retry",
+                )
+            })?;
+        Ok(UploadSlot {
+            key,
+            lock: Some(guard),
+            map: self.active.clone(),
+        })
     }
 
     /// Spends one upload of the per-minute rate and `size` bytes of the daily quota.

@@ -32,6 +32,16 @@ pub enum SniffError {
     },
 }
 
+/// Declared types refused outright: they carry code a viewer may execute.
+const ACTIVE: &[&str] = &[
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/javascript",
+    "application/javascript",
+    "application/x-msdownload",
+];
+
 /// The kind a MIME type belongs to, by its top-level type; documents are everything else.
 pub fn kind_of(mime: &str) -> MediaKind {
     match mime.split('/').next() {
@@ -44,7 +54,10 @@ pub fn kind_of(mime: &str) -> MediaKind {
 
 /// The image types the server decodes for thumbnails.
 pub fn thumbnailable(mime: &str) -> bool {
-    matches!(mime, "image/jpeg" | "image/png" | "image/webp" | "image/gif")
+    matches!(
+        mime,
+        "image/jpeg" | "image/png" | "image/webp" | "image/gif"
+    )
 }
 
 /// Aliases apps send for the same type.
@@ -65,6 +78,13 @@ fn canonical(mime: &str) -> &str {
 /// signature (plain text, CSV) keeps its declared type, but may not claim a media type.
 pub fn check(kind: MediaKind, mime: &str, head: &[u8]) -> Result<String, SniffError> {
     let declared = canonical(&mime.to_ascii_lowercase()).to_owned();
+    if ACTIVE.contains(&declared.as_str()) {
+        // Types a receiving app or browser would run rather than show.
+        return Err(SniffError::Mismatch {
+            declared,
+            found: "active content, which is not accepted".into(),
+        });
+    }
     if kind != MediaKind::Document && kind_of(&declared) != kind {
         return Err(SniffError::WrongKind {
             mime: declared,
@@ -91,7 +111,13 @@ pub fn check(kind: MediaKind, mime: &str, head: &[u8]) -> Result<String, SniffEr
 
 fn same_container(found: &str, declared: &str) -> bool {
     const FAMILIES: &[&[&str]] = &[
-        &["video/mp4", "audio/mp4", "audio/m4a", "audio/x-m4a", "video/quicktime"],
+        &[
+            "video/mp4",
+            "audio/mp4",
+            "audio/m4a",
+            "audio/x-m4a",
+            "video/quicktime",
+        ],
         &["audio/ogg", "video/ogg", "application/ogg"],
         &["video/webm", "audio/webm", "video/x-matroska"],
     ];
@@ -110,8 +136,14 @@ mod tests {
 
     #[test]
     fn a_matching_type_passes_and_is_what_is_stored() {
-        assert_eq!(check(MediaKind::Image, "image/png", PNG), Ok("image/png".into()));
-        assert_eq!(check(MediaKind::Image, "IMAGE/JPG", JPEG), Ok("image/jpeg".into()));
+        assert_eq!(
+            check(MediaKind::Image, "image/png", PNG),
+            Ok("image/png".into())
+        );
+        assert_eq!(
+            check(MediaKind::Image, "IMAGE/JPG", JPEG),
+            Ok("image/jpeg".into())
+        );
         assert_eq!(
             check(MediaKind::Document, "application/pdf", PDF),
             Ok("application/pdf".into())
@@ -145,6 +177,8 @@ mod tests {
             Ok("text/plain".into())
         );
         assert!(check(MediaKind::Document, "application/pdf", PNG).is_err());
+        assert!(check(MediaKind::Document, "text/html", b"<p>hi").is_err());
+        assert!(check(MediaKind::Image, "image/svg+xml", b"<svg>").is_err());
     }
 
     #[test]

@@ -69,7 +69,8 @@ fn format_of(mime: &str) -> Option<ImageFormat> {
 /// Decodes `bytes` (of type `mime`) within `bounds` and makes a JPEG thumbnail whose larger
 /// side is `px`.
 pub fn make(bytes: &[u8], mime: &str, px: u32, bounds: DecodeBounds) -> Result<Thumb, ThumbError> {
-    let format = format_of(mime).ok_or_else(|| ThumbError::Undecodable(format!("{mime} is not decoded")))?;
+    let format =
+        format_of(mime).ok_or_else(|| ThumbError::Undecodable(format!("{mime} is not decoded")))?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(bounds.max_width);
@@ -132,7 +133,12 @@ mod tests {
     #[test]
     fn garbage_is_undecodable_not_a_panic() {
         assert!(matches!(
-            make(b"\x89PNG\r\n\x1a\nnot really", "image/png", 32, DecodeBounds::default()),
+            make(
+                b"\x89PNG\r\n\x1a\nnot really",
+                "image/png",
+                32,
+                DecodeBounds::default()
+            ),
             Err(ThumbError::Undecodable(_))
         ));
     }

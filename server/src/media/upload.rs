@@ -37,6 +37,7 @@ pub struct Upload {
     hash: digest::Context,
     /// The type to store, once the first bytes were sniffed.
     mime: Option<String>,
+    _slot: super::UploadSlot,
 }
 
 impl std::fmt::Debug for Upload {
@@ -93,6 +94,7 @@ impl MediaService {
             // are stored once too, but they must send them: possession is proven, not claimed.)
             return Ok(Begin::Stored(info_of(h.media, &meta)));
         }
+        let slot = self.slot(user, h.media).await?;
         let wanted = state_of(&h);
         let existing = self
             .store
@@ -106,6 +108,7 @@ impl MediaService {
             buf: Vec::new(),
             hash: digest::Context::new(&digest::SHA256),
             mime: None,
+            _slot: slot,
         };
         if existing.as_ref() == Some(&wanted) {
             self.restore(&mut upload).await?;
@@ -222,6 +225,26 @@ impl MediaService {
                     "the stream ended at {} of {} bytes",
                     up.committed, up.header.size
                 ),
+            ));
+        }
+        // Every byte must be in the parts too, not only in the hash: parts written by two
+        // nodes' streams at once could leave a hole (the client retries; the resume re-reads).
+        let mut end = 0;
+        for p in self
+            .store
+            .upload_parts(up.user, media)
+            .await
+            .map_err(internal)?
+        {
+            if p.offset > end {
+                break;
+            }
+            end = end.max(p.offset + p.len);
+        }
+        if end != up.header.size {
+            return Err(ErrorBody::new(
+                ErrorCode::Internal,
+                "the stored parts do not cover the upload; retry to resume",
             ));
         }
         let digest = up.hash.clone().finish();

@@ -119,6 +119,14 @@ pub(crate) fn check(
                 return Err(StorageError::Invalid("an edit needs text".into()));
             }
             let t = content_target(intervals, *seq, target)?;
+            if matches!(t.body, MessageBody::Media(_))
+                && text.len() > tern_protocol::limits::MAX_CAPTION_LEN
+            {
+                return Err(StorageError::Invalid(format!(
+                    "a caption is at most {} bytes",
+                    tern_protocol::limits::MAX_CAPTION_LEN
+                )));
+            }
             if t.sender != new.sender {
                 return Err(StorageError::Forbidden(
                     "only the sender may edit a message".into(),

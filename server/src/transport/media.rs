@@ -26,7 +26,12 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STREAM_IDLE: Duration = Duration::from_secs(30);
 
 /// Serves one media stream to its end.
-pub async fn serve(mut send: SendStream, mut recv: RecvStream, s: SessionInfo, media: Arc<MediaService>) {
+pub async fn serve(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    s: SessionInfo,
+    media: Arc<MediaService>,
+) {
     let open = match tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut recv)).await {
         Ok(Ok(open)) => open,
         Ok(Err(e)) => return fail(&mut send, &mut recv, e).await,
@@ -117,7 +122,14 @@ async fn upload(
         }
         Ok(Begin::Resume(up)) => up,
     };
-    if !reply(send, &MediaReply::Resume { offset: up.offset() }).await {
+    if !reply(
+        send,
+        &MediaReply::Resume {
+            offset: up.offset(),
+        },
+    )
+    .await
+    {
         return;
     }
     loop {

@@ -8,6 +8,7 @@
 mod account;
 mod chat;
 mod group;
+mod media;
 mod message;
 mod social;
 mod tail;
@@ -99,5 +100,7 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<(), Failure> {
         Command::Presence { users } => social::presence(ctx, users).await,
         Command::Watch(args) => social::watch(ctx, args).await,
         Command::Typing { chat, stop } => social::typing(ctx, chat, !stop).await,
+        Command::SendFile(args) => media::send_file(ctx, args).await,
+        Command::Download(args) => media::download(ctx, args).await,
     }
 }

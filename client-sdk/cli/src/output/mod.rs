@@ -148,6 +148,23 @@ pub enum Record {
     },
     /// `typing CHAT`: this user's typing was sent.
     TypingSent { chat_id: u64, typing: bool },
+    /// `send-file`: the bytes are stored (`resumed_from`: offsets of resumed streams).
+    Uploaded {
+        media: String,
+        kind: &'static str,
+        mime: String,
+        size: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dimensions: Option<(u32, u32)>,
+        resumed_from: Vec<u64>,
+    },
+    /// `download`: the file is complete.
+    Downloaded {
+        media: String,
+        path: String,
+        mime: String,
+        size: u64,
+    },
     /// Messages hidden for this user only (`delete --for-me`, `tail`). `pts`: `tail` only.
     HiddenForMe {
         chat_id: u64,

@@ -254,6 +254,24 @@ impl Record {
                 };
                 format!("chat {chat_id}: user {user_id} {what}")
             }
+            Record::Uploaded {
+                media,
+                kind,
+                mime,
+                size,
+                resumed_from,
+                ..
+            } => {
+                let resumed = if resumed_from.is_empty() {
+                    String::new()
+                } else {
+                    format!(", resumed at {resumed_from:?}")
+                };
+                format!("uploaded {kind} {media} ({mime}, {size} bytes{resumed})")
+            }
+            Record::Downloaded {
+                media, path, size, ..
+            } => format!("downloaded {media} to {path} ({size} bytes)"),
             Record::TypingSent { chat_id, typing } => {
                 let what = if *typing {
                     "are typing"
