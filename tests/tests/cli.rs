@@ -905,3 +905,76 @@ async fn a_group_is_driven_end_to_end_through_the_cli() {
     let run = tern.run("alice", &["edit", &chat, &q, ""]).await;
     assert_eq!(run.code, 1, "{run:?}");
 }
+
+/// `tern send-file` and `tern download` round-trip a file byte for byte; the receiver sees
+/// a media message naming it; a user outside the chat is refused like for a missing id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_file_and_download_round_trip_a_file() {
+    let server = TestServer::start().await;
+    let p = pair(&server).await;
+    p.tern.login("carol", "carol@example.org").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.pdf");
+    let mut bytes = b"%PDF-1.7\n".to_vec();
+    bytes.extend((0..700_000u32).map(|i| (i * 31 % 251) as u8));
+    std::fs::write(&file, &bytes).unwrap();
+
+    let run = p
+        .tern
+        .run(
+            "alice",
+            &[
+                "--json",
+                "send-file",
+                &p.chat.to_string(),
+                file.to_str().unwrap(),
+                "--caption",
+                "q3",
+            ],
+        )
+        .await
+        .ok();
+    let uploaded = &run.records("uploaded")[0];
+    assert_eq!(uploaded["mime"], "application/pdf");
+    assert_eq!(uploaded["kind"], "document");
+    assert_eq!(uploaded["size"].as_u64(), Some(bytes.len() as u64));
+    let media = uploaded["media"].as_str().unwrap().to_owned();
+    assert_eq!(run.records("sent").len(), 1);
+
+    let history = p
+        .tern
+        .run("bob", &["--json", "history", &p.chat.to_string()])
+        .await
+        .ok();
+    let messages = history.records("message");
+    let m = messages.iter().find(|m| m["kind"] == "media").unwrap();
+    assert_eq!(m["media"]["id"].as_str(), Some(media.as_str()));
+
+    let out = dir.path().join("copy.pdf");
+    let run = p
+        .tern
+        .run(
+            "bob",
+            &["--json", "download", &media, out.to_str().unwrap()],
+        )
+        .await
+        .ok();
+    assert_eq!(run.records("downloaded").len(), 1);
+    assert!(std::fs::read(&out).unwrap() == bytes, "byte for byte");
+
+    let denied = p
+        .tern
+        .run(
+            "carol",
+            &[
+                "--json",
+                "download",
+                &media,
+                dir.path().join("no.pdf").to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert_ne!(denied.code, 0);
+    assert!(denied.stderr.contains("NotFound"), "{}", denied.stderr);
+    let _ = p.alice;
+}

@@ -98,22 +98,18 @@ pub struct MediaService {
     buffers: Arc<Semaphore>,
     /// One stream at a time per (user, media) on this node: a resume waits for the stream it
     /// replaces to commit what it received, so the two never write overlapping parts.
-    active: Arc<
-        std::sync::Mutex<
-            std::collections::HashMap<(UserId, MediaRef), Arc<tokio::sync::Mutex<()>>>,
-        >,
-    >,
+    active: Arc<SlotTable>,
 }
+
+/// The upload slots of this node: one lock per (user, media) with a stream.
+type SlotTable =
+    std::sync::Mutex<std::collections::HashMap<(UserId, MediaRef), Arc<tokio::sync::Mutex<()>>>>;
 
 /// Holds an upload's (user, media) slot; frees the map entry when the last holder goes.
 pub struct UploadSlot {
     key: (UserId, MediaRef),
     lock: Option<tokio::sync::OwnedMutexGuard<()>>,
-    map: Arc<
-        std::sync::Mutex<
-            std::collections::HashMap<(UserId, MediaRef), Arc<tokio::sync::Mutex<()>>>,
-        >,
-    >,
+    map: Arc<SlotTable>,
 }
 
 impl std::fmt::Debug for UploadSlot {

@@ -23,7 +23,7 @@ pub enum Begin {
     /// This user already stored these bytes: nothing to send.
     Stored(MediaInfo),
     /// Send the bytes from `upload.offset()`.
-    Resume(Upload),
+    Resume(Box<Upload>),
 }
 
 /// An upload in progress on one stream.
@@ -127,7 +127,7 @@ impl MediaService {
                 .await
                 .map_err(internal)?;
         }
-        Ok(Begin::Resume(upload))
+        Ok(Begin::Resume(Box::new(upload)))
     }
 
     /// Re-reads the committed parts of a resumed upload: the hash state, the committed offset

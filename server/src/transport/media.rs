@@ -120,7 +120,7 @@ async fn upload(
             let _ = recv.stop(VarInt::from_u32(0));
             return;
         }
-        Ok(Begin::Resume(up)) => up,
+        Ok(Begin::Resume(up)) => *up,
     };
     if !reply(
         send,

@@ -224,7 +224,7 @@ pub struct MessageExtra {
     system: Option<SystemRecord>,
     /// `media`: what to download (`tern download MEDIA PATH`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    media: Option<MediaRecord>,
+    media: Option<Box<MediaRecord>>,
 }
 
 /// A media message's attachment as JSON.

@@ -65,13 +65,13 @@ fn extra_of(body: &MessageBody) -> MessageExtra {
         MessageBody::Reaction { emoji, .. } => extra.emoji = Some(emoji.clone()),
         MessageBody::System(e) => extra.system = Some(system_record(e)),
         MessageBody::Media(m) => {
-            extra.media = Some(super::MediaRecord {
+            extra.media = Some(Box::new(super::MediaRecord {
                 id: m.media.to_hex(),
                 kind: m.kind.name(),
                 mime: m.mime.clone(),
                 size: m.size,
                 dimensions: m.dimensions,
-            })
+            }))
         }
         _ => {}
     }
