@@ -133,6 +133,10 @@ struct Cli {
     /// [default: the listen address].
     #[arg(long, env = "TERN_ADVERTISE")]
     advertise: Option<String>,
+    /// Where media lives: `fs` (DATA_DIR/media), `fs:PATH`, or `s3://BUCKET[/PREFIX]` (endpoint,
+    /// region and keys from TERN_S3_* or the standard AWS_* variables) [default: fs].
+    #[arg(long, env = "TERN_MEDIA_STORE")]
+    media_store: Option<String>,
     /// Log as JSON lines.
     #[arg(long, env = "TERN_LOG_JSON")]
     log_json: bool,
@@ -253,6 +257,9 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.tls_session_cache {
         c.transport.session_cache = v;
+    }
+    if let Some(v) = cli.media_store {
+        c.media.store = v;
     }
     if cli.node_id.is_some() {
         c.cluster.node_id = cli.node_id;
