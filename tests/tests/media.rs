@@ -271,6 +271,10 @@ async fn an_upload_resumes_after_a_forced_disconnect_without_resending() {
                     if !cut && done > 2 * 1024 * 1024 {
                         cut = true;
                         client.reconnect();
+                        // Hold this upload (the callback runs on its task) until the driver,
+                        // on the other worker, has dropped the connection: the cut then always
+                        // lands mid-upload, however fast the rest would go.
+                        std::thread::sleep(Duration::from_millis(300));
                     }
                 },
             )
