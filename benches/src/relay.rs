@@ -125,30 +125,7 @@ pub fn server_thread(
         .build()
         .unwrap_or_else(|e| fail("server runtime", e));
     rt.block_on(async move {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-            .unwrap_or_else(|e| fail("certificate", e));
-        let der = cert.cert.der().clone();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-        // TLS 1.3 with AES-128-GCM preferred, as Tern's server negotiates it.
-        let provider = rustls::crypto::CryptoProvider {
-            cipher_suites: vec![
-                rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
-                rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
-            ],
-            ..rustls::crypto::ring::default_provider()
-        };
-        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap_or_else(|e| fail("tls versions", e))
-            .with_no_client_auth()
-            .with_single_cert(vec![der.clone()], key)
-            .unwrap_or_else(|e| fail("server certificate", e));
-        tls.ignore_client_order = true;
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .unwrap_or_else(|e| fail("quic tls", e));
-        let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        let endpoint = Endpoint::server(config, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .unwrap_or_else(|e| fail("server endpoint", e));
+        let (endpoint, der) = server_endpoint(None);
         let addr = endpoint
             .local_addr()
             .unwrap_or_else(|e| fail("server address", e));
@@ -183,6 +160,53 @@ pub fn server_thread(
     });
 }
 
+/// A quinn server endpoint on a free loopback port with a fresh self-signed certificate (TLS 1.3,
+/// AES-128-GCM preferred, as Tern's server), and that certificate for clients to trust.
+/// `transport`: quinn's defaults when `None`.
+pub fn server_endpoint(
+    transport: Option<quinn::TransportConfig>,
+) -> (Endpoint, CertificateDer<'static>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .unwrap_or_else(|e| fail("certificate", e));
+    let der = cert.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    };
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap_or_else(|e| fail("tls versions", e))
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .unwrap_or_else(|e| fail("server certificate", e));
+    tls.ignore_client_order = true;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .unwrap_or_else(|e| fail("quic tls", e));
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    if let Some(t) = transport {
+        config.transport_config(Arc::new(t));
+    }
+    let endpoint = Endpoint::server(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .unwrap_or_else(|e| fail("server endpoint", e));
+    (endpoint, der)
+}
+
+/// A client endpoint on a free loopback port that trusts `cert`.
+pub fn client_endpoint(cert: CertificateDer<'static>) -> Endpoint {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap_or_else(|e| fail("root", e));
+    let config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))
+        .unwrap_or_else(|e| fail("client config", e));
+    let mut client = Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .unwrap_or_else(|e| fail("client endpoint", e));
+    client.set_default_client_config(config);
+    client
+}
+
 /// Opens, for each of `pairs` pairs, a source and a destination connection to the relay at
 /// `addr` (trusting `cert`), and returns the client endpoint and per pair the source's send
 /// stream and the destination's receive stream.
@@ -191,13 +215,7 @@ pub async fn connect_pairs(
     cert: CertificateDer<'static>,
     pairs: usize,
 ) -> (Endpoint, Vec<(SendStream, RecvStream)>) {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap_or_else(|e| fail("root", e));
-    let config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))
-        .unwrap_or_else(|e| fail("client config", e));
-    let mut client = Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .unwrap_or_else(|e| fail("client endpoint", e));
-    client.set_default_client_config(config);
+    let client = client_endpoint(cert);
     let open = |role: u8, pair: u16| {
         let client = client.clone();
         async move {

@@ -59,6 +59,10 @@ pub enum Scenario {
     /// reports presence events delivered per server CPU-second and latency, and checks that
     /// each watcher's final view matches the truth.
     Presence(PresenceArgs),
+    /// One user uploads media objects on their own QUIC streams: reports MB per server
+    /// CPU-second (compare `quinn-upload` from tern-benches) and checks every object reads
+    /// back as sent.
+    Upload(UploadArgs),
 }
 
 impl Scenario {
@@ -70,6 +74,7 @@ impl Scenario {
             Scenario::Churn(a) => &a.common,
             Scenario::Group(a) => &a.common,
             Scenario::Presence(a) => &a.common,
+            Scenario::Upload(a) => &a.common,
         }
     }
 
@@ -77,9 +82,11 @@ impl Scenario {
     pub fn validate(&self) -> Result<(), ArgsError> {
         match self {
             Scenario::Group(a) => a.validate(),
-            Scenario::Chat(_) | Scenario::Idle(_) | Scenario::Churn(_) | Scenario::Presence(_) => {
-                Ok(())
-            }
+            Scenario::Chat(_)
+            | Scenario::Idle(_)
+            | Scenario::Churn(_)
+            | Scenario::Presence(_)
+            | Scenario::Upload(_) => Ok(()),
         }
     }
 
@@ -91,6 +98,7 @@ impl Scenario {
             Scenario::Churn(_) => "churn",
             Scenario::Group(_) => "group",
             Scenario::Presence(_) => "presence",
+            Scenario::Upload(_) => "upload",
         }
     }
 }
@@ -336,6 +344,23 @@ pub struct IdleArgs {
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// `upload` options.
+#[derive(Debug, Clone, Args)]
+pub struct UploadArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Size of each object, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub size_mib: usize,
+    /// Objects.
+    #[arg(long, default_value_t = 8)]
+    pub count: usize,
+    /// Uploads in flight at once.
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
 }
 
 /// `churn` options.

@@ -24,6 +24,7 @@ mod report;
 mod run;
 mod spawn;
 mod stats;
+mod upload;
 mod users;
 
 use clap::Parser;
@@ -95,6 +96,7 @@ async fn run(scenario: &Scenario) -> anyhow::Result<bool> {
         Scenario::Churn(a) => churn::run(a, &target, ui, stop).await,
         Scenario::Group(a) => group::run(a, &target, ui, stop).await,
         Scenario::Presence(a) => presence::run(a, &target, ui, stop).await,
+        Scenario::Upload(a) => upload::run(a, &target, ui, stop).await,
     };
     target.stop();
     let mut report = result?;

@@ -103,10 +103,33 @@ pub struct Report {
     pub group: Option<GroupSummary>,
     /// Presence: watches, switches and the final-view check.
     pub presence: Option<PresenceSummary>,
+    /// Upload: objects, bytes and rates.
+    pub upload: Option<UploadSummary>,
     /// Per second of intended send time: p50/p99 per latency kind.
     pub latency_per_second_us: BTreeMap<String, Vec<Point>>,
     /// The command line.
     pub command: Vec<String>,
+}
+
+/// The `upload` scenario's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UploadSummary {
+    /// Objects stored.
+    pub objects: u64,
+    /// Bytes per object.
+    pub object_bytes: u64,
+    /// Uploads in flight at once.
+    pub streams: u64,
+    /// Megabytes (10^6) uploaded.
+    pub mb: f64,
+    /// MB per wall second.
+    pub mb_per_s: f64,
+    /// MB per server CPU-second.
+    pub mb_per_server_cpu_s: Option<f64>,
+    /// Streams that resumed an interrupted upload.
+    pub resumed: u64,
+    /// Objects that did not read back as sent.
+    pub mismatched: u64,
 }
 
 /// TLS handshakes the server completed in the window, by kind.
@@ -279,6 +302,23 @@ impl Report {
                 String::new()
             }
         );
+        if let Some(u) = &self.upload {
+            let _ = writeln!(
+                s,
+                "upload     {} objects x {} MiB, {} at once: {:.1} MB in {:.2}s = {:.1} MB/s, {} MB per server CPU-s; resumed {}, mismatched {} -> {}",
+                u.objects,
+                u.object_bytes >> 20,
+                u.streams,
+                u.mb,
+                self.duration_s,
+                u.mb_per_s,
+                u.mb_per_server_cpu_s
+                    .map_or("?".into(), |v| format!("{v:.1}")),
+                u.resumed,
+                u.mismatched,
+                if self.ok { "OK" } else { "FAILED" }
+            );
+        }
         for (name, l) in &self.latency_us {
             if l.count > 0 {
                 let _ = writeln!(

@@ -1089,3 +1089,179 @@ async fn every_social_request_answers_as_the_spec_says_for_every_relation() {
         failures.join("\n")
     );
 }
+
+/// Who asks about a media object `M` that the uploader sent into a group `G` (issue 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaActor {
+    /// Uploaded `M` (and sent it to `G`).
+    Uploader,
+    /// A member of `G`.
+    GroupMember,
+    /// Was in `G` when `M` was sent, then removed.
+    Removed,
+    /// Was in `G` when `M` was sent, then left.
+    Left,
+    /// Has a direct chat with the uploader, where `M` was never sent.
+    DmPeer,
+    /// A member of a direct chat into which a group member forwarded `M`.
+    ForwardedTo,
+    /// No chat with anyone.
+    Stranger,
+}
+
+/// What a media cell does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaOp {
+    /// Download the original.
+    Original,
+    /// Download the server's thumbnail.
+    Thumbnail,
+    /// Send `M` into a chat of the actor's own (forward).
+    Forward,
+}
+
+/// The table: readers are the uploader and the current members of a chat with a message that
+/// references `M`; everyone else gets `NotFound` exactly as for an id that does not exist.
+fn media_allowed(a: MediaActor) -> bool {
+    matches!(
+        a,
+        MediaActor::Uploader | MediaActor::GroupMember | MediaActor::ForwardedTo
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_actor_gets_the_media_answer_of_the_table() {
+    use tern_sdk::protocol::{MediaKind, MediaRef, MediaVariant};
+    use tern_sdk::{MediaSource, UploadSpec};
+    let server = TestServer::start().await;
+    let up = server.login("+15558000001").await;
+    let member = server.login("+15558000002").await;
+    let removed = server.login("+15558000003").await;
+    let left = server.login("+15558000004").await;
+    let dm_peer = server.login("+15558000005").await;
+    let forwarded = server.login("+15558000006").await;
+    let stranger = server.login("+15558000007").await;
+    // Not an actor: every forward goes into a direct chat with this user, so a permitted
+    // forward grants nobody in the table anything.
+    let sink = server.login("+15558000008").await;
+    let uid = |d: &Device| d.session.user_id;
+    let group = create_group(
+        &up.client,
+        "media",
+        &[uid(&member), uid(&removed), uid(&left)],
+    )
+    .await;
+    // A 64×48 PNG, so the thumbnail column has something to read.
+    let png = {
+        let img = image_png();
+        bytes::Bytes::from(img)
+    };
+    let spec = UploadSpec {
+        kind: MediaKind::Image,
+        mime: "image/png".into(),
+        encrypted: false,
+        declared: None,
+    };
+    let info = up
+        .client
+        .upload(MediaSource::Bytes(png), spec, |_, _| {})
+        .await
+        .unwrap()
+        .info;
+    up.client.send_media(group, &info, None).await.unwrap();
+    up.client.remove_member(group, uid(&removed)).await.unwrap();
+    left.client.leave_group(group).await.unwrap();
+    up.client.open_direct_chat(uid(&dm_peer)).await.unwrap();
+    let fwd_chat = member
+        .client
+        .open_direct_chat(uid(&forwarded))
+        .await
+        .unwrap()
+        .chat_id;
+    member
+        .client
+        .send_media(fwd_chat, &info, None)
+        .await
+        .unwrap();
+
+    // What a made-up id gets: every refusal must be exactly this.
+    let missing = match stranger
+        .client
+        .download(MediaRef([0xee; 32]), MediaVariant::Original, 1 << 20)
+        .await
+    {
+        Err(Error::Server(b)) => b,
+        other => panic!("a made-up id: {other:?}"),
+    };
+    assert_eq!(missing.code, ErrorCode::NotFound);
+
+    let cast = [
+        (MediaActor::Uploader, &up),
+        (MediaActor::GroupMember, &member),
+        (MediaActor::Removed, &removed),
+        (MediaActor::Left, &left),
+        (MediaActor::DmPeer, &dm_peer),
+        (MediaActor::ForwardedTo, &forwarded),
+        (MediaActor::Stranger, &stranger),
+    ];
+    let mut failures = String::new();
+    for (actor, device) in cast {
+        // A chat of the actor's own to forward into.
+        let own_chat = device
+            .client
+            .open_direct_chat(uid(&sink))
+            .await
+            .map(|c| c.chat_id);
+        for op in [MediaOp::Original, MediaOp::Thumbnail, MediaOp::Forward] {
+            let got: Result<(), Error> = match op {
+                MediaOp::Original | MediaOp::Thumbnail => {
+                    let variant = if op == MediaOp::Original {
+                        MediaVariant::Original
+                    } else {
+                        MediaVariant::Thumbnail
+                    };
+                    device
+                        .client
+                        .download(info.media, variant, 1 << 24)
+                        .await
+                        .map(|_| ())
+                }
+                MediaOp::Forward => match &own_chat {
+                    Ok(chat) => device
+                        .client
+                        .send_media(*chat, &info, None)
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e.clone()),
+                },
+            };
+            let allowed = media_allowed(actor);
+            let verdict = match (&got, allowed) {
+                (Ok(()), true) => None,
+                (Err(Error::Server(b)), false)
+                    if b.code == missing.code && b.message == missing.message =>
+                {
+                    None
+                }
+                (other, _) => Some(format!(
+                    "{actor:?} {op:?}: allowed={allowed}, got {other:?}\n"
+                )),
+            };
+            if let Some(v) = verdict {
+                failures.push_str(&v);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "media cells off the table:\n{failures}"
+    );
+}
+
+fn image_png() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8, y as u8, 9]));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}

@@ -96,6 +96,8 @@ pub struct MediaService {
     uploads: UserLimiter,
     quota: UserLimiter,
     buffers: Arc<Semaphore>,
+    /// Images being decoded at once: each may allocate up to `bounds.max_alloc`.
+    decodes: Arc<Semaphore>,
     /// One stream at a time per (user, media) on this node: a resume waits for the stream it
     /// replaces to commit what it received, so the two never write overlapping parts.
     active: Arc<SlotTable>,
@@ -145,6 +147,10 @@ fn not_found() -> ErrorBody {
     ErrorBody::new(ErrorCode::NotFound, "no such media")
 }
 
+/// Images read and decoded at once, server-wide: with the default limits at most
+/// 2 × (16 MiB + 256 MiB).
+const MAX_DECODES: usize = 2;
+
 /// The quota's unit: the per-day limiter counts MiB, so a 2 GiB quota is 2048 tokens.
 const QUOTA_UNIT: u64 = 1024 * 1024;
 
@@ -173,6 +179,7 @@ impl MediaService {
             ),
             buffers: Arc::new(Semaphore::new(buffers.max(1))),
             active: Arc::default(),
+            decodes: Arc::new(Semaphore::new(MAX_DECODES)),
             store: deps.store,
             storage: deps.storage,
             metrics: deps.metrics,
@@ -229,6 +236,12 @@ impl MediaService {
             lock: Some(guard),
             map: self.active.clone(),
         })
+    }
+
+    /// One of the decoder slots: the whole image is read into memory and decoded under it, so
+    /// at most `MAX_DECODES` × (largest image + `bounds.max_alloc`) is held server-wide.
+    pub(crate) async fn decode_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.decodes.clone().acquire_owned().await.ok()
     }
 
     /// Spends one upload of the per-minute rate and `size` bytes of the daily quota.

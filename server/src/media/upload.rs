@@ -307,6 +307,10 @@ impl MediaService {
         {
             return Ok(meta);
         }
+        // The whole image in memory plus the decoder's working set: both bounded server-wide.
+        let Some(_slot) = self.decode_slot().await else {
+            return Err(ErrorBody::new(ErrorCode::Internal, "media budget closed"));
+        };
         let mut bytes = Vec::with_capacity(up.header.size as usize);
         for part in self
             .store

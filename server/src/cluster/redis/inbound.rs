@@ -44,6 +44,7 @@ pub(super) async fn subscriber(sh: Arc<Shared>, mut stop: watch::Receiver<bool>)
             }
             Err(_) => {
                 sh.metrics.redis_errors.inc();
+                tracing::warn!("cluster bus: subscribing took over 2 s; retrying");
                 if sleep_or_stop(&mut stop, &mut backoff).await {
                     return;
                 }
