@@ -335,7 +335,7 @@ EOF
     setsid bash -c 'echo $$ > "$0"; exec "$@"' "$STATE/seaweedfs.pid" \
         "$WEED" server -dir "$dir" -ip 127.0.0.1 -ip.bind 127.0.0.1 \
         -master.port "$SEAWEEDFS_MASTER_PORT" -master.volumeSizeLimitMB 64 -master.telemetry=false \
-        -volume.port "$SEAWEEDFS_VOLUME_PORT" -volume.max 16 -volume.preStopSeconds 0 \
+        -volume.port "$SEAWEEDFS_VOLUME_PORT" -volume.max 100 -volume.preStopSeconds 0 \
         -filer -filer.port "$SEAWEEDFS_FILER_PORT" \
         -s3 -s3.port "$S3_PORT" -s3.config "$STATE/seaweedfs-s3.json" \
         -s3.port.iceberg 0 -s3.port.lance 0 \

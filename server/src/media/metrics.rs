@@ -34,12 +34,23 @@ pub struct MediaMetrics {
     pub collected: Counter,
     /// Objects the collector deleted (parts, markers, thumbnails).
     pub objects_deleted: Counter,
+    /// `bytes{dir="in"}` and `{dir="out"}`, held so counting a chunk allocates nothing.
+    bytes_in: Counter,
+    bytes_out: Counter,
 }
 
 impl MediaMetrics {
     /// Registers the series in `r` (prefix `tern_media_`).
     pub fn register(r: &mut Registry) -> Self {
-        let m = MediaMetrics::default();
+        let mut m = MediaMetrics::default();
+        m.bytes_in = m
+            .bytes
+            .get_or_create(&DirectionLabel { dir: "in".into() })
+            .clone();
+        m.bytes_out = m
+            .bytes
+            .get_or_create(&DirectionLabel { dir: "out".into() })
+            .clone();
         let r = r.sub_registry_with_prefix("media");
         r.register(
             "uploads",
@@ -67,9 +78,6 @@ impl MediaMetrics {
             "Objects deleted by the media collector",
             m.objects_deleted.clone(),
         );
-        for dir in ["in", "out"] {
-            let _ = m.bytes.get_or_create(&DirectionLabel { dir: dir.into() });
-        }
         m
     }
 
@@ -93,8 +101,9 @@ impl MediaMetrics {
 
     /// Counts bytes in one direction.
     pub fn bytes(&self, dir: &'static str, n: u64) {
-        self.bytes
-            .get_or_create(&DirectionLabel { dir: dir.into() })
-            .inc_by(n);
+        match dir {
+            "in" => self.bytes_in.inc_by(n),
+            _ => self.bytes_out.inc_by(n),
+        };
     }
 }
