@@ -298,6 +298,14 @@ impl RunningServer {
             )
             .shared(shared.budget.clone()),
         }));
+        if config.cluster.redis.is_some() && config.media.store.starts_with("fs") {
+            // Each node would keep its own media: a device on another node could not read it.
+            tracing::warn!(
+                store = %config.media.store,
+                "cluster mode with media on the local filesystem: every node must share one \
+                 store; use --media-store s3://BUCKET"
+            );
+        }
         let media = Arc::new(MediaService::new(MediaDeps {
             store: MediaStore::new(crate::media::backend::open(
                 &config.media.store,

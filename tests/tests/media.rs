@@ -364,6 +364,8 @@ async fn bad_uploads_get_typed_errors_and_store_nothing() {
     for store in backends("refusals") {
         let server = server(&store, |c| {
             c.media.limits.max_document_bytes = 1024 * 1024;
+            // Enough for the uploads below, not for one more MiB-sized one.
+            c.media.limits.daily_upload_bytes = 8 * 1024 * 1024;
         })
         .await;
         let alice = server.login("+15557200001").await;
@@ -452,6 +454,90 @@ async fn bad_uploads_get_typed_errors_and_store_nothing() {
             .await
             .unwrap();
         assert_eq!(ok.info.dimensions, Some((32, 32)));
+        // The daily quota (8 MiB, charged per started MiB): a few more and it is used up.
+        let mut refused = None;
+        for i in 0..12 {
+            let r = c
+                .upload(
+                    MediaSource::Bytes(blob(900 * 1024, 100 + i)),
+                    spec(MediaKind::Document, "application/octet-stream"),
+                    |_, _| {},
+                )
+                .await;
+            if let Err(e) = r {
+                refused = Some(e);
+                break;
+            }
+        }
+        let refused = refused.unwrap_or_else(|| panic!("{store}: the quota never ran out"));
+        assert_eq!(
+            code(&refused),
+            Some(ErrorCode::QuotaExceeded),
+            "{store}: {refused}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_media_is_opaque_and_carries_the_clients_thumbnail() {
+    for store in backends("encrypted") {
+        let server = server(&store, |_| {}).await;
+        let (alice, mut bob, chat) = server.pair("+15557500001", "+15557500002").await;
+        // Ciphertext: no signature, declared as the JPEG it encrypts.
+        let ciphertext = blob(300 * 1024, 5);
+        let mut spec = spec(MediaKind::Image, "image/jpeg");
+        spec.encrypted = true;
+        let up = alice
+            .client
+            .upload(MediaSource::Bytes(ciphertext.clone()), spec, |_, _| {})
+            .await
+            .unwrap();
+        assert!(up.info.encrypted, "{store}");
+        assert!(
+            !up.info.thumbnail,
+            "{store}: no server thumbnail of ciphertext"
+        );
+        assert_eq!(up.info.dimensions, None, "{store}: nothing decoded");
+        let preview = vec![0xc3; 2048];
+        let body = MessageBody::Media(tern_sdk::protocol::MediaMessage {
+            media: up.info.media,
+            kind: MediaKind::Image,
+            mime: "image/jpeg".into(),
+            size: up.info.size,
+            dimensions: Some((4032, 3024)),
+            duration_ms: None,
+            thumbnail: Thumbnail::Inline(preview.clone()),
+            caption: None,
+            encrypted: true,
+        });
+        alice.client.send(chat, body, 77).await.unwrap();
+        let got = collect_messages(&mut bob.events, 1, WAIT).await;
+        let MessageBody::Media(m) = &got[0].body else {
+            panic!("{store}: {:?}", got[0].body)
+        };
+        assert_eq!(
+            m.thumbnail,
+            Thumbnail::Inline(preview),
+            "{store}: the client's preview, intact"
+        );
+        assert_eq!(
+            m.dimensions,
+            Some((4032, 3024)),
+            "{store}: the client's dimensions kept"
+        );
+        assert!(m.encrypted);
+        let (_, bytes) = bob
+            .client
+            .download(up.info.media, MediaVariant::Original, 1 << 20)
+            .await
+            .unwrap();
+        assert!(bytes == ciphertext, "{store}: stored as opaque bytes");
+        let none = bob
+            .client
+            .download(up.info.media, MediaVariant::Thumbnail, 1 << 20)
+            .await
+            .unwrap_err();
+        assert_eq!(code(&none), Some(ErrorCode::NotFound), "{store}");
     }
 }
 
@@ -597,5 +683,71 @@ async fn unfinished_uploads_expire_and_unreferenced_media_is_collected() {
             .await
             .unwrap_err();
         assert_eq!(code(&gone), Some(ErrorCode::NotFound), "{store}");
+    }
+}
+
+/// `kill -9` of the server in the middle of an upload: the parts it committed survive (fsync'd
+/// on the filesystem, stored on S3), the restarted server tells the client where to resume, and
+/// the stored object is byte for byte the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_resumes_from_its_committed_parts_after_the_server_is_killed() {
+    use tern_tests::child::ChildServer;
+    for store in backends("killed") {
+        tern_tests::init();
+        let dir = tempfile::tempdir().unwrap();
+        let store_flag = format!("--media-store={store}");
+        let mut server = ChildServer::start(dir.path(), &[store_flag.as_str()]).await;
+        let cfg = tern_tests::client_config(server.quic, &server.fingerprint());
+        let alice = tern_tests::login(cfg, &server.otp_file(), "+15557600001")
+            .await
+            .unwrap();
+        let data = blob(8 * 1024 * 1024, 6);
+        let (cut_tx, cut_rx) = tokio::sync::oneshot::channel();
+        let mut cut = Some(cut_tx);
+        let client = alice.client.clone();
+        let source = data.clone();
+        let upload = tokio::spawn(async move {
+            client
+                .upload(
+                    MediaSource::Bytes(source),
+                    spec(MediaKind::Document, "application/octet-stream"),
+                    move |done, _| {
+                        if done > 3 * 1024 * 1024
+                            && let Some(tx) = cut.take()
+                        {
+                            let _ = tx.send(());
+                            // Hold the upload while the test kills the server.
+                            std::thread::sleep(Duration::from_millis(700));
+                        }
+                    },
+                )
+                .await
+        });
+        cut_rx.await.unwrap();
+        server.kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.restart().await;
+        let up = tokio::time::timeout(WAIT * 2, upload)
+            .await
+            .unwrap_or_else(|_| panic!("{store}: the upload did not finish after the restart"))
+            .unwrap()
+            .unwrap();
+        let a = &up.attempts;
+        assert!(
+            a.len() >= 2,
+            "{store}: the kill cut the first stream: {a:?}"
+        );
+        assert!(
+            a[1].offset > 0,
+            "{store}: the restarted server kept the committed parts: {a:?}"
+        );
+        assert!(a[1].offset <= a[0].written, "{store}: {a:?}");
+        let (_, bytes) = alice
+            .client
+            .download(up.info.media, MediaVariant::Original, 1 << 30)
+            .await
+            .unwrap();
+        assert!(bytes == data, "{store}: byte for byte after the crash");
+        alice.client.close().await;
     }
 }
