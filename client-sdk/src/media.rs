@@ -416,12 +416,16 @@ async fn download_once(
         return Err(Failure::Link("the server started at another offset".into()));
     }
     let mut pos = offset;
+    progress(pos, info.size);
     let local = |e: std::io::Error| Failure::Local(e.to_string());
     if !rest.is_empty() {
+        if pos + rest.len() as u64 > info.size {
+            return Err(Failure::Link("more bytes than announced".into()));
+        }
         file.write_all(&rest).await.map_err(local)?;
         pos += rest.len() as u64;
+        progress(pos, info.size);
     }
-    progress(pos, info.size);
     loop {
         match recv.read_chunk(CHUNK, true).await {
             Ok(Some(c)) => {

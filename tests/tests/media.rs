@@ -751,3 +751,60 @@ async fn an_upload_resumes_from_its_committed_parts_after_the_server_is_killed()
         alice.client.close().await;
     }
 }
+
+/// A download resumes from what a partial file already holds: only the rest is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_resumes_from_a_partial_file() {
+    for store in backends("download") {
+        let server = server(&store, |_| {}).await;
+        let alice = server.login("+15557700001").await;
+        let data = blob(3 * 1024 * 1024 + 17, 7);
+        let up = alice
+            .client
+            .upload(
+                MediaSource::Bytes(data.clone()),
+                spec(MediaKind::Document, "application/octet-stream"),
+                |_, _| {},
+            )
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partial");
+        let have = 1024 * 1024 + 5;
+        std::fs::write(&path, &data[..have]).unwrap();
+        let before = metric(&server, "tern_media_bytes_total{dir=\"out\"}").await;
+        let mut first = None;
+        let info = alice
+            .client
+            .download_to_file(up.info.media, MediaVariant::Original, &path, |done, _| {
+                first.get_or_insert(done);
+            })
+            .await
+            .unwrap();
+        assert_eq!(info.size, data.len() as u64);
+        assert_eq!(
+            first,
+            Some(have as u64),
+            "{store}: it started at the file's length"
+        );
+        assert!(
+            std::fs::read(&path).unwrap() == data,
+            "{store}: byte for byte"
+        );
+        let sent = metric(&server, "tern_media_bytes_total{dir=\"out\"}").await - before;
+        assert_eq!(
+            sent as usize,
+            data.len() - have,
+            "{store}: only the missing bytes were sent"
+        );
+        // An offset past the end is refused, typed.
+        let past = dir.path().join("past");
+        std::fs::write(&past, vec![0u8; data.len() + 1]).unwrap();
+        let e = alice
+            .client
+            .download_to_file(up.info.media, MediaVariant::Original, &past, |_, _| {})
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), Some(ErrorCode::InvalidArgument), "{store}: {e}");
+    }
+}
