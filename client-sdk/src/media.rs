@@ -113,17 +113,7 @@ impl Client {
             let conn = self.connection().await?;
             match upload_once(&conn, &header, &source, &mut attempts, &mut progress).await {
                 Ok(info) => return Ok(Uploaded { info, attempts }),
-                Err(Failure::Server(e)) if !e.code.is_retryable() => return Err(Error::Server(e)),
-                Err(Failure::Local(e)) => return Err(Error::Config(e)),
-                Err(f) if failures + 1 < MAX_ATTEMPTS => {
-                    if let Failure::Link(why) = &f {
-                        tracing::debug!(%why, "upload stream broke; resuming");
-                    }
-                    failures += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures))).await;
-                }
-                Err(Failure::Server(e)) => return Err(Error::Server(e)),
-                Err(Failure::Link(_)) => return Err(Error::Disconnected),
+                Err(f) => tokio::time::sleep(retry_after(f, &mut failures, "upload")?).await,
             }
         }
     }
@@ -158,17 +148,7 @@ impl Client {
             };
             match download_once(&conn, req, &mut file, &mut progress).await {
                 Ok(info) => return Ok(info),
-                Err(Failure::Server(e)) if !e.code.is_retryable() => return Err(Error::Server(e)),
-                Err(Failure::Local(e)) => return Err(Error::Config(e)),
-                Err(f) if failures + 1 < MAX_ATTEMPTS => {
-                    if let Failure::Link(why) = &f {
-                        tracing::debug!(%why, "download stream broke; resuming");
-                    }
-                    failures += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures))).await;
-                }
-                Err(Failure::Server(e)) => return Err(Error::Server(e)),
-                Err(Failure::Link(_)) => return Err(Error::Disconnected),
+                Err(f) => tokio::time::sleep(retry_after(f, &mut failures, "download")?).await,
             }
         }
     }
@@ -246,6 +226,20 @@ impl Client {
         });
         self.send(chat_id, body, rand::random()).await
     }
+}
+
+/// After a failed stream: how long to wait before the next one, or the error to give up with
+/// (a final refusal, a local problem, or too many broken streams in a row).
+fn retry_after(f: Failure, failures: &mut u32, what: &str) -> Result<Duration, Error> {
+    match f {
+        Failure::Server(ref e) if e.code.is_retryable() && *failures + 1 < MAX_ATTEMPTS => {}
+        Failure::Link(ref why) if *failures + 1 < MAX_ATTEMPTS => {
+            tracing::debug!(%why, "{what} stream broke; resuming");
+        }
+        f => return Err(to_error(f)),
+    }
+    *failures += 1;
+    Ok(Duration::from_millis(100 * u64::from(*failures)))
 }
 
 fn to_error(f: Failure) -> Error {

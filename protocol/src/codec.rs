@@ -124,14 +124,7 @@ pub fn decode_payload(payload: &[u8]) -> Result<Frame, CodecError> {
             max: MAX_FRAME_LEN,
         });
     }
-    let (frame, rest) = postcard::take_from_bytes::<Frame>(payload)
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(CodecError::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
-    }
+    let frame: Frame = decode_exact(payload)?;
     if !frame.within_limits() {
         return Err(CodecError::FieldTooLarge);
     }
@@ -159,15 +152,7 @@ pub fn decode_datagram(payload: &[u8]) -> Result<Datagram, CodecError> {
             max: MAX_DATAGRAM_LEN as u32,
         });
     }
-    let (datagram, rest) = postcard::take_from_bytes::<Datagram>(payload)
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(CodecError::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
-    }
-    Ok(datagram)
+    decode_exact(payload)
 }
 
 /// Encodes the client's header frame of a media stream, length-prefixed like a control frame.
@@ -239,6 +224,7 @@ fn media_header(buf: &[u8]) -> Result<Option<(&[u8], usize)>, CodecError> {
     Ok(Some((&buf[prefix..end], end)))
 }
 
+/// One value that takes all of `payload`: trailing bytes are an error.
 fn decode_exact<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, CodecError> {
     let (value, rest) = postcard::take_from_bytes::<T>(payload)
         .map_err(|e| CodecError::Malformed(e.to_string()))?;

@@ -27,18 +27,14 @@ pub struct Collected {
     pub objects: usize,
 }
 
-fn older_than(t: chrono_like::Time, age: Duration, now: SystemTime) -> bool {
+fn older_than(t: SystemTime, age: Duration, now: SystemTime) -> bool {
     now.duration_since(t).is_ok_and(|d| d >= age)
 }
 
-/// `object_store` reports times as `chrono` values; the collector compares `SystemTime`s.
-mod chrono_like {
-    pub(super) type Time = std::time::SystemTime;
-
-    pub(super) fn of(meta: &object_store::ObjectMeta) -> Time {
-        let ms = meta.last_modified.timestamp_millis();
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-    }
+/// When an object was last written (`object_store` reports a `chrono` time).
+fn modified(meta: &object_store::ObjectMeta) -> SystemTime {
+    let ms = meta.last_modified.timestamp_millis();
+    std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 impl MediaService {
@@ -47,7 +43,7 @@ impl MediaService {
         let mut done = Collected::default();
         let ttl = Duration::from_secs(u64::from(self.config.limits.unfinished_upload_ttl_s));
         for (user, media, meta) in self.store.uploads().await? {
-            if older_than(chrono_like::of(&meta), ttl, now) {
+            if older_than(modified(&meta), ttl, now) {
                 done.objects += self.store.delete_upload(user, media).await?;
                 done.uploads_expired += 1;
                 self.metrics.uploads_expired.inc();
@@ -55,8 +51,8 @@ impl MediaService {
         }
         for (media, meta) in self.store.published().await? {
             let since = match self.store.released_at(media).await? {
-                Some(r) => chrono_like::of(&r).max(chrono_like::of(&meta)),
-                None => chrono_like::of(&meta),
+                Some(r) => modified(&r).max(modified(&meta)),
+                None => modified(&meta),
             };
             if !older_than(since, Duration::from_secs(self.config.grace_s), now) {
                 continue;

@@ -145,6 +145,16 @@ impl MediaStore {
         format!("media/{}", media.to_hex())
     }
 
+    /// `media/{media}/{leaf}`.
+    fn media_object(media: MediaRef, leaf: &str) -> Path {
+        Path::from(format!("{}/{leaf}", Self::media_prefix(media)))
+    }
+
+    /// `uploads/{user}/{media}/header`.
+    fn upload_header(user: UserId, media: MediaRef) -> Path {
+        Path::from(format!("{}/header", Self::upload_prefix(user, media)))
+    }
+
     async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>> {
         let bytes = match self.store.get(path).await {
             Ok(r) => r.bytes().await?,
@@ -221,7 +231,7 @@ impl MediaStore {
 
     /// The declared upload of `media` by `user`, if one is unfinished.
     pub async fn upload_state(&self, user: UserId, media: MediaRef) -> Result<Option<UploadState>> {
-        let path = Path::from(format!("{}/header", Self::upload_prefix(user, media)));
+        let path = Self::upload_header(user, media);
         self.get_json(&path).await
     }
 
@@ -232,7 +242,7 @@ impl MediaStore {
         media: MediaRef,
         state: &UploadState,
     ) -> Result<()> {
-        let path = Path::from(format!("{}/header", Self::upload_prefix(user, media)));
+        let path = Self::upload_header(user, media);
         self.put_json(&path, state).await
     }
 
@@ -294,19 +304,19 @@ impl MediaStore {
 
     /// What is known of a published object; `None` if it is not (or no longer) published.
     pub async fn meta(&self, media: MediaRef) -> Result<Option<StoredMeta>> {
-        let path = Path::from(format!("{}/meta", Self::media_prefix(media)));
+        let path = Self::media_object(media, "meta");
         self.get_json(&path).await
     }
 
     /// Publishes (or restores) the description: from now on the object can be referenced.
     pub async fn put_meta(&self, media: MediaRef, meta: &StoredMeta) -> Result<()> {
-        let path = Path::from(format!("{}/meta", Self::media_prefix(media)));
+        let path = Self::media_object(media, "meta");
         self.put_json(&path, meta).await
     }
 
     /// Unpublishes: references are refused from now on (the collector's first step).
     pub async fn delete_meta(&self, media: MediaRef) -> Result<()> {
-        let path = Path::from(format!("{}/meta", Self::media_prefix(media)));
+        let path = Self::media_object(media, "meta");
         self.delete_quietly(&path).await
     }
 
@@ -339,7 +349,7 @@ impl MediaStore {
 
     /// Stores the thumbnail.
     pub async fn put_thumbnail(&self, media: MediaRef, bytes: Bytes) -> Result<()> {
-        let path = Path::from(format!("{}/thumb", Self::media_prefix(media)));
+        let path = Self::media_object(media, "thumb");
         self.store.put(&path, PutPayload::from(bytes)).await?;
         Ok(())
     }
@@ -349,35 +359,35 @@ impl MediaStore {
         Part {
             offset: 0,
             len,
-            path: Path::from(format!("{}/thumb", Self::media_prefix(media))),
+            path: Self::media_object(media, "thumb"),
         }
     }
 
     /// Records `user` as an uploader.
     pub async fn add_owner(&self, media: MediaRef, user: UserId) -> Result<()> {
-        let path = Path::from(format!("{}/owner/{}", Self::media_prefix(media), user.0));
+        let path = Self::media_object(media, &format!("owner/{}", user.0));
         self.store.put(&path, PutPayload::new()).await?;
         Ok(())
     }
 
     /// Whether `user` uploaded these bytes.
     pub async fn is_owner(&self, media: MediaRef, user: UserId) -> Result<bool> {
-        let path = Path::from(format!("{}/owner/{}", Self::media_prefix(media), user.0));
+        let path = Self::media_object(media, &format!("owner/{}", user.0));
         self.exists(&path).await
     }
 
     /// Records a message's reference.
     pub async fn add_ref(&self, media: MediaRef, r: MessageRef) -> Result<()> {
-        let path = Path::from(format!("{}/ref/{}", Self::media_prefix(media), r.name()));
+        let path = Self::media_object(media, &format!("ref/{}", r.name()));
         self.store.put(&path, PutPayload::new()).await?;
         Ok(())
     }
 
     /// Drops a message's reference and notes when, for the collector's grace period.
     pub async fn remove_ref(&self, media: MediaRef, r: MessageRef) -> Result<()> {
-        let path = Path::from(format!("{}/ref/{}", Self::media_prefix(media), r.name()));
+        let path = Self::media_object(media, &format!("ref/{}", r.name()));
         self.delete_quietly(&path).await?;
-        let released = Path::from(format!("{}/released", Self::media_prefix(media)));
+        let released = Self::media_object(media, "released");
         self.store.put(&released, PutPayload::new()).await?;
         Ok(())
     }
@@ -394,7 +404,7 @@ impl MediaStore {
 
     /// When the last reference was dropped, if ever.
     pub async fn released_at(&self, media: MediaRef) -> Result<Option<ObjectMeta>> {
-        let path = Path::from(format!("{}/released", Self::media_prefix(media)));
+        let path = Self::media_object(media, "released");
         match self.store.head(&path).await {
             Ok(m) => Ok(Some(m)),
             Err(e) if not_found(&e) => Ok(None),

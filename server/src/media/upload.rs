@@ -56,11 +56,6 @@ impl Upload {
     pub fn offset(&self) -> u64 {
         self.committed + self.buf.len() as u64
     }
-
-    /// The declared size.
-    pub fn size(&self) -> u64 {
-        self.header.size
-    }
 }
 
 fn state_of(h: &UploadHeader) -> UploadState {
