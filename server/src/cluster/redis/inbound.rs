@@ -58,7 +58,9 @@ pub(super) async fn subscriber(sh: Arc<Shared>, mut stop: watch::Receiver<bool>)
             sh.resync("the bus subscription was re-established");
         }
         first = false;
-        let _ = sh.subscribed.send(true);
+        // `send_replace`: `send` stores nothing while no receiver exists, and the registry may
+        // not have subscribed yet (it would then wait for a value that never came).
+        sh.subscribed.send_replace(true);
         let mut stream = ps.into_on_message();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut heard = Instant::now();
@@ -96,7 +98,7 @@ pub(super) async fn subscriber(sh: Arc<Shared>, mut stop: watch::Receiver<bool>)
         }
         sh.metrics.bus_up.set(0);
         sh.metrics.redis_errors.inc();
-        let _ = sh.subscribed.send(false);
+        sh.subscribed.send_replace(false);
         tracing::warn!("cluster bus: subscription lost; reconnecting");
     }
 }
