@@ -82,13 +82,37 @@ impl ClientConfig {
     }
 }
 
+/// Receive buffer asked for the socket of a [`shared_endpoint`]: many connections' packets
+/// arrive on it in bursts, and the kernel's default (about 208 KiB) overflowed with 200 busy
+/// clients on one socket in `tern-loadgen chat`; every dropped datagram then costs both sides a
+/// QUIC loss recovery. The kernel caps it at `net.core.rmem_max`.
+pub const SHARED_ENDPOINT_RECEIVE_BUFFER: usize = 4 << 20;
+
 /// A client endpoint bound to an ephemeral port of the right address family, to pass to
 /// [`ClientConfig::endpoint`] for several clients.
 pub fn shared_endpoint(server: SocketAddr) -> Result<quinn::Endpoint, Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let bind: SocketAddr = if server.is_ipv6() {
         SocketAddr::from(([0u16; 8], 0))
     } else {
         SocketAddr::from(([0u8; 4], 0))
     };
-    quinn::Endpoint::client(bind).map_err(|e| Error::Config(e.to_string()))
+    let config = |e: std::io::Error| Error::Config(e.to_string());
+    let socket =
+        Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP)).map_err(config)?;
+    if bind.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    // A smaller buffer than asked for (a low rmem_max) still works, only with more drops.
+    let _ = socket.set_recv_buffer_size(SHARED_ENDPOINT_RECEIVE_BUFFER);
+    socket.bind(&bind.into()).map_err(config)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| Error::Config("no async runtime for the QUIC endpoint".into()))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket.into(),
+        runtime,
+    )
+    .map_err(config)
 }

@@ -105,6 +105,51 @@ pub fn machine_cpu() -> Result<(f64, f64), ProcError> {
     Ok((busy / clock_ticks(), f(7) / clock_ticks()))
 }
 
+/// The machine's UDP counters (all sockets, IPv4 and IPv6 together), from /proc/net/snmp and
+/// /proc/net/snmp6.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpCounters {
+    /// Datagrams sent. On loopback every one is received by the server or by this process, so
+    /// the difference over a window is the packets both sides exchanged.
+    pub out_datagrams: u64,
+    /// Datagrams dropped because a socket's receive buffer was full.
+    pub receive_buffer_errors: u64,
+}
+
+/// Reads the machine's UDP counters.
+pub fn udp_counters() -> Result<UdpCounters, ProcError> {
+    let path = "/proc/net/snmp".to_owned();
+    let snmp = read(path.clone())?;
+    let mut rows = snmp.lines().filter_map(|l| l.strip_prefix("Udp: "));
+    let (Some(names), Some(values)) = (rows.next(), rows.next()) else {
+        return Err(ProcError::Format(path));
+    };
+    let field = |name: &str| -> Option<u64> {
+        let i = names.split_whitespace().position(|n| n == name)?;
+        values.split_whitespace().nth(i)?.parse().ok()
+    };
+    let mut c = UdpCounters {
+        out_datagrams: field("OutDatagrams").ok_or_else(|| ProcError::Format(path.clone()))?,
+        receive_buffer_errors: field("RcvbufErrors").unwrap_or(0),
+    };
+    // IPv6 sockets count separately (one "Name value" pair per line); absent without IPv6.
+    if let Ok(snmp6) = read("/proc/net/snmp6".to_owned()) {
+        for line in snmp6.lines() {
+            let mut kv = line.split_whitespace();
+            let (Some(k), Some(v)) = (kv.next(), kv.next().and_then(|v| v.parse::<u64>().ok()))
+            else {
+                continue;
+            };
+            match k {
+                "Udp6OutDatagrams" => c.out_datagrams += v,
+                "Udp6RcvbufErrors" => c.receive_buffer_errors += v,
+                _ => {}
+            }
+        }
+    }
+    Ok(c)
+}
+
 /// CPU and memory of a process at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Sample {

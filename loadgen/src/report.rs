@@ -92,6 +92,13 @@ pub struct Report {
     pub other_cpu_s: Option<f64>,
     /// CPU seconds the hypervisor stole in the window.
     pub steal_cpu_s: Option<f64>,
+    /// UDP datagrams sent on the whole machine in the window (on loopback: every packet the
+    /// server and the load generator exchanged, QUIC ACK-only packets included).
+    pub udp_datagrams: Option<u64>,
+    /// `udp_datagrams` per message acknowledged in the window.
+    pub udp_datagrams_per_message: Option<f64>,
+    /// UDP datagrams dropped on the machine in the window because a receive buffer was full.
+    pub udp_receive_buffer_drops: Option<u64>,
     /// This process's resident memory at the end.
     pub loadgen_rss_bytes: Option<u64>,
     /// Errors by kind.
@@ -228,6 +235,12 @@ impl Report {
         delivered_in_window: u64,
     ) {
         (self.other_cpu_s, self.steal_cpu_s) = window.other_cpu();
+        if let Some((sent, drops)) = window.udp() {
+            self.udp_datagrams = Some(sent);
+            self.udp_receive_buffer_drops = Some(drops);
+            self.udp_datagrams_per_message = (acked_in_window > 0)
+                .then(|| (sent as f64 / acked_in_window as f64 * 100.0).round() / 100.0);
+        }
         self.acked_per_server_cpu_s = per(acked_in_window as f64, self.server_cpu_s);
         self.delivered_per_server_cpu_s = per(delivered_in_window as f64, self.server_cpu_s);
         if let Some(h) = self.handshakes {
@@ -378,6 +391,13 @@ impl Report {
                 g(v.jobs_per_commit),
                 g(v.deliveries_per_message),
                 g(v.requests_per_message)
+            );
+        }
+        if let (Some(n), Some(per)) = (self.udp_datagrams, self.udp_datagrams_per_message) {
+            let _ = writeln!(
+                s,
+                "udp        {n} datagrams on the machine ({per:.2} per message acked), {} dropped for a full receive buffer",
+                self.udp_receive_buffer_drops.unwrap_or(0)
             );
         }
         if let Some(cpu) = self.loadgen_cpu_s {

@@ -307,6 +307,8 @@ pub struct Window {
     pub metrics_start: Option<Samples>,
     /// The server's metrics at the end.
     pub metrics_end: Option<Samples>,
+    /// The machine's UDP counters at the start and end.
+    pub udp: [Option<procstat::UdpCounters>; 2],
 }
 
 impl Window {
@@ -329,6 +331,19 @@ impl Window {
         let busy = b.0 - a.0;
         let ours = self.server_cpu().unwrap_or(0.0) + self.own_cpu().unwrap_or(0.0);
         (Some((busy - ours).max(0.0)), Some(b.1 - a.1))
+    }
+
+    /// UDP datagrams sent on the machine in the window, and datagrams dropped for a full
+    /// receive buffer.
+    pub fn udp(&self) -> Option<(u64, u64)> {
+        let [Some(a), Some(b)] = self.udp else {
+            return None;
+        };
+        Some((
+            b.out_datagrams.saturating_sub(a.out_datagrams),
+            b.receive_buffer_errors
+                .saturating_sub(a.receive_buffer_errors),
+        ))
     }
 
     /// What the server's metrics say about the window.
@@ -367,6 +382,7 @@ pub fn sample_window(
             let own = procstat::sample(Pid::SelfProcess);
             let m = admin.and_then(metrics::scrape);
             w.machine[usize::from(!start)] = procstat::machine_cpu().ok();
+            w.udp[usize::from(!start)] = procstat::udp_counters().ok();
             if start {
                 w.server_start = s;
                 w.own_start = own;

@@ -110,6 +110,34 @@ pub struct TransportConfig {
     /// Resumable TLS sessions the server remembers, across all shards (each costs a few hundred
     /// bytes; the oldest are forgotten first, and a forgotten one costs a full handshake).
     pub session_cache: usize,
+    /// Ask clients to send a QUIC ACK only after more than this many ack-eliciting packets
+    /// (or after `ack_delay_ms`); unset: the QUIC default (every second packet). See
+    /// BENCHMARKS.md, "quinn settings", for what it was measured to do.
+    pub ack_eliciting_threshold: Option<u32>,
+    /// The ACK delay to ask of clients with `ack_eliciting_threshold`, in milliseconds
+    /// (quinn caps it at the greater of the path RTT and 25 ms).
+    pub ack_delay_ms: Option<u32>,
+    /// UDP segmentation offload (GSO): several packets of one connection per `sendmsg`.
+    pub segmentation_offload: bool,
+    /// Path MTU discovery (a few probe packets per connection).
+    pub mtu_discovery: bool,
+    /// `SO_RCVBUF` of each shard's UDP socket, in bytes (capped by `net.core.rmem_max`).
+    pub udp_receive_buffer_bytes: usize,
+}
+
+impl TransportConfig {
+    /// The packet-level settings for the transport.
+    pub fn tuning(&self) -> crate::transport::tuning::QuicTuning {
+        crate::transport::tuning::QuicTuning {
+            ack_eliciting_threshold: self.ack_eliciting_threshold,
+            ack_delay: self
+                .ack_delay_ms
+                .map(|ms| std::time::Duration::from_millis(u64::from(ms))),
+            segmentation_offload: self.segmentation_offload,
+            mtu_discovery: self.mtu_discovery,
+            udp_receive_buffer: self.udp_receive_buffer_bytes,
+        }
+    }
 }
 
 impl Default for TransportConfig {
@@ -117,6 +145,11 @@ impl Default for TransportConfig {
         TransportConfig {
             zero_rtt: true,
             session_cache: 65_536,
+            ack_eliciting_threshold: None,
+            ack_delay_ms: None,
+            segmentation_offload: true,
+            mtu_discovery: true,
+            udp_receive_buffer_bytes: crate::transport::tuning::DEFAULT_UDP_RECEIVE_BUFFER,
         }
     }
 }
@@ -277,10 +310,21 @@ mod tests {
             c.transport,
             TransportConfig {
                 zero_rtt: false,
-                session_cache: 10
+                session_cache: 10,
+                ..TransportConfig::default()
             }
         );
         assert!(toml::from_str::<Config>("[transport]\nzero_rt = false\n").is_err());
+        let tuned: Config = toml::from_str(
+            "[transport]\nack_eliciting_threshold = 8\nack_delay_ms = 20\nmtu_discovery = false\n",
+        )
+        .unwrap();
+        let t = tuned.transport.tuning();
+        assert_eq!(t.ack_eliciting_threshold, Some(8));
+        assert_eq!(t.ack_delay, Some(std::time::Duration::from_millis(20)));
+        assert!(!t.mtu_discovery);
+        assert!(t.segmentation_offload, "GSO stays on unless turned off");
+        assert_eq!(d.transport.tuning(), Default::default());
     }
 
     #[test]

@@ -361,6 +361,7 @@ impl RunningServer {
             listen: config.listen,
             idle_timeout,
             limits,
+            tuning: config.transport.tuning(),
             connection: ConnectionLimits {
                 auth_timeout: Duration::from_secs(config.auth_timeout_s),
                 outbound_queue: limits.outbound_queue,

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod media;
 pub mod outbound;
 pub mod tls;
+pub mod tuning;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use quinn::{Endpoint, EndpointConfig, ServerConfig};
 
 use self::admission::{Admission, HandshakeGate};
 use self::limits::TransportLimits;
+use self::tuning::QuicTuning;
 use crate::services::Services;
 use crate::shard::{ConnectionLimits, Shard};
 
@@ -34,6 +36,8 @@ pub struct TransportSettings {
     pub idle_timeout: Duration,
     /// Buffer limits per connection.
     pub limits: TransportLimits,
+    /// Packet-level QUIC settings (ACK frequency, GSO, MTU discovery).
+    pub tuning: QuicTuning,
     /// What each connection follows once accepted.
     pub connection: ConnectionLimits,
     /// Accept connections as 0.5-RTT so 0-RTT early data is read before the handshake
@@ -72,7 +76,8 @@ pub fn bind(
     // 0-RTT handshakes apart.
     let crypto = handshake::ObservedServerConfig::new(tls).map_err(TransportError::Config)?;
     let mut server = ServerConfig::with_crypto(Arc::new(crypto));
-    let transport = settings.limits.transport_config(settings.idle_timeout)?;
+    let mut transport = settings.limits.transport_config(settings.idle_timeout)?;
+    settings.tuning.apply(&mut transport);
     server.transport_config(Arc::new(transport));
     // Data that arrives for a connection not yet accepted is buffered by quinn; its defaults
     // (10 MiB each, 100 MiB in all) are sized for 0-RTT bulk uploads Tern does not do.
@@ -96,10 +101,12 @@ pub fn bind(
     endpoint_config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
-    let socket = reuseport_socket(settings.listen).map_err(|source| TransportError::Bind {
-        addr: settings.listen,
-        source,
-    })?;
+    let socket = reuseport_socket(settings.listen, settings.tuning.udp_receive_buffer).map_err(
+        |source| TransportError::Bind {
+            addr: settings.listen,
+            source,
+        },
+    )?;
     Endpoint::new(
         endpoint_config,
         Some(server),
@@ -112,13 +119,28 @@ pub fn bind(
     })
 }
 
-fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+fn reuseport_socket(
+    addr: SocketAddr,
+    receive_buffer: usize,
+) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     #[cfg(unix)]
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
+    }
+    if let Err(e) = socket.set_recv_buffer_size(receive_buffer) {
+        tracing::warn!(error = %e, "could not size the UDP receive buffer");
+    }
+    let granted = socket.recv_buffer_size().unwrap_or(0);
+    // Linux reports twice what it grants for bookkeeping; less than asked means rmem_max.
+    if granted < receive_buffer {
+        tracing::warn!(
+            asked = receive_buffer,
+            granted,
+            "the UDP receive buffer is smaller than configured: raise net.core.rmem_max"
+        );
     }
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
