@@ -13,7 +13,7 @@ use crate::auth::AuthService;
 use crate::chat::ChatService;
 use crate::groups::GroupService;
 use crate::media::MediaService;
-use crate::metrics::{Metrics, RequestLabels, RequestTimingLabels, ShardLabel};
+use crate::metrics::{Metrics, ShardSeries};
 use crate::presence::PresenceService;
 use crate::router::Router;
 use crate::social::SocialService;
@@ -76,31 +76,15 @@ impl Services {
     /// authentication on unauthenticated sessions.
     pub async fn handle(
         &self,
-        shard: &ShardLabel,
+        shard: &ShardSeries,
         caller: Caller,
         request: Request,
     ) -> (Result<Response, ErrorBody>, SessionChange) {
         let name = request.name();
         let started = Instant::now();
         let (result, change) = self.dispatch(caller, request).await;
-        let outcome = match &result {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => format!("{:?}", e.code),
-        };
-        let labels = RequestLabels {
-            shard: shard.shard.clone(),
-            request: name.into(),
-            result: outcome,
-        };
-        self.metrics.requests.get_or_create(&labels).inc();
-        let timing = RequestTimingLabels {
-            shard: shard.shard.clone(),
-            request: name.into(),
-        };
-        self.metrics
-            .request_seconds
-            .get_or_create(&timing)
-            .observe(started.elapsed().as_secs_f64());
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| e.code);
+        shard.request(name, outcome, started.elapsed());
         (result, change)
     }
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tern_protocol::{DeviceId, ErrorCode, UserId};
 use tokio::sync::watch;
 
-use crate::metrics::{Metrics, ShardLabel};
+use crate::metrics::{Metrics, ShardLabel, ShardSeries};
 use crate::router::{Control, Delivery, DeliveryKind, Router, ShardInbox};
 use crate::transport::datagram::DatagramSender;
 use crate::transport::outbound::Outbound;
@@ -58,13 +58,17 @@ pub struct Shard {
     pub index: usize,
     /// Its metrics label.
     pub label: ShardLabel,
+    /// Its per-frame and per-request series, resolved once.
+    pub series: ShardSeries,
     /// Open connections on this shard.
     pub open: AtomicUsize,
     /// The router, to attach and detach users.
     pub router: Arc<Router>,
     limits: ConnectionLimits,
     metrics: Metrics,
-    conns: Mutex<HashMap<UserId, Vec<ConnHandle>>>,
+    /// Looked up for every pushed update; user ids are the server's own, so foldhash (not
+    /// SipHash) is safe here.
+    conns: Mutex<HashMap<UserId, Vec<ConnHandle>, foldhash::fast::RandomState>>,
     /// Connections that have not logged in, so shutdown reaches them too.
     anonymous: Mutex<HashMap<u64, ConnHandle>>,
 }
@@ -80,11 +84,12 @@ impl Shard {
         Shard {
             index,
             label: Metrics::shard(index),
+            series: ShardSeries::new(&metrics, Metrics::shard(index)),
             open: AtomicUsize::new(0),
             router,
             limits,
             metrics,
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::default()),
             anonymous: Mutex::new(HashMap::new()),
         }
     }
@@ -149,7 +154,7 @@ impl Shard {
         self.each(Some(user), |h| match h.outbound.push(frame.clone()) {
             Ok(()) => {
                 self.metrics.deliveries.get_or_create(&self.label).inc();
-                self.metrics.frame_out(&self.label, "event");
+                self.series.frame_out("event");
             }
             Err(_full) => {
                 self.metrics.slow_consumers.get_or_create(&self.label).inc();
@@ -172,7 +177,7 @@ impl Shard {
                             .presence_events
                             .get_or_create(&self.label)
                             .inc();
-                        self.metrics.frame_out(&self.label, "event");
+                        self.series.frame_out("event");
                     }
                     Err(_full) => {
                         self.metrics.slow_consumers.get_or_create(&self.label).inc();
@@ -205,7 +210,7 @@ impl Shard {
         }
         match h.outbound.push(frame.clone()) {
             Ok(()) => {
-                self.metrics.frame_out(&self.label, "event");
+                self.series.frame_out("event");
                 self.metrics.typing("delivered");
             }
             Err(_full) => self.metrics.typing("dropped_load"),

@@ -418,9 +418,7 @@ impl ConnTask {
 
     /// Handles one frame. Returns a fatal error, if one occurred.
     async fn handle(&mut self, frame: Frame) -> Option<ErrorBody> {
-        self.services
-            .metrics
-            .frame_in(&self.shard.label, frame.kind());
+        self.shard.series.frame_in(frame.kind());
         match self.session.handle_frame(frame, Instant::now()) {
             Err(violation) => Some(violation.0),
             // Boxed: the login path's state (auth, storage reads, a first sync) is large and
@@ -571,19 +569,23 @@ impl ConnTask {
             return Ok(());
         }
         let services = self.services.clone();
-        let label = self.shard.label.clone();
+        let shard = self.shard.clone();
         let Some(outbound) = self.outbound.clone() else {
             return Ok(());
         };
         let close = self.close_tx.clone();
         let watch = matches!(body, Request::WatchPresence { .. });
         self.in_flight.spawn(async move {
-            let (result, _) = services.handle(&label, caller, body).await;
+            let (result, _) = services.handle(&shard.series, caller, body).await;
             let frame = Frame::Response { req_id, result };
             if let Some(bytes) = encode(&frame) {
-                services.metrics.frame_out(&label, "response");
+                shard.series.frame_out("response");
                 if outbound.push(bytes).is_err() {
-                    services.metrics.slow_consumers.get_or_create(&label).inc();
+                    services
+                        .metrics
+                        .slow_consumers
+                        .get_or_create(&shard.label)
+                        .inc();
                     let _ = close.send(Some(ErrorCode::SlowConsumer));
                 } else if watch {
                     // Presence events for this watch set may follow the snapshot now.
@@ -601,7 +603,7 @@ impl ConnTask {
         caller: Caller,
         body: Request,
     ) -> Result<(), ErrorBody> {
-        let (result, change) = self.services.handle(&self.shard.label, caller, body).await;
+        let (result, change) = self.services.handle(&self.shard.series, caller, body).await;
         let login = match change {
             SessionChange::Authenticated(s) => Some(s),
             SessionChange::None => None,
@@ -622,9 +624,7 @@ impl ConnTask {
         let (Some(tx), Some(bytes)) = (&self.outbound, encode(frame)) else {
             return;
         };
-        self.services
-            .metrics
-            .frame_out(&self.shard.label, frame.kind());
+        self.shard.series.frame_out(frame.kind());
         if tx.push(bytes).is_err() {
             self.services
                 .metrics

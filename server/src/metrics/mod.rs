@@ -15,6 +15,10 @@ use prometheus_client::registry::Registry;
 
 use crate::storage::fjall::CommitObserver;
 
+mod shard;
+
+pub use self::shard::ShardSeries;
+
 /// Labels of per-shard series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabel {
@@ -448,26 +452,6 @@ impl Metrics {
         ShardLabel {
             shard: n.to_string(),
         }
-    }
-
-    /// Counts a frame received on `shard`.
-    pub fn frame_in(&self, shard: &ShardLabel, kind: &'static str) {
-        self.frames_in
-            .get_or_create(&FrameLabels {
-                shard: shard.shard.clone(),
-                kind: kind.into(),
-            })
-            .inc();
-    }
-
-    /// Counts a frame sent on `shard`.
-    pub fn frame_out(&self, shard: &ShardLabel, kind: &'static str) {
-        self.frames_out
-            .get_or_create(&FrameLabels {
-                shard: shard.shard.clone(),
-                kind: kind.into(),
-            })
-            .inc();
     }
 
     /// Prometheus text exposition of every series.
