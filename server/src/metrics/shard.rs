@@ -58,11 +58,6 @@ impl ShardSeries {
         }
     }
 
-    /// The shard's label, for the series that are not hot.
-    pub fn label(&self) -> &ShardLabel {
-        &self.label
-    }
-
     /// Counts a frame received.
     pub fn frame_in(&self, kind: &'static str) {
         self.frame(&self.frames_in, &self.metrics.frames_in, kind);
@@ -94,45 +89,41 @@ impl ShardSeries {
         }
     }
 
-    /// Counts an answered request and records how long it took. Errors take the slow path:
-    /// their label names the code, and they are rare.
+    /// Counts an answered request and records how long it took. The timing and the success
+    /// counter are cached per request name; an error's counter is looked up each time, since its
+    /// label names the code and errors are rare.
     pub fn request(&self, name: &'static str, outcome: Result<(), ErrorCode>, took: Duration) {
-        let seconds = took.as_secs_f64();
-        if let Err(code) = outcome {
-            let m = &self.metrics;
-            m.requests
-                .get_or_create(&RequestLabels {
-                    shard: self.label.shard.clone(),
-                    request: name.to_owned(),
-                    result: format!("{code:?}"),
-                })
-                .inc();
-            m.request_seconds
-                .get_or_create(&self.timing_labels(name))
-                .observe(seconds);
-            return;
-        }
         let Ok(mut requests) = self.requests.lock() else {
             return;
         };
-        let (count, timing) = requests.entry(name).or_insert_with(|| {
+        let (ok, timing) = requests.entry(name).or_insert_with(|| {
             let m = &self.metrics;
-            let count = m
+            let ok = m
                 .requests
-                .get_or_create(&RequestLabels {
-                    shard: self.label.shard.clone(),
-                    request: name.to_owned(),
-                    result: "ok".to_owned(),
-                })
-                .clone();
-            let timing = m
-                .request_seconds
-                .get_or_create(&self.timing_labels(name))
-                .clone();
-            (count, timing)
+                .get_or_create(&self.request_labels(name, "ok".to_owned()));
+            let timing = m.request_seconds.get_or_create(&self.timing_labels(name));
+            (ok.clone(), timing.clone())
         });
-        count.inc();
-        timing.observe(seconds);
+        timing.observe(took.as_secs_f64());
+        match outcome {
+            Ok(()) => {
+                ok.inc();
+            }
+            Err(code) => {
+                self.metrics
+                    .requests
+                    .get_or_create(&self.request_labels(name, format!("{code:?}")))
+                    .inc();
+            }
+        }
+    }
+
+    fn request_labels(&self, name: &'static str, result: String) -> RequestLabels {
+        RequestLabels {
+            shard: self.label.shard.clone(),
+            request: name.to_owned(),
+            result,
+        }
     }
 
     fn timing_labels(&self, name: &'static str) -> RequestTimingLabels {

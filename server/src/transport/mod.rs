@@ -133,8 +133,14 @@ fn reuseport_socket(
     if let Err(e) = socket.set_recv_buffer_size(receive_buffer) {
         tracing::warn!(error = %e, "could not size the UDP receive buffer");
     }
-    let granted = socket.recv_buffer_size().unwrap_or(0);
-    // Linux reports twice what it grants for bookkeeping; less than asked means rmem_max.
+    // Linux doubles what it grants (the other half is its bookkeeping) and reports the double;
+    // less than asked means `net.core.rmem_max` capped it.
+    let reported = socket.recv_buffer_size().unwrap_or(0);
+    let granted = if cfg!(target_os = "linux") {
+        reported / 2
+    } else {
+        reported
+    };
     if granted < receive_buffer {
         tracing::warn!(
             asked = receive_buffer,

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use quinn::{AckFrequencyConfig, MtuDiscoveryConfig, TransportConfig, VarInt};
+use quinn::{AckFrequencyConfig, TransportConfig, VarInt};
 
 /// The packet-level transport settings of a shard's endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +62,6 @@ impl QuicTuning {
         t.enable_segmentation_offload(self.segmentation_offload);
         if !self.mtu_discovery {
             t.mtu_discovery_config(None);
-        } else {
-            t.mtu_discovery_config(Some(MtuDiscoveryConfig::default()));
         }
     }
 }
